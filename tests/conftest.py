@@ -1,0 +1,35 @@
+"""Shared pytest setup: GPU / TensorRT markers skip cleanly where the hardware is absent."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _has_cuda() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _has_tensorrt() -> bool:
+    try:
+        return importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests without CUDA and ``tensorrt`` tests without TensorRT + CUDA."""
+    cuda = tensorrt = None
+    for item in items:
+        if "gpu" in item.keywords or "tensorrt" in item.keywords:
+            if cuda is None:
+                cuda, tensorrt = _has_cuda(), _has_tensorrt()
+            if "tensorrt" in item.keywords and not tensorrt:
+                item.add_marker(pytest.mark.skip(reason="TensorRT is not installed (pip install 'trtopt[tensorrt]')"))
+            elif not cuda:
+                item.add_marker(pytest.mark.skip(reason="no CUDA GPU available"))

@@ -1,0 +1,154 @@
+"""ONNX Runtime runner: the embedded CPU default and the numeric reference.
+
+Also used to collect calibration statistics and layer-wise comparisons, through
+:func:`load_session` which can expose intermediate tensors as extra outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from trtopt._optional import require
+from trtopt.backends.base import Runner, TensorSpec
+from trtopt.errors import InputError
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def make_session(
+    model: str | os.PathLike[str] | bytes,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    intra_op_threads: int = 0,
+    optimize: bool = True,
+):  # -> onnxruntime.InferenceSession (untyped to keep the import lazy)
+    """Create an ONNX Runtime session with a clear error for unreadable models.
+
+    Args:
+        model: Path to an ``.onnx`` file or serialized model bytes.
+        providers: Execution providers in priority order.
+        intra_op_threads: Threads per op; 0 lets ONNX Runtime decide.
+        optimize: Apply ONNX Runtime's graph optimizations (disable for calibration so
+            tensor names stay those of the exported graph).
+
+    Returns:
+        An ``onnxruntime.InferenceSession``.
+
+    Raises:
+        InputError: The file is missing or is not a model ONNX Runtime can load.
+    """
+    ort = require("onnxruntime")
+    if not isinstance(model, bytes):
+        path = Path(model)
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}")
+        model = str(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    available = set(ort.get_available_providers())
+    chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=chosen)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        name = model if isinstance(model, str) else "<bytes>"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ONNX Runtime cannot load {name}: {first}") from exc
+
+
+class OnnxRuntimeRunner(Runner):
+    """Run an ONNX model with ONNX Runtime.
+
+    Args:
+        model: Path to the ``.onnx`` file (or its bytes).
+        providers: Execution providers in priority order (CPU by default).
+        intra_op_threads: Threads per op; 0 = ONNX Runtime's default (all cores).
+
+    Example:
+        >>> with OnnxRuntimeRunner("model.onnx") as r:  # doctest: +SKIP
+        ...     out = r.infer({"input": x})
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.providers = tuple(providers)
+        self.intra_op_threads = intra_op_threads
+        self.session = None
+
+    def _activate(self) -> None:
+        self.session = make_session(self.model, self.providers, self.intra_op_threads)
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    @staticmethod
+    def _specs(args) -> list[TensorSpec]:
+        out = []
+        for a in args:
+            if a.type not in _ORT_TYPES:
+                raise InputError(f"tensor '{a.name}' has unsupported type {a.type}")
+            shape = tuple(d if isinstance(d, int) else None for d in a.shape)
+            out.append(TensorSpec(a.name, shape, np.dtype(_ORT_TYPES[a.type])))
+        return out
+
+    def input_specs(self) -> list[TensorSpec]:
+        """Return the session's inputs."""
+        return self._specs(self.session.get_inputs())
+
+    def output_specs(self) -> list[TensorSpec]:
+        """Return the session's outputs."""
+        return self._specs(self.session.get_outputs())
+
+    def describe(self) -> dict[str, object]:
+        """Return provider and thread settings."""
+        return {
+            "backend": self.backend,
+            "providers": list(self.session.get_providers()) if self.session else list(self.providers),
+            "intra_op_threads": self.intra_op_threads or os.cpu_count(),
+        }
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        try:
+            outs = self.session.run(names, dict(feeds))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime failed to run the model: {first}") from exc
+        return dict(zip(names, outs))
+
+    def prepare(self, feeds: Mapping[str, np.ndarray]):
+        """Bind inputs once and return a callable running ``session.run`` on them.
+
+        Args:
+            feeds: Input name to array.
+
+        Returns:
+            Zero-argument callable (the same work as a bare ``session.run`` loop).
+        """
+        self.check_inputs(feeds)
+        sess = self.session
+        bound = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        names = [o.name for o in sess.get_outputs()]
+        return lambda: sess.run(names, bound)

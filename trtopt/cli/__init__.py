@@ -1,0 +1,1 @@
+"""Command-line interface: ``trtopt <subcommand>``; see :func:`trtopt.cli.main.main`."""

@@ -1,0 +1,68 @@
+"""Reusable argument groups and small parsing helpers shared by subcommands.
+
+Every ``add_*`` function adds one titled argument group, so ``-h`` output is grouped the
+same way in every subcommand. Nothing here imports heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trtopt.errors import ConfigError
+
+
+def add_model_arg(parser: argparse.ArgumentParser, nargs: str | None = None, help_: str = "ONNX model") -> None:
+    """Add the positional MODEL argument."""
+    parser.add_argument("model", metavar="MODEL.onnx", type=Path, nargs=nargs, help=help_)
+
+
+def add_out_arg(parser: argparse.ArgumentParser, default: str | None, help_: str, required: bool = False) -> None:
+    """Add ``--out``."""
+    parser.add_argument("--out", type=Path, default=None if default is None else Path(default),
+                        required=required, help=help_)
+
+
+def parse_int_list(text: str, what: str = "value") -> list[int]:
+    """Parse ``"1,8,32"`` into ``[1, 8, 32]`` with a clear error.
+
+    Args:
+        text: Comma-separated positive integers.
+        what: What the numbers are, for the message.
+
+    Returns:
+        The integers.
+    """
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got '{text}'") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"{what} must be positive integers, got '{text}'")
+    return vals
+
+
+def parse_percent(text: str, what: str) -> float:
+    """Parse ``"5%"`` or ``"5"`` into ``5.0`` (percent).
+
+    Args:
+        text: Number with optional ``%``.
+        what: Option name, for the message.
+
+    Returns:
+        The percentage as a float.
+    """
+    try:
+        return float(text.strip().rstrip("%"))
+    except ValueError:
+        raise ConfigError(f"{what} must be a number or percentage, got '{text}'") from None
+
+
+def not_implemented(stage: str, issue: str) -> int:
+    """Raise the standard "not implemented yet" error for a stage a later issue delivers.
+
+    Args:
+        stage: Subcommand name.
+        issue: Short reference to the issue delivering it.
+    """
+    raise ConfigError(f"'trtopt {stage}' is not implemented yet ({issue})")

@@ -1,0 +1,72 @@
+"""``trtopt run RECIPE.toml``: run a whole pipeline described by a TOML recipe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "run a pipeline from a TOML recipe (workload -> variants -> benchmark report)"
+
+
+def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
+    """Add the options shared by ``run`` and ``demo``."""
+    g = p.add_argument_group("Output")
+    g.add_argument("--out", type=Path, default=None, help=f"output folder (default: {default_out_hint})")
+    g = p.add_argument_group("Overrides")
+    g.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+                   help="benchmark backend (overrides [recipe] backend)")
+    g.add_argument("--variants", default=None, help="comma-separated variants (overrides [recipe] variants)")
+    g.add_argument("--min-duration", type=float, default=None, metavar="S",
+                   help="minimum timed seconds per variant (overrides [bench] min_duration_s)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``run`` subcommand."""
+    p = sub.add_parser("run", help=HELP, description=HELP)
+    p.add_argument("recipe", metavar="RECIPE.toml", type=Path, help="recipe file (see bench/recipes/)")
+    add_run_args(p, "bench/results/<recipe name>")
+    p.set_defaults(func=run)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
+    """Translate CLI overrides into recipe-table overrides."""
+    ov: dict[str, dict] = {}
+    if args.backend:
+        ov.setdefault("recipe", {})["backend"] = args.backend
+    if args.variants:
+        ov.setdefault("recipe", {})["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.min_duration is not None:
+        ov.setdefault("bench", {})["min_duration_s"] = args.min_duration
+    return ov
+
+
+def execute(recipe_path: Path, args: argparse.Namespace) -> int:
+    """Load, run and print a recipe (shared by ``run`` and ``demo``)."""
+    from rich.console import Console
+
+    from trtopt.benchmark import render_table
+    from trtopt.cli.progress import StageProgress
+    from trtopt.pipeline import Pipeline
+    from trtopt.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides_from(args))
+    if recipe.run.backend == "tensorrt":
+        from trtopt._optional import require
+
+        require("tensorrt", "tensorrt", "the recipe's backend is tensorrt")
+    out = args.out or Path(recipe.run.out or Path("bench") / "results" / recipe.run.name)
+    progress = StageProgress()
+    progress("recipe", f"{recipe.run.name} ({recipe_path}) -> {out}")
+    result = Pipeline(recipe, out, progress=progress).run()
+    console = Console()
+    console.print(render_table(result.report))
+    for kind, path in result.paths.items():
+        console.print(f"[dim]{kind}:[/] {path}")
+    total = sum(result.stage_seconds.values())
+    console.print(f"[dim]done in {total:.1f} s[/]")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt run``."""
+    return execute(args.recipe, args)

@@ -1,0 +1,90 @@
+"""``trtopt`` entry point: one argparse parser with a subparser per command module.
+
+Each command lives in ``trtopt/cli/cmd_<name>.py`` and exposes ``register(subparsers)``.
+Command modules import heavy dependencies only inside their ``run`` functions, so
+``trtopt <cmd> -h`` works without torch, onnxruntime or TensorRT. A module that fails to
+import is replaced by a placeholder that explains why (Polygraphy's MissingTool idea).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from trtopt import __version__
+from trtopt.errors import TrtoptError
+
+COMMANDS = (
+    "demo", "run", "prune", "export", "calibrate", "quantize", "build", "bench", "inspect", "gate", "report",
+)
+
+
+def _register_all(sub: argparse._SubParsersAction) -> None:
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"trtopt.cli.cmd_{name}")
+        except ImportError as exc:  # keep `trtopt -h` alive even if one command is broken
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            p.set_defaults(func=lambda _a, _e=exc: (_ for _ in ()).throw(TrtoptError(str(_e))))
+            continue
+        mod.register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full ``trtopt`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="trtopt",
+        description="2:4 sparsity, entropy calibration, INT8/FP16 and TensorRT engines, benchmarked against FP32.",
+    )
+    parser.add_argument("--version", action="version", version=f"trtopt {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_all(sub)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    try:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
+    except ImportError:  # pragma: no cover - rich is a core dependency
+        handler = logging.StreamHandler()
+    log = logging.getLogger("trtopt")
+    log.handlers = [h for h in log.handlers if isinstance(h, logging.NullHandler)] + [handler]
+    log.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments (without the program name); ``sys.argv[1:]`` by default.
+
+    Returns:
+        Process exit code: 0 success, 1 gate regression, 2 user error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        rc = args.func(args)
+    except TrtoptError as exc:
+        print(f"trtopt {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"trtopt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Exception hierarchy.
+
+Every error a *user* can cause (bad path, corrupt model, unknown recipe key, missing
+optional dependency) derives from :class:`TrtoptError`. The CLI turns these into one
+line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TrtoptError(Exception):
+    """A user-facing error: the message is shown as one line, exit code 2."""
+
+    exit_code: int = 2
+
+
+class ConfigError(TrtoptError):
+    """An invalid configuration value, recipe key or command-line option."""
+
+
+class InputError(TrtoptError):
+    """A missing, unreadable or corrupt input file, or data of the wrong shape/dtype."""
+
+
+class MissingDependencyError(TrtoptError):
+    """An optional dependency is not installed.
+
+    Args:
+        module: The import name that failed (e.g. ``"tensorrt"``).
+        extra: The pip extra that installs it (e.g. ``"tensorrt"``).
+        detail: Optional extra context (e.g. what needed the module).
+    """
+
+    def __init__(self, module: str, extra: str, detail: str = "") -> None:
+        self.module = module
+        self.extra = extra
+        msg = f"{module} is not installed: install the [{extra}] extra (pip install 'trtopt[{extra}]')"
+        if detail:
+            msg = f"{msg}; {detail}"
+        super().__init__(msg)
+
+
+class BackendUnavailableError(TrtoptError):
+    """A backend is installed but cannot run here (e.g. TensorRT without a CUDA GPU)."""
+
+
+class BuildError(TrtoptError):
+    """An engine build or ONNX parse failed; the message lists node, operator and reason."""
+
+
+class IncompatibleArtifactError(TrtoptError):
+    """An engine, cache or table was made for another model, TensorRT version or GPU."""
+
+
+class GateFailure(TrtoptError):
+    """A regression gate found a regression (exit code 1, unlike user errors)."""
+
+    exit_code = 1

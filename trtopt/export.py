@@ -1,0 +1,89 @@
+"""PyTorch -> ONNX export.
+
+Uses the TorchScript-based exporter (``dynamo=False``): it is fast, needs no onnxscript,
+and names nodes after module paths (``/features/3/Conv``), which the layer-wise
+comparison and the accuracy budget map back to PyTorch module names (``features.3``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from trtopt.errors import ConfigError, InputError
+from trtopt.fileio import atomic_path
+from trtopt.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Options of :func:`export_onnx`.
+
+    Attributes:
+        opset: ONNX opset (13..21). 17+ keeps LayerNorm one node.
+        dynamic_batch: Make axis 0 of every input/output dynamic (``batch``).
+        input_names: Graph input names, in ``forward`` argument order.
+        output_names: Graph output names.
+        constant_folding: Fold constants (BatchNorm into Conv, etc.).
+    """
+
+    opset: int = 17
+    dynamic_batch: bool = True
+    input_names: tuple[str, ...] = ("input",)
+    output_names: tuple[str, ...] = ("logits",)
+    constant_folding: bool = True
+
+    def __post_init__(self) -> None:
+        if not 13 <= self.opset <= 21:
+            raise ConfigError(f"export.opset must be between 13 and 21, got {self.opset}")
+        if not self.input_names or not self.output_names:
+            raise ConfigError("export.input_names and export.output_names must not be empty")
+        object.__setattr__(self, "input_names", tuple(self.input_names))
+        object.__setattr__(self, "output_names", tuple(self.output_names))
+
+
+def export_onnx(model, sample_input, path: str | os.PathLike[str], config: ExportConfig | None = None) -> Path:
+    """Export a PyTorch module to ONNX, check it, and write it atomically.
+
+    Args:
+        model: ``torch.nn.Module`` (put in eval mode for export).
+        sample_input: A tensor, or a tuple of tensors, matching ``config.input_names``.
+        path: Destination ``.onnx`` file.
+        config: Export options.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ConfigError: Names do not match the number of inputs.
+        InputError: The exporter failed (message names the reason).
+    """
+    import onnx
+    import torch
+
+    cfg = config or ExportConfig()
+    args = sample_input if isinstance(sample_input, tuple) else (sample_input,)
+    if len(args) != len(cfg.input_names):
+        raise ConfigError(f"{len(args)} sample inputs but {len(cfg.input_names)} input names")
+    axes = {n: {0: "batch"} for n in (*cfg.input_names, *cfg.output_names)} if cfg.dynamic_batch else None
+    was_training = model.training
+    model.eval()
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model, args, str(tmp), dynamo=False, opset_version=cfg.opset,
+                    input_names=list(cfg.input_names), output_names=list(cfg.output_names),
+                    dynamic_axes=axes, do_constant_folding=cfg.constant_folding,
+                )
+        except Exception as exc:
+            raise InputError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from exc
+        onnx.checker.check_model(onnx.load(str(tmp)))
+    model.train(was_training)
+    log.info("exported %s (opset %d)", path, cfg.opset)
+    return Path(path)

@@ -1,0 +1,103 @@
+"""Atomic artifact writes and content hashing.
+
+Artifacts are written to a temporary file in the destination folder and renamed into
+place, so an interrupted run never leaves a half-written model, table or engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
+
+    On any exception the temporary file is removed and ``dest`` is left untouched.
+
+    Args:
+        dest: Final path of the artifact. Parent folders are created.
+
+    Yields:
+        A path in the same folder to write to.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``dest`` atomically.
+
+    Args:
+        dest: Destination path.
+        data: Bytes to write.
+
+    Returns:
+        The destination path.
+    """
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``dest`` atomically.
+
+    Args:
+        dest: Destination path.
+        text: Text to write.
+
+    Returns:
+        The destination path.
+    """
+    return atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON to ``dest`` atomically.
+
+    Args:
+        dest: Destination path.
+        obj: A JSON-serialisable object.
+
+    Returns:
+        The destination path.
+    """
+    return atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file's contents, read in chunks.
+
+    Args:
+        path: File to hash.
+
+    Returns:
+        Hex digest.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

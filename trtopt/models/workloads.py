@@ -1,0 +1,150 @@
+"""Workloads: a model plus the data and metric a recipe benchmarks it on.
+
+A workload yields an FP32 PyTorch model, example inputs for export, calibration inputs and
+evaluation inputs (with labels when the task has them). ``digits_cnn`` is trained here in
+seconds on real data; the vision architectures use random weights and are throughput-only,
+which reports state explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trtopt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """The ``[workload]`` table of a recipe.
+
+    Attributes:
+        model: Workload name (see :data:`WORKLOADS`).
+        seed: Seed for data split, weights and training.
+        train_epochs: Training epochs (digits only).
+        width: First-conv width (digits only).
+        image_size: Input resolution (vision architectures).
+        num_calib: Calibration samples.
+        num_eval: Evaluation samples (random-input workloads).
+    """
+
+    model: str = "digits_cnn"
+    seed: int = 0
+    train_epochs: int = 40
+    width: int = 16
+    image_size: int = 224
+    num_calib: int = 256
+    num_eval: int = 64
+
+    def __post_init__(self) -> None:
+        if self.model not in WORKLOADS:
+            raise ConfigError(f"unknown workload model '{self.model}' (choose from {', '.join(sorted(WORKLOADS))})")
+        for k in ("train_epochs", "width", "image_size", "num_calib", "num_eval"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"workload.{k} must be positive, got {getattr(self, k)}")
+
+
+@dataclass
+class Workload:
+    """A concrete workload.
+
+    Attributes:
+        name: Workload name.
+        model: The FP32 ``torch.nn.Module`` (eval mode).
+        input_name: Graph input name used for export and feeds.
+        output_name: Graph output name.
+        example: One example batch (numpy) for export.
+        calib: Calibration inputs (numpy, samples on axis 0).
+        eval_x: Evaluation inputs.
+        eval_y: Evaluation labels, or ``None`` (throughput + fidelity only).
+        train_x: Training inputs for masked fine-tuning, or ``None``.
+        train_y: Training labels, or ``None``.
+        description: One line for reports (data source, weights provenance).
+    """
+
+    name: str
+    model: object
+    input_name: str
+    output_name: str
+    example: np.ndarray
+    calib: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray | None
+    train_x: np.ndarray | None = None
+    train_y: np.ndarray | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def info(self) -> dict:
+        """Return the report's ``workload`` block."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input": {"name": self.input_name, "shape": [None, *self.example.shape[1:]], "dtype": "float32"},
+            "num_calib": len(self.calib),
+            "num_eval": len(self.eval_x),
+            "labels": self.eval_y is not None,
+            **self.extra,
+        }
+
+
+def _digits(cfg: WorkloadConfig) -> Workload:
+    from trtopt.models.digits import accuracy, load_digits_split, train_digits_cnn
+
+    split = load_digits_split(seed=cfg.seed)
+    model = train_digits_cnn(split, epochs=cfg.train_epochs, seed=cfg.seed, width=cfg.width)
+    return Workload(
+        name="digits_cnn", model=model, input_name="input", output_name="logits",
+        example=split.x_test[:1], calib=split.x_calib[: cfg.num_calib],
+        eval_x=split.x_test, eval_y=split.y_test, train_x=split.x_train, train_y=split.y_train,
+        description=(f"scikit-learn load_digits, CNN trained {cfg.train_epochs} epochs (seed {cfg.seed}); "
+                     f"accuracy on the held-out split ({len(split.x_test)} images)"),
+        extra={"train_accuracy": round(accuracy(model, split.x_train, split.y_train), 3)},
+    )
+
+
+def _vision(arch: str) -> Callable[[WorkloadConfig], Workload]:
+    def make(cfg: WorkloadConfig) -> Workload:
+        import torch
+
+        if arch.startswith("resnet"):
+            from trtopt.models import resnet as mod
+        else:
+            from trtopt.models import mobilenet as mod
+        torch.manual_seed(cfg.seed)
+        model = getattr(mod, arch)().eval()
+        rng = np.random.default_rng(cfg.seed)
+        shape = (3, cfg.image_size, cfg.image_size)
+        calib = rng.standard_normal((cfg.num_calib, *shape), dtype=np.float32)
+        evx = rng.standard_normal((cfg.num_eval, *shape), dtype=np.float32)
+        return Workload(
+            name=arch, model=model, input_name="input", output_name="logits", example=evx[:1],
+            calib=calib, eval_x=evx, eval_y=None,
+            description=(f"{arch} architecture (torchvision layout), RANDOM weights and random inputs: "
+                         "throughput and FP32-fidelity only, no task accuracy"),
+        )
+
+    return make
+
+
+#: workload name -> factory
+WORKLOADS: dict[str, Callable[[WorkloadConfig], Workload]] = {
+    "digits_cnn": _digits,
+    "resnet18": _vision("resnet18"),
+    "resnet50": _vision("resnet50"),
+    "mobilenet_v2": _vision("mobilenet_v2"),
+}
+
+
+def load_workload(cfg: WorkloadConfig) -> Workload:
+    """Create the workload named by ``cfg.model``.
+
+    Args:
+        cfg: Workload options.
+
+    Returns:
+        The workload (the digits model is trained on the way).
+    """
+    return WORKLOADS[cfg.model](cfg)

@@ -1,0 +1,221 @@
+"""The recipe pipeline: workload -> prune -> export -> calibrate -> Q/DQ / FP16 -> bench -> report.
+
+Each stage is one call into its module; this file only sequences them, names artifacts and
+records what happened. A variant whose preparation or run fails is reported as ``failed``
+with the reason rather than aborting the whole run; configuration errors abort up front.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trtopt.errors import TrtoptError
+from trtopt.log import get_logger
+from trtopt.recipe import VARIANTS, Recipe
+
+log = get_logger(__name__)
+
+#: progress callback: (stage, detail) -> None
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run produced.
+
+    Attributes:
+        report: The benchmark report (``trtopt.benchmark.Report``).
+        paths: Written files (``report.json``, ``report.md``, plots, models, tables).
+        stage_seconds: Wall time per stage.
+    """
+
+    report: object
+    paths: dict[str, Path] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Run a :class:`~trtopt.recipe.Recipe` end to end.
+
+    Args:
+        recipe: The parsed recipe.
+        out_dir: Output folder (models, calibration tables, report).
+        progress: Optional callback receiving ``(stage, detail)`` as work proceeds.
+    """
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, progress: Progress | None = None) -> None:
+        self.recipe = recipe
+        self.out = Path(out_dir)
+        self.progress = progress or (lambda stage, detail: log.info("%s: %s", stage, detail))
+        self.models_dir = self.out / "models"
+        self.calib_dir = self.out / "calibration"
+        self.timings: dict[str, float] = {}
+        self.notes: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}
+
+    def _stage(self, name: str, detail: str, fn: Callable[[], object]) -> object:
+        self.progress(name, detail)
+        t0 = time.perf_counter()
+        result = fn()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+        return result
+
+    # -- stages --------------------------------------------------------------------
+    def _torch_models(self, workload) -> dict[str, object]:
+        models = {"dense": workload.model}
+        if not self.recipe.run.needs_sparse:
+            return models
+        from trtopt.sparsity import finetune_masked, prune_
+
+        sparse = copy.deepcopy(workload.model)
+        calib = None
+        if self.recipe.prune.method == "sparsegpt":
+            import torch
+
+            calib = [torch.from_numpy(workload.calib[i : i + 64]) for i in range(0, len(workload.calib), 64)]
+        report = self._stage("prune", f"2:4 {self.recipe.prune.method}",
+                             lambda: prune_(sparse, self.recipe.prune, calib_inputs=calib))
+        pruned = [ly for ly in report.layers if getattr(ly, "pruned", False)]
+        self.notes["prune"] = {"method": self.recipe.prune.method, "pruned_layers": len(pruned),
+                               "layers": len(report.layers)}
+        ft = self.recipe.finetune
+        if ft is not None and workload.train_x is not None:
+            teacher = workload.model if ft.distill_alpha is not None else None
+            self._stage("finetune", f"masked fine-tune, {ft.epochs} epochs"
+                        + (" + distillation" if teacher is not None else ""),
+                        lambda: finetune_masked(sparse, report, workload.train_x, workload.train_y, ft,
+                                                teacher=teacher))
+        models["sparse"] = sparse.eval()
+        return models
+
+    def _export(self, workload, models: dict[str, object]) -> dict[str, Path]:
+        import torch
+
+        from trtopt.export import ExportConfig, export_onnx
+
+        cfg = self.recipe.export
+        if cfg.input_names == ExportConfig().input_names:
+            cfg = ExportConfig(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+                               input_names=(workload.input_name,), output_names=(workload.output_name,),
+                               constant_folding=cfg.constant_folding)
+        sample = torch.from_numpy(workload.example)
+        return {
+            kind: self._stage("export", f"{kind} FP32 -> ONNX",
+                              lambda m=m, kind=kind: export_onnx(m, sample, self.models_dir / f"{kind}-fp32.onnx",
+                                                                 cfg))
+            for kind, m in models.items()
+        }
+
+    def _calibrate(self, workload, fp32: dict[str, Path]) -> dict[str, object]:
+        from trtopt.calib import NumpySource, calibrate
+
+        tables = {}
+        needs = {("sparse" if VARIANTS[v][0] else "dense") for v in self.recipe.run.variants
+                 if VARIANTS[v][1] == "int8"}
+        for kind in sorted(needs):
+            src = NumpySource({workload.input_name: workload.calib}, batch_size=32, seed=self.recipe.workload.seed)
+            table = self._stage("calibrate", f"{kind}: {self.recipe.calibrate.method} on {len(workload.calib)} samples",
+                                lambda kind=kind, src=src: calibrate(fp32[kind], src, self.recipe.calibrate))
+            table.save_json(self.calib_dir / f"{kind}.calib.json")
+            table.write_trt_cache(self.calib_dir / f"{kind}.calib.cache", trt_version=100300)
+            tables[kind] = table
+        return tables
+
+    def _variant_model(self, variant: str, fp32: dict[str, Path], tables: dict[str, object]) -> Path:
+        from dataclasses import replace
+
+        from trtopt.onnx_graph import save_onnx
+        from trtopt.quant import convert_fp16, quantize_qdq
+
+        sparse, precision, fp16_rest = VARIANTS[variant]
+        kind = "sparse" if sparse else "dense"
+        if precision == "fp32":
+            return fp32[kind]
+        dest = self.models_dir / f"{variant}.onnx"
+        if precision == "fp16":
+            model = convert_fp16(fp32[kind], self.recipe.fp16)
+        else:
+            qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
+            model = quantize_qdq(fp32[kind], tables[kind], qcfg)
+        return save_onnx(model, dest)
+
+    def _prepare(self, workload) -> dict[str, Path]:
+        models = self._torch_models(workload)
+        fp32 = self._export(workload, models)
+        tables = self._calibrate(workload, fp32)
+        artifacts: dict[str, Path] = {}
+        for v in self.recipe.run.variants:
+            try:
+                artifacts[v] = self._stage("quantize", f"{v} model", lambda v=v: self._variant_model(v, fp32, tables))
+            except TrtoptError as exc:
+                self.failed[v] = str(exc)
+        return artifacts
+
+    # -- benchmark -----------------------------------------------------------------
+    def _bench_variant(self, variant: str, path: Path, workload, reference) -> tuple[list, object]:
+        from trtopt.backends import open_runner
+        from trtopt.benchmark import VariantResult, evaluate, measure
+
+        sparse, precision, fp16_rest = VARIANTS[variant]
+        bcfg = self.recipe.bench
+        results = []
+        with open_runner(self.recipe.run.backend, path) as runner:
+            acc = evaluate(runner, workload.eval_x, labels=workload.eval_y, reference=reference,
+                           batch_size=max(bcfg.batch_sizes), input_name=workload.input_name)
+            for bs in bcfg.batch_sizes:
+                idx = np.arange(bs) % len(workload.eval_x)
+                timing = measure(runner, {workload.input_name: workload.eval_x[idx]}, bcfg, batch_size=bs)
+                results.append(VariantResult(
+                    name=variant, backend=runner.backend, precision=precision,
+                    sparsity="2:4" if sparse else "dense", batch_size=bs, timing=timing, accuracy=acc,
+                    artifact=str(path), status="ok", reason="",
+                    extra={"fp16_rest": fp16_rest, "runner": runner.describe()},
+                ))
+        return results, acc
+
+    def _failed_variant(self, variant: str, reason: str) -> list:
+        from trtopt.benchmark import VariantResult
+
+        sparse, precision, _ = VARIANTS[variant]
+        return [VariantResult(name=variant, backend=self.recipe.run.backend, precision=precision,
+                              sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=None,
+                              artifact=None, status="failed", reason=reason)
+                for bs in self.recipe.bench.batch_sizes]
+
+    def run(self) -> PipelineResult:
+        """Run every stage and write the report.
+
+        Returns:
+            The report, written paths and per-stage wall times.
+        """
+        from trtopt.benchmark import Report, capture_environment, write_report
+
+        workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
+                               lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
+                                   self.recipe.workload))
+        artifacts = self._prepare(workload)
+        variants, reference = [], None
+        for v in self.recipe.run.variants:
+            if v not in artifacts:
+                variants += self._failed_variant(v, self.failed.get(v, "not built"))
+                continue
+            try:
+                res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
+                                       lambda v=v: self._bench_variant(v, artifacts[v], workload, reference))
+            except TrtoptError as exc:
+                variants += self._failed_variant(v, str(exc))
+                continue
+            if v == "fp32":
+                reference = acc.outputs
+            variants += res
+        info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes}
+        report = Report(environment=capture_environment(), workload=info, variants=variants)
+        report.finalize()
+        paths = self._stage("report", str(self.out), lambda: write_report(report, self.out))
+        return PipelineResult(report=report, paths=dict(paths), stage_seconds=dict(self.timings))
