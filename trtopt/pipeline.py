@@ -86,11 +86,14 @@ class Pipeline:
                                "layers": len(report.layers)}
         ft = self.recipe.finetune
         if ft is not None and workload.train_x is not None:
+            from trtopt.models.digits import torch_threads
+
             teacher = workload.model if ft.distill_alpha is not None else None
-            self._stage("finetune", f"masked fine-tune, {ft.epochs} epochs"
-                        + (" + distillation" if teacher is not None else ""),
-                        lambda: finetune_masked(sparse, report, workload.train_x, workload.train_y, ft,
-                                                teacher=teacher))
+            detail = f"masked fine-tune, {ft.epochs} epochs" + (" + distillation" if teacher is not None else "")
+            with torch_threads(1):
+                self._stage("finetune", detail,
+                            lambda: finetune_masked(sparse, report, workload.train_x, workload.train_y, ft,
+                                                    teacher=teacher))
         models["sparse"] = sparse.eval()
         return models
 
@@ -207,14 +210,15 @@ class Pipeline:
                 continue
             try:
                 res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
-                                       lambda v=v: self._bench_variant(v, artifacts[v], workload, reference))
+                                       lambda v=v, ref=reference: self._bench_variant(v, artifacts[v], workload, ref))
             except TrtoptError as exc:
                 variants += self._failed_variant(v, str(exc))
                 continue
             if v == "fp32":
                 reference = acc.outputs
             variants += res
-        info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes}
+        info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes,
+                "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()}}
         report = Report(environment=capture_environment(), workload=info, variants=variants)
         report.finalize()
         paths = self._stage("report", str(self.out), lambda: write_report(report, self.out))

@@ -139,6 +139,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
     if unknown:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)} in {source} (known: {', '.join(classes)})")
     built = {name: _build(cls, data.get(name, {}), name, source) for name, cls in classes.items()}
+    built["run"] = built.pop("recipe")
     if "finetune" not in data:
         built["finetune"] = None
     return Recipe(source=source, **built)

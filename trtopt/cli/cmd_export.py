@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workload", help="built-in workload: digits_cnn, resnet18, resnet50, mobilenet_v2")
     src.add_argument("--module", type=Path, metavar="MODEL.pt",
-                     help="a full module saved with torch.save(model) (loaded with weights_only=False: trusted files only)")
+                     help="a full module saved with torch.save(model) "
+                     "(loaded with weights_only=False: trusted files only)")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="example input shape (required with --module)")
     p.add_argument("--out", type=Path, required=True, help="output .onnx path")

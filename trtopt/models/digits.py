@@ -7,6 +7,8 @@ held-out test split on which every accuracy is measured.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +98,26 @@ def make_digits_cnn(width: int = 16):
     return DigitsCNN()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (restored on exit).
+
+    Tiny models train faster on one thread: per-op work is too small to amortise thread
+    hand-offs, and on a busy machine extra threads only add contention.
+
+    Args:
+        n: Threads to use inside the block.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def train_classifier(model, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3,
                      batch_size: int = 64, seed: int = 0):
     """Train ``model`` with Adam + cross-entropy on numpy data (CPU, deterministic order).
@@ -121,15 +143,16 @@ def train_classifier(model, x: np.ndarray, y: np.ndarray, epochs: int, lr: float
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt), batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
+    with torch_threads(1):
+        for _ in range(epochs):
+            perm = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), batch_size):
+                idx = perm[i : i + batch_size]
+                opt.zero_grad()
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                sched.step()
     return model.eval()
 
 

@@ -1,0 +1,97 @@
+"""End-to-end pipeline on the digits workload (short settings): every stage runs for real."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+pytest.importorskip("torch")
+
+from trtopt.pipeline import Pipeline  # noqa: E402
+from trtopt.recipe import recipe_from_dict  # noqa: E402
+
+VARIANTS = ["fp32", "fp16", "int8", "sparse24-fp32", "sparse24-int8"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    recipe = recipe_from_dict({
+        "recipe": {"name": "t", "variants": VARIANTS},
+        "workload": {"model": "digits_cnn", "train_epochs": 15},
+        "prune": {"method": "magnitude"},
+        "finetune": {"epochs": 3, "distill_alpha": 0.5},
+        "bench": {"batch_sizes": [16], "warmup": 1, "min_duration_s": 0.05},
+    })
+    stages = []
+    result = Pipeline(recipe, out, progress=lambda s, d: stages.append(s)).run()
+    return out, result, stages
+
+
+def _by_name(report_json):
+    return {v["name"]: v for v in report_json["variants"]}
+
+
+def test_every_variant_ran_and_report_is_written(demo_run):
+    out, result, stages = demo_run
+    for stage in ("workload", "prune", "finetune", "export", "calibrate", "quantize", "bench", "report"):
+        assert stage in stages
+    data = json.loads((out / "report.json").read_text())
+    assert data["schema"].startswith("trtopt.report/")
+    v = _by_name(data)
+    assert set(v) == set(VARIANTS)
+    for name in VARIANTS:
+        assert v[name]["status"] == "ok", v[name]
+        assert v[name]["throughput_sps"] > 0
+        assert v[name]["accuracy"]["metric"] == "top1"
+    assert (out / "report.md").is_file()
+
+
+def test_accuracy_is_measured_on_held_out_split_and_int8_stays_close(demo_run):
+    _, result, _ = demo_run
+    data = json.loads(json.dumps(result.report.to_dict()))
+    v = _by_name(data)
+    fp32 = v["fp32"]["accuracy"]["value"]
+    assert fp32 > 90.0
+    assert result.report.workload["num_eval"] == 540  # the held-out split, not the training data
+    assert abs(v["int8"]["accuracy"]["value"] - fp32) <= 3.0
+    assert abs(v["fp16"]["accuracy"]["value"] - fp32) <= 0.5
+    assert v["fp32"]["vs_fp32"]["speedup"] == pytest.approx(1.0)
+    assert v["int8"]["vs_fp32"]["accuracy_delta"] == pytest.approx(v["int8"]["accuracy"]["value"] - fp32)
+
+
+def test_artifacts_have_the_promised_structure(demo_run):
+    out, _, _ = demo_run
+    from trtopt.sparsity import check_2to4
+
+    int8 = onnx.load(str(out / "models" / "int8.onnx"))
+    ops = [n.op_type for n in int8.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    sparse = onnx.load(str(out / "models" / "sparse-fp32.onnx"))
+    convs = [n for n in sparse.graph.node if n.op_type in ("Conv", "Gemm")]
+    inits = {t.name: numpy_helper.to_array(t) for t in sparse.graph.initializer}
+    checked = 0
+    for n in convs:
+        w = inits.get(n.input[1])
+        if w is not None and w.shape[1] % 4 == 0:
+            assert check_2to4(w, axis=1), n.name
+            checked += 1
+    assert checked >= 3
+    fp16 = onnx.load(str(out / "models" / "fp16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    tables = sorted(p.name for p in (out / "calibration").iterdir())
+    assert "dense.calib.json" in tables and "dense.calib.cache" in tables
+    cache = (out / "calibration" / "dense.calib.cache").read_text().splitlines()
+    assert cache[0].startswith("TRT-") and cache[0].endswith("EntropyCalibration2")
+    amax = json.loads((out / "calibration" / "dense.calib.json").read_text())
+    assert np.isfinite(list(_amaxes(amax))).all()
+
+
+def _amaxes(table_json):
+    for value in table_json.get("tensors", table_json.get("amax", {})).values():
+        yield value["amax"] if isinstance(value, dict) else value
