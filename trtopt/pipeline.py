@@ -78,7 +78,10 @@ class Pipeline:
         if self.recipe.prune.method == "sparsegpt":
             import torch
 
-            calib = [torch.from_numpy(workload.calib[i : i + 64]) for i in range(0, len(workload.calib), 64)]
+            feeds = workload.as_feeds(workload.calib)
+            n = workload.count(workload.calib)
+            calib = [tuple(torch.from_numpy(v[i : i + 64]) for v in feeds.values()) for i in range(0, n, 64)]
+            calib = [c[0] if len(c) == 1 else c for c in calib]
         report = self._stage("prune", f"2:4 {self.recipe.prune.method}",
                              lambda: prune_(sparse, self.recipe.prune, calib_inputs=calib))
         pruned = [ly for ly in report.layers if getattr(ly, "pruned", False)]
@@ -103,11 +106,12 @@ class Pipeline:
         from trtopt.export import ExportConfig, export_onnx
 
         cfg = self.recipe.export
+        example = workload.as_feeds(workload.example)
         if cfg.input_names == ExportConfig().input_names:
             cfg = ExportConfig(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                               input_names=(workload.input_name,), output_names=(workload.output_name,),
+                               input_names=tuple(example), output_names=(workload.output_name,),
                                constant_folding=cfg.constant_folding)
-        sample = torch.from_numpy(workload.example)
+        sample = tuple(torch.from_numpy(example[n]) for n in cfg.input_names)
         return {
             kind: self._stage("export", f"{kind} FP32 -> ONNX",
                               lambda m=m, kind=kind: export_onnx(m, sample, self.models_dir / f"{kind}-fp32.onnx",
@@ -122,8 +126,9 @@ class Pipeline:
         needs = {("sparse" if VARIANTS[v][0] else "dense") for v in self.recipe.run.variants
                  if VARIANTS[v][1] == "int8"}
         for kind in sorted(needs):
-            src = NumpySource({workload.input_name: workload.calib}, batch_size=32, seed=self.recipe.workload.seed)
-            table = self._stage("calibrate", f"{kind}: {self.recipe.calibrate.method} on {len(workload.calib)} samples",
+            src = NumpySource(workload.as_feeds(workload.calib), batch_size=32, seed=self.recipe.workload.seed)
+            detail = f"{kind}: {self.recipe.calibrate.method} on {workload.count(workload.calib)} samples"
+            table = self._stage("calibrate", detail,
                                 lambda kind=kind, src=src: calibrate(fp32[kind], src, self.recipe.calibrate))
             table.save_json(self.calib_dir / f"{kind}.calib.json")
             table.write_trt_cache(self.calib_dir / f"{kind}.calib.cache", trt_version=100300)
@@ -169,11 +174,12 @@ class Pipeline:
         bcfg = self.recipe.bench
         results = []
         with open_runner(self.recipe.run.backend, path) as runner:
-            acc = evaluate(runner, workload.eval_x, labels=workload.eval_y, reference=reference,
-                           batch_size=max(bcfg.batch_sizes), input_name=workload.input_name)
+            acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
+                           batch_size=max(bcfg.batch_sizes),
+                           tolerances=bcfg.tolerance())
             for bs in bcfg.batch_sizes:
-                idx = np.arange(bs) % len(workload.eval_x)
-                timing = measure(runner, {workload.input_name: workload.eval_x[idx]}, bcfg, batch_size=bs)
+                idx = np.arange(bs) % workload.count(workload.eval_x)
+                timing = measure(runner, workload.take(workload.eval_x, idx), bcfg, batch_size=bs)
                 results.append(VariantResult(
                     name=variant, backend=runner.backend, precision=precision,
                     sparsity="2:4" if sparse else "dense", batch_size=bs, timing=timing, accuracy=acc,

@@ -53,7 +53,8 @@ class Workload:
     Attributes:
         name: Workload name.
         model: The FP32 ``torch.nn.Module`` (eval mode).
-        input_name: Graph input name used for export and feeds.
+        input_name: Graph input name for single-input workloads (multi-input ones hold dicts
+            keyed by input name in ``example``/``calib``/``eval_x``; export order is dict order).
         output_name: Graph output name.
         example: One example batch (numpy) for export.
         calib: Calibration inputs (numpy, samples on axis 0).
@@ -68,23 +69,45 @@ class Workload:
     model: object
     input_name: str
     output_name: str
-    example: np.ndarray
-    calib: np.ndarray
-    eval_x: np.ndarray
+    example: np.ndarray | dict[str, np.ndarray]
+    calib: np.ndarray | dict[str, np.ndarray]
+    eval_x: np.ndarray | dict[str, np.ndarray]
     eval_y: np.ndarray | None
     train_x: np.ndarray | None = None
     train_y: np.ndarray | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    def as_feeds(self, data: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return ``data`` as input name -> array (single-input workloads hold a bare array).
+
+        Args:
+            data: One of :attr:`example`, :attr:`calib`, :attr:`eval_x`.
+
+        Returns:
+            A feed dict.
+        """
+        return dict(data) if isinstance(data, dict) else {self.input_name: data}
+
+    @staticmethod
+    def count(data: np.ndarray | dict[str, np.ndarray]) -> int:
+        """Number of samples (axis 0) in an array or feed dict."""
+        return len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+
+    def take(self, data: np.ndarray | dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Select samples ``idx`` of every input, as a feed dict."""
+        return {k: v[idx] for k, v in self.as_feeds(data).items()}
+
     def info(self) -> dict:
         """Return the report's ``workload`` block."""
+        feeds = self.as_feeds(self.example)
+        inputs = {k: {"shape": [None, *v.shape[1:]], "dtype": str(v.dtype)} for k, v in feeds.items()}
         return {
             "name": self.name,
             "description": self.description,
-            "input": {"name": self.input_name, "shape": [None, *self.example.shape[1:]], "dtype": "float32"},
-            "num_calib": len(self.calib),
-            "num_eval": len(self.eval_x),
+            "inputs": inputs,
+            "num_calib": self.count(self.calib),
+            "num_eval": self.count(self.eval_x),
             "labels": self.eval_y is not None,
             **self.extra,
         }

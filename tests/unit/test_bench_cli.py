@@ -1,0 +1,159 @@
+"""``trtopt bench`` / ``trtopt report`` end to end on tiny ONNX models, and bad-input exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtopt.benchmark.suite import describe_onnx
+from trtopt.cli.main import main
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=(8, 4)).astype(np.float32)
+FAST = ["--warmup", "1", "--iterations", "3", "--no-plots"]
+
+
+def _save(path, w, batch=None, qdq=False):
+    inits = [numpy_helper.from_array(w, "w")]
+    nodes, src = [], "input"
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"], name="q"),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq")]
+        src = "dq"
+    nodes.append(helper.make_node("MatMul", [src, "w"], ["logits"], name="/fc/MatMul"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return str(path)
+
+
+@pytest.fixture
+def models(tmp_path):
+    x = RNG.normal(size=(20, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", input=x, labels=(x @ W).argmax(1))
+    return (_save(tmp_path / "fp32.onnx", W), _save(tmp_path / "int8.onnx", W, qdq=True),
+            str(tmp_path / "eval.npz"))
+
+
+def test_bench_writes_report_with_sweep_accuracy_and_fidelity(models, tmp_path, capsys):
+    fp32, int8, data = models
+    out = tmp_path / "out"
+    rc = main(["bench", fp32, int8, "--batch", "1,4", "--data", data, "--out", str(out), "--layerwise",
+               "--min-sqnr", "200", *FAST])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    rows = {(v["name"], v["batch_size"]): v for v in rep["variants"]}
+    assert set(rows) == {("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)}
+    assert rows[("fp32", 1)]["accuracy"]["value"] == 100.0
+    assert rows[("int8", 4)]["precision"] == "int8" and rows[("fp32", 4)]["precision"] == "fp32"
+    assert rows[("int8", 4)]["timing"]["iterations"] == 3 and rows[("int8", 4)]["timing"]["mode"] == "cpu"
+    assert rows[("int8", 4)]["fidelity"]["logits"]["sqnr_db"] != "inf"  # quantized input: not exact
+    assert rows[("fp32", 1)]["vs_fp32"]["speedup"] == pytest.approx(1.0)
+    assert rows[("int8", 4)]["fidelity_violations"]["logits"][0].startswith("sqnr_db ")
+    assert rows[("fp32", 4)]["fidelity_violations"] == {}
+    assert "sqnr_db " in (out / "report.md").read_text()
+    assert (out / "report.md").is_file() and (out / "layerwise" / "int8.json").is_file()
+    assert "layer-wise" in capsys.readouterr().out
+
+
+def test_bench_without_data_is_throughput_and_fidelity_only(models, tmp_path):
+    fp32, int8, _ = models
+    assert main(["bench", fp32, int8, "--out", str(tmp_path / "o"), "--num-samples", "5", *FAST]) == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert all(v["accuracy"]["value"] is None for v in rep["variants"])
+    assert rep["variants"][1]["fidelity"]["logits"]["top1_agreement"] is not None
+
+
+def test_report_command_shows_and_compares(models, tmp_path, capsys):
+    fp32, _, data = models
+    for d in ("a", "b"):
+        assert main(["bench", fp32, "--data", data, "--out", str(tmp_path / d), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a" / "report.json"), str(tmp_path / "b" / "report.json"),
+                 "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| variant | backend | batch | A samples/s |" in out and "| fp32 | onnxruntime | 1 |" in out
+    assert main(["report", str(tmp_path / "a" / "report.json")]) == 0
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--batch", "4"], "fixed batch of 2"),
+    (["--batch", "0"], "positive"),
+    (["--backend", "tflite"], "unknown backend"),
+    (["--metric", "bleu", "--batch", "2"], "unknown metric"),
+])
+def test_bench_bad_input_exits_2(tmp_path, capsys, extra, msg):
+    model = _save(tmp_path / "fixed.onnx", W, batch=2)
+    x = RNG.normal(size=(6, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", input=x, labels=np.zeros(6, np.int64))
+    rc = main(["bench", model, "--data", str(tmp_path / "eval.npz"), "--out", str(tmp_path / "o"), *FAST, *extra])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert rc == 2 and len(errors) == 1 and msg in errors[0], err
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_bench_bad_files_and_metric_that_does_not_apply(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "bad.npz").write_text("nope")
+    model = _save(tmp_path / "m.onnx", W[:, :1])  # one output column: top-1 does not apply
+    assert main(["bench", model, "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")]) == 2
+    np.savez(tmp_path / "eval.npz", input=np.ones((3, 8), np.float32), labels=np.zeros(3, np.int64))
+    assert main(["bench", model, "--data", str(tmp_path / "eval.npz"), "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    np.savez(tmp_path / "wrong.npz", image=np.ones((3, 8), np.float32))
+    assert main(["bench", model, "--data", str(tmp_path / "wrong.npz"), "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_backend_is_skipped_with_reason_or_exit_2(models, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    fp32, _, _ = models
+    assert main(["bench", fp32, "--backend", "onnxruntime,tensorrt", "--out", str(tmp_path / "o"), *FAST]) == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    trt = [v for v in rep["variants"] if v["backend"] == "tensorrt"]
+    assert trt and all(v["status"] == "skipped" and "tensorrt" in v["reason"] for v in trt)
+    assert main(["bench", fp32, "--backend", "tensorrt", "--out", str(tmp_path / "t"), *FAST]) == 2
+
+
+def test_describe_onnx(models):
+    fp32, int8, _ = models
+    assert describe_onnx(fp32) == ("fp32", "dense")
+    assert describe_onnx(int8)[0] == "int8"
+
+
+def test_help_works():
+    for cmd in ("bench", "gate", "report"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "-h"])
+        assert e.value.code == 0
+
+
+def test_bench_torch_backend_on_a_pt_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        net.weight.copy_(torch.from_numpy(W.T.copy()))
+        net.bias.zero_()
+    torch.save(net, tmp_path / "net.pt")
+    x = RNG.normal(size=(10, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", input=x, labels=(x @ W).argmax(1))
+    rc = main(["bench", str(tmp_path / "net.pt"), "--backend", "torch", "--device", "cpu", "--precision", "bf16",
+               "--data", str(tmp_path / "eval.npz"), "--batch", "2", "--out", str(tmp_path / "o"), *FAST])
+    assert rc == 0
+    v = json.loads((tmp_path / "o" / "report.json").read_text())["variants"][0]
+    assert (v["name"], v["backend"], v["precision"], v["status"]) == ("net", "torch", "bf16", "ok")
+    assert v["accuracy"]["value"] >= 80.0 and v["extra"]["runner"]["device"] == "cpu"
+    assert main(["bench", str(tmp_path / "net.pt"), "--backend", "torch", "--out", str(tmp_path / "p"), *FAST]) == 2

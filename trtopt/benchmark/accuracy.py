@@ -1,0 +1,254 @@
+"""Accuracy against labels and fidelity against the FP32 outputs.
+
+The task metric (top-1 by default; pluggable via :func:`register_metric`) needs labels.
+Fidelity metrics compare a variant's outputs to FP32's and need no labels, so they are
+always available: top-1 agreement, cosine similarity, max/mean absolute error and SQNR
+(signal-to-quantization-noise ratio, ``10*log10(sum(ref^2) / sum((ref-out)^2))`` in dB;
+infinite when the outputs are identical).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trtopt.errors import ConfigError, InputError
+
+#: metric(outputs, labels) -> value (percent for accuracies)
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _check_classifier(outputs: np.ndarray, k: int, name: str) -> None:
+    k = max(k, 2)  # a top-k over a single column is always right: not a classifier output
+    if outputs.ndim != 2 or outputs.shape[1] < k:
+        raise InputError(f"metric '{name}' does not apply: it needs (N, classes>={k}) scores, "
+                         f"the model output has shape {tuple(outputs.shape)}")
+
+
+def topk_accuracy(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Return top-k accuracy in percent.
+
+    Args:
+        outputs: ``(N, C)`` scores or logits.
+        labels: ``(N,)`` integer class labels.
+        k: How many top classes count as a hit.
+    """
+    _check_classifier(outputs, k, f"top{k}")
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != outputs.shape[0]:
+        raise InputError(f"{labels.shape[0]} labels for {outputs.shape[0]} outputs")
+    top = np.argpartition(-outputs, k - 1, axis=1)[:, :k] if k > 1 else outputs.argmax(1)[:, None]
+    return float(100.0 * np.mean((top == labels[:, None]).any(axis=1)))
+
+
+_METRICS: dict[str, MetricFn] = {"top1": lambda o, y: topk_accuracy(o, y, 1)}
+
+
+def register_metric(name: str, fn: MetricFn) -> None:
+    """Register a task metric usable by name in :func:`evaluate` and ``[bench] metric``.
+
+    Args:
+        name: Metric name stored in reports.
+        fn: ``fn(outputs, labels) -> float``; raise :class:`InputError` when it does not apply.
+    """
+    _METRICS[name] = fn
+
+
+def known_metrics() -> list[str]:
+    """Return the registered metric names."""
+    return sorted(_METRICS)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Acceptable fidelity of one output against FP32 (``None`` disables a check).
+
+    Attributes:
+        min_sqnr_db: Lowest acceptable SQNR.
+        min_cosine: Lowest acceptable cosine similarity.
+        max_abs_err: Highest acceptable max absolute error.
+        min_top1_agreement: Lowest acceptable top-1 agreement (percent).
+    """
+
+    min_sqnr_db: float | None = None
+    min_cosine: float | None = None
+    max_abs_err: float | None = None
+    min_top1_agreement: float | None = None
+
+    def violations(self, fid: Mapping[str, Any]) -> list[str]:
+        """Return the checks ``fid`` (one output's fidelity) fails, as short strings."""
+        out = []
+        for key, limit, low in (("sqnr_db", self.min_sqnr_db, True), ("cosine", self.min_cosine, True),
+                                ("max_abs_err", self.max_abs_err, False),
+                                ("top1_agreement", self.min_top1_agreement, True)):
+            val = fid.get(key)
+            if limit is None or val is None:
+                continue
+            val = float(val)
+            if (low and val < limit) or (not low and val > limit):
+                out.append(f"{key} {val:.4g} {'<' if low else '>'} {limit:g}")
+        return out
+
+
+def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
+    """Compare one output tensor to its FP32 reference.
+
+    Args:
+        reference: FP32 output.
+        output: Variant output of the same shape.
+
+    Returns:
+        ``top1_agreement`` (percent; ``None`` unless outputs are ``(N, C>1)``), ``cosine``
+        (over the flattened tensors), ``max_abs_err``, ``mean_abs_err`` and ``sqnr_db``.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(output, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise InputError(f"output shape {out.shape} differs from the reference shape {ref.shape}")
+    diff = out - ref
+    sig, noise = float(np.sum(ref * ref)), float(np.sum(diff * diff))
+    sqnr = math.inf if noise == 0 else (10 * math.log10(sig / noise) if sig > 0 else -math.inf)
+    nr, no = float(np.linalg.norm(ref)), float(np.linalg.norm(out))
+    cosine = float(np.dot(ref.ravel(), out.ravel()) / (nr * no)) if nr > 0 and no > 0 else float(nr == no)
+    agree = None
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        agree = float(100.0 * np.mean(ref.argmax(1) == out.argmax(1)))
+    return {"top1_agreement": agree, "cosine": cosine, "max_abs_err": float(np.abs(diff).max(initial=0.0)),
+            "mean_abs_err": float(np.abs(diff).mean()) if diff.size else 0.0, "sqnr_db": sqnr}
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Accuracy and fidelity of one variant.
+
+    Attributes:
+        metric: Task metric name (``top1``), or ``"none"`` without labels.
+        value: Metric value (percent for accuracies) or ``None`` without labels.
+        top5: Top-5 accuracy (percent) for classifiers with at least 5 classes and labels.
+        fidelity: Output name to fidelity metrics against FP32 (empty without a reference).
+        outputs: The primary output over the whole evaluation set (the next variant's reference).
+        all_outputs: Every output by name.
+        violations: Output name to failed tolerance checks.
+    """
+
+    metric: str
+    value: float | None
+    top5: float | None = None
+    fidelity: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    all_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    violations: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report's ``accuracy`` block."""
+        d: dict[str, Any] = {"metric": self.metric, "value": self.value}
+        if self.top5 is not None:
+            d["top5"] = self.top5
+        return d
+
+
+def _as_feeds(x: np.ndarray | Mapping[str, np.ndarray], runner: Any, input_name: str | None) -> dict[str, np.ndarray]:
+    if isinstance(x, Mapping):
+        return {k: np.asarray(v) for k, v in x.items()}
+    if input_name is None:
+        names = [s.name for s in runner.input_specs()]
+        if len(names) != 1:
+            raise InputError(f"the model has inputs {names}: pass a dict of arrays or input_name")
+        input_name = names[0]
+    return {input_name: np.asarray(x)}
+
+
+def run_batched(runner: Any, feeds: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Run ``feeds`` through ``runner`` in batches and concatenate the outputs.
+
+    A model with a static batch dimension gets its last partial batch padded (by repeating
+    samples) and the padding trimmed from the outputs.
+
+    Raises:
+        InputError: The model's static batch dimension differs from ``batch_size``.
+    """
+    specs = {s.name: s for s in runner.input_specs()}
+    n = len(next(iter(feeds.values())))
+    for name, spec in specs.items():
+        b = spec.shape[0] if spec.shape else None
+        if isinstance(b, int) and b > 0 and b != batch_size:
+            raise InputError(f"the model's input '{name}' has a fixed batch of {b}; it cannot take batch_size="
+                             f"{batch_size} (use --batch {b})")
+    fixed = any(s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 for s in specs.values())
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        real = len(idx)
+        if fixed and real < batch_size:
+            idx = np.resize(idx, batch_size)
+        outs = runner.infer({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
+        for k, v in outs.items():
+            chunks.setdefault(k, []).append(np.asarray(v)[:real])
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def evaluate(
+    runner: Any,
+    x: np.ndarray | Mapping[str, np.ndarray],
+    labels: np.ndarray | None = None,
+    reference: np.ndarray | Mapping[str, np.ndarray] | None = None,
+    batch_size: int = 64,
+    input_name: str | None = None,
+    *,
+    metric: str | MetricFn = "top1",
+    output_name: str | None = None,
+    tolerances: Tolerance | Mapping[str, Tolerance] | None = None,
+) -> AccuracyResult:
+    """Evaluate a runner's accuracy and fidelity.
+
+    Args:
+        runner: An active runner.
+        x: Evaluation inputs (one array, or input name to array); samples on axis 0.
+        labels: Labels for the task metric, or ``None`` (fidelity only).
+        reference: FP32 outputs: an array (compared with the primary output) or output name to array.
+        batch_size: Evaluation batch size.
+        input_name: Input name when ``x`` is one array (default: the model's only input).
+        metric: Metric name or ``fn(outputs, labels) -> float``.
+        output_name: Primary output (default: the model's first output).
+        tolerances: One tolerance for every output or output name to tolerance.
+
+    Returns:
+        The accuracy result, including the primary output array for use as a later reference.
+
+    Raises:
+        InputError: The metric does not apply to the outputs, or inputs/batch do not fit.
+        ConfigError: Unknown metric name.
+    """
+    feeds = _as_feeds(x, runner, input_name)
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    outs = run_batched(runner, feeds, batch_size)
+    primary = output_name or next(iter(outs))
+    if primary not in outs:
+        raise InputError(f"no output named '{primary}' (outputs: {sorted(outs)})")
+    main = outs[primary]
+    metric_name, value, top5 = "none", None, None
+    if labels is not None:
+        fn = metric if callable(metric) else _METRICS.get(metric)
+        if fn is None:
+            raise ConfigError(f"unknown metric '{metric}' (registered: {', '.join(sorted(_METRICS))})")
+        metric_name = getattr(fn, "__name__", "custom") if callable(metric) else metric
+        value = float(fn(main, np.asarray(labels)))
+        if metric_name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
+            top5 = topk_accuracy(main, labels, 5)
+    fid, bad = {}, {}
+    if reference is not None:
+        refs = reference if isinstance(reference, Mapping) else {primary: reference}
+        for name, ref in refs.items():
+            if name not in outs:
+                raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
+            fid[name] = fidelity(np.asarray(ref), outs[name])
+            tol = tolerances.get(name) if isinstance(tolerances, Mapping) else tolerances
+            if tol is not None and (v := tol.violations(fid[name])):
+                bad[name] = v
+    return AccuracyResult(metric=metric_name, value=value, top5=top5, fidelity=fid, outputs=main,
+                          all_outputs=outs, violations=bad)

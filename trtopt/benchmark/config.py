@@ -1,0 +1,91 @@
+"""Benchmark settings: the ``[bench]`` table of a recipe and the options of ``trtopt bench``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trtopt.errors import ConfigError
+
+#: timing modes a caller may ask for; "auto" picks "cpu" on CPU runners and "gpu-no-transfer" on GPU
+TIMING_MODES = ("auto", "cpu", "gpu-e2e", "gpu-no-transfer", "cuda-graph")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How a variant is timed and evaluated.
+
+    Timing runs ``warmup`` untimed iterations, then either exactly ``iterations`` timed
+    iterations or, when ``iterations`` is ``None``, as many as fit in ``min_duration_s``
+    (at least ``min_iterations``, at most ``max_iterations``).
+
+    Attributes:
+        warmup: Untimed iterations before measuring (lets allocators, caches, clocks settle).
+        iterations: Fixed count of timed iterations, or ``None`` to time by duration.
+        min_duration_s: Minimum timed duration when ``iterations`` is ``None``.
+        max_iterations: Upper bound on timed iterations in duration mode.
+        min_iterations: Lower bound on timed iterations in duration mode (percentiles need samples).
+        batch_sizes: Batch sizes to sweep (a TOML list becomes a tuple).
+        mode: Timing mode (see :data:`TIMING_MODES`); GPU modes need a GPU runner.
+        cv_threshold: Coefficient of variation of the latencies above which a run is flagged
+            unstable (trtexec warns above about 5%).
+        eval_batch_size: Batch size for accuracy evaluation; 0 = the largest of ``batch_sizes``.
+        metric: Task metric name (``top1`` for classifiers; see :func:`trtopt.benchmark.register_metric`).
+        min_sqnr_db: Fidelity tolerance applied to every output (``None`` = no check).
+        min_cosine: Fidelity tolerance applied to every output.
+        max_abs_err: Fidelity tolerance applied to every output.
+        min_top1_agreement: Fidelity tolerance (percent) applied to every classifier output.
+    """
+
+    warmup: int = 10
+    iterations: int | None = None
+    min_duration_s: float = 1.0
+    max_iterations: int = 100000
+    min_iterations: int = 10
+    batch_sizes: tuple[int, ...] = (1,)
+    mode: str = "auto"
+    cv_threshold: float = 0.05
+    eval_batch_size: int = 0
+    metric: str = "top1"
+    min_sqnr_db: float | None = None
+    min_cosine: float | None = None
+    max_abs_err: float | None = None
+    min_top1_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_sizes, int):
+            object.__setattr__(self, "batch_sizes", (self.batch_sizes,))
+        try:
+            object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        except (TypeError, ValueError):
+            raise ConfigError(f"bench.batch_sizes must be a list of integers, got {self.batch_sizes!r}") from None
+        if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
+            raise ConfigError(f"bench.batch_sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.warmup < 0:
+            raise ConfigError(f"bench.warmup must be >= 0, got {self.warmup}")
+        if self.iterations is not None and self.iterations <= 0:
+            raise ConfigError(f"bench.iterations must be positive, got {self.iterations}")
+        if self.min_duration_s < 0:
+            raise ConfigError(f"bench.min_duration_s must be >= 0, got {self.min_duration_s}")
+        if self.min_iterations <= 0 or self.max_iterations < self.min_iterations:
+            raise ConfigError(
+                f"bench.min_iterations ({self.min_iterations}) must be positive and <= "
+                f"bench.max_iterations ({self.max_iterations})"
+            )
+        if self.mode not in TIMING_MODES:
+            raise ConfigError(f"bench.mode must be one of {', '.join(TIMING_MODES)}, got '{self.mode}'")
+        if not self.cv_threshold > 0:
+            raise ConfigError(f"bench.cv_threshold must be positive, got {self.cv_threshold}")
+        if self.eval_batch_size < 0:
+            raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
+
+    def tolerance(self):  # -> trtopt.benchmark.accuracy.Tolerance | None
+        """Return the fidelity tolerance these settings describe, or ``None`` when none is set."""
+        from trtopt.benchmark.accuracy import Tolerance
+
+        vals = {k: getattr(self, k) for k in ("min_sqnr_db", "min_cosine", "max_abs_err", "min_top1_agreement")}
+        return Tolerance(**vals) if any(v is not None for v in vals.values()) else None
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        """Batch size used for accuracy evaluation."""
+        return self.eval_batch_size or max(self.batch_sizes)

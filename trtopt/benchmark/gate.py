@@ -1,0 +1,226 @@
+"""Regression gate: compare a report with a baseline report under accuracy/throughput budgets.
+
+Used by ``trtopt gate`` in GPU CI. A variant regresses when its accuracy drops by more than
+``max_accuracy_drop`` metric points, its throughput drops by more than
+``max_throughput_drop`` percent, or it stopped running (``ok`` in the baseline, ``failed`` or
+``skipped`` now). Budgets can be overridden per variant in a TOML file::
+
+    [defaults]
+    max_accuracy_drop = 0.5      # points (percent accuracy)
+    max_throughput_drop = 5      # percent
+
+    [variants.int8]              # every batch size of variant "int8"
+    max_accuracy_drop = 1.0
+
+    [variants."fp16@8"]          # only batch size 8
+    max_throughput_drop = 10
+
+    [variants.sparse24-fp32]
+    skip = true                  # not gated (may also be absent from either report)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from trtopt.benchmark.report import as_float, variant_key
+from trtopt.errors import ConfigError, GateFailure, InputError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Allowed regression of one variant.
+
+    Attributes:
+        max_accuracy_drop: Largest allowed accuracy drop, in metric points (percentage points).
+        max_throughput_drop: Largest allowed throughput drop, in percent of the baseline.
+        skip: Do not gate this variant.
+    """
+
+    max_accuracy_drop: float = 0.5
+    max_throughput_drop: float = 5.0
+    skip: bool = False
+
+    def __post_init__(self) -> None:
+        for k in ("max_accuracy_drop", "max_throughput_drop"):
+            v = getattr(self, k)
+            if not isinstance(v, int | float) or v < 0:
+                raise ConfigError(f"{k} must be a non-negative number, got {v!r}")
+        if self.max_throughput_drop >= 100:
+            raise ConfigError(f"max_throughput_drop is a percentage below 100, got {self.max_throughput_drop}")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Per-variant budgets read from TOML (see module docstring)."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def budget_for(self, base: Budget, name: str, batch_size: int) -> Budget:
+        """Return the budget of ``name`` at ``batch_size`` (most specific table wins)."""
+        b = replace(base, **self.defaults)
+        for key in (name, f"{name}@{batch_size}"):
+            if key in self.variants:
+                b = replace(b, **self.variants[key])
+        return b
+
+
+_BUDGET_KEYS = {"max_accuracy_drop", "max_throughput_drop", "skip"}
+
+
+def load_overrides(path: str | os.PathLike[str]) -> Overrides:
+    """Read a gate overrides TOML file.
+
+    Raises:
+        InputError: Missing or unparsable file.
+        ConfigError: Unknown tables or keys.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"overrides file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot parse overrides {p}: {exc}") from None
+    unknown = set(data) - {"defaults", "variants"}
+    if unknown:
+        raise ConfigError(f"unknown table(s) {sorted(unknown)} in {p} (known: defaults, variants)")
+    tables = {"defaults": data.get("defaults", {}), **{f"variants.{k}": v for k, v in data.get("variants", {}).items()}}
+    for where, table in tables.items():
+        if not isinstance(table, dict) or set(table) - _BUDGET_KEYS:
+            bad = sorted(set(table) - _BUDGET_KEYS) if isinstance(table, dict) else table
+            raise ConfigError(f"[{where}] in {p}: unknown key(s) {bad} (known: {', '.join(sorted(_BUDGET_KEYS))})")
+        replace(Budget(), **table)  # validates values now, with the file in the message's context
+    return Overrides(defaults=dict(data.get("defaults", {})), variants=dict(data.get("variants", {})))
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """Verdict for one variant (name, backend, batch)."""
+
+    name: str
+    backend: str
+    batch_size: int
+    baseline_throughput: float | None
+    throughput: float | None
+    throughput_change_pct: float | None
+    baseline_accuracy: float | None
+    accuracy: float | None
+    accuracy_change: float | None
+    budget: Budget
+    problems: tuple[str, ...] = ()
+
+    @property
+    def regressed(self) -> bool:
+        """Whether the variant is outside its budget."""
+        return bool(self.problems)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of :func:`gate`: every gated row and notes (e.g. different GPUs)."""
+
+    rows: list[GateRow]
+    notes: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """Whether no variant regressed."""
+        return not any(r.regressed for r in self.rows)
+
+    @property
+    def regressions(self) -> list[GateRow]:
+        """Rows outside their budget."""
+        return [r for r in self.rows if r.regressed]
+
+    def raise_for_regressions(self) -> None:
+        """Raise :class:`~trtopt.errors.GateFailure` (exit code 1) naming every regressed variant."""
+        if not self.passed:
+            what = "; ".join(f"{r.name}@{r.batch_size} ({r.backend}): {', '.join(r.problems)}"
+                             for r in self.regressions)
+            raise GateFailure(f"{len(self.regressions)} variant(s) regressed: {what}")
+
+
+def _acc(v: dict[str, Any]) -> float | None:
+    return as_float((v.get("accuracy") or {}).get("value")) if v.get("status") == "ok" else None
+
+
+def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateRow:
+    problems = []
+    tb, tc = as_float(base.get("throughput_sps")), as_float(cur.get("throughput_sps"))
+    ab, ac = _acc(base), _acc(cur)
+    if base["status"] == "ok" and cur["status"] != "ok":
+        problems.append(f"{cur['status']}: {cur.get('reason') or 'no reason given'}")
+    tchange = 100.0 * (tc / tb - 1.0) if tb and tc is not None else None
+    if tchange is not None and -tchange > budget.max_throughput_drop:
+        problems.append(f"throughput -{-tchange:.1f}% > {budget.max_throughput_drop:g}% budget")
+    achange = ac - ab if ab is not None and ac is not None else None
+    if achange is not None and -achange > budget.max_accuracy_drop:
+        problems.append(f"accuracy -{-achange:.2f} points > {budget.max_accuracy_drop:g} budget")
+    if ab is not None and ac is None and cur["status"] == "ok":
+        problems.append("accuracy missing (baseline had one)")
+    name, backend, bs = variant_key(cur)
+    return GateRow(name, backend, bs, tb, tc, tchange, ab, ac, achange, budget, tuple(problems))
+
+
+def _env_notes(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    def gpu(r: dict[str, Any]) -> str:
+        gs = (r.get("environment") or {}).get("gpus") or []
+        return gs[0].get("name", "?") if gs else "no GPU"
+
+    def cpu(r: dict[str, Any]) -> str:
+        return str(((r.get("environment") or {}).get("cpu") or {}).get("model"))
+
+    notes = []
+    if gpu(report) != gpu(baseline):
+        notes.append(f"different GPU: report on {gpu(report)}, baseline on {gpu(baseline)} "
+                     "(throughput across machines is not comparable)")
+    if cpu(report) != cpu(baseline):
+        notes.append(f"different CPU: report on {cpu(report)}, baseline on {cpu(baseline)} "
+                     "(throughput across machines is not comparable)")
+    return notes
+
+
+def gate(report: dict[str, Any], baseline: dict[str, Any], budget: Budget | None = None,
+         overrides: Overrides | None = None) -> GateResult:
+    """Compare ``report`` with ``baseline``.
+
+    Args:
+        report: Validated report dict (see :func:`~trtopt.benchmark.load_report`).
+        baseline: Validated baseline report dict.
+        budget: Default budget (command-line values).
+        overrides: Per-variant budgets.
+
+    Returns:
+        The verdict per variant.
+
+    Raises:
+        InputError: The reports do not hold the same (non-skipped) variants.
+    """
+    budget, overrides = budget or Budget(), overrides or Overrides()
+    cur = {variant_key(v): v for v in report["variants"]}
+    base = {variant_key(v): v for v in baseline["variants"]}
+
+    def gated(k: tuple[str, str, int]) -> bool:
+        return not overrides.budget_for(budget, k[0], k[2]).skip
+
+    fmt = lambda keys: ", ".join(f"{n}/{b}@{s}" for n, b, s in sorted(keys))  # noqa: E731
+    missing = [k for k in base if k not in cur and gated(k)]
+    extra = [k for k in cur if k not in base and gated(k)]
+    if missing or extra:
+        parts = ([f"missing from the report: {fmt(missing)}"] if missing else []) + (
+            [f"not in the baseline: {fmt(extra)}"] if extra else [])
+        raise InputError("report and baseline hold different variants (" + "; ".join(parts) +
+                         "); re-run the baseline or mark them skip = true in --overrides")
+    rows = [_compare(cur[k], base[k], overrides.budget_for(budget, k[0], k[2])) for k in base if gated(k)]
+    notes = _env_notes(report, baseline)
+    for k in base:
+        mb, mc = ((x.get("timing") or {}).get("mode") for x in (base[k], cur.get(k, {})))
+        if gated(k) and mb and mc and mb != mc:
+            notes.append(f"{k[0]}@{k[2]} ({k[1]}): timing mode {mc} vs baseline {mb} — not comparable")
+    return GateResult(rows=rows, notes=notes)

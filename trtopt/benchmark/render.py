@@ -1,0 +1,154 @@
+"""Human-readable views of a report: a ``rich`` table, Markdown, and A-vs-B comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trtopt.benchmark.report import as_float, variant_key
+
+
+def _data(report: Any) -> dict[str, Any]:
+    return report if isinstance(report, dict) else report.to_dict()
+
+
+def fmt_num(value: Any, digits: int = 1, suffix: str = "") -> str:
+    """Format a report number; ``None`` becomes an em dash."""
+    if value is None:
+        return "—"
+    return f"{as_float(value):,.{digits}f}{suffix}"
+
+
+def fmt_delta(value: Any, digits: int = 2) -> str:
+    """Format a signed difference."""
+    return "—" if value is None else f"{as_float(value):+.{digits}f}"
+
+
+def _acc(v: dict[str, Any]) -> str:
+    a = v.get("accuracy") or {}
+    if a.get("value") is None:
+        fid = next(iter((v.get("fidelity") or {}).values()), None)
+        return f"agree {fid['top1_agreement']:.1f}%" if fid and fid.get("top1_agreement") is not None else "—"
+    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip()
+
+
+def table_rows(report: Any) -> list[list[str]]:
+    """Return the demo table's rows (strings), one per variant and batch size."""
+    rows = []
+    for v in _data(report)["variants"]:
+        lat = v.get("latency_ms") or {}
+        vs = v.get("vs_fp32") or {}
+        speed = "—" if vs.get("speedup") is None else f"{as_float(vs['speedup']):.2f}x"
+        note = "" if v["status"] == "ok" else f" ({v['status']}: {v['reason']})"
+        unstable = " ⚠" if (v.get("timing") or {}).get("unstable") else ""
+        rows.append([f"{v['name']}{note}", v["backend"], v["precision"], v["sparsity"], str(v["batch_size"]),
+                     fmt_num(v.get("throughput_sps")) + unstable, fmt_num(lat.get("p50"), 3),
+                     fmt_num(lat.get("p99"), 3), _acc(v), fmt_delta(vs.get("accuracy_delta")), speed])
+    return rows
+
+
+COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s", "p50 ms", "p99 ms", "accuracy",
+           "Δ vs FP32", "speedup vs FP32")
+
+
+def render_table(report: Any):  # -> rich.table.Table
+    """Return a ``rich`` table of a report (a :class:`Report` or its dict).
+
+    Columns: variant, backend, precision, sparsity, batch, samples/s, p50/p99 latency (ms),
+    accuracy, Δ vs FP32 (points) and speedup vs FP32; ⚠ marks unstable timings.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    data = _data(report)
+    t = Table(title=f"trtopt benchmark — {data['workload'].get('name', '')}".rstrip(" —"))
+    for i, c in enumerate(COLUMNS):
+        t.add_column(c, justify="left" if i < 4 else "right")
+    for row in table_rows(data):
+        t.add_row(*(escape(c) for c in row))
+    return t
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return lines
+
+
+def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for v in data["variants"]:
+        for out, f in (v.get("fidelity") or {}).items():
+            bad = "; ".join((v.get("fidelity_violations") or {}).get(out, [])) or "ok"
+            rows.append([v["name"], str(v["batch_size"]), out, fmt_num(f.get("top1_agreement"), 2),
+                         fmt_num(f.get("cosine"), 6), fmt_num(f.get("max_abs_err"), 5),
+                         fmt_num(f.get("mean_abs_err"), 5), fmt_num(f.get("sqnr_db"), 1), bad])
+    return rows
+
+
+def _env_lines(env: Mapping[str, Any]) -> list[str]:
+    cpu = env.get("cpu") or {}
+    pk = env.get("packages") or {}
+    lines = [f"- CPU: {cpu.get('model')} ({cpu.get('available_cores')} cores available; "
+             f"flags: {' '.join(cpu.get('flags') or []) or 'n/a'})",
+             f"- OS: {env.get('os')}, Python {env.get('python')}",
+             "- Packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v)]
+    for g in env.get("gpus") or []:
+        lines.append(f"- GPU: {g.get('name')} (driver {g.get('driver')}, CUDA {g.get('cuda_driver_version')}, "
+                     f"sm_{str(g.get('compute_capability')).replace('.', '')}, clocks {g.get('clocks_mhz')})")
+    if not env.get("gpus"):
+        lines.append("- GPU: none detected")
+    if env.get("jetson"):
+        lines.append(f"- Jetson: {env['jetson']}")
+    return lines
+
+
+def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str:
+    """Return ``report.md``: results table, fidelity table, timing notes, environment, plots."""
+    data = _data(report)
+    wl = data.get("workload") or {}
+    lines = [f"# trtopt benchmark: {wl.get('name', 'model')}", "",
+             f"Schema `{data['schema']}`, created {data['created']}.", ""]
+    if wl.get("description"):
+        lines += [str(wl["description"]), ""]
+    lines += ["## Results", "", *_md_table(list(COLUMNS), table_rows(data)), ""]
+    modes = sorted({(v.get("timing") or {}).get("mode") for v in data["variants"] if v.get("timing")})
+    lines.append(f"Timing mode(s): {', '.join(m for m in modes if m) or 'n/a'}. Δ vs FP32 is in metric points "
+                 "against the dense FP32 variant at the same batch size; speedup is a throughput ratio.")
+    unstable = [v["name"] for v in data["variants"] if (v.get("timing") or {}).get("unstable")]
+    if unstable:
+        lines.append(f"⚠ Unstable timings (latency CV above threshold): {', '.join(unstable)}.")
+    lines.append("")
+    fid = _fidelity_rows(data)
+    if fid:
+        lines += ["## Fidelity against FP32", ""]
+        header = ["variant", "batch", "output", "top-1 agree %", "cosine", "max abs err", "mean abs err",
+                  "SQNR dB", "tolerance"]
+        lines += [*_md_table(header, fid), ""]
+    lines += ["## Environment", "", *_env_lines(data.get("environment") or {}), ""]
+    pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
+    if pngs:
+        lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()] + [""]
+    return "\n".join(lines)
+
+
+def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[list[str]]:
+    """Side-by-side rows for two reports, matched on (variant, backend, batch)."""
+    va = {variant_key(v): v for v in a["variants"]}
+    vb = {variant_key(v): v for v in b["variants"]}
+    rows = []
+    for key in list(va) + [k for k in vb if k not in va]:
+        x, y = va.get(key), vb.get(key)
+        tx, ty = (as_float(x.get("throughput_sps")) if x else None), (as_float(y.get("throughput_sps")) if y else None)
+        ax = as_float((x.get("accuracy") or {}).get("value")) if x else None
+        ay = as_float((y.get("accuracy") or {}).get("value")) if y else None
+        change = f"{100 * (ty / tx - 1):+.1f}%" if tx and ty else "—"
+        dacc = fmt_delta(ay - ax) if ax is not None and ay is not None else "—"
+        rows.append([key[0], key[1], str(key[2]), fmt_num(tx), fmt_num(ty), change, fmt_num(ax, 2),
+                     fmt_num(ay, 2), dacc])
+    return rows
+
+
+COMPARE_COLUMNS = ("variant", "backend", "batch", "A samples/s", "B samples/s", "Δ throughput", "A accuracy",
+                   "B accuracy", "Δ accuracy")

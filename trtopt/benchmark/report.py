@@ -1,0 +1,244 @@
+"""The benchmark report: data model, schema ``trtopt.report/1``, validation and writing.
+
+The JSON layout is documented in ``docs/report-schema.md``. Readers accept any
+``trtopt.report/1[.minor]`` and reject other major versions with a clear error, so a
+breaking change must bump the major version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trtopt.benchmark.accuracy import AccuracyResult
+from trtopt.benchmark.timing import TimingResult
+from trtopt.errors import InputError
+from trtopt.fileio import atomic_write_json, atomic_write_text
+from trtopt.log import get_logger
+
+log = get_logger(__name__)
+
+SCHEMA = "trtopt.report/1"
+SCHEMA_MAJOR = 1
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SPARSITIES = ("dense", "2:4")
+STATUSES = ("ok", "skipped", "failed")
+VARIANT_KEYS = ("name", "backend", "precision", "sparsity", "batch_size", "throughput_sps", "latency_ms", "timing",
+                "accuracy", "fidelity", "vs_fp32", "artifact", "status", "reason")
+
+
+def jsonable(obj: Any) -> Any:
+    """Return ``obj`` with non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return jsonable(obj.item())
+    return obj
+
+
+def as_float(value: Any) -> float | None:
+    """Read a report number back (``"inf"`` strings included); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    return float(value)
+
+
+@dataclass
+class VariantResult:
+    """One row of a report: a variant at one batch size.
+
+    Attributes:
+        name: Variant name (``fp32``, ``int8``, ``sparse24-int8``...).
+        backend: ``onnxruntime``, ``tensorrt`` or ``torch``.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``.
+        sparsity: ``dense`` or ``2:4``.
+        batch_size: Samples per inference.
+        timing: Timing result, ``None`` when skipped/failed.
+        accuracy: Accuracy result, ``None`` when skipped/failed.
+        artifact: Path of the model/engine measured.
+        status: ``ok``, ``skipped`` or ``failed``.
+        reason: Why a variant was skipped/failed (empty when ok).
+        extra: Free-form details (runner description...).
+        vs_fp32: Filled by :meth:`Report.finalize`.
+    """
+
+    name: str
+    backend: str
+    precision: str
+    sparsity: str = "dense"
+    batch_size: int = 1
+    timing: TimingResult | None = None
+    accuracy: AccuracyResult | None = None
+    artifact: str | None = None
+    status: str = "ok"
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    vs_fp32: dict[str, Any] = field(default_factory=lambda: {"accuracy_delta": None, "speedup": None})
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise InputError(f"variant '{self.name}': status must be one of {STATUSES}, got '{self.status}'")
+        if self.status != "ok" and not self.reason:
+            raise InputError(f"variant '{self.name}' is {self.status} but has no reason")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the variant's schema object."""
+        ok = self.status == "ok"
+        t, a = (self.timing, self.accuracy) if ok else (None, None)
+        return {
+            "name": self.name, "backend": self.backend, "precision": self.precision, "sparsity": self.sparsity,
+            "batch_size": self.batch_size,
+            "throughput_sps": t.throughput_sps if t else None,
+            "latency_ms": dict(t.latency_ms) if t else None,
+            "timing": t.to_dict() if t else None,
+            "accuracy": a.to_dict() if a else None,
+            "fidelity": dict(a.fidelity) if a else {},
+            "fidelity_violations": dict(a.violations) if a and a.violations else {},
+            "vs_fp32": dict(self.vs_fp32),
+            "artifact": None if self.artifact is None else str(self.artifact),
+            "status": self.status, "reason": self.reason, "extra": self.extra,
+        }
+
+
+def _baseline(variants: list[VariantResult], v: VariantResult) -> VariantResult | None:
+    cands = [b for b in variants if b.status == "ok" and b.precision == "fp32" and b.sparsity == "dense"
+             and b.batch_size == v.batch_size and b.timing is not None]
+    same = [b for b in cands if b.backend == v.backend]
+    return (same or cands or [None])[0]
+
+
+@dataclass
+class Report:
+    """A benchmark report.
+
+    Attributes:
+        environment: From :func:`~trtopt.benchmark.capture_environment`.
+        workload: Model/data description.
+        variants: One entry per variant and batch size.
+        created: ISO-8601 UTC timestamp.
+        schema: Schema identifier.
+    """
+
+    environment: dict[str, Any]
+    workload: dict[str, Any]
+    variants: list[VariantResult]
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    schema: str = SCHEMA
+
+    def finalize(self) -> Report:
+        """Fill every variant's ``vs_fp32`` against the dense FP32 variant at the same batch size.
+
+        The baseline on the same backend is preferred. ``accuracy_delta`` is in the metric's
+        units (percentage points for accuracies); ``speedup`` is a throughput ratio.
+
+        Returns:
+            ``self``.
+        """
+        for v in self.variants:
+            base = _baseline(self.variants, v) if v.status == "ok" else None
+            res: dict[str, Any] = {"accuracy_delta": None, "speedup": None, "baseline": base.name if base else None}
+            if base is not None and v.timing is not None and base.timing.throughput_sps > 0:
+                res["speedup"] = v.timing.throughput_sps / base.timing.throughput_sps
+                a, b = v.accuracy, base.accuracy
+                if a is not None and b is not None and a.value is not None and b.value is not None:
+                    res["accuracy_delta"] = a.value - b.value
+            v.vs_fp32 = res
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the schema object (strict-JSON safe)."""
+        return jsonable({"schema": self.schema, "created": self.created, "environment": self.environment,
+                         "workload": self.workload, "variants": [v.to_dict() for v in self.variants]})
+
+
+def check_schema(obj: Any, source: str = "report") -> dict[str, Any]:
+    """Validate a report object; raise :class:`InputError` with the first problem.
+
+    Args:
+        obj: Parsed JSON.
+        source: Name for messages (usually the file path).
+
+    Returns:
+        ``obj``.
+    """
+    if not isinstance(obj, dict) or "schema" not in obj:
+        raise InputError(f"{source} is not a trtopt report (no 'schema' field)")
+    schema = str(obj["schema"])
+    name, _, ver = schema.partition("/")
+    major = ver.split(".")[0]
+    if name != "trtopt.report" or not major.isdigit():
+        raise InputError(f"{source} has unknown schema '{schema}' (expected {SCHEMA})")
+    if int(major) != SCHEMA_MAJOR:
+        raise InputError(f"{source} uses schema '{schema}'; this trtopt reads {SCHEMA} only "
+                         f"({'upgrade trtopt' if int(major) > SCHEMA_MAJOR else 're-run the benchmark'})")
+    for key in ("environment", "workload", "variants"):
+        if key not in obj:
+            raise InputError(f"{source} is missing the '{key}' field")
+    if not isinstance(obj["variants"], list):
+        raise InputError(f"{source}: 'variants' must be a list")
+    for i, v in enumerate(obj["variants"]):
+        missing = [k for k in VARIANT_KEYS if not isinstance(v, dict) or k not in v]
+        if missing:
+            raise InputError(f"{source}: variant #{i} is missing {', '.join(missing)}")
+        if v["status"] not in STATUSES:
+            raise InputError(f"{source}: variant '{v['name']}' has status '{v['status']}' (expected {STATUSES})")
+        if v["status"] == "ok" and v["throughput_sps"] is None:
+            raise InputError(f"{source}: variant '{v['name']}' is ok but has no throughput_sps")
+    return obj
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a ``report.json``.
+
+    Raises:
+        InputError: Missing, unreadable, non-JSON or wrong-schema file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"report not found: {p}")
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read report {p}: {exc}") from None
+    return check_schema(obj, str(p))
+
+
+def variant_key(v: dict[str, Any]) -> tuple[str, str, int]:
+    """Identity of a report row: (name, backend, batch size)."""
+    return (str(v["name"]), str(v["backend"]), int(v["batch_size"]))
+
+
+def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (with matplotlib) PNG plots, each atomically.
+
+    Args:
+        report: The report (finalized here if it was not).
+        out_dir: Output folder (created).
+        plots: Also write plots when matplotlib is importable.
+
+    Returns:
+        Kind (``json``, ``markdown``, ``plot_*``) to path.
+    """
+    from trtopt.benchmark.plots import write_plots
+    from trtopt.benchmark.render import render_markdown
+
+    out = Path(out_dir)
+    if any(v.vs_fp32.get("baseline", "unset") == "unset" for v in report.variants):
+        report.finalize()
+    data = report.to_dict()
+    check_schema(data, "generated report")
+    paths: dict[str, Path] = {}
+    if plots:
+        paths.update(write_plots(report, out))
+    paths["json"] = atomic_write_json(out / "report.json", data)
+    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data, plots=paths))
+    return paths

@@ -1,0 +1,112 @@
+"""``trtopt bench MODEL.onnx [MORE.onnx ...] --out DIR``: throughput, latency and accuracy vs FP32.
+
+Writes DIR/report.json (schema trtopt.report/1), DIR/report.md and PNG plots (with matplotlib).
+Put the FP32 model first: it is the fidelity reference. ``--data EVAL.npz`` holds the input
+arrays by name and an optional ``labels`` array; without it inputs are random (throughput and
+fidelity only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "benchmark ONNX models (throughput, latency, accuracy and fidelity vs the first model) into a report"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand."""
+    p = sub.add_parser("bench", help=HELP, description=HELP + ". Exit 2 on bad input.")
+    p.add_argument("models", metavar="MODEL", nargs="+",
+                   help="ONNX files, FP32 first (torch backend: a workload name such as digits_cnn, or a .pt file)")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--backend", default="onnxruntime",
+                   help="onnxruntime, tensorrt, torch, or a comma list; a missing backend is reported as skipped")
+    g.add_argument("--batch", default="1", help="batch sizes, e.g. 1,8,32 (a sweep)")
+    g.add_argument("--data", type=Path, default=None, metavar="EVAL.npz",
+                   help="evaluation inputs by input name plus optional 'labels'")
+    g.add_argument("--metric", default="top1", help="task metric when labels exist (default top1)")
+    g.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
+                   help="fidelity tolerance: flag outputs whose SQNR vs the first model is below DB")
+    g.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
+                   help="fidelity tolerance: flag outputs whose top-1 agreement is below PCT percent")
+    g.add_argument("--num-samples", type=int, default=64, help="random samples without --data (default 64)")
+    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
+    g.add_argument("--device", default=None, help="torch backend: cpu or cuda (default: cuda when available)")
+    g.add_argument("--precision", default="fp32", help="torch backend: fp32, fp16 or bf16")
+    g.add_argument("--sparse24", action="store_true", help="torch backend: 2:4 semi-structured Linear (CUDA)")
+    t = p.add_argument_group("timing")
+    t.add_argument("--warmup", type=int, default=10, help="warm-up iterations (default 10)")
+    t.add_argument("--iterations", type=int, default=None, help="timed iterations (default: by duration)")
+    t.add_argument("--min-duration", type=float, default=1.0, help="minimum timed seconds (default 1.0)")
+    t.add_argument("--mode", default="auto", help="auto, cpu, gpu-e2e, gpu-no-transfer, cuda-graph")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder for report.json / report.md / plots (required)")
+    p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--layerwise", action="store_true",
+                   help="also compare every later ONNX model layer by layer with the first (ONNX Runtime, "
+                        "intermediate tensors exposed) and rank layers by the error they add; writes "
+                        "DIR/layerwise/NAME.json")
+    p.add_argument("--top", type=int, default=10, help="layers to print per model with --layerwise (default 10)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt bench``."""
+    from rich.console import Console
+
+    from trtopt.backends import BACKENDS
+    from trtopt.benchmark import BenchConfig, render_table, write_report
+    from trtopt.benchmark.suite import bench_models, layerwise_all, load_eval_data
+    from trtopt.cli.args import parse_int_list
+    from trtopt.errors import ConfigError, InputError
+
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise ConfigError(f"unknown backend(s) {unknown or [args.backend]} (choose from {', '.join(BACKENDS)})")
+    for m in args.models:
+        if m.endswith(".onnx") and not Path(m).is_file():
+            raise InputError(f"model file not found: {m}")
+    if args.out is None:
+        raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
+    cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
+                      batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, metric=args.metric,
+                      min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement)
+    if args.num_samples <= 0:
+        raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
+    data, labels = load_eval_data(args.data) if args.data else (None, None)
+    torch_kw = {"precision": args.precision, "sparse24": args.sparse24}
+    if args.device:
+        torch_kw["device"] = args.device
+    kwargs = {"onnxruntime": {"intra_op_threads": args.threads}, "torch": torch_kw}
+    console = Console(stderr=True)
+    report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric,
+                          num_samples=args.num_samples, runner_kwargs=kwargs,
+                          progress=lambda s, d: console.print(f"[dim]{s}:[/] {d}"))
+    if args.data:
+        report.workload["data"] = str(args.data)
+    paths = write_report(report, args.out, plots=not args.no_plots)
+    out = Console() if sys.stdout.isatty() else Console(width=200)
+    out.print(render_table(report))
+    for kind, path in paths.items():
+        out.print(f"[dim]{kind}:[/] {path}")
+    if args.layerwise:
+        _print_layerwise(out, layerwise_all(args.models, args.out, data), args.top)
+    return 0
+
+
+def _print_layerwise(console, results: dict, top: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from trtopt.benchmark.layerwise import format_layers
+
+    for name, layers in results.items():
+        table = Table(title=f"layer-wise vs first model: {name} (worst {min(top, len(layers))} of {len(layers)})")
+        for col in ("node", "module", "op", "SQNR dB", "local SQNR dB", "cosine", "max abs err"):
+            table.add_column(col)
+        for row in format_layers(layers, top):
+            table.add_row(*(escape(c) for c in row))
+        console.print(table)

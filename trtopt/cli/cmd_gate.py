@@ -1,0 +1,70 @@
+"""``trtopt gate REPORT.json --baseline BASELINE.json``: the regression gate for CI.
+
+Exit codes: 0 every variant within budget, 1 regression (a table says what regressed),
+2 bad input (missing/corrupt report, other schema version, different variants, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "fail (exit 1) when a report regresses against a baseline report beyond accuracy/throughput budgets"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``gate`` subcommand."""
+    p = sub.add_parser("gate", help=HELP, description=HELP + ". Exit 0 within budget, 1 regression, 2 bad input.")
+    p.add_argument("report", metavar="REPORT.json", type=Path, help="report to check (trtopt.report/1)")
+    p.add_argument("--baseline", metavar="BASELINE.json", type=Path, required=True, help="baseline report")
+    p.add_argument("--max-accuracy-drop", metavar="X", default="0.5",
+                   help="allowed accuracy drop in metric points (percentage points), default 0.5")
+    p.add_argument("--max-throughput-drop", metavar="P%", default="5%",
+                   help="allowed throughput drop in percent of the baseline, default 5%%")
+    p.add_argument("--overrides", metavar="FILE.toml", type=Path, default=None,
+                   help="per-variant budgets: [defaults] and [variants.NAME] / [variants.\"NAME@BATCH\"] tables "
+                        "with max_accuracy_drop, max_throughput_drop, skip")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: float | None, digits: int, suffix: str = "", signed: bool = False) -> str:
+    if v is None:
+        return "—"
+    return f"{v:+,.{digits}f}{suffix}" if signed else f"{v:,.{digits}f}{suffix}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt gate``."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from trtopt.benchmark.gate import Budget, Overrides, gate, load_overrides
+    from trtopt.benchmark.report import load_report
+    from trtopt.cli.args import parse_percent
+
+    budget = Budget(max_accuracy_drop=parse_percent(args.max_accuracy_drop, "--max-accuracy-drop"),
+                    max_throughput_drop=parse_percent(args.max_throughput_drop, "--max-throughput-drop"))
+    overrides = load_overrides(args.overrides) if args.overrides else Overrides()
+    result = gate(load_report(args.report), load_report(args.baseline), budget, overrides)
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # CI logs: do not truncate
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    rows = result.rows if result.passed else result.regressions
+    table = Table(title="gate: all variants within budget" if result.passed else "gate: REGRESSIONS")
+    for col in ("variant", "backend", "batch", "baseline samples/s", "samples/s", "Δ throughput", "baseline acc",
+                "acc", "Δ acc", "budget (acc pts / thr %)", "problem"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.backend, str(r.batch_size), _fmt(r.baseline_throughput, 1), _fmt(r.throughput, 1),
+                      _fmt(r.throughput_change_pct, 1, "%", True), _fmt(r.baseline_accuracy, 2),
+                      _fmt(r.accuracy, 2), _fmt(r.accuracy_change, 2, signed=True),
+                      f"{r.budget.max_accuracy_drop:g} / {r.budget.max_throughput_drop:g}%",
+                      escape("; ".join(r.problems) or "ok"))
+    console.print(table)
+    if not result.passed:
+        console.print(f"[red]{len(result.regressions)} of {len(result.rows)} variant(s) regressed[/]")
+        return 1
+    console.print(f"[green]{len(result.rows)} variant(s) within budget[/]")
+    return 0
