@@ -90,7 +90,7 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def _activate(self) -> None: ...
 
-    def _deactivate(self) -> None:  # noqa: B027 - optional hook
+    def _deactivate(self) -> None:
         return None
 
     # -- metadata ------------------------------------------------------------------

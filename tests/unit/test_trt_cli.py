@@ -1,0 +1,52 @@
+"""CPU tests of ``trtopt build`` and the TensorRT backend entry points without TensorRT installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from trtopt.cli.main import main
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                                reason="TensorRT is installed here; these tests cover machines without it")
+
+
+def test_build_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
+    rc = main(["build", str(tmp_path / "m.onnx"), "--backend", "tensorrt", "--precision", "int8", "--sparsity",
+               "--shapes", "input:1x1x8x8,8x1x8x8,32x1x8x8", "--engine-dir", str(tmp_path / "engines")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "pip install 'trtopt[tensorrt]'" in err[0]
+    assert not (tmp_path / "engines").exists()  # nothing half-written
+
+
+def test_build_help_works_without_tensorrt(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "-h"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--precision", "--calib", "--sparsity", "--shapes", "--engine-dir"):
+        assert flag in out
+    assert "tensorrt" not in sys.modules
+
+
+def test_open_runner_and_build_engine_raise_missing_dependency(tmp_path):
+    from trtopt.backends import open_runner
+    from trtopt.backends.tensorrt import build_engine
+    from trtopt.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match=r"pip install 'trtopt\[tensorrt\]'"):
+        open_runner("tensorrt", tmp_path / "m.engine")
+    with pytest.raises(MissingDependencyError, match="tensorrt"):
+        build_engine(tmp_path / "m.onnx")
+
+
+def test_importing_the_backend_imports_nothing_heavy():
+    import subprocess
+
+    code = ("import sys, trtopt.backends.tensorrt, trtopt.backends.tensorrt.apicheck, trtopt.cli.cmd_build; "
+            "print(sorted(m for m in ('tensorrt', 'torch', 'onnx', 'cuda') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "[]", res.stderr

@@ -1,0 +1,167 @@
+"""Read what TensorRT says about a build: sparse layers, layer precisions, parser and load errors.
+
+TensorRT reports failures only through its logger (the Python calls return ``None``/``False``), and
+reports sparse-kernel choices only as INFO lines at the end of a build (brief §6.3)::
+
+    [TRT] (Sparsity) Layers eligible for sparse math: conv1, conv2 + relu2
+    [TRT] (Sparsity) TRT inference plan picked sparse implementation for layers: conv2 + relu2
+
+These functions parse such text and the engine inspector's JSON; they never import TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trtopt.errors import BuildError, IncompatibleArtifactError, InputError
+
+_ELIGIBLE = re.compile(r"\(Sparsity\)\s*Layers eligible for sparse math:\s*(.*)$")
+_PICKED = re.compile(r"\(Sparsity\)\s*TRT inference plan picked sparse implementation for layers:\s*(.*)$")
+_PRECISIONS = (("int8", "INT8"), ("fp8", "FP8"), ("half", "FP16"), ("fp16", "FP16"), ("bf16", "BF16"),
+               ("float", "FP32"), ("fp32", "FP32"), ("int32", "INT32"), ("int64", "INT64"), ("bool", "BOOL"))
+
+
+@dataclass
+class SparsityReport:
+    """Layers TensorRT found eligible for 2:4 sparse math and those it picked a sparse kernel for.
+
+    Attributes:
+        eligible: Layer names from the "eligible" log line (in log order, unique).
+        picked: Layer names from the "picked sparse implementation" line, plus inspector layers whose
+            tactic or sparsity key says sparse.
+    """
+
+    eligible: list[str] = field(default_factory=list)
+    picked: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """E.g. ``"12 layers eligible, 3 picked"``."""
+        return f"{len(self.eligible)} layers eligible, {len(self.picked)} picked"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for manifests."""
+        return {"eligible": self.eligible, "picked": self.picked, "summary": self.summary()}
+
+
+def _split_layers(text: str) -> list[str]:
+    # Layer lists are ", "-separated; fused names keep their " + " joins.
+    return [t.strip() for t in text.split(", ") if t.strip()]
+
+
+def parse_sparsity_log(lines: Iterable[str]) -> SparsityReport:
+    """Parse the ``(Sparsity)`` lines of a build log (either line may be absent or repeated).
+
+    Args:
+        lines: Log lines, with or without ``[TRT]``/severity prefixes.
+
+    Returns:
+        Eligible and picked layer names.
+    """
+    rep = SparsityReport()
+    for line in lines:
+        for pattern, dest in ((_ELIGIBLE, rep.eligible), (_PICKED, rep.picked)):
+            m = pattern.search(line.rstrip())
+            if m:
+                dest.extend(n for n in _split_layers(m.group(1)) if n not in dest)
+    return rep
+
+
+def parse_inspector(info: str | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-layer name, type, output precision and sparse flag from the engine inspector's JSON.
+
+    Handles ``ProfilingVerbosity.LAYER_NAMES_ONLY`` (layers are bare strings), 10.x keys
+    (``"Format/Datatype"``) and 11.x keys (``"Datatype"`` split from ``"Format"``); any key containing
+    ``Sparse`` or a tactic name containing ``sparse`` marks the layer sparse (names vary by version).
+
+    Raises:
+        InputError: Not inspector JSON.
+    """
+    try:
+        doc = json.loads(info) if isinstance(info, str) else dict(info)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"engine inspector output is not JSON ({exc})") from exc
+    layers = doc.get("Layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list):
+        raise InputError("engine inspector JSON has no 'Layers' list")
+    out = []
+    for layer in layers:
+        if isinstance(layer, str):
+            out.append({"name": layer, "type": None, "precision": None, "sparse": None})
+            continue
+        outs = layer.get("Outputs") or []
+        first = outs[0] if outs and isinstance(outs[0], dict) else {}
+        dtype = str(first.get("Datatype") or first.get("Format/Datatype") or "")
+        sparse_keys = [v for k, v in layer.items() if "sparse" in k.lower()]
+        sparse = any(bool(v) and str(v).lower() not in ("0", "false", "no") for v in sparse_keys) or (
+            "sparse" in str(layer.get("TacticName", "")).lower())
+        out.append({"name": layer.get("Name"), "type": layer.get("LayerType"), "precision": _precision(dtype),
+                    "sparse": sparse})
+    return out
+
+
+def _precision(text: str) -> str | None:
+    low = text.lower()
+    return next((p for key, p in _PRECISIONS if key in low), None) if low else None
+
+
+def precision_counts(layers: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Number of layers per output precision (``None`` precisions counted as ``"unknown"``)."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        key = layer.get("precision") or "unknown"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def merge_inspector_sparsity(report: SparsityReport, layers: Sequence[Mapping[str, Any]]) -> SparsityReport:
+    """Add inspector layers flagged sparse to ``report.picked`` (the log may be missing at WARNING level)."""
+    for layer in layers:
+        if layer.get("sparse") and layer.get("name") and layer["name"] not in report.picked:
+            report.picked.append(str(layer["name"]))
+    return report
+
+
+# -- errors ----------------------------------------------------------------------------------
+def format_parser_errors(errors: Sequence[Mapping[str, Any]], log_errors: Sequence[str] = ()) -> str:
+    """One line naming the failing ONNX node(s), operator(s) and messages.
+
+    Args:
+        errors: Dicts with ``node`` (index), ``node_name``, ``node_operator``, ``desc``, ``code``.
+        log_errors: ERROR lines from the logger, used when the parser gave no errors.
+    """
+    parts = []
+    for e in errors:
+        where = f"node {e.get('node')}" if e.get("node", -1) not in (-1, None) else "model"
+        name = f" '{e['node_name']}'" if e.get("node_name") else ""
+        op = f" ({e['node_operator']})" if e.get("node_operator") else ""
+        parts.append(f"{where}{name}{op}: {str(e.get('desc', '')).strip()}")
+    if not parts:
+        parts = [ln.strip() for ln in log_errors[-3:]] or ["no details in the parser or log"]
+    return "; ".join(parts)
+
+
+def build_failure(log_lines: Sequence[str]) -> BuildError:
+    """A :class:`BuildError` for ``build_serialized_network`` returning ``None``, quoting the log."""
+    errs = [ln for ln in log_lines if ln.startswith(("ERROR", "INTERNAL_ERROR"))]
+    detail = " | ".join(ln.split(":", 1)[-1].strip() for ln in errs[-3:]) or "TensorRT logged no error"
+    return BuildError(f"TensorRT engine build failed: {detail}")
+
+
+def deserialize_failure(path: str, log_lines: Sequence[str]) -> Exception:
+    """The error for ``deserialize_cuda_engine`` returning ``None``.
+
+    A version/platform mismatch becomes :class:`IncompatibleArtifactError`; anything else means the
+    file is not a (valid) engine for this TensorRT.
+    """
+    text = " ".join(log_lines)
+    mismatch = re.search(r"(not compatible with this version of TensorRT[^|]*|expecting library version[^|]*"
+                         r"|serialization assertion[^|]*|platform[^|]*incompatible[^|]*)", text, re.IGNORECASE)
+    if mismatch:
+        return IncompatibleArtifactError(f"{path} was built by another TensorRT version or for another "
+                                         f"platform ({mismatch.group(1).strip()}); rebuild it with `trtopt build`")
+    tail = " | ".join(ln.split(":", 1)[-1].strip() for ln in log_lines[-2:]) if log_lines else ""
+    return InputError(f"{path} is not a TensorRT engine this TensorRT can load" + (f" ({tail})" if tail else ""))

@@ -1,0 +1,388 @@
+"""Pure planning for TensorRT builds: features, flags per precision, profiles and cache keys.
+
+Everything that is a *decision* (not an API call) lives here and is tested on CPU: which TensorRT
+features exist (detected by name, never by version number), which network-creation and builder flags
+a precision needs on that feature set, the optimization-profile shapes, and the engine cache key.
+:mod:`trtopt.backends.tensorrt.loader` only turns a :class:`BuildPlan` into API calls.
+
+TensorRT 11 removed weak typing (``BuilderFlag.FP16/INT8``, calibrators); every network is strongly
+typed, so the ONNX graph's own types decide precision there (brief §1.1). TensorRT 10 has both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.errors import ConfigError
+from trtopt.fileio import sha256_bytes
+
+#: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x
+#: and 11.x; ``weak_typing_only`` is used only when :attr:`Features.weak_typing` (10.x); ``optional``
+#: is used only after a ``hasattr`` check. Instance attributes are spelled ``Class.attr`` and are
+#: found in the sources through the variable names in :data:`INSTANCE_VARS`. The API-check test
+#: compares this against the real bindings and against the sources, so it cannot drift.
+USED_API: dict[str, tuple[str, ...]] = {
+    "common": (
+        "__version__", "Builder", "OnnxParser", "Runtime", "ILogger", "ILogger.__init__",
+        "init_libnvinfer_plugins",
+        "NetworkDefinitionCreationFlag", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+        "BuilderFlag", "BuilderFlag.TF32", "BuilderFlag.SPARSE_WEIGHTS", "BuilderFlag.VERSION_COMPATIBLE",
+        "BuilderFlag.EXCLUDE_LEAN_RUNTIME", "BuilderFlag.GPU_FALLBACK",
+        "MemoryPoolType.WORKSPACE", "ProfilingVerbosity", "ProfilingVerbosity.DETAILED",
+        "ProfilingVerbosity.LAYER_NAMES_ONLY", "ProfilingVerbosity.NONE", "HardwareCompatibilityLevel",
+        "HardwareCompatibilityLevel.NONE", "HardwareCompatibilityLevel.AMPERE_PLUS", "DeviceType.DLA",
+        "LayerInformationFormat.JSON", "TensorIOMode.INPUT",
+        "Builder.create_network", "Builder.create_builder_config", "Builder.create_optimization_profile",
+        "Builder.build_serialized_network", "Builder.num_DLA_cores",
+        "OnnxParser.parse", "OnnxParser.num_errors", "OnnxParser.get_error",
+        "ParserError.code", "ParserError.desc", "ParserError.node", "ParserError.node_name",
+        "ParserError.node_operator",
+        "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.set_flag", "IBuilderConfig.clear_flag",
+        "IBuilderConfig.builder_optimization_level", "IBuilderConfig.profiling_verbosity",
+        "IBuilderConfig.hardware_compatibility_level", "IBuilderConfig.add_optimization_profile",
+        "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache",
+        "IBuilderConfig.get_timing_cache", "IBuilderConfig.default_device_type", "IBuilderConfig.DLA_core",
+        "IOptimizationProfile.set_shape", "ITimingCache.serialize",
+        "Runtime.deserialize_cuda_engine", "Runtime.engine_host_code_allowed",
+        "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
+        "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_dtype", "ICudaEngine.create_execution_context",
+        "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information",
+        "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+        "IExecutionContext.get_tensor_shape", "IExecutionContext.execute_async_v3",
+    ),
+    "weak_typing_only": (
+        "BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "IInt8EntropyCalibrator2.__init__",
+        "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
+    ),
+    "optional": ("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY",),
+}
+#: Variable names the backend reserves for TensorRT objects (the API-check test maps them to classes).
+INSTANCE_VARS: dict[str, str] = {
+    "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "trt_config": "IBuilderConfig",
+    "profile": "IOptimizationProfile", "runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext",
+    "inspector": "EngineInspector", "perr": "ParserError", "timing_cache": "ITimingCache", "tensor": "ITensor",
+}
+#: Functions allowed to use ``weak_typing_only`` names; every call to them sits under ``if ...weak_typing``.
+WEAK_TYPING_FUNCTIONS = ("make_entropy_calibrator", "_attach_calibrator")
+
+# -- features --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the running TensorRT offers, detected by attribute names.
+
+    Attributes:
+        weak_typing: ``BuilderFlag.FP16``/``INT8`` and the INT8 calibrators exist (TensorRT 10.x).
+        same_compute_capability: ``HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY`` exists (10.9+).
+    """
+
+    weak_typing: bool
+    same_compute_capability: bool = False
+
+
+def detect_features(has: Callable[[str], bool]) -> Features:
+    """Detect features from a name predicate (``has("BuilderFlag.INT8")``).
+
+    Args:
+        has: Whether ``trt.<dotted name>`` exists; :func:`has_attr_chain` for the imported module,
+            or :meth:`BindingsAPI.has` for a bindings wheel read without importing it.
+
+    Returns:
+        The feature set.
+    """
+    weak = all(has(n) for n in ("BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2",
+                                "IBuilderConfig.int8_calibrator"))
+    return Features(weak_typing=weak, same_compute_capability=has("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"))
+
+
+def has_attr_chain(obj: object, dotted: str) -> bool:
+    """Whether ``obj.<dotted>`` resolves (``hasattr`` along the chain)."""
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def nv_tensorrt_version(version: str) -> int:
+    """``NV_TENSORRT_VERSION`` for a ``tensorrt.__version__`` string (``"10.3.0.26"`` -> 100300).
+
+    Raises:
+        ConfigError: Not a TensorRT version string.
+    """
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)", version)
+    if not m:
+        raise ConfigError(f"not a TensorRT version: '{version}'")
+    major, minor, patch = (int(g) for g in m.groups())
+    # 8.x headers use major*1000 (+minor*100+patch); 10.x and later use major*10000.
+    return major * (1000 if major < 10 else 10000) + minor * 100 + patch
+
+
+# -- the ONNX graph --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What the plan needs to know about the ONNX model.
+
+    Attributes:
+        inputs: Input name -> shape (``-1`` for a dynamic axis), initializers excluded.
+        has_qdq: The graph holds QuantizeLinear/DequantizeLinear (explicit INT8).
+        has_fp16: Some tensor, input or initializer is float16 (an FP16-typed graph).
+    """
+
+    inputs: dict[str, tuple[int, ...]]
+    has_qdq: bool = False
+    has_fp16: bool = False
+
+
+def graph_info(model_bytes: bytes) -> GraphInfo:
+    """Read :class:`GraphInfo` from serialized ONNX bytes (external data is not needed)."""
+    import onnx
+
+    from trtopt.errors import InputError
+
+    try:
+        model = onnx.load_from_string(model_bytes)
+    except Exception as exc:
+        raise InputError(f"not a valid ONNX model ({type(exc).__name__})") from exc
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    inputs = {}
+    for vi in g.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
+    fp16 = onnx.TensorProto.FLOAT16
+    typed = [*g.input, *g.output, *g.value_info]
+    has_fp16 = any(v.type.tensor_type.elem_type == fp16 for v in typed) or any(
+        i.data_type == fp16 for i in g.initializer) or any(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in n.attribute) for n in g.node)
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    return GraphInfo(inputs=inputs, has_qdq=has_qdq, has_fp16=has_fp16)
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+Shape = tuple[int, ...]
+
+
+def parse_shape(text: str, what: str) -> Shape:
+    """Parse ``"1x3x224x224"`` into a tuple of positive ints."""
+    try:
+        dims = tuple(int(t) for t in text.strip().lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{what}: shape '{text}' must look like 1x3x224x224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"{what}: shape '{text}' must have positive dimensions")
+    return dims
+
+
+def parse_shapes(specs: Sequence[str]) -> dict[str, tuple[Shape, Shape, Shape]]:
+    """Parse ``--shapes`` entries ``name:MIN,OPT,MAX`` (or ``name:SHAPE`` for a static input).
+
+    Raises:
+        ConfigError: Malformed entry, duplicate name, rank mismatch, or not ``min <= opt <= max``.
+    """
+    out: dict[str, tuple[Shape, Shape, Shape]] = {}
+    for spec in specs:
+        name, sep, rest = spec.rpartition(":")
+        if not sep or not name:
+            raise ConfigError(f"--shapes entry '{spec}' must be NAME:MIN,OPT,MAX (e.g. input:1x3x8x8,8x3x8x8,32x3x8x8)")
+        parts = rest.split(",")
+        if len(parts) not in (1, 3):
+            raise ConfigError(f"--shapes entry '{spec}' needs one shape or three (min,opt,max)")
+        shapes = [parse_shape(p, f"--shapes {name}") for p in parts]
+        mn, opt, mx = shapes if len(shapes) == 3 else shapes * 3
+        if name in out:
+            raise ConfigError(f"--shapes names input '{name}' twice")
+        if not len(mn) == len(opt) == len(mx):
+            raise ConfigError(f"--shapes {name}: min, opt and max must have the same rank")
+        for a, b, label in ((mn, opt, "min > opt"), (opt, mx, "opt > max")):
+            if any(x > y for x, y in zip(a, b)):
+                raise ConfigError(f"--shapes {name}: {label} ({'x'.join(map(str, a))} vs {'x'.join(map(str, b))});"
+                                  " need min <= opt <= max in every dimension")
+        out[name] = (mn, opt, mx)
+    return out
+
+
+def resolve_profiles(info: GraphInfo, config: BuildConfig) -> dict[str, tuple[Shape, Shape, Shape]]:
+    """Profile (min, opt, max) per dynamic input: ``config.shapes`` first, else the default batch range.
+
+    Raises:
+        ConfigError: Unknown input, shape that contradicts a static dimension, a dynamic input
+            (beyond the batch axis) without ``--shapes``, or varying shapes on a DLA build.
+    """
+    given = parse_shapes(config.shapes)
+    unknown = sorted(set(given) - set(info.inputs))
+    if unknown:
+        raise ConfigError(f"--shapes names unknown input(s) {unknown}; model inputs: {sorted(info.inputs)}")
+    out = {}
+    for name, dims in info.inputs.items():
+        if name in given:
+            for s in given[name]:
+                if len(s) != len(dims) or any(d > 0 and d != v for d, v in zip(dims, s)):
+                    raise ConfigError(f"--shapes {name}: {'x'.join(map(str, s))} does not fit the model's "
+                                      f"shape {_fmt(dims)}")
+            out[name] = given[name]
+        elif any(d < 0 for d in dims):
+            if any(d < 0 for d in dims[1:]):
+                raise ConfigError(f"input '{name}' has dynamic dimensions {_fmt(dims)}: pass "
+                                  f"--shapes {name}:MIN,OPT,MAX (e.g. {name}:{_example(dims)})")
+            out[name] = tuple((b, *dims[1:]) for b in config.default_batch)  # type: ignore[assignment]
+    if config.dla_core >= 0:
+        dynamic = sorted(n for n, (mn, _opt, mx) in out.items() if mn != mx)
+        if dynamic:
+            raise ConfigError(f"DLA needs static shapes (min = opt = max) but {dynamic} vary: pass --shapes "
+                              f"{dynamic[0]}:SHAPE")
+    return out
+
+
+def _fmt(dims: Sequence[int]) -> str:
+    return "(" + ", ".join("?" if d < 0 else str(d) for d in dims) + ")"
+
+
+def _example(dims: Sequence[int]) -> str:
+    return ",".join("x".join(str(b if d < 0 else d) for d in dims) for b in (1, 8, 32))
+
+
+# -- flag plan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Flags and calibrator use for one build, by enum **name**.
+
+    Attributes:
+        strongly_typed: Create the network with ``STRONGLY_TYPED`` (graph types decide precision).
+        network_flags: ``NetworkDefinitionCreationFlag`` names.
+        builder_flags: ``BuilderFlag`` names to set.
+        cleared_flags: ``BuilderFlag`` names to clear (``TF32`` unless allowed).
+        calibrator: Attach an entropy calibrator (implicit INT8, weak typing only).
+        hardware_compat: ``HardwareCompatibilityLevel`` name.
+        profiling_verbosity: ``ProfilingVerbosity`` name.
+        notes: Human-readable remarks recorded in the manifest.
+    """
+
+    strongly_typed: bool
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    cleared_flags: tuple[str, ...]
+    calibrator: bool
+    hardware_compat: str
+    profiling_verbosity: str
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form (manifests, cache keys)."""
+        return {"strongly_typed": self.strongly_typed, "network_flags": list(self.network_flags),
+                "builder_flags": list(self.builder_flags), "cleared_flags": list(self.cleared_flags),
+                "calibrator": "EntropyCalibration2" if self.calibrator else None,
+                "hardware_compatibility_level": self.hardware_compat,
+                "profiling_verbosity": self.profiling_verbosity, "notes": list(self.notes)}
+
+
+_QUANTIZE_HINT = "run `trtopt quantize MODEL.onnx --calib TABLE.json --out q.onnx` first and build the Q/DQ model"
+_FP16_HINT = "run `trtopt quantize MODEL.onnx --fp16 --out m16.onnx` first and build the FP16 model"
+
+
+def _precision_flags(precision: str, features: Features, info: GraphInfo, has_calibration: bool
+                     ) -> tuple[bool, list[str], bool, list[str]]:
+    """(strongly_typed, builder flags, calibrator, notes) for a precision; see :func:`plan_build`."""
+    weak = features.weak_typing
+    if precision == "fp32":
+        if info.has_qdq or info.has_fp16:
+            raise ConfigError("precision fp32 was asked but the model holds Q/DQ or FP16 tensors, which a "
+                              "strongly typed build keeps; build it with --precision int8/fp16 or use the FP32 model")
+        return True, [], False, []
+    if precision == "fp16":
+        if info.has_fp16 and not info.has_qdq:
+            return True, [], False, ["FP16-typed graph built strongly typed"]
+        if info.has_qdq:
+            raise ConfigError("precision fp16 was asked but the model holds Q/DQ nodes; use --precision int8+fp16")
+        if not weak:
+            raise ConfigError(f"this TensorRT is strongly typed only (11.x has no FP16 builder flag): {_FP16_HINT}")
+        return False, ["FP16"], False, ["implicit FP16 (weakly typed network, BuilderFlag.FP16)"]
+    if precision in ("int8", "int8+fp16"):
+        extra = ["FP16"] if precision == "int8+fp16" else []
+        if info.has_qdq and (not extra or info.has_fp16):
+            return True, [], False, ["Q/DQ graph built strongly typed (explicit quantization)"]
+        if not weak:
+            hint = _FP16_HINT.replace("--fp16", "--calib TABLE.json --fp16-rest") if info.has_qdq else _QUANTIZE_HINT
+            raise ConfigError(f"this TensorRT is strongly typed only (11.x has no INT8/FP16 builder flags or "
+                              f"calibrators), so {precision} needs a Q/DQ{' FP16' if extra else ''} graph: {hint}")
+        if info.has_qdq:  # 10.x: FP16 remainder of an FP32 Q/DQ graph through the weak-typed flags
+            return False, ["INT8", *extra], False, ["Q/DQ graph, weakly typed with BuilderFlag.FP16 for the rest"]
+        if not has_calibration:
+            raise ConfigError(f"implicit {precision} (no Q/DQ in the model) needs calibration: pass --calib "
+                              "TABLE_OR_CACHE (or a calibration source), or build a Q/DQ model")
+        return False, ["INT8", *extra], True, ["implicit INT8 with IInt8EntropyCalibrator2"]
+    # best: every precision TensorRT may use on this feature set
+    if not weak:
+        return True, [], False, ["best on a strongly typed TensorRT = the graph's own types"]
+    int8 = info.has_qdq or has_calibration
+    flags = ["FP16", *(["INT8"] if int8 else [])]
+    notes = [] if int8 else ["best without calibration or Q/DQ: INT8 not enabled"]
+    return False, flags, int8 and not info.has_qdq, notes
+
+
+def plan_build(config: BuildConfig, features: Features, info: GraphInfo, has_calibration: bool = False) -> BuildPlan:
+    """Decide network/builder flags for ``config`` on a TensorRT with ``features``.
+
+    Args:
+        config: Build options.
+        features: Detected TensorRT features.
+        info: The model's inputs and typing.
+        has_calibration: A calibration table/cache or source is available (implicit INT8).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ConfigError: The precision/feature combination is impossible (message says what to do).
+    """
+    strong, flags, calib, notes = _precision_flags(config.precision, features, info, has_calibration)
+    if config.sparsity:
+        flags.append("SPARSE_WEIGHTS")
+    if config.version_compatible:
+        flags.append("VERSION_COMPATIBLE")
+        if config.exclude_lean_runtime:
+            flags.append("EXCLUDE_LEAN_RUNTIME")
+    if config.dla_core >= 0:
+        if not features.weak_typing:
+            raise ConfigError("DLA builds need TensorRT 10.x (JetPack 6); 11.x DLA (JetPack 7.2.2+) is not supported")
+        if strong or not {"FP16", "INT8"} & set(flags):
+            raise ConfigError("DLA needs --precision fp16, int8 or int8+fp16 on an FP32 model (weakly typed)")
+        flags.append("GPU_FALLBACK")
+    if config.tf32:
+        notes.append("TF32 allowed for FP32 math")
+    hw = config.hardware_compat.upper()
+    if hw == "SAME_COMPUTE_CAPABILITY" and not features.same_compute_capability:
+        raise ConfigError("hardware_compat same_compute_capability needs TensorRT 10.9 or newer")
+    return BuildPlan(strongly_typed=strong, network_flags=("STRONGLY_TYPED",) if strong else (),
+                     builder_flags=tuple(dict.fromkeys(flags)), cleared_flags=() if config.tf32 else ("TF32",),
+                     calibrator=calib, hardware_compat=hw, profiling_verbosity=config.profiling_verbosity.upper(),
+                     notes=tuple(notes))
+
+
+def cache_key(onnx_sha256: str, config: BuildConfig, plan: BuildPlan,
+              profiles: Mapping[str, tuple[Shape, Shape, Shape]], trt_version: str, gpu: Mapping[str, object],
+              calibration_sha256: str = "") -> str:
+    """Content hash naming an engine: model bytes, options (enum names), TensorRT version and GPU.
+
+    The timing cache is left out on purpose: it changes build time, not what was asked for.
+    """
+    options = config.to_dict()
+    options.pop("timing_cache", None)
+    doc = {"onnx": onnx_sha256, "options": options, "plan": plan.to_dict(),
+           "profiles": {k: [list(s) for s in v] for k, v in sorted(profiles.items())},
+           "tensorrt": trt_version,
+           "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")},
+           "calibration": calibration_sha256}
+    return sha256_bytes(json.dumps(doc, sort_keys=True).encode("utf-8"))

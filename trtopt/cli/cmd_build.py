@@ -1,0 +1,62 @@
+"""``trtopt build``: build (or reuse) a TensorRT engine in the engine store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trtopt.cli.args import add_model_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``build`` subcommand."""
+    p = sub.add_parser("build", help="build a TensorRT engine (10.x / 11.x) into the engine store",
+                       description="Build a TensorRT engine from an ONNX model, or reuse the stored one with the "
+                                   "same model, options, TensorRT version and GPU. Prints engine and manifest paths.")
+    add_model_arg(p)
+    p.add_argument("--backend", choices=("tensorrt",), default="tensorrt", help="engine backend (tensorrt)")
+    g = p.add_argument_group("Precision")
+    g.add_argument("--precision", choices=("fp32", "fp16", "int8", "int8+fp16", "best"), default="fp32",
+                   help="fp32 (TF32 off), fp16, int8, int8+fp16 or best; on TensorRT 11 the graph's types decide "
+                        "(build a Q/DQ or FP16 model made by `trtopt quantize`)")
+    g.add_argument("--calib", type=Path, metavar="TABLE_OR_CACHE",
+                   help="calibration table (.json) or TensorRT cache for implicit INT8 (TensorRT 10.x)")
+    g.add_argument("--sparsity", action="store_true", help="enable 2:4 sparse tactics (SPARSE_WEIGHTS)")
+    g.add_argument("--tf32", action="store_true", help="allow TF32 for FP32 math (off by default)")
+    s = p.add_argument_group("Shapes and builder")
+    s.add_argument("--shapes", nargs="+", action="extend", default=[], metavar="NAME:MIN,OPT,MAX",
+                   help="optimization profile per dynamic input, e.g. input:1x3x224x224,8x3x224x224,32x3x224x224")
+    s.add_argument("--workspace-mib", type=int, default=0, help="workspace limit in MiB (0 = TensorRT default)")
+    s.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5 (default 3)")
+    s.add_argument("--timing-cache", type=Path, default=None, help="timing cache file to load and update")
+    s.add_argument("--version-compatible", action="store_true", help="version-compatible engine")
+    s.add_argument("--hardware-compat", choices=("none", "ampere_plus", "same_compute_capability"), default="none",
+                   help="hardware compatibility level")
+    s.add_argument("--dla-core", type=int, default=-1, help="build for this DLA core with GPU fallback (10.x, Jetson)")
+    o = p.add_argument_group("Store")
+    o.add_argument("--engine-dir", type=Path, default=Path("engines"), help="engine store folder (default engines/)")
+    o.add_argument("--rebuild", action="store_true", help="build even if a matching engine is stored")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt build``."""
+    from trtopt.backends.tensorrt.loader import import_tensorrt
+
+    import_tensorrt()  # first, so a machine without TensorRT gets the one-line install hint
+    from rich.console import Console
+
+    from trtopt.backends.tensorrt import BuildConfig, build_engine
+
+    config = BuildConfig(precision=args.precision, sparsity=args.sparsity, shapes=tuple(args.shapes),
+                         workspace_mib=args.workspace_mib, optimization_level=args.opt_level,
+                         timing_cache=str(args.timing_cache or ""), version_compatible=args.version_compatible,
+                         hardware_compat=args.hardware_compat, dla_core=args.dla_core, tf32=args.tf32)
+    res = build_engine(args.model, config, engine_dir=args.engine_dir, calibration=args.calib, rebuild=args.rebuild)
+    console = Console()
+    sp = res.data.get("sparsity") or {}
+    console.print(f"{'reused' if res.reused else 'built'} engine: {res.engine}")
+    console.print(f"manifest: {res.manifest}")
+    if args.sparsity and sp:
+        console.print(f"sparsity: {sp.get('summary')}")
+    return 0
