@@ -40,6 +40,12 @@ class PipelineResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class Pipeline:
     """Run a :class:`~trtopt.recipe.Recipe` end to end.
 
@@ -155,6 +161,7 @@ class Pipeline:
 
     def _prepare(self, workload) -> dict[str, Path]:
         models = self._torch_models(workload)
+        self.torch_models = models
         fp32 = self._export(workload, models)
         tables = self._calibrate(workload, fp32)
         artifacts: dict[str, Path] = {}
@@ -167,13 +174,12 @@ class Pipeline:
 
     # -- benchmark -----------------------------------------------------------------
     def _bench_variant(self, variant: str, path: Path, workload, reference) -> tuple[list, object]:
-        from trtopt.backends import open_runner
         from trtopt.benchmark import VariantResult, evaluate, measure
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         bcfg = self.recipe.bench
         results = []
-        with open_runner(self.recipe.run.backend, path) as runner:
+        with self._open(variant, path, workload) as runner:
             acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
                            batch_size=max(bcfg.batch_sizes),
                            tolerances=bcfg.tolerance())
@@ -187,6 +193,36 @@ class Pipeline:
                     extra={"fp16_rest": fp16_rest, "runner": runner.describe()},
                 ))
         return results, acc
+
+    def _open(self, variant: str, path: Path, workload):
+        """Open the runner for a variant on the recipe's backend."""
+        from trtopt.backends import open_runner
+
+        if self.recipe.run.backend != "torch":
+            return open_runner(self.recipe.run.backend, path, **self._backend_options(variant))
+        from trtopt.backends.torch_runner import TorchRunner
+        from trtopt.errors import ConfigError
+
+        sparse, precision, fp16_rest = VARIANTS[variant]
+        if precision == "int8" or fp16_rest:
+            raise ConfigError("PyTorch eager has no INT8 path in trtopt; run INT8 variants on onnxruntime or tensorrt")
+        model = self.torch_models["sparse" if sparse else "dense"]
+        inputs = tuple(workload.as_feeds(workload.example))
+        # 2:4 semi-structured kernels exist on CUDA only; on CPU the sparse model runs dense.
+        return TorchRunner(model, precision=precision, sparse24=sparse and _cuda_available(),
+                           input_names=inputs, output_names=(workload.output_name,))
+
+    def _backend_options(self, variant: str) -> dict:
+        """Backend-specific runner options for a variant's prepared ONNX model."""
+        if self.recipe.run.backend != "tensorrt":
+            return {}
+        from trtopt.backends.tensorrt import BuildConfig
+
+        sparse, precision, fp16_rest = VARIANTS[variant]
+        # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
+        # strongly typed; the build precision only names what the graph holds.
+        trt_precision = "int8+fp16" if fp16_rest else precision
+        return {"config": BuildConfig(precision=trt_precision, sparsity=sparse), "engine_dir": self.out / "engines"}
 
     def _failed_variant(self, variant: str, reason: str) -> list:
         from trtopt.benchmark import VariantResult

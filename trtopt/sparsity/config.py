@@ -1,0 +1,138 @@
+"""Configs of the 2:4 sparsity stages: :class:`PruneConfig` and :class:`FinetuneConfig`.
+
+Both are frozen dataclasses with TOML-friendly fields, so a recipe's ``[prune]`` and
+``[finetune]`` tables construct them with ``Config(**table)``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from trtopt.errors import ConfigError
+
+#: pruning methods understood by :func:`trtopt.sparsity.prune_`
+METHODS = ("magnitude", "permutation", "sparsegpt")
+#: the only sparsity pattern TensorRT's sparse tensor cores execute
+SUPPORTED_PATTERN = "2:4"
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise :class:`ConfigError` unless ``pattern`` is ``"2:4"``.
+
+    Args:
+        pattern: An ``N:M`` string.
+    """
+    if str(pattern).replace(" ", "") != SUPPORTED_PATTERN:
+        raise ConfigError(
+            f"sparsity pattern '{pattern}' is not supported: TensorRT's sparse tensor cores run only 2:4 "
+            "(2 non-zeros in every group of 4 along the reduction axis)"
+        )
+
+
+def _check_patterns(field: str, patterns: tuple[str, ...]) -> None:
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise ConfigError(f"prune.{field} entries must be non-empty strings, got {p!r}")
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as exc:
+                raise ConfigError(f"prune.{field}: bad regular expression {p[3:]!r} ({exc})") from None
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Options of :func:`trtopt.sparsity.prune_`.
+
+    Attributes:
+        method: ``magnitude`` (keep the 2 largest |w| per group of 4), ``permutation``
+            (input-channel permutation search first, then magnitude) or ``sparsegpt``
+            (one-shot Hessian-based pruning with weight updates; needs calibration inputs).
+        pattern: Sparsity pattern; only ``"2:4"`` is accepted.
+        include: Module-name patterns to prune (fnmatch globs, or ``re:<regex>``); empty = all.
+        exclude: Module-name patterns never to prune (same syntax); wins over ``include``.
+        min_in_features: Skip layers whose reduction channel count (Conv C, Linear in) is below
+            this (catches the first conv on 1-4 image channels).
+        min_out_features: Skip layers with fewer output channels than this.
+        min_params: Skip tiny layers with fewer weights than this.
+        perm_max_iters: Upper bound on channel swaps per layer in the permutation search.
+        perm_max_channels: Layers with more input channels than this are not permuted
+            (the search is O(C^2) memory per step).
+        sparsegpt_damp: Hessian dampening, as a fraction of the mean diagonal.
+        sparsegpt_blocksize: Columns processed per lazy-update block (multiple of 4).
+        sparsegpt_sequential: Collect each layer's calibration inputs from the already pruned
+            preceding layers (more accurate, one forward pass per layer) instead of all at once.
+    """
+
+    method: str = "magnitude"
+    pattern: str = SUPPORTED_PATTERN
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_in_features: int = 8
+    min_out_features: int = 4
+    min_params: int = 256
+    perm_max_iters: int = 2000
+    perm_max_channels: int = 1024
+    sparsegpt_damp: float = 0.01
+    sparsegpt_blocksize: int = 128
+    sparsegpt_sequential: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"prune.method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        check_pattern(self.pattern)
+        for name in ("include", "exclude"):
+            val = getattr(self, name)
+            val = (val,) if isinstance(val, str) else tuple(val)
+            _check_patterns(name, val)
+            object.__setattr__(self, name, val)
+        ints = ("min_in_features", "min_out_features", "min_params", "perm_max_iters", "perm_max_channels")
+        for name in ints:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"prune.{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if not 0.0 <= self.sparsegpt_damp < 1.0:
+            raise ConfigError(f"prune.sparsegpt_damp must be in [0, 1), got {self.sparsegpt_damp}")
+        if self.sparsegpt_blocksize <= 0 or self.sparsegpt_blocksize % 4:
+            raise ConfigError(f"prune.sparsegpt_blocksize must be a positive multiple of 4, got "
+                              f"{self.sparsegpt_blocksize}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of :func:`trtopt.sparsity.finetune_masked`.
+
+    Attributes:
+        epochs: Passes over the training data.
+        lr: Adam learning rate (cosine-decayed to 0).
+        batch_size: Mini-batch size.
+        seed: Seed of the shuffling order.
+        distill_alpha: ``None`` trains on labels only; a value in [0, 1] distils from the dense
+            teacher with ``loss = alpha * CE + (1 - alpha) * T^2 * KL(soft_teacher || soft_student)``.
+        temperature: Softmax temperature ``T`` of the distillation targets.
+        weight_decay: Adam weight decay.
+    """
+
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    distill_alpha: float | None = None
+    temperature: float = 4.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"finetune.epochs must be a non-negative integer, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+            raise ConfigError(f"finetune.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"finetune.lr must be a positive number, got {self.lr!r}")
+        if self.distill_alpha is not None and not 0.0 <= float(self.distill_alpha) <= 1.0:
+            raise ConfigError(f"finetune.distill_alpha must be in [0, 1] (or absent), "
+                              f"got {self.distill_alpha}")
+        if not self.temperature > 0:
+            raise ConfigError(f"finetune.temperature must be positive, got {self.temperature}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"finetune.weight_decay must be >= 0, got {self.weight_decay}")
