@@ -11,8 +11,8 @@ from onnx import numpy_helper
 
 pytest.importorskip("torch")
 
-from trtopt.pipeline import Pipeline  # noqa: E402
-from trtopt.recipe import recipe_from_dict  # noqa: E402
+from trtopt.pipeline import Pipeline
+from trtopt.recipe import recipe_from_dict
 
 VARIANTS = ["fp32", "fp16", "int8", "sparse24-fp32", "sparse24-int8"]
 
@@ -37,7 +37,7 @@ def _by_name(report_json):
 
 
 def test_every_variant_ran_and_report_is_written(demo_run):
-    out, result, stages = demo_run
+    out, _result, stages = demo_run
     for stage in ("workload", "prune", "finetune", "export", "calibrate", "quantize", "bench", "report"):
         assert stage in stages
     data = json.loads((out / "report.json").read_text())

@@ -65,8 +65,15 @@ def render_table(report: Any):  # -> rich.table.Table
     t = Table(title=f"trtopt benchmark — {data['workload'].get('name', '')}".rstrip(" —"))
     for i, c in enumerate(COLUMNS):
         t.add_column(c, justify="left" if i < 4 else "right")
-    for row in table_rows(data):
+    notes = {}
+    for v, row in zip(data["variants"], table_rows(data)):
+        if v["status"] != "ok":  # keep cells narrow: the reason goes under the table, once per variant
+            row[0] = f"{v['name']} ({v['status']})"
+            notes[v["name"]] = f"{v['name']}: {v['status']}: {v['reason']}"
         t.add_row(*(escape(c) for c in row))
+    if notes:
+        t.caption = escape("\n".join(notes.values()))
+        t.caption_justify = "left"
     return t
 
 

