@@ -1,0 +1,160 @@
+"""Calibration sources and the ONNX Runtime histogram collection on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from trtopt.calib import (
+    CalibrationConfig,
+    ImageFolderSource,
+    NumpySource,
+    PreprocessSpec,
+    TorchSource,
+    calibrate,
+    calibration_targets,
+)
+from trtopt.errors import ConfigError, InputError
+
+
+def _tiny_model(tmp_path):
+    """x[N,3,6,6] -> Conv -> Relu -> Conv -> Add(residual) -> Relu -> GAP -> Flatten -> Gemm -> y."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.5, "w1"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3, "w2"),
+        numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "wg"),
+        numpy_helper.from_array(np.zeros(5, np.float32), "bg"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="/conv2/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["a"], name="/add/Add"),
+        helper.make_node("Relu", ["a"], ["r2"], name="/relu2/Relu"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="/flatten/Flatten"),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="/fc/Gemm", transB=1),
+    ]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(m, str(path))
+    return path, m
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return _tiny_model(tmp_path)
+
+
+def _data(n=40, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 6, 6)).astype(np.float32)
+
+
+def test_targets_are_weighted_op_and_residual_add_inputs(tiny):
+    _, m = tiny
+    assert calibration_targets(m) == ["x", "r1", "c2", "f"]
+    assert set(calibration_targets(m, scope="all")) == {"x", "c1", "r1", "c2", "a", "r2", "p", "f", "y"}
+
+
+def test_minmax_matches_reference_evaluator_and_entropy_is_tighter(tiny):
+    path, m = tiny
+    x = _data()
+    want = {}
+    for t in ("r1", "c2", "f"):
+        sub = onnx.ModelProto()
+        sub.CopyFrom(m)
+        sub.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+        want[t] = float(np.abs(ReferenceEvaluator(sub).run([t], {"x": x})[0]).max())
+    mm = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="minmax"))
+    for t, v in want.items():
+        assert mm.amax[t] == pytest.approx(v, rel=1e-5)
+    assert mm.amax["x"] == pytest.approx(float(np.abs(x).max()))
+    ent = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="entropy"))
+    pct = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="percentile", percentile=99.0))
+    for t in want:
+        assert 0 < ent.amax[t] <= mm.amax[t] + 1e-6
+        assert 0 < pct.amax[t] < mm.amax[t]
+    assert ent.num_samples == 40 and ent.method == "entropy" and len(ent.model_hash) == 64
+
+
+def test_data_hash_follows_data_and_order_is_seeded(tiny):
+    path, _ = tiny
+    x = _data()
+    a = calibrate(path, NumpySource({"x": x}, seed=1), CalibrationConfig(method="minmax"))
+    b = calibrate(path, NumpySource({"x": x}, seed=1), CalibrationConfig(method="minmax"))
+    c = calibrate(path, NumpySource({"x": x}, seed=2), CalibrationConfig(method="minmax"))
+    assert a.data_hash == b.data_hash != c.data_hash
+    src = NumpySource({"x": x}, batch_size=16, seed=3)
+    first = [b["x"].copy() for b in src]
+    again = [b["x"] for b in src]  # rewindable, same order
+    assert len(first) == 3 and all(np.array_equal(p, q) for p, q in zip(first, again))
+
+
+def test_bad_data_is_rejected_clearly(tiny):
+    path, _ = tiny
+    x = _data()
+    x[3, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="input 'x' contains 1 NaN/Inf"):
+        NumpySource({"x": x})
+    with pytest.raises(InputError, match="do not match the model's"):
+        calibrate(path, NumpySource({"image": _data()}))
+    with pytest.raises(InputError, match="expects"):
+        calibrate(path, NumpySource({"x": _data()[:, :2]}))
+    with pytest.raises(InputError, match="dtype"):
+        calibrate(path, NumpySource({"x": _data().astype(np.int32)}))
+    with pytest.raises(InputError, match="not found"):
+        calibrate(path.parent / "missing.onnx", NumpySource({"x": _data()}))
+    with pytest.raises(ConfigError):
+        CalibrationConfig(method="kl")
+
+
+def test_npz_torch_and_image_folder_sources(tiny, tmp_path):
+    import torch
+    from PIL import Image
+
+    path, _ = tiny
+    x = _data(20)
+    np.savez(tmp_path / "c.npz", x=x, labels=np.zeros(20))
+    npz = NumpySource.from_npz(tmp_path / "c.npz", batch_size=8, exclude=("labels",))
+    assert npz.num_samples == 20 and len(npz) == 3
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.zeros(20)),
+                                         batch_size=8)
+    t1 = calibrate(path, TorchSource(loader, ["x"]), CalibrationConfig(method="minmax"))
+    t2 = calibrate(path, npz, CalibrationConfig(method="minmax"))
+    assert t1.amax == pytest.approx(t2.amax)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        img = np.random.default_rng(i).uniform(0, 255, (9, 11, 3)).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    src = ImageFolderSource(folder, "x", PreprocessSpec(size=(6, 6), resize_shorter=7), batch_size=2, seed=0)
+    batches = list(src)
+    assert [b["x"].shape for b in batches] == [(2, 3, 6, 6), (2, 3, 6, 6), (1, 3, 6, 6)]
+    assert calibrate(path, src).num_samples == 5
+
+
+def test_optimized_and_unoptimized_sessions_see_the_same_tensors(tiny):
+    path, _ = tiny
+    x = _data()
+    a = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="minmax", ort_optimize=True))
+    b = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="minmax", ort_optimize=False,
+                                                                               run_batch_size=0))
+    assert set(a.amax) == set(b.amax) == {"x", "r1", "c2", "f"}
+    for k in a.amax:
+        assert a.amax[k] == pytest.approx(b.amax[k], rel=1e-5)
+
+
+def test_static_batch_model_gets_split_batches(tmp_path):
+    _, m = _tiny_model(tmp_path)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # static batch 4
+    x = _data(16)
+    t = calibrate(m, NumpySource({"x": x}, batch_size=8), CalibrationConfig(method="minmax"))
+    assert t.num_samples == 16 and t.amax["x"] == pytest.approx(float(np.abs(x).max()))
+    with pytest.raises(InputError, match="fixed batch size 4"):
+        calibrate(m, NumpySource({"x": x}, batch_size=6), CalibrationConfig(method="minmax"))

@@ -1,0 +1,33 @@
+"""Calibration: streaming |x| histograms, TensorRT-style entropy, JSON and TensorRT-cache tables.
+
+Histograms are collected in ONNX Runtime batch by batch; ranges come from entropy (default),
+minmax, percentile or mse.
+
+Example::
+
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+    table = calibrate("model.onnx", NumpySource({"input": x}, batch_size=32), CalibrationConfig())
+    table.save_json("calib.json"); table.write_trt_cache("calib.cache", trt_version=100300)
+"""
+
+from trtopt.calib.collect import calibrate, calibration_targets, collect_histograms
+from trtopt.calib.config import METHODS, CalibrationConfig
+from trtopt.calib.histogram import AbsHistogram
+from trtopt.calib.methods import amax_entropy, amax_mse, amax_percentile, compute_amax
+from trtopt.calib.source import (
+    CalibrationSource,
+    ImageFolderSource,
+    NumpySource,
+    PreprocessSpec,
+    TorchSource,
+    validate_batch,
+    workload_source,
+)
+from trtopt.calib.table import CalibrationTable, hex_to_scale, scale_to_hex
+
+__all__ = [
+    "METHODS", "AbsHistogram", "CalibrationConfig", "CalibrationSource", "CalibrationTable", "ImageFolderSource",
+    "NumpySource", "PreprocessSpec", "TorchSource", "amax_entropy", "amax_mse", "amax_percentile", "calibrate",
+    "calibration_targets", "collect_histograms", "compute_amax", "hex_to_scale", "scale_to_hex", "validate_batch",
+    "workload_source",
+]

@@ -1,0 +1,218 @@
+"""Run the model in ONNX Runtime batch by batch and reduce activations to histograms.
+
+The tensors to calibrate are added as extra graph outputs of a copy of the model, which
+runs with ONNX Runtime's graph optimizations disabled so every tensor keeps its exported
+name. Each batch's activations are folded into one :class:`AbsHistogram` per tensor and
+dropped, so peak memory is one batch of activations plus ``O(bins)`` per tensor (ONNX
+Runtime's own calibrator concatenates every batch's activations before histogramming).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtopt.calib.config import CalibrationConfig
+from trtopt.calib.histogram import AbsHistogram
+from trtopt.calib.methods import compute_amax
+from trtopt.calib.source import model_input_specs, validate_batch
+from trtopt.calib.table import CalibrationTable
+from trtopt.errors import InputError
+from trtopt.log import get_logger
+from trtopt.onnx_graph import load_onnx
+
+log = get_logger(__name__)
+
+ProgressFn = Callable[[int, int], None]  # (samples done, samples total or 0)
+_FLOAT = onnx.TensorProto.FLOAT
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    """Load a path (with clear errors) or pass a ModelProto through."""
+    return model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+
+
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Initializers and Constant-node outputs."""
+    names = {t.name for t in graph.initializer}
+    names.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
+    return names
+
+
+def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Elem type of every typed tensor (after shape inference, best effort)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    g = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.output) + list(g.value_info)}
+
+
+def calibration_targets(model: onnx.ModelProto, op_types: Iterable[str] = ("Conv", "ConvTranspose", "Gemm", "MatMul"),
+                        scope: str = "quantizable", types: dict[str, int] | None = None) -> list[str]:
+    """Tensors whose ranges are needed: activation inputs of ``op_types`` and of two-input Adds, or all.
+
+    Args:
+        model: The FP32 model.
+        op_types: Quantized (weighted) op types.
+        scope: ``quantizable`` or ``all`` (every FLOAT tensor, graph inputs included).
+        types: Tensor elem types (from :func:`float_tensor_types`; computed when omitted).
+
+    Returns:
+        Tensor names in graph order, without duplicates.
+    """
+    g = model.graph
+    consts = constant_names(g)
+    ops = set(op_types)
+    out: dict[str, None] = {}
+    types = float_tensor_types(model) if types is None else types
+    if scope == "all":
+        for vi in g.input:
+            if vi.name not in consts and types.get(vi.name) == onnx.TensorProto.FLOAT:
+                out[vi.name] = None
+        for n in g.node:
+            for o in n.output:
+                if o and n.op_type != "Constant" and types.get(o) == onnx.TensorProto.FLOAT:
+                    out[o] = None
+        return list(out)
+    prod = {o: n for n in g.node for o in n.output}
+
+    def from_conv(t: str) -> bool:  # Conv (optionally + BatchNormalization): a residual Add candidate
+        p = prod.get(t)
+        p = prod.get(p.input[0]) if p is not None and p.op_type == "BatchNormalization" else p
+        return p is not None and p.op_type in ("Conv", "ConvTranspose")
+
+    for n in g.node:
+        if n.op_type in ops:
+            idx = (0, 1) if n.op_type in ("MatMul", "Gemm") else (0,)
+        elif n.op_type == "Add" and len(n.input) == 2 and any(from_conv(i) for i in n.input):
+            idx = (0, 1)
+        else:
+            continue
+        for i in idx:
+            t = n.input[i] if i < len(n.input) else ""
+            # integer Adds (shape / mask arithmetic) are not activations; unknown types count as float
+            if t and t not in consts and types.get(t, _FLOAT) in _FLOATS:
+                out[t] = None
+    return list(out)
+
+
+def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for t in targets:
+        if t not in existing:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
+def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[dict[str, np.ndarray]]:
+    """Cut a batch to the model's static batch size, or into chunks of at most ``chunk`` samples."""
+    n = next(iter(batch.values())).shape[0]
+    if fixed:
+        if n % fixed:
+            raise InputError(f"model has a fixed batch size {fixed}; calibration batch of {n} is not a multiple")
+        size = fixed
+    else:
+        size = chunk if 0 < chunk < n else n
+    if size == n:
+        return [batch]
+    return [{k: v[s : s + size] for k, v in batch.items()} for s in range(0, n, size)]
+
+
+def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
+                       config: CalibrationConfig, progress: ProgressFn | None = None,
+                       total: int = 0, types: dict[str, int] | None = None) -> tuple[dict[str, AbsHistogram], str, int]:
+    """Stream ``source`` through ONNX Runtime and histogram ``targets``.
+
+    Returns:
+        ``(histograms, data sha256, samples seen)``.
+    """
+    from trtopt.backends.onnxrt import make_session
+
+    specs = model_input_specs(model)
+    # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
+    # fuse away, so full optimization keeps every name while running ~2x faster than none.
+    types = float_tensor_types(model) if types is None else types
+    sess = make_session(_augmented(model, targets, types),
+                        intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
+    out_names = [o.name for o in sess.get_outputs()]
+    wanted = [t for t in targets if t in out_names]
+    from_feed = [t for t in targets if t in specs and t not in out_names]
+    hists = {t: AbsHistogram(config.num_bins, config.skip_zeros) for t in targets}
+    digest = hashlib.sha256()
+    first_dims = next(iter(specs.values()))[0] if specs else ()
+    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
+    seen = 0
+    for raw in source:
+        batch = validate_batch(raw, specs)
+        if config.max_samples and seen >= config.max_samples:
+            break
+        for k in sorted(batch):
+            digest.update(k.encode())
+            digest.update(np.ascontiguousarray(batch[k]).tobytes())
+        for sub in _split(batch, fixed, config.run_batch_size):
+            outs = sess.run(wanted, sub)
+            for name, val in zip(wanted, outs):
+                if np.issubdtype(val.dtype, np.floating):
+                    hists[name].update(val, owned=True)
+            del outs
+            for name in from_feed:
+                hists[name].update(sub[name])
+        seen += next(iter(batch.values())).shape[0]
+        if progress:
+            progress(seen, total)
+    if seen == 0:
+        raise InputError("calibration data source yielded no batches")
+    return {k: h for k, h in hists.items() if h.counts is not None}, digest.hexdigest(), seen
+
+
+def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[dict[str, np.ndarray]],
+              config: CalibrationConfig | None = None, progress: ProgressFn | None = None) -> CalibrationTable:
+    """Calibrate activation ranges of an FP32 ONNX model.
+
+    Args:
+        model: ``.onnx`` path or ModelProto.
+        source: Rewindable iterable of ``{input name: ndarray}`` batches (e.g. :class:`NumpySource`).
+        config: Method and options (entropy by default).
+        progress: Optional ``callback(samples_done, samples_total)`` after every batch.
+
+    Returns:
+        Tensor name -> amax, with method, data hash and model hash.
+
+    Raises:
+        InputError: Unreadable model, data not matching the model's inputs, NaN/Inf in data.
+    """
+    config = config or CalibrationConfig()
+    m = as_model(model)
+    types = float_tensor_types(m)
+    targets = calibration_targets(m, config.op_types, config.scope, types)
+    if not targets:
+        raise InputError(f"the model has no tensors to calibrate (no {'/'.join(config.op_types)} nodes)")
+    total = int(getattr(source, "num_samples", 0) or 0)
+    if config.max_samples and total:
+        total = min(total, config.max_samples)
+    hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types)
+    amax = {}
+    for name in targets:
+        h = hists.get(name)
+        if h is None:
+            continue
+        a = compute_amax(config.method, h.counts, h.edges, h.amax, num_bits=config.num_bits,
+                         start_bin=config.start_bin, percentile=config.percentile)
+        amax[name] = float(min(a, h.amax) if config.method != "minmax" else a)
+    log.info("calibrated %d tensors with %s on %d samples", len(amax), config.method, seen)
+    meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types)}
+    if config.method == "percentile":
+        meta["percentile"] = config.percentile
+    return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
+                            model_hash=hashlib.sha256(m.SerializeToString()).hexdigest(), num_samples=seen,
+                            meta=meta)

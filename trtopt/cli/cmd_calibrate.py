@@ -1,0 +1,64 @@
+"""``trtopt calibrate``: activation ranges -> JSON table + TensorRT calibration cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trtopt.cli.args import add_model_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``calibrate`` subcommand."""
+    p = sub.add_parser(
+        "calibrate", help="calibrate activation ranges (entropy/minmax/percentile/mse) -> JSON + TensorRT cache",
+        description="Stream calibration data through the model in ONNX Runtime, reduce activations to |x| "
+                    "histograms and compute per-tensor ranges. Writes <stem>.calib.json and the TensorRT "
+                    "calibration cache <stem>.calib.cache into --out and prints their paths.")
+    add_model_arg(p)
+    g = p.add_argument_group("Data")
+    g.add_argument("--data", type=Path, required=True, metavar="CALIB.npz",
+                   help="one array per model input name, samples on axis 0 (a 'labels' array is ignored)")
+    g.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
+    g.add_argument("--max-samples", type=int, default=0, help="use at most N samples (default: all)")
+    m = p.add_argument_group("Method")
+    m.add_argument("--method", choices=("entropy", "minmax", "percentile", "mse"), default="entropy",
+                   help="range method (default entropy = TensorRT EntropyCalibrator2)")
+    m.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
+    m.add_argument("--num-bins", type=int, default=2048, help="initial histogram bins (default 2048)")
+    m.add_argument("--all-tensors", action="store_true",
+                   help="calibrate every float tensor (complete cache for TensorRT 10 implicit INT8)")
+    o = p.add_argument_group("Output")
+    o.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    o.add_argument("--trt-version", type=int, default=100300,
+                   help="NV_TENSORRT_VERSION written in the cache header (default 100300 = 10.3.0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt calibrate``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+    from trtopt.errors import ConfigError
+
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    cfg = CalibrationConfig(method=args.method, percentile=args.percentile, num_bins=args.num_bins,
+                            scope="all" if args.all_tensors else "quantizable")
+    src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
+                               exclude=("labels", "label", "y"))
+    err = Console(stderr=True)
+    with Progress(TextColumn("[bold cyan]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("collect", total=src.num_samples)
+        table = calibrate(args.model, src, cfg, progress=lambda done, _t: bar.update(task, completed=done))
+    stem = Path(args.model).stem
+    js = table.save_json(args.out / f"{stem}.calib.json")
+    cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)
+    err.print(f"{len(table)} tensors calibrated ({args.method}) on {table.num_samples} samples")
+    print(js)
+    print(cache)
+    return 0

@@ -1,0 +1,138 @@
+"""``trtopt quantize``: explicit INT8 (Q/DQ), INT8 + FP16, or FP16 conversion of an ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trtopt.cli.args import add_model_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``quantize`` subcommand."""
+    p = sub.add_parser(
+        "quantize", help="insert Q/DQ (INT8), INT8 + FP16, or convert to FP16",
+        description="INT8: --calib TABLE.json (or a TensorRT .cache) inserts QuantizeLinear/DequantizeLinear "
+                    "following TensorRT's placement rules. --fp16 converts to FP16 instead (graph I/O stays FP32). "
+                    "--max-accuracy-drop keeps the most sensitive layers out of INT8 until the drop on --eval fits.")
+    add_model_arg(p)
+    g = p.add_argument_group("Mode")
+    g.add_argument("--calib", type=Path, metavar="TABLE.json", help="calibration table (.json or TensorRT .cache)")
+    g.add_argument("--fp16", action="store_true", help="FP16 conversion only (no INT8)")
+    g.add_argument("--fp16-rest", action="store_true", help="INT8 + FP16 for everything not in INT8 (opset 19)")
+    s = p.add_argument_group("Selection")
+    s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="regex of node names to leave unquantized / in FP32 with --fp16 (repeatable)")
+    s.add_argument("--exclude-op-type", action="append", default=[], metavar="OP", help="op type to leave unquantized")
+    s.add_argument("--per-tensor-weights", action="store_true", help="per-tensor weight scales (default per-channel)")
+    s.add_argument("--calib-data", type=Path, metavar="CALIB.npz",
+                   help="with --fp16/--fp16-rest: data for the |activation| > 512 keep-FP32 rule")
+    b = p.add_argument_group("Accuracy budget")
+    b.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
+    b.add_argument("--eval", type=Path, metavar="EVAL.npz", help="held-out inputs by name (+ optional 'labels')")
+    b.add_argument("--report", type=Path, metavar="REPORT.json", help="write the budget report as JSON")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.onnx", help="output model")
+    p.set_defaults(func=run)
+
+
+def _load_npz(path: Path) -> tuple[dict, object]:
+    import numpy as np
+
+    from trtopt.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"evaluation data not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable .npz file ({type(exc).__name__})") from exc
+    labels = next((arrays.pop(k) for k in ("labels", "label", "y") if k in arrays), None)
+    return arrays, labels
+
+
+def _table(path: Path, model):
+    from trtopt.calib import CalibrationTable
+
+    if path.suffix == ".json":
+        return CalibrationTable.load_json(path)
+    names = {t for n in model.graph.node for t in list(n.input) + list(n.output)} | {i.name for i in model.graph.input}
+    return CalibrationTable.read_trt_cache(path, tensor_names=names)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from trtopt.errors import ConfigError
+
+    if args.fp16 and (args.calib or args.fp16_rest):
+        raise ConfigError("--fp16 converts to FP16 only; use --calib with --fp16-rest for INT8 + FP16")
+    if not args.fp16 and args.calib is None:
+        raise ConfigError("give --calib TABLE.json (INT8) or --fp16")
+    if (args.max_accuracy_drop is None) != (args.eval is None):
+        raise ConfigError("--max-accuracy-drop and --eval go together")
+    if args.fp16 and args.max_accuracy_drop is not None:
+        raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trtopt quantize``."""
+    from rich.console import Console
+
+    from trtopt.calib import NumpySource
+    from trtopt.calib.collect import as_model
+    from trtopt.fileio import atomic_write_json
+    from trtopt.onnx_graph import save_onnx
+    from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
+
+    _check(args)
+    err = Console(stderr=True)
+    model = as_model(args.model)
+    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y")) if args.calib_data else None
+    if args.fp16:
+        with err.status("converting to FP16"):
+            out = convert_fp16(model, FP16Config(node_block_list=tuple(args.exclude)), source=src)
+        kept = next((p.value for p in out.metadata_props if p.key == "trtopt.fp16.fp32_nodes"), "")
+        err.print(f"FP16: {len([k for k in kept.split(',') if k])} node(s) kept in FP32")
+        print(save_onnx(out, args.out))
+        return 0
+    table = _table(args.calib, model)
+    cfg = QuantizeConfig(exclude_nodes=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
+                         per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest)
+    if args.max_accuracy_drop is None:
+        ranges = None
+        if src is not None:
+            from trtopt.calib import CalibrationConfig, calibrate
+
+            ranges = calibrate(model, src, CalibrationConfig(method="minmax", scope="all")).amax
+        with err.status("inserting Q/DQ"):
+            out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
+        print(save_onnx(out, args.out))
+        return 0
+    inputs, labels = _load_npz(args.eval)
+    with err.status("accuracy budget") as status:
+        res = apply_accuracy_budget(model, table, inputs, labels, args.max_accuracy_drop, cfg,
+                                    progress=lambda st, detail: status.update(f"{st}: {detail}"))
+    _print_budget(err, res)
+    if args.report:
+        atomic_write_json(args.report, res.summary())
+    print(save_onnx(res.model, args.out))
+    return 0
+
+
+def _print_budget(console, res) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"accuracy budget ({res.metric}, max drop {res.max_drop} points)")
+    for col in ("FP32", "all INT8", "final", "drop", "within budget"):
+        t.add_column(col)
+    t.add_row(f"{res.fp32:.3f}", f"{res.int8_all:.3f}", f"{res.final:.3f}", f"{res.fp32 - res.final:.3f}",
+              "yes" if res.within_budget else "NO")
+    console.print(t)
+    if res.kept_nodes:
+        k = Table(title="kept out of INT8 (worst first)")
+        k.add_column("ONNX node")
+        k.add_column("PyTorch module")
+        k.add_column("sensitivity")
+        for n, mod in zip(res.kept_nodes, res.kept_modules):
+            k.add_row(n, mod or "-", f"{res.sensitivity.get(n, 0):.3g}")
+        console.print(k)

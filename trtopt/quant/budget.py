@@ -1,0 +1,171 @@
+"""Accuracy budget: keep the most quantization-sensitive layers out of INT8 until the drop fits.
+
+1. Measure FP32 and all-INT8 quality on a held-out split (top-1 accuracy in percent when labels
+   are given, else 100 x mean cosine similarity of the outputs to FP32).
+2. If the drop exceeds the budget, score every quantized layer by quantizing *only that layer*
+   and measuring the output error vs FP32 (normalised squared error: continuous, so no ties
+   from a small eval set).
+3. Exclude layers worst-first, re-measuring after each, until the drop is within the budget.
+   Excluded layers stay FP32, or FP16 with ``fp16_rest`` (the rest of the graph's precision).
+
+Reports ONNX node names and the PyTorch module paths encoded in them (``/layer1/layer1.0/conv1/Conv``
+-> ``layer1.0.conv1``) -- NNCF's accuracy-aware quantization, for TensorRT's Q/DQ graphs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from trtopt.calib.collect import as_model
+from trtopt.calib.table import CalibrationTable
+from trtopt.errors import ConfigError, InputError
+from trtopt.log import get_logger
+from trtopt.quant.config import QuantizeConfig
+from trtopt.quant.qdq import quantize_qdq
+
+log = get_logger(__name__)
+Progress = Callable[[str, str], None]
+
+
+def module_name(node_name: str) -> str | None:
+    """PyTorch module path from an exported node name, or ``None`` if it carries none.
+
+    ``/features/0/Conv`` -> ``features.0``; ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``
+    (the TorchScript exporter repeats qualified prefixes at each scope level).
+    """
+    parts = [p for p in node_name.split("/") if p][:-1]
+    if not node_name.startswith("/") or not parts:
+        return None
+    path = ""
+    for p in parts:
+        path = p if (not path or p.startswith(path + ".")) else f"{path}.{p}"
+    return path
+
+
+@dataclass
+class BudgetResult:
+    """Outcome of :func:`apply_accuracy_budget`.
+
+    Attributes:
+        model: The final Q/DQ model.
+        metric: ``top1`` (percent) or ``cosine`` (100 x mean cosine to FP32).
+        fp32: FP32 metric.
+        int8_all: Metric with every layer quantized.
+        final: Metric of ``model``.
+        max_drop: The budget (points).
+        kept_nodes: ONNX nodes kept out of INT8, worst first.
+        kept_modules: Their PyTorch module paths (``None`` where unknown).
+        sensitivity: Node -> normalised output error when only that node is INT8.
+        within_budget: ``fp32 - final <= max_drop``.
+    """
+
+    model: onnx.ModelProto
+    metric: str
+    fp32: float
+    int8_all: float
+    final: float
+    max_drop: float
+    kept_nodes: list[str] = field(default_factory=list)
+    kept_modules: list[str | None] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether the final drop fits the budget."""
+        return self.fp32 - self.final <= self.max_drop + 1e-9
+
+    def summary(self) -> dict:
+        """JSON-friendly summary (no model)."""
+        return {"metric": self.metric, "fp32": self.fp32, "int8_all": self.int8_all, "final": self.final,
+                "max_drop": self.max_drop, "within_budget": self.within_budget, "kept_nodes": self.kept_nodes,
+                "kept_modules": self.kept_modules, "sensitivity": self.sensitivity}
+
+
+def _predict(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+    from trtopt.backends.onnxrt import make_session
+
+    sess = make_session(model.SerializeToString())
+    name = sess.get_outputs()[0].name
+    n = next(iter(inputs.values())).shape[0]
+    outs = [sess.run([name], {k: v[s : s + batch_size] for k, v in inputs.items()})[0] for s in range(0, n, batch_size)]
+    return np.concatenate(outs).astype(np.float32).reshape(n, -1)
+
+
+def _metric(y: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
+    if labels is not None:
+        return float((y.argmax(1) == labels).mean() * 100.0)
+    cos = (y * ref).sum(1) / (np.linalg.norm(y, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
+    return float(cos.mean() * 100.0)
+
+
+def _only(names: list[str], keep: str) -> tuple[str, ...]:
+    return tuple(f"^{re.escape(n)}$" for n in names if n != keep)
+
+
+def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
+                          eval_inputs: Mapping[str, np.ndarray], labels: np.ndarray | None, max_drop: float,
+                          config: QuantizeConfig | None = None, batch_size: int = 256,
+                          progress: Progress | None = None) -> BudgetResult:
+    """Quantize with Q/DQ, keeping the most sensitive layers in higher precision to meet ``max_drop``.
+
+    Args:
+        model: FP32 model.
+        table: Calibration table.
+        eval_inputs: Held-out inputs ``{name: array}`` (samples on axis 0).
+        labels: Integer class labels for top-1, or ``None`` to use cosine similarity to FP32.
+        max_drop: Allowed drop in points (top-1 percent, or 100 x (1 - cosine)).
+        config: Q/DQ options (its exclusions are kept; ``fp16_rest`` keeps excluded layers FP16).
+        batch_size: Evaluation batch size.
+        progress: Optional ``callback(stage, detail)``.
+
+    Returns:
+        The final model and the report.
+    """
+    if max_drop < 0:
+        raise ConfigError(f"--max-accuracy-drop must be >= 0, got {max_drop}")
+    if not eval_inputs or next(iter(eval_inputs.values())).shape[0] == 0:
+        raise InputError("the evaluation split is empty")
+    cfg = config or QuantizeConfig()
+    fp32_model = as_model(model)
+    say = progress or (lambda stage, detail: None)
+    ref = _predict(fp32_model, eval_inputs, batch_size)
+    if labels is not None and len(labels) != ref.shape[0]:
+        raise InputError(f"eval labels hold {len(labels)} entries for {ref.shape[0]} samples")
+    metric = "top1" if labels is not None else "cosine"
+    fp32 = _metric(ref, ref, labels)
+    full = quantize_qdq(fp32_model, table, cfg)
+    int8_all = _metric(_predict(full, eval_inputs, batch_size), ref, labels)
+    say("budget", f"FP32 {metric} {fp32:.3f}, all-INT8 {int8_all:.3f} (budget {max_drop} points)")
+    result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
+    if result.within_budget:
+        return result
+    from trtopt.quant.qdq import qdq_nodes_for
+
+    layers = [n for n, srcs in qdq_nodes_for(full).items() if srcs and srcs[0] == "DequantizeLinear"]
+    sens = {}
+    for k, name in enumerate(layers, 1):
+        say("budget", f"sensitivity {k}/{len(layers)}: {name}")
+        one = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + _only(layers, name)))
+        y = _predict(one, eval_inputs, batch_size)
+        sens[name] = float(np.sum((y - ref) ** 2) / max(np.sum(ref**2), 1e-12))
+    result.sensitivity = dict(sorted(sens.items(), key=lambda kv: -kv[1]))
+    order = list(result.sensitivity)
+    for k in range(1, len(order) + 1):
+        kept = order[:k]
+        excl = cfg.exclude_nodes + tuple(f"^{re.escape(n)}$" for n in kept)
+        cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl))
+        score = _metric(_predict(cand, eval_inputs, batch_size), ref, labels)
+        say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
+        result.model, result.final, result.kept_nodes = cand, score, kept
+        if result.within_budget:
+            break
+    result.kept_modules = [module_name(n) for n in result.kept_nodes]
+    if not result.within_budget:
+        log.warning("accuracy budget not met even with every layer kept out of INT8")
+    return result

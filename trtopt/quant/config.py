@@ -1,0 +1,93 @@
+"""Configurations of the quantization stages (the ``[quantize]`` and ``[fp16]`` recipe tables)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trtopt.errors import ConfigError
+
+#: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16` (brief §5.2).
+DEFAULT_FP16_BLOCK_OPS = (
+    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "LogSoftmax", "Exp", "Log",
+    "Pow", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+    "ReduceProd", "Range", "CumSum", "TopK", "NonMaxSuppression", "RoiAlign", "Upsample", "Celu",
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+    "If", "Loop", "Scan",
+)
+
+
+def _check_regexes(patterns: tuple[str, ...], what: str) -> None:
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ConfigError(f"{what}: invalid regular expression '{p}' ({exc})") from None
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Explicit (Q/DQ) INT8 quantization following TensorRT's placement rules (brief §4.2).
+
+    Attributes:
+        op_types: Weighted op types whose inputs (activation and weight) get Q/DQ.
+        per_channel: Per-output-channel weight scales (else per-tensor).
+        quantize_residual_add: Quantize the skip input of residual Adds so TensorRT fuses
+            the Add into the conv with an INT8 output (ModelOpt's rule).
+        exclude_nodes: Regular expressions (``re.search``) of node names left unquantized.
+        exclude_op_types: Op types left unquantized.
+        fp16_rest: Convert everything not in INT8 to FP16 (graph I/O stays FP32); raises the
+            opset to 19 so Q/DQ scales can be FP16 (TensorRT 11's "INT8 + FP16" path).
+        min_amax: Floor applied to calibrated amax values (a scale must be > 0).
+    """
+
+    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    per_channel: bool = True
+    quantize_residual_add: bool = True
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    fp16_rest: bool = False
+    min_amax: float = 1e-20
+
+    def __post_init__(self) -> None:
+        for f in ("op_types", "exclude_nodes", "exclude_op_types"):
+            val = getattr(self, f)
+            if isinstance(val, str):
+                val = (val,)
+            object.__setattr__(self, f, tuple(val))
+        unknown = set(self.op_types) - {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+        if unknown:
+            raise ConfigError(f"quantize.op_types supports Conv, ConvTranspose, Gemm, MatMul; got {sorted(unknown)}")
+        _check_regexes(self.exclude_nodes, "quantize.exclude_nodes")
+        if not self.min_amax > 0:
+            raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
+
+
+@dataclass(frozen=True)
+class FP16Config:
+    """FP16 conversion with FP32 islands (brief §5).
+
+    Attributes:
+        keep_io_types: Keep graph inputs/outputs FP32 (Casts inside the graph).
+        op_block_list: Op types kept in FP32.
+        node_block_list: Regular expressions of node names kept in FP32.
+        block_layernorm_pattern: Keep decomposed LayerNorm subgraphs (ReduceMean/Sub/Pow/...) in FP32.
+        data_max: Keep a node in FP32 when calibration data shows |activation| above this
+            at its inputs or outputs (AutoCast's ``data_max``; needs calibration data).
+        init_max: Keep a node in FP32 when one of its float initializers exceeds this (FP16 max 65504).
+    """
+
+    keep_io_types: bool = True
+    op_block_list: tuple[str, ...] = DEFAULT_FP16_BLOCK_OPS
+    node_block_list: tuple[str, ...] = ()
+    block_layernorm_pattern: bool = True
+    data_max: float = 512.0
+    init_max: float = 65504.0
+
+    def __post_init__(self) -> None:
+        for f in ("op_block_list", "node_block_list"):
+            val = getattr(self, f)
+            object.__setattr__(self, f, (val,) if isinstance(val, str) else tuple(val))
+        _check_regexes(self.node_block_list, "fp16.node_block_list")
+        if not self.data_max > 0 or not self.init_max > 0:
+            raise ConfigError("fp16.data_max and fp16.init_max must be > 0")

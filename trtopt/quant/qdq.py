@@ -1,0 +1,273 @@
+"""Explicit INT8 quantization: insert QuantizeLinear/DequantizeLinear the way TensorRT wants them.
+
+Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
+
+* both inputs of every Conv / ConvTranspose / Gemm / MatMul are quantized: the activation
+  per-tensor from the calibration table, a constant weight per output channel (Conv axis 0,
+  ConvTranspose axis 1, Gemm ``transB=1`` axis 0 / ``transB=0`` axis 1, MatMul 2-D constant B axis 1);
+  weights stay float behind a Q->DQ pair (TensorRT quantizes them at build time);
+* symmetric INT8, zero point 0, scale = amax / 127; weighted-op outputs are not quantized;
+* residual Add: TensorRT fuses the Add into the conv producing one input; the *other* (skip)
+  input decides the fused output precision, so it is quantized. As in ModelOpt's
+  ``build_non_residual_input_map`` the input on the longer path to the lowest common ancestor
+  is the fusing conv branch (left alone) and the shorter one is quantized;
+* no Q/DQ anywhere else (pooling, ReLU, Reshape, Concat, ...), which TensorRT would have to
+  reformat around; one shared Q/DQ pair per tensor (``DedicatedQDQPair=False``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from trtopt.calib.collect import as_model, constant_names
+from trtopt.calib.table import CalibrationTable
+from trtopt.errors import ConfigError
+from trtopt.log import get_logger
+from trtopt.onnx_graph import NameGen, get_attr, initializer_array, producers
+from trtopt.quant.config import QuantizeConfig
+
+log = get_logger(__name__)
+_FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
+
+
+def weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
+    """Output-channel axis of a weighted op's constant weight, or ``None`` for per-tensor."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if get_attr(node, "transB", 0) else 1
+    if node.op_type == "MatMul" and weight.ndim == 2:
+        return 1
+    return None
+
+
+def _excluded(node: onnx.NodeProto, cfg: QuantizeConfig) -> bool:
+    return node.op_type in cfg.exclude_op_types or any(re.search(p, node.name) for p in cfg.exclude_nodes)
+
+
+def _ancestor_depths(tensor: str, prod: dict[str, onnx.NodeProto], consts: set[str],
+                     limit: int = 4096) -> dict[str, int]:
+    """Minimum number of nodes between each ancestor activation and ``tensor`` (BFS over producers).
+
+    Initializers / constants are not followed: a weight or scale shared by both branches is not
+    a common *ancestor* in the dataflow sense.
+    """
+    depth = {tensor: 0}
+    queue = deque([tensor])
+    while queue and len(depth) < limit:
+        t = queue.popleft()
+        node = prod.get(t)
+        if node is None:
+            continue
+        for i in node.input:
+            if i and i not in depth and i not in consts:
+                depth[i] = depth[t] + 1
+                queue.append(i)
+    return depth
+
+
+def _fusing_conv(tensor: str, prod: dict[str, onnx.NodeProto], quantized: set[str]) -> bool:
+    """``tensor`` comes from a quantized Conv (optionally through BatchNormalization)."""
+    node = prod.get(tensor)
+    if node is not None and node.op_type == "BatchNormalization":
+        node = prod.get(node.input[0])
+    return node is not None and node.op_type in ("Conv", "ConvTranspose") and node.name in quantized
+
+
+def residual_skip_inputs(graph: onnx.GraphProto, quantized: set[str]) -> dict[str, int]:
+    """Map residual Add node name -> index of the skip input to quantize."""
+    prod = producers(graph)
+    consts = constant_names(graph)
+    out: dict[str, int] = {}
+    for n in graph.node:
+        if n.op_type != "Add" or len(n.input) != 2 or any(i in consts for i in n.input):
+            continue
+        fuses = [_fusing_conv(i, prod, quantized) for i in n.input]
+        if not any(fuses):
+            continue
+        da, db = _ancestor_depths(n.input[0], prod, consts), _ancestor_depths(n.input[1], prod, consts)
+        common = set(da) & set(db)
+        if common:
+            lca = min(common, key=lambda t: (da[t] + db[t], t))
+            longer = 0 if da[lca] > db[lca] else 1 if db[lca] > da[lca] else (0 if fuses[0] else 1)
+        else:
+            longer = 0 if fuses[0] else 1
+        if fuses[longer]:
+            out[n.name] = 1 - longer
+    return out
+
+
+class _Inserter:
+    """Accumulates Q/DQ pairs and rewires consumers."""
+
+    def __init__(self, model: onnx.ModelProto, fp16_scales: bool) -> None:
+        self.g = model.graph
+        self.names = NameGen(self.g)
+        self.fp16_scales = fp16_scales
+        self.after: dict[str, list[onnx.NodeProto]] = {}  # producer tensor -> Q/DQ nodes to emit after it
+        self.pairs: dict[tuple[str, int | None], str] = {}
+
+    def _scale(self, amax: np.ndarray) -> np.ndarray:
+        scale = (amax / 127.0).astype(np.float32)
+        return np.maximum(scale, _FP16_MIN_SCALE) if self.fp16_scales else scale
+
+    def pair(self, tensor: str, amax: np.ndarray, axis: int | None) -> str:
+        """Return the DQ output for ``tensor`` (creating Q->DQ once per tensor/axis)."""
+        key = (tensor, axis)
+        if key in self.pairs:
+            return self.pairs[key]
+        base = tensor.replace(":", "_")
+        scale = self._scale(np.asarray(amax, dtype=np.float64))
+        s_name, z_name = self.names(f"{base}_scale"), self.names(f"{base}_zero_point")
+        self.g.initializer.append(numpy_helper.from_array(scale, s_name))
+        self.g.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name))
+        q_out, dq_out = self.names(f"{base}_quantized"), self.names(f"{base}_dequantized")
+        kw = {} if axis is None else {"axis": axis}
+        nodes = [
+            helper.make_node("QuantizeLinear", [tensor, s_name, z_name], [q_out],
+                             name=self.names(f"{base}_QuantizeLinear"), **kw),
+            helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
+                             name=self.names(f"{base}_DequantizeLinear"), **kw),
+        ]
+        self.after.setdefault(tensor, []).extend(nodes)
+        self.pairs[key] = dq_out
+        return dq_out
+
+    def finish(self) -> None:
+        """Re-emit nodes with each Q/DQ pair right after its producer (keeps topological order)."""
+        new: list[onnx.NodeProto] = []
+        for t in [i.name for i in self.g.input] + [t.name for t in self.g.initializer]:
+            new.extend(self.after.pop(t, []))
+        for n in self.g.node:
+            new.append(n)
+            for o in n.output:
+                new.extend(self.after.pop(o, []))
+        for rest in self.after.values():  # tensors with no producer in the graph body
+            new[:0] = rest
+        del self.g.node[:]
+        self.g.node.extend(new)
+
+
+def _activation_amax(table: CalibrationTable, name: str, cfg: QuantizeConfig) -> np.ndarray | None:
+    if name not in table.amax:
+        return None
+    return np.asarray(max(table.amax[name], cfg.min_amax), dtype=np.float64)
+
+
+def _weight_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
+    a = np.abs(w.astype(np.float64))
+    if axis is None:
+        m = np.asarray(a.max() if a.size else 0.0)
+    else:
+        m = a.max(axis=tuple(i for i in range(a.ndim) if i != axis))
+    return np.where(m > 0, m, 1.0)  # a zero channel stays zero under any scale; TRT needs scale > 0
+
+
+def _plan_node(node: onnx.NodeProto, g: onnx.GraphProto, table: CalibrationTable, cfg: QuantizeConfig
+               ) -> list[tuple[int, np.ndarray, int | None]] | None:
+    """(input index, amax, axis) for each input of a weighted op, or None if it cannot be quantized."""
+    idx = (0, 1)
+    plan = []
+    for i in idx:
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        w = initializer_array(g, node.input[i])
+        if w is not None and i == 1:
+            if not np.issubdtype(w.dtype, np.floating):
+                return None
+            axis = weight_axis(node, w) if cfg.per_channel else None
+            plan.append((i, _weight_amax(w, axis), axis))
+        else:
+            amax = _activation_amax(table, node.input[i], cfg)
+            if amax is None:
+                log.warning("no calibrated range for '%s' (input %d of %s); node left in float", node.input[i], i,
+                            node.name)
+                return None
+            plan.append((i, amax, None))
+    return plan
+
+
+def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
+                 config: QuantizeConfig | None = None, fp16_ranges: dict[str, float] | None = None
+                 ) -> onnx.ModelProto:
+    """Insert Q/DQ nodes into an FP32 model using a calibration table.
+
+    Args:
+        model: FP32 ``.onnx`` path or ModelProto (not modified).
+        table: Activation ranges from :func:`trtopt.calib.calibrate` for this model.
+        config: Placement options; ``fp16_rest=True`` also converts the rest of the graph to FP16.
+        fp16_ranges: Optional ``{tensor: max|x|}`` over calibration data for the FP16 data rule
+            (the table's own ranges are used otherwise).
+
+    Returns:
+        The quantized model (runs in ONNX Runtime on CPU; TensorRT builds it strongly typed).
+
+    Raises:
+        IncompatibleArtifactError: The table was made for another model.
+        ConfigError: Opset below 13 (per-channel Q/DQ needs 13).
+    """
+    cfg = config or QuantizeConfig()
+    src = as_model(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(src)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise ConfigError(f"Q/DQ quantization needs opset >= 13 (per-channel scales); the model has opset {opset}")
+    names = {t for n in m.graph.node for t in list(n.input) + list(n.output)} | {i.name for i in m.graph.input}
+    table.check_names(names, what="calibration table")  # every entry must name a tensor of this model
+    if cfg.fp16_rest and opset < 19:
+        m = _upgrade_opset(m, 19)
+    g = m.graph
+    ins = _Inserter(m, fp16_scales=cfg.fp16_rest)
+    quantized: set[str] = set()
+    for node in list(g.node):
+        if node.op_type not in cfg.op_types or _excluded(node, cfg):
+            continue
+        plan = _plan_node(node, g, table, cfg)
+        if plan is None:
+            continue
+        for i, amax, axis in plan:
+            node.input[i] = ins.pair(node.input[i], amax, axis)
+        quantized.add(node.name)
+    if cfg.quantize_residual_add:
+        skips = residual_skip_inputs(g, quantized)
+        for node in g.node:
+            skip = skips.get(node.name) if node.op_type == "Add" else None
+            if skip is None or _excluded(node, cfg):
+                continue
+            amax = _activation_amax(table, node.input[skip], cfg)
+            if amax is not None:
+                node.input[skip] = ins.pair(node.input[skip], amax, None)
+    ins.finish()
+    log.info("quantized %d nodes with Q/DQ", len(quantized))
+    if cfg.fp16_rest:
+        from trtopt.quant.fp16 import convert_fp16
+
+        m = convert_fp16(m, ranges=fp16_ranges if fp16_ranges is not None else dict(table.amax))
+    return m
+
+
+def _upgrade_opset(m: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(m, target)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot raise the model to opset {target} for FP16 Q/DQ scales: {first}") from exc
+
+
+def qdq_nodes_for(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """For inspection/tests: weighted node name -> producers (op types) of its first two inputs."""
+    prod = producers(model.graph)
+    return {n.name: [prod[i].op_type if i in prod else "<input>" for i in n.input[:2]]
+            for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+
