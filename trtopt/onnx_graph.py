@@ -108,6 +108,25 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in inits]
 
 
+def module_name(node_name: str) -> str | None:
+    """Map an exported ONNX node name to the PyTorch module path it came from.
+
+    Args:
+        node_name: e.g. ``/features/0/Conv`` or ``/layer1/layer1.0/conv1/Conv``.
+
+    Returns:
+        ``features.0`` / ``layer1.0.conv1``; ``None`` when the name carries no scope.
+    """
+    parts = [p for p in node_name.split("/") if p]
+    if not node_name.startswith("/") or len(parts) < 2:
+        return None
+    name = ""
+    for seg in parts[:-1]:  # the last part is the op (Conv, Gemm_1, ...)
+        # the legacy exporter repeats the parent path in nested scopes: layer1 -> layer1.0
+        name = seg if name and seg.startswith(name + ".") else (f"{name}.{seg}" if name else seg)
+    return name or None
+
+
 class NameGen:
     """Generate tensor/node names unique within a graph."""
 

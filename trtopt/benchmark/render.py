@@ -28,8 +28,13 @@ def fmt_delta(value: Any, digits: int = 2) -> str:
 def _acc(v: dict[str, Any]) -> str:
     a = v.get("accuracy") or {}
     if a.get("value") is None:
+        # No labels: show fidelity to FP32. Cosine is meaningful for embeddings and logits alike;
+        # argmax agreement only for classifier-like outputs, so it is shown second.
         fid = next(iter((v.get("fidelity") or {}).values()), None)
-        return f"agree {fid['top1_agreement']:.1f}%" if fid and fid.get("top1_agreement") is not None else "—"
+        if not fid or fid.get("cosine") is None:
+            return "—"
+        agree = fid.get("top1_agreement")
+        return f"cos {as_float(fid['cosine']):.4f}" + ("" if agree is None else f" / agree {as_float(agree):.0f}%")
     return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip()
 
 

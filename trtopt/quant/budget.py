@@ -26,26 +26,12 @@ from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
+from trtopt.onnx_graph import module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import quantize_qdq
 
 log = get_logger(__name__)
 Progress = Callable[[str, str], None]
-
-
-def module_name(node_name: str) -> str | None:
-    """PyTorch module path from an exported node name, or ``None`` if it carries none.
-
-    ``/features/0/Conv`` -> ``features.0``; ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``
-    (the TorchScript exporter repeats qualified prefixes at each scope level).
-    """
-    parts = [p for p in node_name.split("/") if p][:-1]
-    if not node_name.startswith("/") or not parts:
-        return None
-    path = ""
-    for p in parts:
-        path = p if (not path or p.startswith(path + ".")) else f"{path}.{p}"
-    return path
 
 
 @dataclass

@@ -39,6 +39,10 @@ class QuantizeConfig:
         fp16_rest: Convert everything not in INT8 to FP16 (graph I/O stays FP32); raises the
             opset to 19 so Q/DQ scales can be FP16 (TensorRT 11's "INT8 + FP16" path).
         min_amax: Floor applied to calibrated amax values (a scale must be > 0).
+        weight_storage: ``"float"`` keeps constant weights float behind a Q->DQ pair (TensorRT
+            quantizes them at build time; ModelOpt's layout); ``"int8"`` stores them pre-quantized
+            as INT8 initializers feeding a DequantizeLinear (a 4x smaller ONNX file, and no float
+            weights shipped). TensorRT accepts both forms.
     """
 
     op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -48,6 +52,7 @@ class QuantizeConfig:
     exclude_op_types: tuple[str, ...] = ()
     fp16_rest: bool = False
     min_amax: float = 1e-20
+    weight_storage: str = "float"
 
     def __post_init__(self) -> None:
         for f in ("op_types", "exclude_nodes", "exclude_op_types"):
@@ -59,6 +64,8 @@ class QuantizeConfig:
         if unknown:
             raise ConfigError(f"quantize.op_types supports Conv, ConvTranspose, Gemm, MatMul; got {sorted(unknown)}")
         _check_regexes(self.exclude_nodes, "quantize.exclude_nodes")
+        if self.weight_storage not in ("float", "int8"):
+            raise ConfigError(f"quantize.weight_storage must be 'float' or 'int8', got '{self.weight_storage}'")
         if not self.min_amax > 0:
             raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
 

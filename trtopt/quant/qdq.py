@@ -141,6 +141,28 @@ class _Inserter:
         self.pairs[key] = dq_out
         return dq_out
 
+    def int8_weight(self, tensor: str, weight: np.ndarray, amax: np.ndarray, axis: int | None) -> str:
+        """Store ``weight`` pre-quantized as INT8 and return the output of its DequantizeLinear."""
+        key = (tensor, axis)
+        if key in self.pairs:
+            return self.pairs[key]
+        base = tensor.replace(":", "_")
+        scale = self._scale(np.asarray(amax, dtype=np.float64))
+        bshape = [1] * weight.ndim
+        if axis is not None:
+            bshape[axis] = -1
+        # Same arithmetic as QuantizeLinear: round half to even, saturate to [-128, 127].
+        q = np.clip(np.rint(weight.astype(np.float64) / scale.reshape(bshape)), -128, 127).astype(np.int8)
+        q_name, s_name = self.names(f"{base}_int8"), self.names(f"{base}_scale")
+        z_name, dq_out = self.names(f"{base}_zero_point"), self.names(f"{base}_dequantized")
+        self.g.initializer.extend([numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, s_name),
+                                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name)])
+        kw = {} if axis is None else {"axis": axis}
+        self.after.setdefault(q_name, []).append(helper.make_node(
+            "DequantizeLinear", [q_name, s_name, z_name], [dq_out], name=self.names(f"{base}_DequantizeLinear"), **kw))
+        self.pairs[key] = dq_out
+        return dq_out
+
     def finish(self) -> None:
         """Re-emit nodes with each Q/DQ pair right after its producer (keeps topological order)."""
         new: list[onnx.NodeProto] = []
@@ -235,7 +257,11 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         if plan is None:
             continue
         for i, amax, axis in plan:
-            node.input[i] = ins.pair(node.input[i], amax, axis)
+            w = initializer_array(g, node.input[i]) if cfg.weight_storage == "int8" else None
+            if w is not None and w.dtype.kind == "f":
+                node.input[i] = ins.int8_weight(node.input[i], w, amax, axis)
+            else:
+                node.input[i] = ins.pair(node.input[i], amax, axis)
         quantized.add(node.name)
     if cfg.quantize_residual_add:
         skips = residual_skip_inputs(g, quantized)
@@ -247,6 +273,11 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
             if amax is not None:
                 node.input[skip] = ins.pair(node.input[skip], amax, None)
     ins.finish()
+    if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
+        used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+        keep = [t for t in g.initializer if t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(keep)
     log.info("quantized %d nodes with Q/DQ", len(quantized))
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
