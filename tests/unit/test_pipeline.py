@@ -95,3 +95,22 @@ def test_artifacts_have_the_promised_structure(demo_run):
 def _amaxes(table_json):
     for value in table_json.get("tensors", table_json.get("amax", {})).values():
         yield value["amax"] if isinstance(value, dict) else value
+
+
+@pytest.mark.parametrize("weak_typing", [True, False], ids=["trt10", "trt11"])
+def test_every_variant_graph_is_buildable_by_tensorrt_plan(demo_run, weak_typing):
+    """The pipeline's TensorRT options for each variant plan cleanly on 10.x and 11.x feature sets."""
+    from trtopt.backends.tensorrt.plan import Features, graph_info, plan_build
+
+    out = demo_run[0]
+    recipe = recipe_from_dict({"recipe": {"name": "t", "variants": VARIANTS, "backend": "tensorrt"}})
+    pipe = Pipeline(recipe, out)
+    for variant in VARIANTS:
+        opts = pipe._backend_options(variant)
+        path = out / "models" / (f"{variant}.onnx" if variant not in ("fp32", "sparse24-fp32")
+                                 else ("dense-fp32.onnx" if variant == "fp32" else "sparse-fp32.onnx"))
+        info = graph_info(path.read_bytes())
+        plan = plan_build(opts["config"], Features(weak_typing=weak_typing), info)
+        assert plan.strongly_typed, variant  # precision comes from the graph on both versions
+        assert ("SPARSE_WEIGHTS" in plan.builder_flags) == variant.startswith("sparse24"), variant
+        assert "INT8" not in plan.builder_flags and not plan.calibrator, variant
