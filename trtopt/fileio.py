@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trtopt.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
@@ -29,8 +31,13 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         A path in the same folder to write to.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    if dest.is_dir():
+        raise InputError(f"cannot write {dest}: it is a directory")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; artifacts should get the usual permissions (0666 & ~umask).
@@ -43,6 +50,23 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """Create output folder ``path`` (and parents), or raise one clear :class:`InputError`.
+
+    Args:
+        path: Folder to create.
+
+    Returns:
+        The folder.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {p}: {exc.strerror or exc}") from None
+    return p
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:

@@ -7,7 +7,7 @@ Registered through the ``pytest11`` entry point, so installing trtopt makes the
 Example::
 
     def test_int8_engine_is_worth_it(trtopt_report):
-        report = trtopt_report("bench/results/digits/report.json")   # or pytest --trtopt-report PATH
+        report = trtopt_report("bench/results/digits-demo/report.json")   # or pytest --trtopt-report PATH
         report.assert_variant("int8", min_accuracy_ratio=0.99, min_speedup=1.8)
 
 ``min_accuracy_ratio=0.99`` means "keeps at least 99% of the FP32 accuracy";

@@ -120,3 +120,16 @@ def test_notes_for_other_machine_and_timing_mode():
     notes = gate(cur, BASE).notes
     assert any("different GPU" in n for n in notes)
     assert any("timing mode gpu-e2e vs baseline cpu" in n for n in notes)
+
+
+def test_gate_refuses_to_compare_different_precision_or_metric():
+    base = {"schema": "trtopt.report/1", "environment": {}, "workload": {}, "variants": [{
+        "name": "int8", "backend": "onnxruntime", "precision": "int8", "sparsity": "dense", "batch_size": 8,
+        "throughput_sps": 100.0, "latency_ms": {"p50": 1.0}, "accuracy": {"metric": "top1", "value": 99.0},
+        "status": "ok", "reason": ""}]}
+    for field, value in (("precision", "fp16"), ("accuracy", {"metric": "top5", "value": 99.0})):
+        cur = copy.deepcopy(base)
+        cur["variants"][0][field] = value
+        with pytest.raises(InputError, match="in the baseline"):
+            gate(cur, base)
+    assert gate(copy.deepcopy(base), base).rows  # identical reports compare fine

@@ -174,3 +174,23 @@ def test_ci_runs_the_readme_test_command():
     assert test_cmd in ci.replace("pip install -q torch", "pip install -q torch"), (test_cmd, ci)
     demo_cmd = next(b for b in blocks if b.endswith("trtopt demo"))
     assert "torch==2.13.0" in demo_cmd
+
+
+def test_unwritable_destinations_are_input_errors(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        atomic_write_text(afile / "report.json", "{}")  # parent is a file
+    with pytest.raises(InputError, match="directory"):
+        atomic_write_text(tmp_path, "{}")
+
+
+def test_digits_model_can_be_saved_whole(tmp_path):
+    torch = pytest.importorskip("torch")
+    from trtopt.models.digits import make_digits_cnn
+
+    model = make_digits_cnn(width=4)
+    torch.save(model, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))

@@ -41,11 +41,19 @@ def topk_accuracy(outputs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     labels = np.asarray(labels).reshape(-1)
     if labels.shape[0] != outputs.shape[0]:
         raise InputError(f"{labels.shape[0]} labels for {outputs.shape[0]} outputs")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise InputError(f"top{k} needs integer class labels, got {labels.dtype} values like {labels[:3].tolist()}")
+        labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= outputs.shape[1]):
+        raise InputError(f"labels range {int(labels.min())}..{int(labels.max())} does not fit the model's "
+                         f"{outputs.shape[1]} output classes: top{k} does not apply")
     top = np.argpartition(-outputs, k - 1, axis=1)[:, :k] if k > 1 else outputs.argmax(1)[:, None]
     return float(100.0 * np.mean((top == labels[:, None]).any(axis=1)))
 
 
-_METRICS: dict[str, MetricFn] = {"top1": lambda o, y: topk_accuracy(o, y, 1)}
+_METRICS: dict[str, MetricFn] = {"top1": lambda o, y: topk_accuracy(o, y, 1),
+                                 "top5": lambda o, y: topk_accuracy(o, y, 5)}
 
 
 def register_metric(name: str, fn: MetricFn) -> None:

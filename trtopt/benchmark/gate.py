@@ -217,6 +217,14 @@ def gate(report: dict[str, Any], baseline: dict[str, Any], budget: Budget | None
             [f"not in the baseline: {fmt(extra)}"] if extra else [])
         raise InputError("report and baseline hold different variants (" + "; ".join(parts) +
                          "); re-run the baseline or mark them skip = true in --overrides")
+    for k in (k for k in base if gated(k)):  # comparing different things is bad input, not a regression
+        for attr in ("precision", "sparsity"):
+            if cur[k].get(attr) != base[k].get(attr):
+                raise InputError(f"variant {fmt([k])}: {attr} is {cur[k].get(attr)} in the report but "
+                                 f"{base[k].get(attr)} in the baseline")
+        mc, mb = ((v.get("accuracy") or {}).get("metric") for v in (cur[k], base[k]))
+        if mc and mb and mc != mb:
+            raise InputError(f"variant {fmt([k])}: accuracy metric is {mc} in the report but {mb} in the baseline")
     rows = [_compare(cur[k], base[k], overrides.budget_for(budget, k[0], k[2])) for k in base if gated(k)]
     notes = _env_notes(report, baseline)
     for k in base:

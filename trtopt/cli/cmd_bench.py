@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch", default="1", help="batch sizes, e.g. 1,8,32 (a sweep)")
     g.add_argument("--data", type=Path, default=None, metavar="EVAL.npz",
                    help="evaluation inputs by input name plus optional 'labels'")
-    g.add_argument("--metric", default="top1", help="task metric when labels exist (default top1)")
+    g.add_argument("--metric", default=None,
+                   help="task metric; needs 'labels' in --data (default top1 when labels exist)")
     g.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
                    help="fidelity tolerance: flag outputs whose SQNR vs the first model is below DB")
     g.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
@@ -72,17 +73,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
-                      batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, metric=args.metric,
-                      min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement)
+                      batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode,
+                      metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement)
     if args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     data, labels = load_eval_data(args.data) if args.data else (None, None)
+    if args.metric and labels is None:
+        raise ConfigError(f"--metric {args.metric} needs labels: add a 'labels' array to the --data .npz")
     torch_kw = {"precision": args.precision, "sparse24": args.sparse24}
     if args.device:
         torch_kw["device"] = args.device
     kwargs = {"onnxruntime": {"intra_op_threads": args.threads}, "torch": torch_kw}
     console = Console(stderr=True)
-    report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric,
+    report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric or "top1",
                           num_samples=args.num_samples, runner_kwargs=kwargs,
                           progress=lambda s, d: console.print(f"[dim]{s}:[/] {d}"))
     if args.data:

@@ -168,18 +168,22 @@ def run(args: argparse.Namespace) -> int:
 def _save(args, model, report, sample, data) -> None:
     import torch
 
+    from trtopt.errors import InputError
     from trtopt.fileio import atomic_path, atomic_write_json
 
-    if args.out_masks is not None:
-        from trtopt.sparsity.masks import save_masks
-
-        save_masks(report.masks, args.out_masks)
-    if args.out_module is not None:
-        with atomic_path(args.out_module) as tmp:
-            torch.save(model, tmp)
+    if args.out_module is not None:  # the riskiest write first, so a failure leaves nothing behind
+        try:
+            with atomic_path(args.out_module) as tmp:
+                torch.save(model, tmp)
+        except (TypeError, AttributeError, RuntimeError) as exc:
+            raise InputError(f"cannot save the pruned module to {args.out_module}: {exc}") from None
     if args.onnx is not None:
         from trtopt.export import export_onnx
 
         export_onnx(model, sample, args.onnx)
+    if args.out_masks is not None:
+        from trtopt.sparsity.masks import save_masks
+
+        save_masks(report.masks, args.out_masks)
     if args.report is not None:
         atomic_write_json(args.report, data)

@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         print(save_onnx(out, args.out))
         return 0
     inputs, labels = _load_npz(args.eval)
+    from trtopt.calib.collect import as_model
+    from trtopt.calib.source import model_input_specs, validate_batch
+
+    inputs = validate_batch(inputs, model_input_specs(as_model(model)), where=f"evaluation data {args.eval}")
     with err.status("accuracy budget") as status:
         res = apply_accuracy_budget(model, table, inputs, labels, args.max_accuracy_drop, cfg,
                                     progress=lambda st, detail: status.update(f"{st}: {detail}"))

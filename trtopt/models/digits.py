@@ -76,26 +76,9 @@ def make_digits_cnn(width: int = 16):
     Returns:
         A ``torch.nn.Module`` with ``features`` and ``classifier`` submodules.
     """
-    import torch.nn as nn
+    from trtopt.models.digits_net import DigitsCNN
 
-    class DigitsCNN(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            w = width
-
-            def block(cin: int, cout: int) -> list[nn.Module]:
-                return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-            self.features = nn.Sequential(*block(1, w), *block(w, 2 * w), *block(2 * w, 4 * w))
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.classifier = nn.Sequential(
-                nn.Flatten(), nn.Linear(4 * w, 4 * w), nn.ReLU(), nn.Linear(4 * w, 10)
-            )
-
-        def forward(self, x):
-            return self.classifier(self.pool(self.features(x)))
-
-    return DigitsCNN()
+    return DigitsCNN(width)
 
 
 @contextlib.contextmanager

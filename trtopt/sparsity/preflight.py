@@ -163,8 +163,8 @@ def preflight(layers: list[OnnxLayer], gpu: str = "auto") -> Preflight:
             "expect little or no speedup."
         )
     warnings.append(
-        "sparse kernels need FP16 or INT8 precision on the layer (build with --fp16/--int8 "
-        "or a strongly typed FP16/INT8 graph) and SPARSE_WEIGHTS enabled"
+        "sparse kernels need FP16 or INT8 precision on the layer (a Q/DQ or FP16 graph from `trtopt quantize`, "
+        "or `trtopt build --precision fp16|int8` on TensorRT 10) and SPARSE_WEIGHTS (`trtopt build --sparsity`)"
     )
     return Preflight(name, ccs, None if cc is None else True, verdict, msg, warnings)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from trtopt.backends.tensorrt.manifest import load_manifest
 from trtopt.errors import InputError
-from trtopt.fileio import atomic_write_bytes, atomic_write_json
+from trtopt.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 
 DEFAULT_ROOT = Path("engines")
 #: Seconds to wait for another process building the same key.
@@ -60,7 +60,7 @@ class EngineStore:
         """A :class:`filelock.FileLock` serializing builds of ``key`` (use as a context manager)."""
         from filelock import FileLock
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.root)
         return FileLock(str(self.root / f".{key[:16]}.lock"), timeout=timeout)
 
     def save(self, entry: StoreEntry, engine_bytes: bytes, manifest: dict[str, Any]) -> StoreEntry:
