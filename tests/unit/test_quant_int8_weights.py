@@ -59,3 +59,17 @@ def test_int8_storage_matches_float_storage(conv_gemm):
 def test_weight_storage_is_validated():
     with pytest.raises(ConfigError, match="weight_storage"):
         QuantizeConfig(weight_storage="int4")
+
+
+def test_table_from_another_model_warns(conv_gemm, caplog):
+    path, _, table = conv_gemm
+    other = onnx.load(str(path))
+    other.graph.initializer[0].float_data[:] = []  # same names, different weights
+    w = numpy_helper.to_array(other.graph.initializer[0]) * 0.5
+    other.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, other.graph.initializer[0].name))
+    with caplog.at_level("WARNING", logger="trtopt"):
+        quantize_qdq(path, table)
+    assert "different model" not in caplog.text
+    with caplog.at_level("WARNING", logger="trtopt"):
+        quantize_qdq(other, table)
+    assert "different model" in caplog.text
