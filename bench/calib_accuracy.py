@@ -5,8 +5,8 @@ Every INT8 model is a Q/DQ ONNX graph run in ONNX Runtime on CPU; trtopt's model
 calibration split only; ONNX Runtime's use the same samples through ``quantize_static``.
 
 With ``--minilm`` (needs the ``minilm`` extra) also all-MiniLM-L6-v2 sentence embeddings:
-mean cosine of INT8 (trtopt entropy/minmax/percentile, ONNX Runtime Entropy) to FP32 on
-held-out standard-library docstring sentences.
+mean cosine of INT8 (trtopt entropy/minmax/percentile, each plain and with SmoothQuant;
+ONNX Runtime Entropy/MinMax) to FP32 on held-out standard-library docstring sentences.
 
 Run:  python bench/calib_accuracy.py [--seeds 0,1,2] [--minilm]
 Writes bench/results/calib/accuracy.json and accuracy.md (+ minilm.json / minilm.md).
@@ -141,10 +141,30 @@ def minilm_bench(n_calib: int = 256, n_eval: int = 300, seq: int = 64) -> dict:
                               input_names=["input_ids", "attention_mask"], output_names=["embedding"],
                               dynamic_axes={"input_ids": {0: "N"}, "attention_mask": {0: "N"}})
         ref = run(fp32)
+        half = n_eval // 2
+
+        def cos(path, rows=slice(None)):
+            c = (run(path) * ref).sum(1)[rows]
+            return round(float(c.mean()), 5), round(float(c.min()), 5)
+
         for method in ("entropy", "minmax", "percentile"):
             table = calibrate(fp32, NumpySource(calib, batch_size=32, seed=0), CalibrationConfig(method=method))
             q = save_onnx(quantize_qdq(fp32, table), Path(td) / f"{method}.onnx")
-            out[f"trtopt_{method}_cos_mean"] = round(float((run(q) * ref).sum(1).mean()), 5)
+            out[f"trtopt_{method}_cos_mean"], out[f"trtopt_{method}_cos_min"] = cos(q)
+            q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=0.8)), Path(td) / "sq.onnx")
+            out[f"trtopt_{method}_smoothquant0.8_cos_mean"], out[f"trtopt_{method}_smoothquant0.8_cos_min"] = cos(q)
+            if method == "entropy":
+                # alpha chosen on the first half of the eval sentences, reported on the held-out second half
+                sweep = {}
+                for alpha in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+                    q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=alpha)),
+                                  Path(td) / "sq.onnx")
+                    sweep[alpha] = (cos(q, slice(0, half))[0], cos(q, slice(half, None))[0])
+                best = max(sweep, key=lambda a: sweep[a][0])
+                out["smoothquant_alpha_sweep_entropy_{alpha: [cos first half, cos second half]}"] = {
+                    str(a): list(v) for a, v in sweep.items()}
+                out["smoothquant_alpha_chosen_on_first_half"] = best
+                out["trtopt_entropy_smoothquant_chosen_cos_mean_heldout"] = sweep[best][1]
         from onnxruntime.quantization import (
             CalibrationDataReader,
             CalibrationMethod,
@@ -163,7 +183,6 @@ def minilm_bench(n_calib: int = 256, n_eval: int = 300, seq: int = 64) -> dict:
 
         # accuracy budget: cosine >= 0.99 (drop <= 1 point) chosen on the first half of the eval
         # sentences, reported on the second half (held out from the choice)
-        half = n_eval // 2
         table = calibrate(fp32, NumpySource(calib, batch_size=32, seed=0), CalibrationConfig(method="entropy"))
         res = apply_accuracy_budget(fp32, table, {k: v[:half] for k, v in ev.items()}, None, max_drop=1.0,
                                     batch_size=64)

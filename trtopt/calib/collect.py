@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from trtopt.calib.config import CalibrationConfig
-from trtopt.calib.histogram import AbsHistogram
+from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
 from trtopt.calib.methods import compute_amax
 from trtopt.calib.source import model_input_specs, validate_batch
 from trtopt.calib.table import CalibrationTable
@@ -104,6 +104,25 @@ def calibration_targets(model: onnx.ModelProto, op_types: Iterable[str] = ("Conv
     return list(out)
 
 
+def smoothable_inputs(model: onnx.ModelProto, op_types: Iterable[str] = ("Gemm", "MatMul")) -> list[str]:
+    """Activation inputs of MatMul/Gemm nodes whose weight (input 1) is a constant.
+
+    These are the tensors SmoothQuant can rescale per input channel (folding the inverse scale
+    into the weight rows); their per-channel maxima are collected during calibration.
+    """
+    g = model.graph
+    consts = constant_names(g)
+    wanted = set(op_types) & {"Gemm", "MatMul"}
+    out: dict[str, None] = {}
+    for n in g.node:
+        if n.op_type not in wanted or len(n.input) < 2 or n.input[0] in consts or n.input[1] not in consts:
+            continue
+        if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
+            continue  # X^T @ B: the channel axis is not X's last axis
+        out[n.input[0]] = None
+    return list(out)
+
+
 def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]) -> bytes:
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -130,8 +149,11 @@ def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[
 
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                        config: CalibrationConfig, progress: ProgressFn | None = None,
-                       total: int = 0, types: dict[str, int] | None = None) -> tuple[dict[str, AbsHistogram], str, int]:
+                       total: int = 0, types: dict[str, int] | None = None,
+                       channel: ChannelAbsMax | None = None) -> tuple[dict[str, AbsHistogram], str, int]:
     """Stream ``source`` through ONNX Runtime and histogram ``targets``.
+
+    ``channel`` (optional) also receives every batch of the tensors it tracks (per-channel maxima).
 
     Returns:
         ``(histograms, data sha256, samples seen)``.
@@ -163,9 +185,13 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
             outs = sess.run(wanted, sub)
             for name, val in zip(wanted, outs):
                 if np.issubdtype(val.dtype, np.floating):
+                    if channel is not None:
+                        channel.update(name, val)  # before the histogram overwrites val in place
                     hists[name].update(val, owned=True)
             del outs
             for name in from_feed:
+                if channel is not None:
+                    channel.update(name, sub[name])
                 hists[name].update(sub[name])
         seen += next(iter(batch.values())).shape[0]
         if progress:
@@ -200,7 +226,9 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     total = int(getattr(source, "num_samples", 0) or 0)
     if config.max_samples and total:
         total = min(total, config.max_samples)
-    hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types)
+    channel = ChannelAbsMax(set(smoothable_inputs(m, config.op_types)) & set(targets)) if config.channel_stats \
+        else None
+    hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel)
     amax = {}
     for name in targets:
         h = hists.get(name)
@@ -215,4 +243,5 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         meta["percentile"] = config.percentile
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
                             model_hash=hashlib.sha256(m.SerializeToString()).hexdigest(), num_samples=seen,
-                            meta=meta)
+                            meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
+                                                     (channel.values.items() if channel else ())})

@@ -32,6 +32,8 @@ class CalibrationConfig:
         run_batch_size: Samples per ONNX Runtime call (source batches are cut to this; 0 = as given).
             Peak memory is about one call's activations, so this bounds it independently of the
             source's batch size (ResNet-50 at 224x224 holds ~100 MB of calibrated activations per sample).
+        channel_stats: Also record per-input-channel max|x| of activations feeding MatMul/Gemm
+            with constant weights (stored in the table's ``channel_amax``; SmoothQuant needs them).
         ort_optimize: Run ONNX Runtime with graph optimizations. Calibrated tensors are graph
             outputs of the augmented model, which optimizers keep under their names, so this only
             changes speed (and float rounding inside fused kernels); ``False`` runs the graph as exported.
@@ -49,6 +51,7 @@ class CalibrationConfig:
     intra_op_threads: int = 0
     run_batch_size: int = 8
     ort_optimize: bool = True
+    channel_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -113,3 +113,40 @@ class AbsHistogram:
             self.counts = merged
         self.amax = max(self.amax, other.amax)
         self.count += other.count
+
+
+class ChannelAbsMax:
+    """Running per-channel max|x| over the last axis, for the tensors named in ``names``.
+
+    SmoothQuant needs, for every activation feeding a weighted MatMul/Gemm, the largest
+    magnitude seen in each input channel (the reduction axis ``K``, i.e. the last axis).
+    Keeping only ``K`` floats per tensor costs nothing next to the histograms.
+
+    Args:
+        names: Tensors to track; updates for other names are ignored.
+    """
+
+    def __init__(self, names: set[str] | frozenset[str] = frozenset()) -> None:
+        self.names = set(names)
+        self.values: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def update(self, name: str, x) -> None:
+        """Fold one batch of ``name`` (numpy array or torch tensor, channels last) into the maxima.
+
+        Call before anything overwrites ``x`` in place (the histogram update may).
+        """
+        numel = x.size if isinstance(x, np.ndarray) else x.numel()
+        if name not in self.names or x.ndim == 0 or numel == 0:
+            return
+        if isinstance(x, np.ndarray):
+            flat = x.reshape(-1, x.shape[-1])
+            # max and -min instead of abs(): two reductions, no full-size temporary
+            cur = np.maximum(flat.max(axis=0), -flat.min(axis=0)).astype(np.float64)
+        else:  # torch tensor (any device): reduce there, copy K floats back
+            flat = x.reshape(-1, x.shape[-1])
+            cur = flat.abs().amax(dim=0).double().cpu().numpy()
+        prev = self.values.get(name)
+        self.values[name] = cur if prev is None or prev.shape != cur.shape else np.maximum(prev, cur)

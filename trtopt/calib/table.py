@@ -49,6 +49,8 @@ class CalibrationTable:
         model_hash: sha256 of the serialized model that was calibrated.
         num_samples: Samples seen.
         meta: Extra provenance (config, trtopt version, ...).
+        channel_amax: Tensor name -> per-input-channel max|x| (last axis) for activations feeding
+            MatMul/Gemm with constant weights (SmoothQuant's statistics; empty when not collected).
     """
 
     amax: dict[str, float]
@@ -57,6 +59,7 @@ class CalibrationTable:
     model_hash: str = ""
     num_samples: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    channel_amax: dict[str, list[float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.amax)
@@ -74,9 +77,12 @@ class CalibrationTable:
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable dict (schema :data:`SCHEMA_VERSION`)."""
-        return {"schema_version": SCHEMA_VERSION, "method": self.method, "data_hash": self.data_hash,
-                "model_hash": self.model_hash, "num_samples": self.num_samples, "meta": self.meta,
-                "amax": {k: float(v) for k, v in sorted(self.amax.items())}}
+        d = {"schema_version": SCHEMA_VERSION, "method": self.method, "data_hash": self.data_hash,
+             "model_hash": self.model_hash, "num_samples": self.num_samples, "meta": self.meta,
+             "amax": {k: float(v) for k, v in sorted(self.amax.items())}}
+        if self.channel_amax:
+            d["channel_amax"] = {k: [float(x) for x in v] for k, v in sorted(self.channel_amax.items())}
+        return d
 
     def save_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the table atomically as JSON."""
@@ -105,7 +111,7 @@ class CalibrationTable:
             amax[k] = float(v)
         return cls(amax=amax, method=str(d.get("method", "")), data_hash=str(d.get("data_hash", "")),
                    model_hash=str(d.get("model_hash", "")), num_samples=int(d.get("num_samples", 0)),
-                   meta=dict(d.get("meta", {})))
+                   meta=dict(d.get("meta", {})), channel_amax=_channel_amax(p, d.get("channel_amax", {})))
 
     # -- TensorRT cache ----------------------------------------------------------------
     def to_trt_cache(self, trt_version: int = 100300) -> str:
@@ -174,4 +180,18 @@ class CalibrationTable:
         """Copy holding only ``names``."""
         keep = set(names)
         return CalibrationTable({k: v for k, v in self.amax.items() if k in keep}, self.method, self.data_hash,
-                                self.model_hash, self.num_samples, dict(self.meta))
+                                self.model_hash, self.num_samples, dict(self.meta),
+                                {k: v for k, v in self.channel_amax.items() if k in keep})
+
+
+def _channel_amax(path: Path, raw: object) -> dict[str, list[float]]:
+    """Validate the optional ``channel_amax`` section of a JSON table."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: 'channel_amax' must map tensor names to lists of numbers")
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(v, list) or not v or not all(
+                isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v):
+            raise InputError(f"{path}: tensor '{k}' has an invalid channel_amax (want a list of finite numbers >= 0)")
+        out[k] = [float(x) for x in v]
+    return out

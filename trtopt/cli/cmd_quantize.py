@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="regex of node names to leave unquantized / in FP32 with --fp16 (repeatable)")
     s.add_argument("--exclude-op-type", action="append", default=[], metavar="OP", help="op type to leave unquantized")
     s.add_argument("--per-tensor-weights", action="store_true", help="per-tensor weight scales (default per-channel)")
+    s.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
+                   help="SmoothQuant strength in (0, 1] for MatMul/Gemm activations (transformers: ~0.8; "
+                        "needs a table from `trtopt calibrate`); default off")
     s.add_argument("--calib-data", type=Path, metavar="CALIB.npz",
                    help="with --fp16/--fp16-rest: data for the |activation| > 512 keep-FP32 rule")
     b = p.add_argument_group("Accuracy budget")
@@ -72,6 +75,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--max-accuracy-drop and --eval go together")
     if args.fp16 and args.max_accuracy_drop is not None:
         raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
+    if args.fp16 and args.smoothquant:
+        raise ConfigError("--smoothquant applies to INT8 quantization (--calib)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = _table(args.calib, model)
     cfg = QuantizeConfig(exclude_nodes=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
-                         per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest)
+                         per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest,
+                         smoothquant_alpha=args.smoothquant)
     if args.max_accuracy_drop is None:
         ranges = None
         if src is not None:

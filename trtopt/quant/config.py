@@ -43,6 +43,11 @@ class QuantizeConfig:
             quantizes them at build time; ModelOpt's layout); ``"int8"`` stores them pre-quantized
             as INT8 initializers feeding a DequantizeLinear (a 4x smaller ONNX file, and no float
             weights shipped). TensorRT accepts both forms.
+        smoothquant_alpha: ``0`` (off) or SmoothQuant's migration strength in (0, 1]: activations
+            feeding MatMul/Gemm with constant weights are divided per input channel by
+            ``s = amax_x^alpha / amax_w^(1-alpha)`` and the weights multiplied by it (exact in
+            float), which tames transformer outlier channels. Needs a table from ``trtopt
+            calibrate`` (per-channel maxima). ~0.8 suits BERT-style encoders; CNNs do not need it.
     """
 
     op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -53,6 +58,7 @@ class QuantizeConfig:
     fp16_rest: bool = False
     min_amax: float = 1e-20
     weight_storage: str = "float"
+    smoothquant_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("op_types", "exclude_nodes", "exclude_op_types"):
@@ -68,6 +74,8 @@ class QuantizeConfig:
             raise ConfigError(f"quantize.weight_storage must be 'float' or 'int8', got '{self.weight_storage}'")
         if not self.min_amax > 0:
             raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
+        if not 0.0 <= self.smoothquant_alpha <= 1.0:
+            raise ConfigError(f"quantize.smoothquant_alpha must be in [0, 1] (0 = off), got {self.smoothquant_alpha}")
 
 
 @dataclass(frozen=True)

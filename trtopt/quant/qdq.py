@@ -253,6 +253,13 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
     if cfg.fp16_rest and opset < 19:
         m = _upgrade_opset(m, 19)
     g = m.graph
+    if cfg.smoothquant_alpha > 0:
+        from trtopt.quant.smooth import smooth_model
+
+        sq = smooth_model(m, table, cfg.smoothquant_alpha,
+                          selected=lambda n: n.op_type in cfg.op_types and not _excluded(n, cfg))
+        table = CalibrationTable({**table.amax, **sq.amax}, table.method, table.data_hash, table.model_hash,
+                                 table.num_samples, dict(table.meta))
     ins = _Inserter(m, fp16_scales=cfg.fp16_rest)
     quantized: set[str] = set()
     for node in list(g.node):
