@@ -58,15 +58,35 @@ def _data(n=40, seed=0):
 
 def test_targets_are_weighted_op_and_residual_add_inputs(tiny):
     _, m = tiny
-    assert calibration_targets(m) == ["x", "r1", "c2", "f"]
+    # the Add's skip input r1 is calibrated (it is a conv input anyway); the conv branch c2 is not:
+    # it fuses into the Add and never gets Q/DQ
+    assert calibration_targets(m) == ["x", "r1", "f"]
     assert set(calibration_targets(m, scope="all")) == {"x", "c1", "r1", "c2", "a", "r2", "p", "f", "y"}
+
+
+def test_residual_add_skip_from_a_downsample_conv_is_calibrated():
+    """ResNet's downsample block: Add(conv2(relu(conv1(x))), downsample(x)) -> only the short branch."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), f"w{i}")
+             for i, s in enumerate([(4, 3, 3, 3), (4, 4, 3, 3), (4, 3, 1, 1)])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c1"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+        helper.make_node("Conv", ["r1", "w1"], ["c2"], name="/conv2/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w2"], ["d"], name="/downsample/Conv"),
+        helper.make_node("Add", ["c2", "d"], ["y"], name="/add/Add"),
+    ]
+    g = helper.make_graph(nodes, "ds", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert calibration_targets(m) == ["x", "r1", "d"]
 
 
 def test_minmax_matches_reference_evaluator_and_entropy_is_tighter(tiny):
     path, m = tiny
     x = _data()
     want = {}
-    for t in ("r1", "c2", "f"):
+    for t in ("r1", "f"):
         sub = onnx.ModelProto()
         sub.CopyFrom(m)
         sub.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
@@ -145,7 +165,7 @@ def test_optimized_and_unoptimized_sessions_see_the_same_tensors(tiny):
     a = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="minmax", ort_optimize=True))
     b = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(method="minmax", ort_optimize=False,
                                                                                run_batch_size=0))
-    assert set(a.amax) == set(b.amax) == {"x", "r1", "c2", "f"}
+    assert set(a.amax) == set(b.amax) == {"x", "r1", "f"}
     for k in a.amax:
         assert a.amax[k] == pytest.approx(b.amax[k], rel=1e-5)
 

@@ -57,7 +57,7 @@ def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def calibration_targets(model: onnx.ModelProto, op_types: Iterable[str] = ("Conv", "ConvTranspose", "Gemm", "MatMul"),
                         scope: str = "quantizable", types: dict[str, int] | None = None) -> list[str]:
-    """Tensors whose ranges are needed: activation inputs of ``op_types`` and of two-input Adds, or all.
+    """Tensors whose ranges are needed: activation inputs of ``op_types`` and residual-Add skips, or all.
 
     Args:
         model: The FP32 model.
@@ -82,18 +82,16 @@ def calibration_targets(model: onnx.ModelProto, op_types: Iterable[str] = ("Conv
                 if o and n.op_type != "Constant" and types.get(o) == onnx.TensorProto.FLOAT:
                     out[o] = None
         return list(out)
-    prod = {o: n for n in g.node for o in n.output}
+    from trtopt.quant.qdq import residual_skip_inputs  # quant builds on calib: import at call time
 
-    def from_conv(t: str) -> bool:  # Conv (optionally + BatchNormalization): a residual Add candidate
-        p = prod.get(t)
-        p = prod.get(p.input[0]) if p is not None and p.op_type == "BatchNormalization" else p
-        return p is not None and p.op_type in ("Conv", "ConvTranspose")
-
+    # Only the skip input of a residual Add gets Q/DQ (the conv branch fuses into the Add), so only
+    # it is calibrated: exposing the conv output as well would block ONNX Runtime's Conv+Add fusion.
+    skips = residual_skip_inputs(g, {n.name for n in g.node if n.op_type in ops})
     for n in g.node:
         if n.op_type in ops:
-            idx = (0, 1) if n.op_type in ("MatMul", "Gemm") else (0,)
-        elif n.op_type == "Add" and len(n.input) == 2 and any(from_conv(i) for i in n.input):
-            idx = (0, 1)
+            idx: tuple[int, ...] = (0, 1) if n.op_type in ("MatMul", "Gemm") else (0,)
+        elif n.op_type == "Add" and n.name in skips:
+            idx = (skips[n.name],)
         else:
             continue
         for i in idx:
