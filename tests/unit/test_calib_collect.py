@@ -178,3 +178,48 @@ def test_static_batch_model_gets_split_batches(tmp_path):
     assert t.num_samples == 16 and t.amax["x"] == pytest.approx(float(np.abs(x).max()))
     with pytest.raises(InputError, match="fixed batch size 4"):
         calibrate(m, NumpySource({"x": x}, batch_size=6), CalibrationConfig(method="minmax"))
+
+
+def test_collector_choice_and_torch_collector_end_to_end(tiny, tmp_path, capsys):
+    from trtopt.calib.collect import choose_collector
+    from trtopt.cli.main import main
+
+    pytest.importorskip("torch")
+    import torch
+
+    path, _ = tiny
+    x = _data()
+    if not torch.cuda.is_available():  # this machine: auto means ONNX Runtime, without importing torch for it
+        assert choose_collector(CalibrationConfig()) == ("onnxruntime", "cpu")
+        with pytest.raises(InputError, match="CUDA is not available"):
+            choose_collector(CalibrationConfig(collector="torch", device="cuda"))
+    assert choose_collector(CalibrationConfig(collector="torch", device="cpu")) == ("torch", "cpu")
+    with pytest.raises(ConfigError, match="applies to the torch collector"):
+        CalibrationConfig(collector="onnxruntime", device="cuda")
+    with pytest.raises(ConfigError, match="collector must be one of"):
+        CalibrationConfig(collector="trt")
+    ort_t = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(collector="onnxruntime"))
+    tch_t = calibrate(path, NumpySource({"x": x}, batch_size=16), CalibrationConfig(collector="torch", device="cpu"))
+    assert ort_t.meta["collector"] == "onnxruntime" and tch_t.meta["collector"] == "torch:cpu"
+    assert set(ort_t.amax) == set(tch_t.amax) and ort_t.data_hash == tch_t.data_hash
+    for k, v in ort_t.amax.items():
+        assert tch_t.amax[k] == pytest.approx(v, rel=0.01)
+    np.savez(tmp_path / "c.npz", x=x)
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "c.npz"), "--collector", "torch", "--device", "cpu",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "collector torch:cpu" in capsys.readouterr().err
+
+
+def test_non_finite_activations_are_left_out_with_a_warning(caplog):
+    """An additive attention mask (-inf) under scope='all' must not stop a full-cache calibration."""
+    mask = numpy_helper.from_array(np.array([0.0, -np.inf, 0.0, -np.inf], np.float32), "mask")
+    nodes = [helper.make_node("Add", ["x", "mask"], ["masked"], name="/mask/Add"),
+             helper.make_node("Softmax", ["masked"], ["y"], name="/softmax/Softmax", axis=-1)]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [mask])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        t = calibrate(m, NumpySource({"x": x}), CalibrationConfig(method="minmax", scope="all"))
+    assert t.amax["masked"] == pytest.approx(float(np.abs(x[:, [0, 2]]).max()))
+    assert "16 NaN/Inf values" in caplog.text

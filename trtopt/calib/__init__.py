@@ -1,7 +1,9 @@
 """Calibration: streaming |x| histograms, TensorRT-style entropy, JSON and TensorRT-cache tables.
 
-Histograms are collected in ONNX Runtime batch by batch; ranges come from entropy (default),
-minmax, percentile or mse.
+Histograms are collected batch by batch, in ONNX Runtime on the CPU or, with ``collector="torch"``
+(the default on a CUDA GPU), by executing the ONNX graph with PyTorch ops on the device
+(:mod:`trtopt.calib.torch_exec`); ranges come from entropy (default), minmax, percentile or mse.
+The table also keeps per-channel maxima of MatMul/Gemm activations for SmoothQuant.
 
 Example::
 

@@ -199,6 +199,33 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     return {k: h for k, h in hists.items() if h.counts is not None}, digest.hexdigest(), seen
 
 
+def _cuda_driver_present() -> bool:
+    """An NVIDIA driver is loaded (cheap check that avoids importing torch on CPU-only machines)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0") or \
+        os.path.exists("/dev/nvhost-ctrl")  # the last one: Jetson (Orin) integrated GPUs
+
+
+def choose_collector(config: CalibrationConfig) -> tuple[str, str]:
+    """Resolve ``config.collector`` / ``config.device`` to ``(collector, device)``.
+
+    ``auto`` picks the torch collector on a CUDA GPU (activations then never leave the GPU)
+    and ONNX Runtime on the CPU otherwise; torch is only imported when a GPU driver is present.
+    """
+    from trtopt._optional import is_installed
+
+    auto = config.collector == "auto"
+    if config.collector == "onnxruntime" or (auto and config.device == "cpu"):
+        return "onnxruntime", "cpu"
+    if auto and config.device == "auto" and not (_cuda_driver_present() and is_installed("torch")):
+        return "onnxruntime", "cpu"
+    from trtopt.calib.torch_hist import resolve_device
+
+    device = resolve_device(config.device)
+    if auto and device == "cpu":
+        return "onnxruntime", "cpu"
+    return "torch", device
+
+
 def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[dict[str, np.ndarray]],
               config: CalibrationConfig | None = None, progress: ProgressFn | None = None) -> CalibrationTable:
     """Calibrate activation ranges of an FP32 ONNX model.
@@ -226,7 +253,18 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         total = min(total, config.max_samples)
     channel = ChannelAbsMax(set(smoothable_inputs(m, config.op_types)) & set(targets)) if config.channel_stats \
         else None
-    hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel)
+    collector, device = choose_collector(config)
+    if collector == "torch":
+        from trtopt.calib.torch_hist import collect_histograms_torch
+
+        hists, data_hash, seen = collect_histograms_torch(m, source, targets, config, progress, total, types,
+                                                          channel=channel, device=device)
+    else:
+        hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel)
+    for name, h in hists.items():
+        if h.nonfinite:
+            log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its histogram",
+                        name, h.nonfinite)
     amax = {}
     for name in targets:
         h = hists.get(name)
@@ -236,7 +274,8 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
                          start_bin=config.start_bin, percentile=config.percentile)
         amax[name] = float(min(a, h.amax) if config.method != "minmax" else a)
     log.info("calibrated %d tensors with %s on %d samples", len(amax), config.method, seen)
-    meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types)}
+    meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types),
+                            "collector": collector if collector == "onnxruntime" else f"torch:{device}"}
     if config.method == "percentile":
         meta["percentile"] = config.percentile
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,

@@ -8,6 +8,8 @@ from trtopt.errors import ConfigError
 
 #: Calibration methods understood by :func:`trtopt.calib.calibrate`.
 METHODS = ("entropy", "minmax", "percentile", "mse")
+#: Where activations are computed and histogrammed.
+COLLECTORS = ("auto", "onnxruntime", "torch")
 #: Which tensors get statistics: inputs of quantized ops (+ residual Adds), or every float tensor.
 SCOPES = ("quantizable", "all")
 
@@ -32,11 +34,15 @@ class CalibrationConfig:
         run_batch_size: Samples per ONNX Runtime call (source batches are cut to this; 0 = as given).
             Peak memory is about one call's activations, so this bounds it independently of the
             source's batch size (ResNet-50 at 224x224 holds ~100 MB of calibrated activations per sample).
-        channel_stats: Also record per-input-channel max|x| of activations feeding MatMul/Gemm
-            with constant weights (stored in the table's ``channel_amax``; SmoothQuant needs them).
         ort_optimize: Run ONNX Runtime with graph optimizations. Calibrated tensors are graph
             outputs of the augmented model, which optimizers keep under their names, so this only
             changes speed (and float rounding inside fused kernels); ``False`` runs the graph as exported.
+        channel_stats: Also record per-input-channel max|x| of activations feeding MatMul/Gemm
+            with constant weights (stored in the table's ``channel_amax``; SmoothQuant needs them).
+        collector: ``onnxruntime`` (CPU), ``torch`` (the ONNX graph executed with PyTorch ops on
+            ``device``, histograms built on that device) or ``auto``: torch on a CUDA GPU when
+            torch sees one, else ONNX Runtime.
+        device: Device of the torch collector: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
     method: str = "entropy"
@@ -52,10 +58,17 @@ class CalibrationConfig:
     run_batch_size: int = 8
     ort_optimize: bool = True
     channel_stats: bool = True
+    collector: str = "auto"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"calibration method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.collector not in COLLECTORS:
+            raise ConfigError(f"calibration collector must be one of {', '.join(COLLECTORS)}, got '{self.collector}'")
+        if self.collector == "onnxruntime" and self.device not in ("auto", "cpu"):
+            raise ConfigError(f"device '{self.device}' applies to the torch collector; ONNX Runtime collects on the "
+                              "CPU (use collector='torch' for a GPU)")
         if self.scope not in SCOPES:
             raise ConfigError(f"calibration scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
         if self.num_bins < 16:

@@ -33,6 +33,7 @@ class AbsHistogram:
         self.pending_zeros = 0  # zeros seen before any non-zero value fixed the bin width
         self.amax = 0.0  # exact running max |x|
         self.count = 0
+        self.nonfinite = 0  # NaN/Inf values seen and left out
 
     @property
     def edges(self) -> np.ndarray:
@@ -58,6 +59,13 @@ class AbsHistogram:
         if a.size == 0:
             return
         xmax = float(a.max())
+        if not math.isfinite(xmax):
+            # e.g. the -inf of an additive attention mask (scope="all"): such a tensor is never
+            # quantized; drop the non-finite values, keep their count, histogram the rest
+            finite = a[np.isfinite(a)]
+            self.nonfinite += a.size - finite.size
+            self.update(finite, owned=True)
+            return
         self.amax = max(self.amax, xmax)
         self.count += a.size
         if self.counts is None:

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``calibrate`` subcommand."""
     p = sub.add_parser(
         "calibrate", help="calibrate activation ranges (entropy/minmax/percentile/mse) -> JSON + TensorRT cache",
-        description="Stream calibration data through the model in ONNX Runtime, reduce activations to |x| "
-                    "histograms and compute per-tensor ranges. Writes <stem>.calib.json and the TensorRT "
+        description="Stream calibration data through the model (ONNX Runtime on the CPU, or PyTorch on a CUDA "
+                    "GPU when one is present), reduce activations to |x| histograms and compute per-tensor ranges. "
+                    "Writes <stem>.calib.json and the TensorRT "
                     "calibration cache <stem>.calib.cache into --out and prints their paths.")
     add_model_arg(p)
     g = p.add_argument_group("Data")
@@ -29,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--num-bins", type=int, default=2048, help="initial histogram bins (default 2048)")
     m.add_argument("--all-tensors", action="store_true",
                    help="calibrate every float tensor (complete cache for TensorRT 10 implicit INT8)")
+    c = p.add_argument_group("Collector")
+    c.add_argument("--collector", choices=("auto", "onnxruntime", "torch"), default="auto",
+                   help="where activations are computed and histogrammed (default auto: torch on a CUDA GPU, "
+                        "else ONNX Runtime)")
+    c.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="device of the torch collector (default auto)")
     o = p.add_argument_group("Output")
     o.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     o.add_argument("--trt-version", type=int, default=100300,
@@ -47,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     cfg = CalibrationConfig(method=args.method, percentile=args.percentile, num_bins=args.num_bins,
-                            scope="all" if args.all_tensors else "quantizable")
+                            scope="all" if args.all_tensors else "quantizable", collector=args.collector,
+                            device=args.device)
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
                                exclude=("labels", "label", "y"))
     err = Console(stderr=True)
@@ -58,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.model).stem
     js = table.save_json(args.out / f"{stem}.calib.json")
     cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)
-    err.print(f"{len(table)} tensors calibrated ({args.method}) on {table.num_samples} samples")
+    err.print(f"{len(table)} tensors calibrated ({args.method}, collector {table.meta.get('collector', '?')}) "
+              f"on {table.num_samples} samples")
     print(js)
     print(cache)
     return 0

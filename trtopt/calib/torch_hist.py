@@ -1,0 +1,291 @@
+"""Histogram collection through PyTorch: the model runs on a CUDA GPU when present, else on the CPU.
+
+:func:`collect_histograms_torch` has the contract of :func:`trtopt.calib.collect.collect_histograms`
+(same data hash, sample count, batching and errors) but runs the ONNX graph with
+:class:`~trtopt.calib.torch_exec.TorchGraphExecutor` and folds each calibrated tensor into a
+:class:`TorchAbsHistogram` on the same device, so activations never leave the GPU: per batch
+and tensor only the running maximum (one scalar) is read back.
+
+torch is imported inside functions only (it is an optional dependency).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtopt._optional import is_installed, require
+from trtopt.calib.collect import ProgressFn, _split
+from trtopt.calib.config import CalibrationConfig
+from trtopt.calib.histogram import _MAX_GROWTH, _MIN_WIDTH, AbsHistogram, ChannelAbsMax
+from trtopt.calib.source import model_input_specs, validate_batch
+from trtopt.errors import ConfigError, InputError
+
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` into the device the torch collector uses.
+
+    Args:
+        device: ``auto`` (CUDA when torch is installed and sees a GPU, else CPU), ``cpu``,
+            ``cuda`` or ``cuda:N``.
+
+    Returns:
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ConfigError: Not one of the accepted spellings.
+        InputError: CUDA was requested but is not available.
+    """
+    dev = str(device).strip().lower()
+    if dev == "cpu":
+        return dev
+    if dev == "auto":
+        if not is_installed("torch"):
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    index = dev[5:] if dev.startswith("cuda:") else ""
+    if dev != "cuda" and not index.isdigit():
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{device}'")
+    torch = require("torch", "torch", "the torch histogram collector")
+    if not torch.cuda.is_available():
+        raise InputError(f"device '{device}' requested but CUDA is not available to torch "
+                         f"{torch.__version__}; use device='cpu' or 'auto'")
+    if index and int(index) >= torch.cuda.device_count():
+        raise InputError(f"device '{device}' requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def _accumulate(counts: Any, idx: Any, bincount: bool) -> None:
+    """``counts += bincount(idx, minlength=len(counts))`` in place (identical integer counts either way).
+
+    A GPU uses ``bincount`` (block-private histograms cope with a hot zero bin; it reads the
+    index range back, two tiny syncs). On the CPU ``index_add_`` of ones is one pass, where
+    ``bincount`` first scans the indices for their minimum and maximum.
+    """
+    if bincount:
+        counts += idx.bincount(minlength=counts.shape[0])
+    else:
+        counts.index_add_(0, idx, counts.new_ones(1).expand(idx.shape[0]))
+
+
+class TorchAbsHistogram:
+    """:class:`~trtopt.calib.histogram.AbsHistogram` with its counts and update on a torch device.
+
+    Same semantics bit for bit on the same values: the first non-zero batch fixes
+    ``width = max / num_bins``, earlier all-zero batches are remembered as pending zeros, larger
+    maxima append bins of the same width (merged ``k``-to-1 beyond ``num_bins * 64`` bins), and
+    the bin index is ``floor(|x| * float32(1 / width))`` computed in float32, as numpy does.
+
+    Args:
+        num_bins: Number of bins for the first batch's range.
+        skip_zeros: Ignore exact zeros.
+        device: Torch device of the counts (and of the tensors given to :meth:`update`).
+        scratch: Work buffers to reuse across updates, shared by histograms on the same device
+            (an empty dict to start); without it every update allocates two batch-sized
+            temporaries, which on a CPU costs page faults comparable to the arithmetic.
+    """
+
+    def __init__(self, num_bins: int = 2048, skip_zeros: bool = False, device: str = "cpu",
+                 scratch: dict[str, Any] | None = None) -> None:
+        import torch
+
+        self.num_bins, self.skip_zeros, self.device = num_bins, skip_zeros, torch.device(device)
+        self.scratch = scratch
+        self.counts: Any = None  # torch.int64 [n] on ``device``
+        self.width = 0.0
+        self.pending_zeros = 0
+        self.amax = 0.0
+        self.count = 0
+        self.nonfinite = 0
+        self._bincount = self.device.type != "cpu"
+
+    def update(self, x: Any) -> None:
+        """Add one batch of values (a torch tensor of any float dtype and shape; not modified)."""
+        import torch
+
+        src = x.reshape(-1).to(self.device)
+        n = src.numel()
+        if n == 0:
+            return
+        a, idx = self._buffers(n)
+        if src.dtype == torch.float32:
+            torch.abs(src, out=a)
+        else:
+            a.copy_(src).abs_()
+        if self.skip_zeros:
+            # zeros land in bin 0: count them instead of compacting the tensor (no data-dependent shape)
+            xmax, nonzero = torch.stack([a.max().double(), torch.count_nonzero(a).double()]).tolist()
+            zeros, n = n - int(nonzero), int(nonzero)
+            if n == 0:
+                return
+        else:
+            xmax, zeros = a.max().item(), 0
+        if not math.isfinite(xmax):  # same rule as AbsHistogram: drop NaN/Inf, count them
+            finite = src[torch.isfinite(src)]
+            self.nonfinite += n + zeros - finite.numel()
+            self.update(finite)
+            return
+        self.amax = max(self.amax, xmax)
+        self.count += n
+        if self.counts is None:
+            if xmax == 0:
+                self.pending_zeros += n
+                return
+            self.width = max(xmax / self.num_bins, _MIN_WIDTH)
+            self.counts = torch.zeros(self.num_bins, dtype=torch.int64, device=self.device)
+            self.counts[0] += self.pending_zeros
+        self._grow(xmax)
+        # index = floor(|x| * float32(1 / width)) in float32, as AbsHistogram computes it with numpy
+        scale = np.float32(1.0 / self.width)
+        last = self.counts.shape[0] - 1
+        a.mul_(float(scale))  # a float32 scalar: the product rounds exactly like numpy's
+        if int(np.float32(xmax) * scale) > last:  # only the top of the range can pass the last bin
+            a.clamp_(max=last)  # (clamping before truncation equals numpy's minimum after it)
+        _accumulate(self.counts, idx.copy_(a), self._bincount)  # float -> int32 truncates, as astype does
+        if zeros:
+            self.counts[0] -= zeros
+
+    def _buffers(self, n: int) -> tuple[Any, Any]:
+        """Float32 and int32 work vectors of length ``n`` (reused from ``scratch`` when given)."""
+        import torch
+
+        if self.scratch is None:
+            return (torch.empty(n, dtype=torch.float32, device=self.device),
+                    torch.empty(n, dtype=torch.int32, device=self.device))
+        for key, dtype in (("f32", torch.float32), ("i32", torch.int32)):
+            buf = self.scratch.get(key)
+            if buf is None or buf.numel() < n:
+                self.scratch[key] = torch.empty(n, dtype=dtype, device=self.device)
+        return self.scratch["f32"][:n], self.scratch["i32"][:n]
+
+    def _grow(self, xmax: float) -> None:
+        import torch
+
+        if xmax <= self.counts.shape[0] * self.width:
+            return
+        needed = math.ceil(xmax / self.width)
+        if needed > self.num_bins * _MAX_GROWTH:
+            self._coarsen(needed)
+            needed = math.ceil(xmax / self.width)
+        extra = max(needed - self.counts.shape[0], 1)
+        self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
+
+    def _coarsen(self, needed: int) -> None:
+        """Merge bins k-to-1 exactly like :meth:`AbsHistogram._coarsen`."""
+        k = math.ceil(needed / (self.num_bins * _MAX_GROWTH))
+        n = self.counts.shape[0]
+        if k >= n:
+            self.counts = self.counts.sum().reshape(1)
+        else:
+            padded = self.counts.new_zeros(math.ceil(n / k) * k)
+            padded[:n] = self.counts
+            self.counts = padded.reshape(-1, k).sum(1)
+        self.width *= k
+
+    def to_numpy(self) -> AbsHistogram:
+        """The equivalent :class:`AbsHistogram` (counts copied to the host as int64)."""
+        h = AbsHistogram(self.num_bins, self.skip_zeros)
+        h.counts = None if self.counts is None else self.counts.cpu().numpy().astype(np.int64)
+        h.width, h.amax, h.count, h.pending_zeros = self.width, self.amax, self.count, self.pending_zeros
+        h.nonfinite = self.nonfinite
+        return h
+
+
+def _update(hist: TorchAbsHistogram, name: str, t: Any) -> None:
+    try:
+        hist.update(t)
+    except InputError as exc:
+        raise InputError(f"calibrated tensor '{name}': {exc}") from None
+
+
+@contextlib.contextmanager
+def _cpu_threads(torch: Any, n: int, device: str) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for a CPU run (``intra_op_threads``), restored afterwards."""
+    if n <= 0 or device != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
+                             config: CalibrationConfig, progress: ProgressFn | None = None, total: int = 0,
+                             types: dict[str, int] | None = None, channel: ChannelAbsMax | None = None,
+                             device: str = "cpu") -> tuple[dict[str, AbsHistogram], str, int]:
+    """Stream ``source`` through the model in PyTorch and histogram ``targets`` on ``device``.
+
+    Same contract as :func:`trtopt.calib.collect.collect_histograms`: batches are validated
+    against the model inputs, hashed (sha256 over sorted input names and bytes), cut to the
+    model's static batch size or ``config.run_batch_size``, and stopped after ``config.max_samples``.
+
+    Args:
+        model: The FP32 model.
+        source: Iterable of ``{input name: ndarray}`` batches.
+        targets: Tensor names to histogram (graph inputs allowed); non-float ones are skipped.
+        config: Calibration options (``num_bins``, ``skip_zeros``, ``max_samples``,
+            ``run_batch_size``, ``intra_op_threads`` for CPU runs).
+        progress: Optional ``callback(samples_done, samples_total)`` after every batch.
+        total: Samples expected (passed to ``progress``; 0 = unknown).
+        types: Tensor elem types (from :func:`~trtopt.calib.collect.float_tensor_types`), used
+            to skip known non-float targets early; optional.
+        channel: Optional per-channel max|x| tracker; receives every batch of the tensors it tracks
+            (reduced on the device, ``K`` floats copied back).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see :func:`resolve_device`).
+
+    Returns:
+        ``(histograms of the targets that saw non-zero data, data sha256, samples seen)``.
+
+    Raises:
+        InputError: Data not matching the model, an op the torch collector cannot run, CUDA
+            requested but unavailable, or an empty source.
+    """
+    torch = require("torch", "torch", "the torch histogram collector")
+    from trtopt.calib.torch_exec import TorchGraphExecutor
+
+    dev = resolve_device(device)
+    specs = model_input_specs(model)
+    executor = TorchGraphExecutor(model, dev)
+    types = types or {}
+    scratch: dict[str, Any] = {}  # one pair of work buffers for all histograms
+    hists = {t: TorchAbsHistogram(config.num_bins, config.skip_zeros, dev, scratch) for t in targets
+             if types.get(t) is None or types[t] in _FLOATS}
+    want = frozenset(hists)
+    digest = hashlib.sha256()
+    first_dims = next(iter(specs.values()))[0] if specs else ()
+    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
+    seen = 0
+    with _cpu_threads(torch, config.intra_op_threads, dev):
+        for raw in source:
+            batch = validate_batch(raw, specs)
+            if config.max_samples and seen >= config.max_samples:
+                break
+            for k in sorted(batch):
+                digest.update(k.encode())
+                digest.update(np.ascontiguousarray(batch[k]).tobytes())
+            for sub in _split(batch, fixed, config.run_batch_size):
+                with contextlib.closing(executor.run(sub, want)) as tensors:  # restores TF32 even on errors
+                    for name, t in tensors:
+                        if t.is_floating_point():
+                            if channel is not None:
+                                channel.update(name, t)
+                            _update(hists[name], name, t)
+            seen += next(iter(batch.values())).shape[0]
+            if progress:
+                progress(seen, total)
+    if seen == 0:
+        raise InputError("calibration data source yielded no batches")
+    return {k: h.to_numpy() for k, h in hists.items() if h.counts is not None}, digest.hexdigest(), seen
