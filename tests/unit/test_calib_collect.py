@@ -223,3 +223,52 @@ def test_non_finite_activations_are_left_out_with_a_warning(caplog):
         t = calibrate(m, NumpySource({"x": x}), CalibrationConfig(method="minmax", scope="all"))
     assert t.amax["masked"] == pytest.approx(float(np.abs(x[:, [0, 2]]).max()))
     assert "16 NaN/Inf values" in caplog.text
+
+
+def test_augmented_bytes_and_skeleton_type_inference():
+    """The concatenated-protobuf augmented model and the weight-free type inference match the slow paths."""
+    from trtopt.calib.collect import _augmented, float_tensor_types
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w"),  # > 4096 elements
+             numpy_helper.from_array(np.array([0, 8, 16], np.int64), "shape")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+             helper.make_node("Reshape", ["h", "shape"], ["r"], name="/r/Reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="/relu/Relu")]
+    g = helper.make_graph(nodes, "aug", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    slow = onnx.shape_inference.infer_shapes(m).graph
+    want = {v.name: v.type.tensor_type.elem_type for v in list(slow.value_info) + list(slow.output)}
+    got = float_tensor_types(m)
+    assert {k: got[k] for k in want} == want and got["h"] == TensorProto.FLOAT
+    aug = onnx.load_from_string(_augmented(m, ["h", "r", "x"], got))
+    assert [o.name for o in aug.graph.output] == ["y", "h", "r"]  # graph inputs are not re-added
+    assert [t.name for t in aug.graph.initializer] == ["w", "shape"] and aug.graph.name == "aug"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(_augmented(m, ["h", "r"], got), providers=["CPUExecutionProvider"])
+    y, h, r = sess.run(None, {"x": np.ones((2, 64), np.float32)})
+    np.testing.assert_allclose(h, np.ones((2, 64), np.float32) @ numpy_helper.to_array(inits[0]), rtol=1e-5)
+    assert r.shape == (2, 8, 16) and np.array_equal(y, np.maximum(r, 0))
+
+
+def test_histogram_scratch_buffer_and_top_edge_clamp_keep_counts_identical():
+    from trtopt.calib.histogram import AbsHistogram
+
+    rng = np.random.default_rng(3)
+    batches = [rng.standard_normal(1000).astype(np.float32) * s for s in (1.0, 3.0, 0.5, 7.0)]
+    batches.append(np.array([7.0 * 4, -28.0, 0.0], np.float32))  # a value exactly on a grown top edge
+    plain, shared = AbsHistogram(64), AbsHistogram(64, scratch={})
+    lengths = []
+    for b in batches:
+        plain.update(b)
+        shared.update(b.copy(), owned=True)
+        lengths.append(len(plain.counts))
+    # reference: floor(|x| * float32(1/width)) clipped to the last bin existing after that batch
+    ref = np.zeros_like(plain.counts)
+    for b, n in zip(batches, lengths):
+        idx = (np.abs(b) * np.float32(1.0 / plain.width)).astype(np.int64)
+        ref[:n] += np.bincount(np.minimum(idx, n - 1), minlength=n)
+    assert np.array_equal(plain.counts, shared.counts) and plain.amax == shared.amax == 28.0
+    assert np.array_equal(plain.counts, ref) and plain.counts.sum() == sum(b.size for b in batches)

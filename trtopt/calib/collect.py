@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,10 +46,38 @@ def constant_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def _skeleton(model: onnx.ModelProto, max_elems: int = 4096) -> onnx.ModelProto:
+    """The model with large initializers turned into typed graph inputs (no weight bytes).
+
+    Type inference needs the weights' types and shapes, never their values (only small integer
+    constants such as Reshape targets matter, and those stay), so inferring on the skeleton
+    gives the same element types without serializing and re-parsing hundreds of MB of weights.
+    """
+    sk = onnx.ModelProto()
+    for f in ("ir_version", "opset_import", "domain", "producer_name"):
+        if f == "opset_import":
+            sk.opset_import.extend(model.opset_import)
+        elif model.HasField(f):
+            setattr(sk, f, getattr(model, f))
+    g, src = sk.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    declared = {i.name for i in src.input}
+    for t in src.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= max_elems or t.data_location == onnx.TensorProto.EXTERNAL:
+            g.initializer.append(t)
+        elif t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return sk
+
+
 def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Elem type of every typed tensor (after shape inference, best effort)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
     except Exception:
         inferred = model
     g = inferred.graph
@@ -121,14 +150,21 @@ def smoothable_inputs(model: onnx.ModelProto, op_types: Iterable[str] = ("Gemm",
     return list(out)
 
 
-def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None
+               ) -> bytes:
+    """Serialized ``model`` with ``targets`` added as graph outputs.
+
+    Protobuf parsing merges concatenated messages (repeated fields are appended), so the
+    serialized model followed by a ModelProto holding only the extra ``graph.output`` entries
+    *is* the augmented model: no copy and no second serialization of the weights.
+    """
+    existing = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    extra = onnx.ModelProto()
     for t in targets:
         if t not in existing:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT, None))
-    return m.SerializeToString()
+            extra.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT,
+                                                                         None))
+    return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
 
 
 def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[dict[str, np.ndarray]]:
@@ -148,10 +184,12 @@ def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                        config: CalibrationConfig, progress: ProgressFn | None = None,
                        total: int = 0, types: dict[str, int] | None = None,
-                       channel: ChannelAbsMax | None = None) -> tuple[dict[str, AbsHistogram], str, int]:
+                       channel: ChannelAbsMax | None = None, serialized: bytes | None = None
+                       ) -> tuple[dict[str, AbsHistogram], str, int]:
     """Stream ``source`` through ONNX Runtime and histogram ``targets``.
 
     ``channel`` (optional) also receives every batch of the tensors it tracks (per-channel maxima).
+    ``serialized`` is ``model.SerializeToString()`` when the caller already has it.
 
     Returns:
         ``(histograms, data sha256, samples seen)``.
@@ -162,38 +200,52 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.
     types = float_tensor_types(model) if types is None else types
-    sess = make_session(_augmented(model, targets, types),
+    sess = make_session(_augmented(model, targets, types, serialized),
                         intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [t for t in targets if t in out_names]
     from_feed = [t for t in targets if t in specs and t not in out_names]
-    hists = {t: AbsHistogram(config.num_bins, config.skip_zeros) for t in targets}
+    scratch: dict = {}  # one index buffer for all histograms (only the worker thread updates them)
+    hists = {t: AbsHistogram(config.num_bins, config.skip_zeros, scratch) for t in targets}
     digest = hashlib.sha256()
     first_dims = next(iter(specs.values()))[0] if specs else ()
     fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
     seen = 0
-    for raw in source:
-        batch = validate_batch(raw, specs)
-        if config.max_samples and seen >= config.max_samples:
-            break
-        for k in sorted(batch):
-            digest.update(k.encode())
-            digest.update(np.ascontiguousarray(batch[k]).tobytes())
-        for sub in _split(batch, fixed, config.run_batch_size):
-            outs = sess.run(wanted, sub)
-            for name, val in zip(wanted, outs):
-                if np.issubdtype(val.dtype, np.floating):
-                    if channel is not None:
-                        channel.update(name, val)  # before the histogram overwrites val in place
-                    hists[name].update(val, owned=True)
-            del outs
-            for name in from_feed:
+
+    def fold(outs: list[np.ndarray], sub: dict[str, np.ndarray]) -> None:
+        for name, val in zip(wanted, outs):
+            if np.issubdtype(val.dtype, np.floating):
                 if channel is not None:
-                    channel.update(name, sub[name])
-                hists[name].update(sub[name])
-        seen += next(iter(batch.values())).shape[0]
-        if progress:
-            progress(seen, total)
+                    channel.update(name, val)  # before the histogram overwrites val in place
+                hists[name].update(val, owned=True)
+        for name in from_feed:
+            if channel is not None:
+                channel.update(name, sub[name])
+            hists[name].update(sub[name])
+
+    # Histograms of batch i are built on a worker thread while ONNX Runtime (which releases the
+    # GIL) computes batch i+1: the histogram work hides behind inference. At most one batch is in
+    # flight, so peak memory is two calls' activations (run_batch_size is sized for that).
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtopt-histogram") as pool:
+        for raw in source:
+            batch = validate_batch(raw, specs)
+            if config.max_samples and seen >= config.max_samples:
+                break
+            for k in sorted(batch):
+                digest.update(k.encode())
+                digest.update(memoryview(np.ascontiguousarray(batch[k])).cast("B"))
+            for sub in _split(batch, fixed, config.run_batch_size):
+                outs = sess.run(wanted, sub)
+                if pending is not None:
+                    pending.result()  # re-raises a worker error here
+                pending = pool.submit(fold, outs, sub)
+                del outs
+            seen += next(iter(batch.values())).shape[0]
+            if progress:
+                progress(seen, total)
+        if pending is not None:
+            pending.result()
     if seen == 0:
         raise InputError("calibration data source yielded no batches")
     return {k: h for k, h in hists.items() if h.counts is not None}, digest.hexdigest(), seen
@@ -253,6 +305,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         total = min(total, config.max_samples)
     channel = ChannelAbsMax(set(smoothable_inputs(m, config.op_types)) & set(targets)) if config.channel_stats \
         else None
+    raw = m.SerializeToString()  # once: for the model hash and the ONNX Runtime session
     collector, device = choose_collector(config)
     if collector == "torch":
         from trtopt.calib.torch_hist import collect_histograms_torch
@@ -260,7 +313,8 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         hists, data_hash, seen = collect_histograms_torch(m, source, targets, config, progress, total, types,
                                                           channel=channel, device=device)
     else:
-        hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel)
+        hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel,
+                                                    serialized=raw)
     for name, h in hists.items():
         if h.nonfinite:
             log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its histogram",
@@ -279,6 +333,6 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     if config.method == "percentile":
         meta["percentile"] = config.percentile
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
-                            model_hash=hashlib.sha256(m.SerializeToString()).hexdigest(), num_samples=seen,
+                            model_hash=hashlib.sha256(raw).hexdigest(), num_samples=seen,
                             meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
                                                      (channel.values.items() if channel else ())})

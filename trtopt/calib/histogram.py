@@ -23,11 +23,15 @@ class AbsHistogram:
     Args:
         num_bins: Number of bins for the first batch's range.
         skip_zeros: Ignore exact zeros (pytorch-quantization's ``skip_zeros``).
+        scratch: Work buffers shared by histograms updated from one thread (an empty dict to
+            start); reusing the index buffer saves a batch-sized allocation and its page faults
+            per update, about a fifth of the update's time.
     """
 
-    def __init__(self, num_bins: int = 2048, skip_zeros: bool = False) -> None:
+    def __init__(self, num_bins: int = 2048, skip_zeros: bool = False, scratch: dict | None = None) -> None:
         self.num_bins = num_bins
         self.skip_zeros = skip_zeros
+        self.scratch = scratch
         self.counts: np.ndarray | None = None  # int64 [n]
         self.width = 0.0
         self.pending_zeros = 0  # zeros seen before any non-zero value fixed the bin width
@@ -84,10 +88,22 @@ class AbsHistogram:
             extra = needed - len(self.counts)
             self.counts = np.concatenate([self.counts, np.zeros(max(extra, 1), dtype=np.int64)])
         # uniform bins: index = floor(x / width); the right edge of the last bin is inclusive
-        np.multiply(a, np.float32(1.0 / self.width), out=a)
-        idx = a.astype(np.intp)
-        np.minimum(idx, len(self.counts) - 1, out=idx)
+        scale = np.float32(1.0 / self.width)
+        np.multiply(a, scale, out=a)
+        last = len(self.counts) - 1
+        if int(np.float32(xmax) * scale) > last:  # only values at the very top can pass the last bin;
+            np.minimum(a, np.float32(last), out=a)  # clamping before truncation = clamping after it
+        idx = self._index_buffer(a.size)
+        np.copyto(idx, a, casting="unsafe")  # float32 -> intp truncates, as astype does
         self.counts += np.bincount(idx, minlength=len(self.counts))
+
+    def _index_buffer(self, n: int) -> np.ndarray:
+        if self.scratch is None:
+            return np.empty(n, dtype=np.intp)
+        buf = self.scratch.get("idx")
+        if buf is None or buf.size < n:
+            buf = self.scratch["idx"] = np.empty(n, dtype=np.intp)
+        return buf[:n]
 
     def _coarsen(self, needed: int) -> None:
         """Merge bins k-to-1 when a range explodes (e.g. a -3.4e38 attention mask after small values).
