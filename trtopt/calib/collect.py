@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -181,6 +181,30 @@ def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[
     return [{k: v[s : s + size] for k, v in batch.items()} for s in range(0, n, size)]
 
 
+def iter_batches(source: Iterable[dict[str, np.ndarray]], specs: dict, config: CalibrationConfig, digest: Any
+                 ) -> Iterator[tuple[int, list[dict[str, np.ndarray]]]]:
+    """Validated batches, hashed into ``digest`` and cut into runtime calls, up to ``max_samples``.
+
+    Shared by both collectors so that the same data gives the same hash and the same calls.
+
+    Yields:
+        ``(samples in the batch, sub-batches at the model's static batch size or run_batch_size)``.
+    """
+    first_dims = next(iter(specs.values()))[0] if specs else ()
+    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
+    seen = 0
+    for raw in source:
+        batch = validate_batch(raw, specs)
+        if config.max_samples and seen >= config.max_samples:
+            break
+        for k in sorted(batch):
+            digest.update(k.encode())
+            digest.update(memoryview(np.ascontiguousarray(batch[k])).cast("B"))
+        n = next(iter(batch.values())).shape[0]
+        yield n, _split(batch, fixed, config.run_batch_size)
+        seen += n
+
+
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                        config: CalibrationConfig, progress: ProgressFn | None = None,
                        total: int = 0, types: dict[str, int] | None = None,
@@ -208,8 +232,6 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     scratch: dict = {}  # one index buffer for all histograms (only the worker thread updates them)
     hists = {t: AbsHistogram(config.num_bins, config.skip_zeros, scratch) for t in targets}
     digest = hashlib.sha256()
-    first_dims = next(iter(specs.values()))[0] if specs else ()
-    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
     seen = 0
 
     def fold(outs: list[np.ndarray], sub: dict[str, np.ndarray]) -> None:
@@ -228,20 +250,14 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # flight, so peak memory is two calls' activations (run_batch_size is sized for that).
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtopt-histogram") as pool:
-        for raw in source:
-            batch = validate_batch(raw, specs)
-            if config.max_samples and seen >= config.max_samples:
-                break
-            for k in sorted(batch):
-                digest.update(k.encode())
-                digest.update(memoryview(np.ascontiguousarray(batch[k])).cast("B"))
-            for sub in _split(batch, fixed, config.run_batch_size):
+        for n, subs in iter_batches(source, specs, config, digest):
+            for sub in subs:
                 outs = sess.run(wanted, sub)
                 if pending is not None:
                     pending.result()  # re-raises a worker error here
                 pending = pool.submit(fold, outs, sub)
                 del outs
-            seen += next(iter(batch.values())).shape[0]
+            seen += n
             if progress:
                 progress(seen, total)
         if pending is not None:

@@ -14,17 +14,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import onnx
 
 from trtopt._optional import is_installed, require
-from trtopt.calib.collect import ProgressFn, _split
+from trtopt.calib.collect import ProgressFn, iter_batches
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.histogram import _MAX_GROWTH, _MIN_WIDTH, AbsHistogram, ChannelAbsMax
-from trtopt.calib.source import model_input_specs, validate_batch
+from trtopt.calib.source import model_input_specs
 from trtopt.errors import ConfigError, InputError
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -208,20 +208,6 @@ def _update(hist: TorchAbsHistogram, name: str, t: Any) -> None:
         raise InputError(f"calibrated tensor '{name}': {exc}") from None
 
 
-@contextlib.contextmanager
-def _cpu_threads(torch: Any, n: int, device: str) -> Iterator[None]:
-    """``torch.set_num_threads(n)`` for a CPU run (``intra_op_threads``), restored afterwards."""
-    if n <= 0 or device != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                              config: CalibrationConfig, progress: ProgressFn | None = None, total: int = 0,
                              types: dict[str, int] | None = None, channel: ChannelAbsMax | None = None,
@@ -253,8 +239,9 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
         InputError: Data not matching the model, an op the torch collector cannot run, CUDA
             requested but unavailable, or an empty source.
     """
-    torch = require("torch", "torch", "the torch histogram collector")
+    require("torch", "torch", "the torch histogram collector")
     from trtopt.calib.torch_exec import TorchGraphExecutor
+    from trtopt.models.digits import torch_threads
 
     dev = resolve_device(device)
     specs = model_input_specs(model)
@@ -265,25 +252,19 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
              if types.get(t) is None or types[t] in _FLOATS}
     want = frozenset(hists)
     digest = hashlib.sha256()
-    first_dims = next(iter(specs.values()))[0] if specs else ()
-    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
     seen = 0
-    with _cpu_threads(torch, config.intra_op_threads, dev):
-        for raw in source:
-            batch = validate_batch(raw, specs)
-            if config.max_samples and seen >= config.max_samples:
-                break
-            for k in sorted(batch):
-                digest.update(k.encode())
-                digest.update(np.ascontiguousarray(batch[k]).tobytes())
-            for sub in _split(batch, fixed, config.run_batch_size):
+    threads = torch_threads(config.intra_op_threads) if config.intra_op_threads > 0 and dev == "cpu" \
+        else contextlib.nullcontext()
+    with threads:
+        for n, subs in iter_batches(source, specs, config, digest):
+            for sub in subs:
                 with contextlib.closing(executor.run(sub, want)) as tensors:  # restores TF32 even on errors
                     for name, t in tensors:
                         if t.is_floating_point():
                             if channel is not None:
                                 channel.update(name, t)
                             _update(hists[name], name, t)
-            seen += next(iter(batch.values())).shape[0]
+            seen += n
             if progress:
                 progress(seen, total)
     if seen == 0:
