@@ -153,3 +153,12 @@ def test_without_channel_stats_or_bad_alpha_is_a_clear_error(setup, tmp_path, ca
     assert main(["quantize", str(path), "--calib", str(tmp_path / "t.json"), "--smoothquant", "0.8",
                  "--out", str(tmp_path / "q.onnx")]) == 0
     assert sum(n.op_type == "Mul" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node) == 2
+
+
+def test_smoothquant_with_fp16_rest_runs_and_stays_close(setup):
+    m, _, table = setup
+    xe = _data(64, 9)
+    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8, fp16_rest=True))
+    assert any(n.op_type == "Mul" for n in q.graph.node)
+    for got, ref in zip(_run(q, xe), _run(m, xe)):
+        assert float(((got - ref) ** 2).sum() / (ref**2).sum()) < 1e-3
