@@ -272,3 +272,22 @@ def test_histogram_scratch_buffer_and_top_edge_clamp_keep_counts_identical():
         ref[:n] += np.bincount(np.minimum(idx, n - 1), minlength=n)
     assert np.array_equal(plain.counts, shared.counts) and plain.amax == shared.amax == 28.0
     assert np.array_equal(plain.counts, ref) and plain.counts.sum() == sum(b.size for b in batches)
+
+
+def test_auto_collector_falls_back_to_onnxruntime_for_ops_torch_cannot_run(monkeypatch, caplog):
+    import trtopt.calib.collect as collect
+
+    pytest.importorskip("torch")
+    nodes = [helper.make_node("LRN", ["x"], ["l"], name="/lrn/LRN", size=3),
+             helper.make_node("Conv", ["l", "w"], ["y"], name="/conv/Conv")]
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    g = helper.make_graph(nodes, "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 4])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((4, 3, 4, 4)).astype(np.float32)
+    monkeypatch.setattr(collect, "choose_collector", lambda cfg: ("torch", "cpu"))  # as on a GPU machine
+    with caplog.at_level("WARNING"):
+        t = calibrate(m, NumpySource({"x": x}), CalibrationConfig())
+    assert t.meta["collector"] == "onnxruntime" and "no kernel for LRN" in caplog.text and "l" in t.amax
+    with pytest.raises(InputError, match="LRN"):  # asked for explicitly: a clear error instead
+        calibrate(m, NumpySource({"x": x}), CalibrationConfig(collector="torch", device="cpu"))

@@ -323,6 +323,14 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         else None
     raw = m.SerializeToString()  # once: for the model hash and the ONNX Runtime session
     collector, device = choose_collector(config)
+    if collector == "torch" and config.collector == "auto":
+        from trtopt.calib.torch_exec import node_supported
+
+        missing = sorted({n.op_type for n in m.graph.node if not node_supported(n)})
+        if missing:  # auto never fails where ONNX Runtime can do the job
+            log.warning("the torch collector has no kernel for %s: collecting in ONNX Runtime on the CPU",
+                        ", ".join(missing))
+            collector, device = "onnxruntime", "cpu"
     if collector == "torch":
         from trtopt.calib.torch_hist import collect_histograms_torch
 

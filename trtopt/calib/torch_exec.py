@@ -130,6 +130,11 @@ class _Step:
     params: frozenset[int]
 
 
+def node_supported(node: onnx.NodeProto) -> bool:
+    """Whether the torch collector has a kernel for ``node`` (default ONNX domain, registered op)."""
+    return node.domain in ("", "ai.onnx") and (node.op_type in OPS or node.op_type == "Constant")
+
+
 class TorchGraphExecutor:
     """Execute an ONNX graph with PyTorch ops on one device.
 
@@ -153,7 +158,7 @@ class TorchGraphExecutor:
         self.steps: list[_Step] = []
         for node in g.node:
             name = node.name or (node.output[0] if node.output else node.op_type)
-            if node.domain not in ("", "ai.onnx") or (node.op_type not in OPS and node.op_type != "Constant"):
+            if not node_supported(node):
                 raise unsupported(node.op_type, name)
             if node.op_type == "Constant":
                 self._add_const(node.output[0], _constant_value(node, name))
