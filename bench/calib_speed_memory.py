@@ -5,7 +5,9 @@ subprocess so peak RSS (``ru_maxrss``) belongs to that tool alone. The parent po
 RSS and stops it above ``--rss-limit-gb`` (the machine is shared); a stopped run is reported.
 
 Run:  python bench/calib_speed_memory.py [--runs resnet18:256:224,resnet50:256:112,...]
-      (each run is ARCH:SAMPLES:IMAGE_SIZE[:TOOL+TOOL], tools default trtopt+onnxruntime)
+      (each run is ARCH:SAMPLES:IMAGE_SIZE[:TOOL+TOOL], tools default trtopt+onnxruntime+inference;
+      ``inference`` times plain ONNX Runtime inference of the same samples: the floor of any
+      calibrator that runs the model in ONNX Runtime)
 Writes bench/results/calib/speed_memory.json and speed_memory.md.
 """
 
@@ -41,7 +43,14 @@ def worker(tool: str, model: str, data: str, batch: int) -> dict:
     base = _rss_mb()
     t0 = time.perf_counter()
     out_model = str(Path(data).with_suffix(f".{tool}.onnx"))
-    if tool == "trtopt":
+    if tool == "inference":  # the floor of any ONNX Runtime-based calibrator: plain inference of the samples
+        from trtopt.backends.onnxrt import make_session
+
+        sess = make_session(model)
+        for s in range(0, len(x), 8):  # trtopt's run_batch_size
+            sess.run(None, {"input": x[s : s + 8]})
+        t_cal, n_tensors = None, None
+    elif tool == "trtopt":
         from trtopt.calib import CalibrationConfig, NumpySource, calibrate
         from trtopt.onnx_graph import save_onnx
         from trtopt.quant import quantize_qdq
@@ -116,7 +125,8 @@ def export(arch: str, size: int, tmp: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default="resnet18:256:224,resnet50:256:112,resnet50:64:224,resnet50:256:224:trtopt",
+    ap.add_argument("--runs", default="resnet18:256:224,resnet50:256:112,resnet50:64:224,"
+                                      "resnet50:256:224:trtopt+inference",
                     help="comma-separated ARCH:SAMPLES:IMAGE_SIZE[:TOOL+TOOL] runs")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2, help="runs per tool; the fastest is reported")
@@ -133,7 +143,7 @@ def main() -> None:
         for spec in args.runs.split(","):
             arch, n, size, *tools = spec.split(":")
             n, size = int(n), int(size)
-            tools = tools[0].split("+") if tools else ["trtopt", "onnxruntime"]
+            tools = tools[0].split("+") if tools else ["trtopt", "onnxruntime", "inference"]
             path = export(arch, size, tmp)
             data = tmp / f"{arch}_{size}_{n}_calib.npy"
             rng = np.random.default_rng(0)
@@ -175,6 +185,13 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         if a and b and "error" not in a and "error" not in b:
             lines.append(f"- {m}, {n} samples at {size}x{size}: trtopt {b['seconds_total'] / a['seconds_total']:.1f}x "
                          f"faster, {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x the peak memory of ONNX Runtime")
+            inf = by.get((m, n, size, "inference"))
+            if inf and "error" not in inf:
+                lines.append(f"  - plain ONNX Runtime inference of the same samples takes {inf['seconds_total']} s: "
+                             f"no ONNX Runtime-based calibrator can be more than "
+                             f"{b['seconds_total'] / inf['seconds_total']:.1f}x faster than quantize_static here; "
+                             f"trtopt spends {a['seconds_total'] - inf['seconds_total']:.1f} s beyond it "
+                             "(histograms, loading, Q/DQ insertion, saving)")
     for m, n, size in dict.fromkeys((r["model"], r["samples"], r["image_size"]) for r in rows):
         if (m, n, size, "onnxruntime") not in by and (m, n, size, "trtopt") in by:
             lines.append(f"- {m}, {n} samples at {size}x{size}: trtopt only. ONNX Runtime keeps every batch's "
