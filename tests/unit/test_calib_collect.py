@@ -208,6 +208,12 @@ def test_collector_choice_and_torch_collector_end_to_end(tiny, tmp_path, capsys)
     assert main(["calibrate", str(path), "--data", str(tmp_path / "c.npz"), "--collector", "torch", "--device", "cpu",
                  "--out", str(tmp_path / "o")]) == 0
     assert "collector torch:cpu" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # checked before the progress bar: one line, no output folder
+        assert main(["calibrate", str(path), "--data", str(tmp_path / "c.npz"), "--collector", "torch",
+                     "--device", "cuda", "--out", str(tmp_path / "o2")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("trtopt calibrate: error: device 'cuda'") and err.count("\n") == 1
+        assert not (tmp_path / "o2").exists()
 
 
 def test_non_finite_activations_are_left_out_with_a_warning(caplog):

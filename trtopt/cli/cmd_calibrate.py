@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = CalibrationConfig(method=args.method, percentile=args.percentile, num_bins=args.num_bins,
                             scope="all" if args.all_tensors else "quantizable", collector=args.collector,
                             device=args.device)
+    from trtopt.calib.collect import choose_collector
+
+    choose_collector(cfg)  # a bad --device / missing CUDA fails here, before any progress output
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
                                exclude=("labels", "label", "y"))
     err = Console(stderr=True)
