@@ -147,3 +147,128 @@ class NameGen:
             k += 1
         self.used.add(name)
         return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Subgraph walking (If / Loop / Scan bodies) and constant tracing.
+# Added for issue 11 (quantization preparation, control-flow reports); generic on purpose.
+# ---------------------------------------------------------------------------------------------
+
+#: Ops whose cost dominates a network (what calibration, Q/DQ and 2:4 sparsity act on).
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def iter_graphs(graph: onnx.GraphProto, path: str = ""):
+    """Yield ``(path, graph)`` for ``graph`` and, recursively, every subgraph attribute in it.
+
+    The top-level graph has path ``""``; a subgraph's path names the node and attribute that hold
+    it, joined by ``/``: ``"If_0.then_branch"``, ``"loop.body/inner_if.else_branch"``. Covers every
+    GRAPH / GRAPHS attribute (If ``then_branch``/``else_branch``, Loop and Scan ``body``, and any
+    custom op with graph attributes), depth first in node order.
+
+    Args:
+        graph: Graph to walk.
+        path: Prefix for the yielded paths (used by the recursion).
+
+    Yields:
+        ``(path, GraphProto)`` pairs, the given graph first.
+    """
+    yield path, graph
+    for node in graph.node:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        for a in node.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) \
+                if a.type == onnx.AttributeProto.GRAPHS else []
+            for k, sub in enumerate(subs):
+                name = f"{label}.{a.name}" if len(subs) == 1 else f"{label}.{a.name}[{k}]"
+                yield from iter_graphs(sub, f"{path}/{name}" if path else name)
+
+
+def iter_nodes(graph: onnx.GraphProto):
+    """Yield ``(path, node)`` for every node of ``graph`` and of all its subgraphs (see :func:`iter_graphs`)."""
+    for path, g in iter_graphs(graph):
+        for node in g.node:
+            yield path, node
+
+
+def subgraph_op_counts(graph: onnx.GraphProto, op_types: tuple[str, ...] = WEIGHTED_OPS) -> dict[str, dict[str, int]]:
+    """Count ``op_types`` inside control-flow subgraphs only (the top-level graph is left out).
+
+    Returns:
+        ``{subgraph path: {op type: count}}`` for the subgraphs that hold at least one of ``op_types``
+        (own nodes only: nested subgraphs get their own entry), in walk order.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for path, g in iter_graphs(graph):
+        if not path:
+            continue
+        counts: dict[str, int] = {}
+        for n in g.node:
+            if n.op_type in op_types:
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        if counts:
+            out[path] = counts
+    return out
+
+
+def describe_subgraph_ops(counts: dict[str, dict[str, int]], limit: int = 3) -> str:
+    """One-line summary of :func:`subgraph_op_counts`: ``"12 Conv in 'If_0.then_branch', 2 MatMul in ..."``."""
+    parts = [", ".join(f"{c} {op}" for op, c in ops.items()) + f" in '{p}'" for p, ops in list(counts.items())[:limit]]
+    more = len(counts) - limit
+    return "; ".join(parts) + (f"; and {more} more subgraph(s)" if more > 0 else "")
+
+
+#: Single-input (apart from constant shape/axes operands) ops a constant can be traced through.
+CONST_LOOK_THROUGH = ("Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def constant_chain(graph: onnx.GraphProto, name: str, max_depth: int = 8) -> list[onnx.NodeProto] | None:
+    """Nodes (source first) that compute ``name`` from constants only through :data:`CONST_LOOK_THROUGH` ops.
+
+    ``W -> Transpose -> Cast -> MatMul`` returns ``[Transpose, Cast]`` for the Cast's output. Every
+    input of every node in the chain must be an initializer or a ``Constant`` node output (Reshape's
+    shape, Squeeze's axes, ...). Top-level tensors of ``graph`` only.
+
+    Returns:
+        The chain (empty when ``name`` itself is a constant), or ``None`` when ``name`` is not computed
+        from constants this way.
+    """
+    consts = {t.name for t in graph.initializer}
+    consts.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
+    prod = producers(graph)
+    chain: list[onnx.NodeProto] = []
+    t = name
+    while t not in consts:
+        node = prod.get(t)
+        if node is None or node.op_type not in CONST_LOOK_THROUGH or len(chain) >= max_depth:
+            return None
+        if any(i and i not in consts for i in node.input[1:]):
+            return None
+        chain.insert(0, node)
+        t = node.input[0]
+    return chain
+
+
+def evaluate_chain(graph: onnx.GraphProto, chain: list[onnx.NodeProto], opset: int) -> np.ndarray:
+    """Value of the last output of a :func:`constant_chain` (ONNX reference evaluator, exact op semantics)."""
+    from onnx.reference import ReferenceEvaluator
+
+    values: dict[str, np.ndarray] = {}
+
+    def value(t: str) -> np.ndarray:
+        if t not in values:
+            arr = initializer_array(graph, t)
+            if arr is None:
+                raise KeyError(t)
+            values[t] = arr
+        return values[t]
+
+    out = None
+    for node in chain:
+        feeds = {i: value(i) for i in node.input if i}
+        ev = ReferenceEvaluator(node, opsets={"": opset})
+        out = ev.run(None, feeds)[0]
+        values[node.output[0]] = out
+    if out is None:
+        raise ValueError("empty chain")
+    return np.asarray(out)

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from trtopt.calib import CalibrationConfig, CalibrationTable, NumpySource, calibrate
-from trtopt.errors import ConfigError, IncompatibleArtifactError
+from trtopt.errors import IncompatibleArtifactError
 from trtopt.onnx_graph import producers
 from trtopt.quant import QuantizeConfig, quantize_qdq
 
@@ -156,15 +156,16 @@ def test_int8_plus_fp16_rest(setup):
     assert np.linalg.norm(yq - y32) / np.linalg.norm(y32) < 0.06
 
 
-def test_table_for_another_model_and_old_opset_are_rejected(setup, tmp_path):
+def test_table_for_another_model_is_rejected_and_old_opset_is_upgraded(setup, tmp_path):
     path, m, _, _ = setup
     with pytest.raises(IncompatibleArtifactError, match="does not belong"):
         quantize_qdq(path, CalibrationTable({"other/tensor": 1.0}))
     old = onnx.ModelProto()
     old.CopyFrom(m)
-    old.opset_import[0].version = 11
-    with pytest.raises(ConfigError, match="opset >= 13"):
-        quantize_qdq(old, CalibrationTable({"x": 1.0}))
+    old.opset_import[0].version = 11  # issue 11 item 11: raised to 13 instead of refused
+    q = quantize_qdq(old, CalibrationTable({"x": 1.0}))
+    assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) == 13
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
 
 
 def test_resnet18_export_every_residual_add_gets_one_quantized_skip_input(tmp_path):

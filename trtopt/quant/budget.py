@@ -145,7 +145,7 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
     for k in range(1, len(order) + 1):
         kept = order[:k]
         excl = cfg.exclude_nodes + tuple(f"^{re.escape(n)}$" for n in kept)
-        cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl))
+        cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl), allow_empty=True)
         score = _metric(_predict(cand, eval_inputs, batch_size), ref, labels)
         say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
         result.model, result.final, result.kept_nodes = cand, score, kept

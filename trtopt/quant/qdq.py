@@ -28,10 +28,19 @@ from onnx import helper, numpy_helper
 
 from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
-from trtopt.errors import ConfigError
+from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, get_attr, initializer_array, producers
+from trtopt.onnx_graph import (
+    NameGen,
+    describe_subgraph_ops,
+    get_attr,
+    initializer_array,
+    iter_nodes,
+    producers,
+    subgraph_op_counts,
+)
 from trtopt.quant.config import QuantizeConfig
+from trtopt.quant.prepare import opset_of, prepare_model
 
 log = get_logger(__name__)
 _FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
@@ -195,32 +204,40 @@ def _weight_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 def _plan_node(node: onnx.NodeProto, g: onnx.GraphProto, table: CalibrationTable, cfg: QuantizeConfig
-               ) -> list[tuple[int, np.ndarray, int | None]] | None:
-    """(input index, amax, axis) for each input of a weighted op, or None if it cannot be quantized."""
-    idx = (0, 1)
+               ) -> tuple[list[tuple[int, np.ndarray, int | None]] | None, str]:
+    """(input index, amax, axis) for each input of a weighted op, or (None, why it stays in float).
+
+    A constant input is a weight: per output channel when TensorRT accepts per-channel scales on it
+    (Conv/ConvTranspose/Gemm B, MatMul with a constant 2-D *second* input), per-tensor otherwise; a
+    constant *first* input of MatMul/Gemm (``W @ x``) is quantized per-tensor because TensorRT's
+    per-channel weight rule for MatMul needs the constant as the second input (brief §4.1).
+    Non-constant inputs are activations and need a calibrated range.
+    """
     plan = []
-    for i in idx:
+    for i in (0, 1):
         if i >= len(node.input) or not node.input[i]:
-            return None
+            return None, f"input {i} is missing"
         w = initializer_array(g, node.input[i])
-        if w is not None and i == 1:
+        if w is not None:
             if not np.issubdtype(w.dtype, np.floating):
-                return None
-            axis = weight_axis(node, w) if cfg.per_channel else None
+                return None, f"constant input {i} '{node.input[i]}' has dtype {w.dtype} (not float)"
+            if i == 0 and node.op_type in ("Conv", "ConvTranspose"):
+                return None, "constant data input"
+            axis = weight_axis(node, w) if cfg.per_channel and i == 1 else None
             plan.append((i, _weight_amax(w, axis), axis))
         else:
             amax = _activation_amax(table, node.input[i], cfg)
             if amax is None:
-                log.warning("no calibrated range for '%s' (input %d of %s); node left in float", node.input[i], i,
-                            node.name)
-                return None
+                return None, f"no calibrated range for activation input {i} '{node.input[i]}'"
             plan.append((i, amax, None))
-    return plan
+    if all(initializer_array(g, node.input[i]) is not None for i in (0, 1)):
+        return None, "both inputs are constant (constant-folded by TensorRT)"
+    return plan, ""
 
 
 def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
-                 config: QuantizeConfig | None = None, fp16_ranges: dict[str, float] | None = None
-                 ) -> onnx.ModelProto:
+                 config: QuantizeConfig | None = None, fp16_ranges: dict[str, float] | None = None,
+                 allow_empty: bool = False) -> onnx.ModelProto:
     """Insert Q/DQ nodes into an FP32 model using a calibration table.
 
     Args:
@@ -229,24 +246,33 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         config: Placement options; ``fp16_rest=True`` also converts the rest of the graph to FP16.
         fp16_ranges: Optional ``{tensor: max|x|}`` over calibration data for the FP16 data rule
             (the table's own ranges are used otherwise).
+        allow_empty: Return the model unquantized instead of raising when no node gets Q/DQ (for
+            searches such as the accuracy budget that may exclude every layer on purpose).
 
     Returns:
         The quantized model (runs in ONNX Runtime on CPU; TensorRT builds it strongly typed).
 
+    The model first goes through :func:`trtopt.quant.prepare.prepare_model` (the same step
+    ``calibrate`` runs): opset 11/12 is raised to 13, BatchNormalization after Conv/ConvTranspose
+    is folded, constant Transpose/Reshape/Cast chains become weights. The result carries a
+    ``trtopt.int8.summary`` metadata entry (JSON: Q/DQ pairs, INT8 nodes, nodes kept in float and why).
+
     Raises:
         IncompatibleArtifactError: The table was made for another model.
-        ConfigError: Opset below 13 (per-channel Q/DQ needs 13).
+        InputError: Nothing would be quantized (no Q/DQ node), an already-quantized or float16 model,
+            compute only inside If/Loop/Scan, or an opset that cannot be raised to 13.
     """
     cfg = config or QuantizeConfig()
     src = as_model(model)
+    prepared, notes = prepare_model(src)
     m = onnx.ModelProto()
-    m.CopyFrom(src)
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
-        raise ConfigError(f"Q/DQ quantization needs opset >= 13 (per-channel scales); the model has opset {opset}")
-    names = {t for n in m.graph.node for t in list(n.input) + list(n.output)} | {i.name for i in m.graph.input}
-    table.check_names(names, what="calibration table")  # every entry must name a tensor of this model
-    if table.model_hash and table.model_hash != hashlib.sha256(src.SerializeToString()).hexdigest():
+    m.CopyFrom(prepared)
+    opset = opset_of(m)
+    names = {t for g0 in (src.graph, m.graph) for n in g0.node for t in list(n.input) + list(n.output)}
+    names |= {i.name for i in m.graph.input}
+    # every entry must name a tensor of this model (before preparation: a folded BN's input is fine too)
+    table.check_names(names, what="calibration table")
+    if table.model_hash and table.model_hash != hashlib.sha256(prepared.SerializeToString()).hexdigest():
         # Same tensor names but other bytes: e.g. a dense model's table applied to its pruned copy.
         log.warning("the calibration table was made for a different model (sha256 %s...); its ranges may not "
                     "fit this one: re-run `trtopt calibrate` on this exact model", table.model_hash[:12])
@@ -262,11 +288,16 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
                                  table.num_samples, dict(table.meta))
     ins = _Inserter(m, fp16_scales=cfg.fp16_rest)
     quantized: set[str] = set()
+    kept: dict[str, str] = {}  # node -> why it stays in float
     for node in list(g.node):
-        if node.op_type not in cfg.op_types or _excluded(node, cfg):
+        if node.op_type not in cfg.op_types:
             continue
-        plan = _plan_node(node, g, table, cfg)
+        if _excluded(node, cfg):
+            kept[node.name or node.output[0]] = "excluded"
+            continue
+        plan, why = _plan_node(node, g, table, cfg)
         if plan is None:
+            kept[node.name or node.output[0]] = why
             continue
         for i, amax, axis in plan:
             w = initializer_array(g, node.input[i]) if cfg.weight_storage == "int8" else None
@@ -284,18 +315,77 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
             amax = _activation_amax(table, node.input[skip], cfg)
             if amax is not None:
                 node.input[skip] = ins.pair(node.input[skip], amax, None)
+    if not quantized and not allow_empty:
+        raise InputError(_nothing_quantized(g, cfg, kept))
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
-        used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
-        keep = [t for t in g.initializer if t.name in used]
-        del g.initializer[:]
-        g.initializer.extend(keep)
-    log.info("quantized %d nodes with Q/DQ", len(quantized))
+        _drop_unused_weights(g)
+    _report(m, quantized, kept, ins, notes)
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
 
         m = convert_fp16(m, ranges=fp16_ranges if fp16_ranges is not None else dict(table.amax))
     return m
+
+
+def _drop_unused_weights(g: onnx.GraphProto) -> None:
+    """Remove initializers and Constant nodes nothing reads any more (float originals of INT8 weights)."""
+    used = {t for _, n in iter_nodes(g) for t in n.input} | {o.name for o in g.output}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    if any(n.op_type == "Constant" and n.output[0] not in used for n in g.node):
+        nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
+        copies = []
+        for n in nodes:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            copies.append(c)
+        del g.node[:]
+        g.node.extend(copies)
+
+
+def _nothing_quantized(g: onnx.GraphProto, cfg: QuantizeConfig, kept: dict[str, str]) -> str:
+    """One line saying why no Q/DQ pair was inserted."""
+    ops = "/".join(cfg.op_types)
+    if not kept:
+        counts = subgraph_op_counts(g)
+        inside = f" (inside control flow: {describe_subgraph_ops(counts)})" if counts else ""
+        return f"nothing to quantize: the model has no top-level {ops} node{inside}"
+    excluded = sum(1 for w in kept.values() if w == "excluded")
+    no_range = [w for w in kept.values() if w.startswith("no calibrated range")]
+    parts = []
+    if excluded:
+        parts.append(f"{excluded} excluded by --exclude/--exclude-op-type")
+    if no_range:
+        parts.append(f"{len(no_range)} without a calibrated range ({no_range[0].split(' ', 5)[-1]})")
+    rest = [f"'{n}': {w}" for n, w in kept.items() if w != "excluded" and not w.startswith("no calibrated")]
+    if rest:
+        parts.append(f"{len(rest)} other ({rest[0]})")
+    fix = "; re-run `trtopt calibrate` on this model" if no_range else ""
+    return f"no Q/DQ inserted: none of the {len(kept)} {ops} node(s) can be quantized ({', '.join(parts)}){fix}"
+
+
+def _report(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str], ins: _Inserter, notes: list[str]) -> None:
+    """Log a summary and store it as the ``trtopt.int8.summary`` metadata entry (JSON)."""
+    import json
+
+    pairs = sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear")
+    dqs = sum(1 for n in m.graph.node if n.op_type == "DequantizeLinear")
+    log.info("quantized %d nodes with Q/DQ (%d Q/DQ pairs, %d DequantizeLinear)", len(quantized), pairs, dqs)
+    no_range = [n for n, w in kept.items() if w.startswith("no calibrated range")]
+    if no_range:
+        log.warning("%d node(s) left in float without a calibrated range for their activation input (e.g. %s: %s)",
+                    len(no_range), no_range[0], kept[no_range[0]])
+    for n, w in kept.items():
+        if w != "excluded" and n not in no_range:
+            log.info("left in float: %s (%s)", n, w)
+    summary = {"qdq_pairs": pairs, "dequantize_nodes": dqs, "int8_nodes": len(quantized),
+               "kept_float": kept, "notes": notes}
+    for p in list(m.metadata_props):
+        if p.key == "trtopt.int8.summary":
+            m.metadata_props.remove(p)
+    m.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.int8.summary", value=json.dumps(summary)))
 
 
 def _upgrade_opset(m: onnx.ModelProto, target: int) -> onnx.ModelProto:
