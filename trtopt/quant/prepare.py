@@ -200,6 +200,57 @@ def _drop_dead_constants(g: onnx.GraphProto) -> None:
         g.initializer.extend(keep)
 
 
+def fold_conv_bias_add(model: onnx.ModelProto) -> list[str]:
+    """Fold ``Add(conv(x), c)`` with a per-output-channel constant ``c`` into the conv's bias.
+
+    Paddle exports ConvTranspose without bias followed by an ``Add`` of a ``[1, C, 1, 1]`` constant
+    and then BatchNormalization; folding the Add first lets :func:`fold_batchnorm` see the pattern.
+    ``c`` must broadcast as ``[1, C, 1, ...]`` (right-aligned, every other dim 1). The conv takes over
+    the Add's output name.
+
+    Returns:
+        Names of the folded Add nodes.
+    """
+    g = model.graph
+    prod, cons = producers(g), consumers(g)
+    outputs = {o.name for o in g.output}
+    names = NameGen(g)
+    drop: set[str] = set()
+    folded: list[str] = []
+    for add in list(g.node):
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        convs = [j for j in (0, 1) if add.input[j] in prod and prod[add.input[j]].op_type in ("Conv", "ConvTranspose")]
+        k = convs[0] if convs else None
+        if k is None:
+            continue
+        conv, c = prod[add.input[k]], initializer_array(g, add.input[1 - k])
+        w = initializer_array(g, conv.input[1]) if len(conv.input) > 1 else None
+        if c is None or w is None or w.dtype != c.dtype or w.dtype.kind != "f" or add.input[k] in outputs \
+                or len(cons.get(add.input[k], [])) != 1 or conv.input[0] == add.input[k]:
+            continue
+        c_out = w.shape[0] if conv.op_type == "Conv" else w.shape[1] * int(get_attr(conv, "group", 1))
+        full = [1] * (w.ndim - c.ndim) + list(c.shape)
+        if c.ndim > w.ndim or full[1] != c_out or any(d != 1 for j, d in enumerate(full) if j != 1):
+            continue
+        b = initializer_array(g, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(c_out, w.dtype)
+        if b is None:
+            continue
+        b_name = names(f"{add.output[0]}_bias_fold")
+        g.initializer.append(numpy_helper.from_array((b.reshape(-1) + c.reshape(-1)).astype(w.dtype), b_name))
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        drop.add(add.output[0])
+        conv.output[0] = add.output[0]
+        folded.append(add.name or add.output[0])
+    if folded:
+        _rebuild(g, lambda n: not (n.op_type == "Add" and n.output[0] in drop))
+        _drop_dead_constants(g)
+    return folded
+
+
 def _bn_scale_shift(g: onnx.GraphProto, bn: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray] | None:
     """``(s, t)`` with ``BN(y) = s * y + t`` per channel (float64), or None if a parameter is not constant."""
     if len(bn.input) < 5 or get_attr(bn, "training_mode", 0) or any(o for o in bn.output[1:]):
@@ -326,10 +377,12 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
     if any(n.op_type == "BatchNormalization" for n in m.graph.node):
         probe = onnx.ModelProto()
         probe.CopyFrom(m)
+        adds = fold_conv_bias_add(probe)
         bns = fold_batchnorm(probe)
-        if bns:
+        if bns:  # bias Adds alone are left as they are (TensorRT fuses them): only folded on the way to a BN
             m, copied = probe, True
-            notes.append(f"folded {len(bns)} BatchNormalization node(s) into the preceding Conv/ConvTranspose")
+            notes.append(f"folded {len(bns)} BatchNormalization node(s) into the preceding Conv/ConvTranspose"
+                         + (f" ({len(adds)} bias Add(s) first)" if adds else ""))
     for line in notes:
         log.info("%s", line)
     return m, notes
