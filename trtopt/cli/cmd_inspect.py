@@ -55,6 +55,20 @@ def _print_tables(report) -> None:
         console.print(f"  warning: {w}")
 
 
+def _control_flow_verdict(report) -> None:
+    """When every Conv/Gemm/MatMul sits inside If/Loop/Scan, say so instead of advising to prune."""
+    note = report.summary.get("control_flow_note", "")
+    if not note:
+        return
+    if report.summary.get("layers", 0) == 0:
+        report.preflight.verdict = "control_flow"
+        report.preflight.message = (
+            f"no top-level Conv/Gemm/MatMul; {note}. Pruning cannot be checked here: export the model "
+            "without control flow (trace one branch / unroll the loop) to inspect its layers.")
+    else:
+        report.preflight.warnings.append(note)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt inspect sparsity``."""
     import json
@@ -62,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.sparsity.preflight import inspect_sparsity
 
     report = inspect_sparsity(args.model, gpu=args.gpu)
+    _control_flow_verdict(report)
     data = report.to_dict()
     if args.out is not None:
         from trtopt.fileio import atomic_write_json

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             ranges = calibrate(model, src, CalibrationConfig(method="minmax", scope="all")).amax
         with err.status("inserting Q/DQ"):
             out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
+        _print_summary(err, out)
         print(save_onnx(out, args.out))
         return 0
     inputs, labels = _load_npz(args.eval)
@@ -123,10 +124,30 @@ def run(args: argparse.Namespace) -> int:
         res = apply_accuracy_budget(model, table, inputs, labels, args.max_accuracy_drop, cfg,
                                     progress=lambda st, detail: status.update(f"{st}: {detail}"))
     _print_budget(err, res)
+    _print_summary(err, res.model)
     if args.report:
         atomic_write_json(args.report, res.summary())
     print(save_onnx(res.model, args.out))
     return 0
+
+
+def _print_summary(console, model, limit: int = 8) -> None:
+    """One screen: preparation notes, Q/DQ pairs, layers in INT8, layers kept in float and why."""
+    import json
+
+    raw = next((p.value for p in model.metadata_props if p.key == "trtopt.int8.summary"), None)
+    if raw is None:
+        return
+    s = json.loads(raw)
+    for note in s.get("notes", []):
+        console.print(f"note: {note}", markup=False)
+    kept = s.get("kept_float", {})
+    console.print(f"INT8: {s['int8_nodes']} layer(s) quantized, {s['qdq_pairs']} Q/DQ pair(s) "
+                  f"({s['dequantize_nodes']} DequantizeLinear); {len(kept)} kept in float", markup=False)
+    for name, why in list(kept.items())[:limit]:
+        console.print(f"  kept in float: {name}: {why}", markup=False)
+    if len(kept) > limit:
+        console.print(f"  ... and {len(kept) - limit} more", markup=False)
 
 
 def _print_budget(console, res) -> None:

@@ -316,7 +316,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
             if amax is not None:
                 node.input[skip] = ins.pair(node.input[skip], amax, None)
     if not quantized and not allow_empty:
-        raise InputError(_nothing_quantized(g, cfg, kept))
+        raise InputError(_nothing_quantized(g, cfg, kept, table))
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
         _drop_unused_weights(g)
@@ -345,7 +345,8 @@ def _drop_unused_weights(g: onnx.GraphProto) -> None:
         g.node.extend(copies)
 
 
-def _nothing_quantized(g: onnx.GraphProto, cfg: QuantizeConfig, kept: dict[str, str]) -> str:
+def _nothing_quantized(g: onnx.GraphProto, cfg: QuantizeConfig, kept: dict[str, str], table: CalibrationTable
+                       ) -> str:
     """One line saying why no Q/DQ pair was inserted."""
     ops = "/".join(cfg.op_types)
     if not kept:
@@ -358,7 +359,10 @@ def _nothing_quantized(g: onnx.GraphProto, cfg: QuantizeConfig, kept: dict[str, 
     if excluded:
         parts.append(f"{excluded} excluded by --exclude/--exclude-op-type")
     if no_range:
-        parts.append(f"{len(no_range)} without a calibrated range ({no_range[0].split(' ', 5)[-1]})")
+        first = next(n for n, w in kept.items() if w.startswith("no calibrated range"))
+        tensor = kept[first].rsplit(" ", 1)[-1]
+        empty = " (the calibration table is empty)" if not table.amax else ""
+        parts.append(f"{len(no_range)} without a calibrated range{empty}, e.g. {tensor} of '{first}'")
     rest = [f"'{n}': {w}" for n, w in kept.items() if w != "excluded" and not w.startswith("no calibrated")]
     if rest:
         parts.append(f"{len(rest)} other ({rest[0]})")

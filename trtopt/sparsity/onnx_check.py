@@ -217,7 +217,9 @@ def check_onnx_layers(model) -> tuple[list[OnnxLayer], dict[str, Any]]:
 
     Returns:
         ``(layers, summary)``; summary has ``eligible``, ``compliant``, ``sparse_flop_share``
-        (weight FLOPs in compliant layers / all constant-weight Conv/Gemm/MatMul FLOPs) and counts.
+        (weight FLOPs in compliant layers / all constant-weight Conv/Gemm/MatMul FLOPs), counts, and
+        ``control_flow`` (``{subgraph path: {op: count}}`` of Conv/Gemm/MatMul inside If/Loop/Scan,
+        which are not checked) with a one-line ``control_flow_note``.
     """
     graph = model.graph
     consts = _constants(graph)
@@ -233,6 +235,9 @@ def check_onnx_layers(model) -> tuple[list[OnnxLayer], dict[str, Any]]:
             continue
         layers.append(_layer(node, found[0], found[1], consts, prod, shapes))
     total = sum(ly.flops for ly in layers)
+    from trtopt.onnx_graph import describe_subgraph_ops, subgraph_op_counts
+
+    inside = subgraph_op_counts(graph, ("Conv", "Gemm", "MatMul"))
     summary = {
         "layers": len(layers),
         "eligible": sum(ly.eligible for ly in layers),
@@ -241,5 +246,9 @@ def check_onnx_layers(model) -> tuple[list[OnnxLayer], dict[str, Any]]:
         "sparse_flop_share": _share(layers, total, "compliant"),
         "eligible_flop_share": _share(layers, total, "eligible"),
         "skipped_non_constant_weight": non_const,
+        # Conv/Gemm/MatMul inside If/Loop/Scan bodies: counted, not checked (see control_flow_note)
+        "control_flow": inside,
+        "control_flow_note": (f"not checked: {describe_subgraph_ops(inside)} (inside If/Loop/Scan subgraphs; "
+                              "only the top-level graph is inspected)") if inside else "",
     }
     return layers, summary
