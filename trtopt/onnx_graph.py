@@ -222,20 +222,29 @@ def describe_subgraph_ops(counts: dict[str, dict[str, int]], limit: int = 3) -> 
 CONST_LOOK_THROUGH = ("Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten")
 
 
-def constant_chain(graph: onnx.GraphProto, name: str, max_depth: int = 8) -> list[onnx.NodeProto] | None:
+def constant_chain(graph: onnx.GraphProto, name: str, max_depth: int = 8, *, consts: set[str] | None = None,
+                   prod: dict[str, onnx.NodeProto] | None = None) -> list[onnx.NodeProto] | None:
     """Nodes (source first) that compute ``name`` from constants only through :data:`CONST_LOOK_THROUGH` ops.
 
     ``W -> Transpose -> Cast -> MatMul`` returns ``[Transpose, Cast]`` for the Cast's output. Every
     input of every node in the chain must be an initializer or a ``Constant`` node output (Reshape's
     shape, Squeeze's axes, ...). Top-level tensors of ``graph`` only.
 
+    Args:
+        graph: Graph holding ``name``.
+        name: Tensor to trace.
+        max_depth: Longest chain followed.
+        consts: Precomputed constant names (initializers + Constant outputs) when tracing many tensors.
+        prod: Precomputed :func:`producers` map, likewise.
+
     Returns:
         The chain (empty when ``name`` itself is a constant), or ``None`` when ``name`` is not computed
         from constants this way.
     """
-    consts = {t.name for t in graph.initializer}
-    consts.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
-    prod = producers(graph)
+    if consts is None:
+        consts = {t.name for t in graph.initializer}
+        consts.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
+    prod = producers(graph) if prod is None else prod
     chain: list[onnx.NodeProto] = []
     t = name
     while t not in consts:

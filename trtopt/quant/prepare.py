@@ -153,12 +153,13 @@ def fold_constant_chains(model: onnx.ModelProto) -> list[str]:
     outputs = {o.name for o in g.output}
     folded: dict[str, np.ndarray] = {}
     opset = opset_of(model)
+    consts, prod = _constant_names(g), producers(g)
     for n in g.node:
         if n.op_type not in WEIGHTED_OPS:
             continue
         for t in n.input:
             if t and t not in folded and t not in outputs:
-                chain = constant_chain(g, t)
+                chain = constant_chain(g, t, consts=consts, prod=prod)
                 if chain:
                     folded[t] = evaluate_chain(g, chain, opset)
     if folded:
@@ -167,6 +168,12 @@ def fold_constant_chains(model: onnx.ModelProto) -> list[str]:
         g.initializer.extend(numpy_helper.from_array(v, t) for t, v in folded.items())
         _drop_dead_constants(g)
     return list(folded)
+
+
+def _constant_names(g: onnx.GraphProto) -> set[str]:
+    names = {t.name for t in g.initializer}
+    names.update(n.output[0] for n in g.node if n.op_type == "Constant" and n.output)
+    return names
 
 
 def _rebuild(g: onnx.GraphProto, keep) -> None:
@@ -352,7 +359,7 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
         check_not_fp16(model)
     cf = check_control_flow(model) if strict else ""
     if cf:
-        notes.append(cf)
+        log.warning("%s", cf)
     m = model
     old = opset_of(model)
     if 0 < old < MIN_OPSET:
@@ -369,7 +376,8 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
             copied = True
         return m
 
-    if any(constant_chain(model.graph, t) for n in model.graph.node if n.op_type in WEIGHTED_OPS
+    consts, prod = _constant_names(m.graph), producers(m.graph)
+    if any(constant_chain(m.graph, t, consts=consts, prod=prod) for n in m.graph.node if n.op_type in WEIGHTED_OPS
            for t in n.input if t):
         chains = fold_constant_chains(writable())
         if chains:
@@ -385,4 +393,4 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
                          + (f" ({len(adds)} bias Add(s) first)" if adds else ""))
     for line in notes:
         log.info("%s", line)
-    return m, notes
+    return m, notes + ([cf] if cf else [])
