@@ -133,12 +133,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_summary(console, model, limit: int = 8) -> None:
     """One screen: preparation notes, Q/DQ pairs, layers in INT8, layers kept in float and why."""
-    import json
+    from trtopt.quant.summary import read_summary
 
-    raw = next((p.value for p in model.metadata_props if p.key == "trtopt.int8.summary"), None)
-    if raw is None:
+    s = read_summary(model)
+    if s is None:
         return
-    s = json.loads(raw)
     for note in s.get("notes", []):
         console.print(f"note: {note}", markup=False)
     kept = s.get("kept_float", {})

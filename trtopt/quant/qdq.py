@@ -30,17 +30,10 @@ from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import (
-    NameGen,
-    describe_subgraph_ops,
-    get_attr,
-    initializer_array,
-    iter_nodes,
-    producers,
-    subgraph_op_counts,
-)
+from trtopt.onnx_graph import NameGen, get_attr, initializer_array, iter_nodes, producers
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.prepare import opset_of, prepare_model
+from trtopt.quant.summary import nothing_quantized, store_summary
 
 log = get_logger(__name__)
 _FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
@@ -316,11 +309,11 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
             if amax is not None:
                 node.input[skip] = ins.pair(node.input[skip], amax, None)
     if not quantized and not allow_empty:
-        raise InputError(_nothing_quantized(g, cfg, kept, table))
+        raise InputError(nothing_quantized(g, cfg.op_types, kept, table))
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
         _drop_unused_weights(g)
-    _report(m, quantized, kept, ins, notes)
+    store_summary(m, quantized, kept, notes)
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
 
@@ -343,53 +336,6 @@ def _drop_unused_weights(g: onnx.GraphProto) -> None:
             copies.append(c)
         del g.node[:]
         g.node.extend(copies)
-
-
-def _nothing_quantized(g: onnx.GraphProto, cfg: QuantizeConfig, kept: dict[str, str], table: CalibrationTable
-                       ) -> str:
-    """One line saying why no Q/DQ pair was inserted."""
-    ops = "/".join(cfg.op_types)
-    if not kept:
-        counts = subgraph_op_counts(g)
-        inside = f" (inside control flow: {describe_subgraph_ops(counts)})" if counts else ""
-        return f"nothing to quantize: the model has no top-level {ops} node{inside}"
-    excluded = sum(1 for w in kept.values() if w == "excluded")
-    no_range = [w for w in kept.values() if w.startswith("no calibrated range")]
-    parts = []
-    if excluded:
-        parts.append(f"{excluded} excluded by --exclude/--exclude-op-type")
-    if no_range:
-        first = next(n for n, w in kept.items() if w.startswith("no calibrated range"))
-        tensor = kept[first].rsplit(" ", 1)[-1]
-        empty = " (the calibration table is empty)" if not table.amax else ""
-        parts.append(f"{len(no_range)} without a calibrated range{empty}, e.g. {tensor} of '{first}'")
-    rest = [f"'{n}': {w}" for n, w in kept.items() if w != "excluded" and not w.startswith("no calibrated")]
-    if rest:
-        parts.append(f"{len(rest)} other ({rest[0]})")
-    fix = "; re-run `trtopt calibrate` on this model" if no_range else ""
-    return f"no Q/DQ inserted: none of the {len(kept)} {ops} node(s) can be quantized ({', '.join(parts)}){fix}"
-
-
-def _report(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str], ins: _Inserter, notes: list[str]) -> None:
-    """Log a summary and store it as the ``trtopt.int8.summary`` metadata entry (JSON)."""
-    import json
-
-    pairs = sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear")
-    dqs = sum(1 for n in m.graph.node if n.op_type == "DequantizeLinear")
-    log.info("quantized %d nodes with Q/DQ (%d Q/DQ pairs, %d DequantizeLinear)", len(quantized), pairs, dqs)
-    no_range = [n for n, w in kept.items() if w.startswith("no calibrated range")]
-    if no_range:
-        log.warning("%d node(s) left in float without a calibrated range for their activation input (e.g. %s: %s)",
-                    len(no_range), no_range[0], kept[no_range[0]])
-    for n, w in kept.items():
-        if w != "excluded" and n not in no_range:
-            log.info("left in float: %s (%s)", n, w)
-    summary = {"qdq_pairs": pairs, "dequantize_nodes": dqs, "int8_nodes": len(quantized),
-               "kept_float": kept, "notes": notes}
-    for p in list(m.metadata_props):
-        if p.key == "trtopt.int8.summary":
-            m.metadata_props.remove(p)
-    m.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.int8.summary", value=json.dumps(summary)))
 
 
 def _upgrade_opset(m: onnx.ModelProto, target: int) -> onnx.ModelProto:
