@@ -26,8 +26,8 @@ RNG = np.random.default_rng(0)
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _f32(*shape, scale=0.5):
-    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+def _f32(*shape, scale=0.5, rng=None):
+    return ((rng or RNG).standard_normal(shape) * scale).astype(np.float32)
 
 
 def _const(name, arr):
@@ -88,6 +88,17 @@ def test_no_qdq_inserted_is_an_error_naming_why(tmp_path):
     CalibrationTable({}).save_json(tmp_path / "empty.json")
     assert main(["quantize", str(path), "--calib", str(tmp_path / "empty.json"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_cli_prints_int8_summary(tmp_path, capsys):
+    m = _conv_relu_conv(opset=12)
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(m, str(path))
+    CalibrationTable({"x": 1.0}).save_json(tmp_path / "t.json")  # r0 missing: conv1 stays float
+    assert main(["quantize", str(path), "--calib", str(tmp_path / "t.json"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "opset 12 to 13" in err and "INT8: 1 layer(s) quantized, 2 Q/DQ pair(s)" in err
+    assert "kept in float: conv1: no calibrated range for activation input 0 'r0'" in err
 
 
 # ---- item 8: FP16 models are refused with the fix in the message ------------------------------------
@@ -174,6 +185,7 @@ def test_constant_node_weights_are_quantized_per_channel_like_initializers():
 
 def _opset11_model():
     """Conv -> Relu -> ReduceSum(axes attr) -> Unsqueeze/Squeeze(axes attr) -> Softmax -> Split(split attr)."""
+    rng = np.random.default_rng(11)
     n = helper.make_node
     nodes = [n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]), n("Relu", ["c"], ["r"]),
              n("ReduceSum", ["r"], ["s"], axes=[2, 3], keepdims=0), n("Unsqueeze", ["s"], ["u"], axes=[2]),
@@ -182,13 +194,14 @@ def _opset11_model():
              n("ReduceMax", ["b"], ["bm"], axes=[1], keepdims=1), n("Mul", ["a", "bm"], ["y"])]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-                          [numpy_helper.from_array(_f32(4, 3, 3, 3), "w"), numpy_helper.from_array(_f32(4, 5), "wm")])
+                          [numpy_helper.from_array(_f32(4, 3, 3, 3, rng=rng), "w"),
+                           numpy_helper.from_array(_f32(4, 5, scale=0.05, rng=rng), "wm")])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
 
 
 def test_opset11_model_is_upgraded_before_calibration_with_identical_outputs(caplog):
     m = _opset11_model()
-    x = _f32(8, 3, 6, 6, scale=1.0)
+    x = _f32(8, 3, 6, 6, scale=1.0, rng=np.random.default_rng(1))
     prepared, notes = prepare_model(m)
     assert next(o.version for o in prepared.opset_import if o.domain == "") == 13
     assert any("opset 11 to 13" in s for s in notes)

@@ -5,7 +5,11 @@ Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
 * both inputs of every Conv / ConvTranspose / Gemm / MatMul are quantized: the activation
   per-tensor from the calibration table, a constant weight per output channel (Conv axis 0,
   ConvTranspose axis 1, Gemm ``transB=1`` axis 0 / ``transB=0`` axis 1, MatMul 2-D constant B axis 1);
-  weights stay float behind a Q->DQ pair (TensorRT quantizes them at build time);
+  a constant *first* input (``W @ x``) per-tensor, since TensorRT's per-channel MatMul weights must be
+  the second input; weights stay float behind a Q->DQ pair (TensorRT quantizes them at build time);
+* initializers and ``Constant`` nodes are both weights; constant Transpose/Reshape/Cast chains are
+  folded into one weight first (:mod:`trtopt.quant.prepare`, which also raises opset 11/12 to 13,
+  folds BatchNormalization into Conv/ConvTranspose and refuses quantized / FP16 models);
 * symmetric INT8, zero point 0, scale = amax / 127; weighted-op outputs are not quantized;
 * residual Add: TensorRT fuses the Add into the conv producing one input; the *other* (skip)
   input decides the fused output precision, so it is quantized. As in ModelOpt's
