@@ -316,3 +316,20 @@ def test_control_flow_model_says_what_is_inside(tmp_path, capsys):
     assert report["summary"]["control_flow"] == {"branch.then_branch": {"Conv": 1}, "branch.else_branch": {"Conv": 2}}
     assert report["preflight"]["verdict"] == "control_flow"
     assert "prune" not in report["preflight"]["message"] and "branch.else_branch" in report["preflight"]["message"]
+
+
+def test_prepare_is_a_no_op_on_a_prepared_model_and_leaves_non_channel_adds_alone():
+    n = helper.make_node
+    bn, inits = _bn("bn", "a", "y", 4)
+    # the Add's constant varies along W, not along channels: it must not be folded into the bias (nor the BN)
+    g = helper.make_graph([n("Conv", ["x", "w"], ["c"], name="conv"), n("Add", ["c", "row"], ["a"]), bn], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5, 5])],
+                          [numpy_helper.from_array(_f32(4, 3, 1, 1), "w"),
+                           numpy_helper.from_array(_f32(1, 1, 1, 5), "row"), *inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    prepared, notes = prepare_model(m)
+    assert prepared is m and notes == []  # nothing to do: same object, same bytes, same hash
+    assert [nd.op_type for nd in prepared.graph.node] == ["Conv", "Add", "BatchNormalization"]
+    again, _ = prepare_model(_conv_relu_conv(opset=12))
+    assert prepare_model(again)[0] is again

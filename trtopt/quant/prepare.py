@@ -342,8 +342,9 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
 
     Args:
         model: The FP32 model (not modified).
-        strict: Refuse already-quantized, float16 and control-flow-only models (INT8 use); with
-            ``False`` (e.g. a ``scope="all"`` range collection for FP16) only the graph rewrites run.
+        strict: Refuse already-quantized, float16 and control-flow-only models and opsets that cannot
+            be raised to 13 (INT8 use); with ``False`` (e.g. a ``scope="all"`` range collection for
+            FP16) only the graph rewrites run, and a failed opset upgrade is a warning.
 
     Returns:
         ``(prepared model, notes)``: ``model`` itself when nothing changed (so its hash is unchanged),
@@ -363,9 +364,14 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
     m = model
     old = opset_of(model)
     if 0 < old < MIN_OPSET:
-        m = upgrade_opset(model)
-        notes.append(f"upgraded the model from opset {old} to {MIN_OPSET} (onnx.version_converter; per-axis Q/DQ "
-                     f"needs {MIN_OPSET})")
+        try:
+            m = upgrade_opset(model)
+            notes.append(f"upgraded the model from opset {old} to {MIN_OPSET} (onnx.version_converter; per-axis "
+                         f"Q/DQ needs {MIN_OPSET})")
+        except InputError as exc:
+            if strict:
+                raise
+            log.warning("%s (kept at opset %d)", exc, old)  # e.g. FP16 range collection: no Q/DQ needed
     copied = m is not model
 
     def writable() -> onnx.ModelProto:
