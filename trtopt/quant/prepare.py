@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from trtopt.calib.collect import constant_names, float_tensor_types
 from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx_graph import (
@@ -75,8 +76,6 @@ def check_not_fp16(model: onnx.ModelProto) -> None:
     QuantizeLinear on a float16 input needs float16 scales (opset 19) and a consistent graph;
     ONNX Runtime refuses the mixed result. INT8 + FP16 is made from the FP32 model instead.
     """
-    from trtopt.calib.collect import float_tensor_types  # calib imports this module at call time
-
     types = float_tensor_types(model)
     g = model.graph
     for t in list(g.initializer):
@@ -153,7 +152,7 @@ def fold_constant_chains(model: onnx.ModelProto) -> list[str]:
     outputs = {o.name for o in g.output}
     folded: dict[str, np.ndarray] = {}
     opset = opset_of(model)
-    consts, prod = _constant_names(g), producers(g)
+    consts, prod = constant_names(g), producers(g)
     for n in g.node:
         if n.op_type not in WEIGHTED_OPS:
             continue
@@ -168,12 +167,6 @@ def fold_constant_chains(model: onnx.ModelProto) -> list[str]:
         g.initializer.extend(numpy_helper.from_array(v, t) for t, v in folded.items())
         _drop_dead_constants(g)
     return list(folded)
-
-
-def _constant_names(g: onnx.GraphProto) -> set[str]:
-    names = {t.name for t in g.initializer}
-    names.update(n.output[0] for n in g.node if n.op_type == "Constant" and n.output)
-    return names
 
 
 def _rebuild(g: onnx.GraphProto, keep) -> None:
@@ -382,7 +375,7 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
             copied = True
         return m
 
-    consts, prod = _constant_names(m.graph), producers(m.graph)
+    consts, prod = constant_names(m.graph), producers(m.graph)
     if any(constant_chain(m.graph, t, consts=consts, prod=prod) for n in m.graph.node if n.op_type in WEIGHTED_OPS
            for t in n.input if t):
         chains = fold_constant_chains(writable())
