@@ -281,3 +281,60 @@ def evaluate_chain(graph: onnx.GraphProto, chain: list[onnx.NodeProto], opset: i
     if out is None:
         raise ValueError("empty chain")
     return np.asarray(out)
+# --- graph walking shared by every stage (subgraphs, Constant nodes, external data, dynamic dims) -----------
+
+
+def dim_is_dynamic(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """True for a named dim, an unset dim, or a ``dim_value`` of ``-1``/``0`` (exporters write both)."""
+    return not (dim.HasField("dim_value") and dim.dim_value > 0)
+
+
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Names of the graph's initializers and ``Constant`` node outputs (this graph level only)."""
+    names = {t.name for t in graph.initializer}
+    names.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
+    return names
+
+
+class ConstantRef:
+    """One constant of a model: an initializer or a ``Constant`` node's value, in any (sub)graph.
+
+    Attributes:
+        graph_path: Path of the graph holding it (see :func:`iter_graphs`).
+        name: Tensor name.
+        from_node: The ``Constant`` node, or ``None`` for an initializer.
+        tensor: The TensorProto (``None`` for ``value_float(s)``/``value_int(s)`` attributes).
+    """
+
+    def __init__(self, graph_path: str, name: str, from_node: onnx.NodeProto | None,
+                 tensor: onnx.TensorProto | None, value=None, base_dir: str | None = None) -> None:
+        self.graph_path, self.name, self.from_node, self.tensor = graph_path, name, from_node, tensor
+        self._value, self._base_dir = value, base_dir
+
+    @property
+    def array(self) -> np.ndarray | None:
+        """The value as numpy (external data read from ``base_dir``); ``None`` if unreadable."""
+        if self._value is not None:
+            return np.asarray(self._value)
+        if self.tensor is None:
+            return None
+        try:
+            return numpy_helper.to_array(self.tensor, base_dir=self._base_dir or "")
+        except Exception:
+            return None
+
+
+def iter_constants(model: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None):
+    """Yield a :class:`ConstantRef` for every initializer and ``Constant`` node, subgraphs included."""
+    bd = None if base_dir is None else str(base_dir)
+    for path, g in iter_graphs(model.graph):
+        for t in g.initializer:
+            yield ConstantRef(path, t.name, None, t, base_dir=bd)
+        for n in g.node:
+            if n.op_type != "Constant" or not n.output:
+                continue
+            for a in n.attribute:
+                if a.name == "value":
+                    yield ConstantRef(path, n.output[0], n, a.t, base_dir=bd)
+                elif a.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                    yield ConstantRef(path, n.output[0], n, None, value=onnx.helper.get_attribute_value(a))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "inspect a model (sparsity: 2:4 status of Conv/Gemm/MatMul weights + GPU pre-flight verdict)"
+HELP = "inspect a model (sparsity: 2:4 status + GPU pre-flight verdict; model: the doctor report)"
 GPU_CHOICES = ("t4", "orin", "a100", "h100", "auto")  # mirrors trtopt.sparsity.preflight (no import for -h)
 
 
@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="target GPU for the verdict (auto: the local CUDA GPU, else unknown)")
     s.add_argument("--out", type=Path, default=None, help="also write the JSON report to this file")
     s.set_defaults(func=run)
+    from trtopt.cli.cmd_doctor import add_doctor_args
+
+    add_doctor_args(topics.add_parser("model", help="the `trtopt doctor` report: what trtopt will do with a model",
+                                      description="Same report as `trtopt doctor`."))
     p.set_defaults(func=lambda _args, _p=p: _p.print_help() or 2)
 
 

@@ -18,7 +18,7 @@ from trtopt import __version__
 from trtopt.errors import TrtoptError
 
 COMMANDS = (
-    "demo", "run", "prune", "export", "calibrate", "quantize", "build", "bench", "inspect", "gate", "report",
+    "demo", "run", "doctor", "prune", "export", "calibrate", "quantize", "build", "bench", "inspect", "gate", "report",
 )
 
 
