@@ -67,7 +67,7 @@ def ocr(tmp_path_factory):
                 if why is None:
                     extra = ["--fp16-rest"] if kind == "int8-fp16" else []
                     why = _trtopt("quantize", str(src), "--calib", str(table), *extra, "--out", str(dest))
-                    why = why and f"trtopt quantize --calib {' '.join(extra)} {model}: {why}"
+                    why = why and f"trtopt quantize --calib{''.join(' ' + e for e in extra)} {model}: {why}"
             else:
                 why = _trtopt("quantize", str(src), "--fp16", "--out", str(dest))
                 why = why and f"trtopt quantize --fp16 {model}: {why}"
