@@ -101,7 +101,7 @@ def _evaluate(kind: str, fn, variants: dict[str, dict[str, Any]]) -> None:
             v.update(fn(v["path"]))
         except Exception as exc:  # a variant ONNX Runtime cannot run is a result, not a crash
             v.update(status="failed", reason=f"{kind} evaluation: {type(exc).__name__}: {str(exc)[:300]}")
-        v["path"] = str(v.get("path"))
+        v["path"] = Path(v["path"]).name  # the variant files live in a temp folder
 
 
 def _cell(v: dict[str, Any], key: str) -> str:
