@@ -16,7 +16,9 @@ Importing this package imports numpy only; torch, matplotlib and rich are import
 from __future__ import annotations
 
 from trtopt.benchmark.accuracy import (
+    DEFAULT_TOLERANCE,
     AccuracyResult,
+    ChannelSplit,
     Tolerance,
     evaluate,
     fidelity,
@@ -33,7 +35,8 @@ from trtopt.benchmark.report import SCHEMA, Report, VariantResult, check_schema,
 from trtopt.benchmark.timing import TimingResult, latency_stats, measure, summarize
 
 __all__ = [
-    "SCHEMA", "TIMING_MODES", "AccuracyResult", "BenchConfig", "Budget", "GateResult", "LayerError", "Report",
+    "DEFAULT_TOLERANCE", "SCHEMA", "TIMING_MODES", "AccuracyResult", "BenchConfig", "Budget", "ChannelSplit",
+    "GateResult", "LayerError", "Report",
     "TimingResult", "Tolerance", "VariantResult", "capture_environment", "check_schema", "compare_layers",
     "evaluate", "fidelity", "gate", "latency_stats", "load_overrides", "load_report", "measure", "module_name",
     "register_metric", "render_markdown", "render_table", "run_batched", "summarize", "topk_accuracy",

@@ -2,21 +2,28 @@
 
 The task metric (top-1 by default; pluggable via :func:`register_metric`) needs labels.
 Fidelity metrics compare a variant's outputs to FP32's and need no labels, so they are
-always available: top-1 agreement, cosine similarity, max/mean absolute error and SQNR
-(signal-to-quantization-noise ratio, ``10*log10(sum(ref^2) / sum((ref-out)^2))`` in dB;
-infinite when the outputs are identical).
+always available: top-1 agreement (per sample for ``(N, C)``, per position for sequence
+outputs ``(N, T, C)``), cosine similarity over the whole tensor and of the worst channel
+(a whole-tensor cosine is blind to a small-scale channel, e.g. 0-1 scores next to pixel
+coordinates), max/mean absolute error, SQNR (signal-to-quantization-noise ratio,
+``10*log10(sum(ref^2) / sum((ref-out)^2))`` in dB; infinite when the outputs are identical)
+and the count of non-finite values. Every comparison is checked against a tolerance,
+:data:`DEFAULT_TOLERANCE` unless the caller gives one, so a broken variant is never ``ok``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, ChannelSplit, Tolerance, fidelity
 from trtopt.errors import ConfigError, InputError
+
+__all__ = ["DEFAULT_TOLERANCE", "AccuracyResult", "ChannelSplit", "Tolerance", "evaluate", "fidelity",
+           "known_metrics", "register_metric", "run_batched", "topk_accuracy"]
 
 #: metric(outputs, labels) -> value (percent for accuracies)
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -72,64 +79,6 @@ def known_metrics() -> list[str]:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Acceptable fidelity of one output against FP32 (``None`` disables a check).
-
-    Attributes:
-        min_sqnr_db: Lowest acceptable SQNR.
-        min_cosine: Lowest acceptable cosine similarity.
-        max_abs_err: Highest acceptable max absolute error.
-        min_top1_agreement: Lowest acceptable top-1 agreement (percent).
-    """
-
-    min_sqnr_db: float | None = None
-    min_cosine: float | None = None
-    max_abs_err: float | None = None
-    min_top1_agreement: float | None = None
-
-    def violations(self, fid: Mapping[str, Any]) -> list[str]:
-        """Return the checks ``fid`` (one output's fidelity) fails, as short strings."""
-        out = []
-        for key, limit, low in (("sqnr_db", self.min_sqnr_db, True), ("cosine", self.min_cosine, True),
-                                ("max_abs_err", self.max_abs_err, False),
-                                ("top1_agreement", self.min_top1_agreement, True)):
-            val = fid.get(key)
-            if limit is None or val is None:
-                continue
-            val = float(val)
-            if (low and val < limit) or (not low and val > limit):
-                out.append(f"{key} {val:.4g} {'<' if low else '>'} {limit:g}")
-        return out
-
-
-def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
-    """Compare one output tensor to its FP32 reference.
-
-    Args:
-        reference: FP32 output.
-        output: Variant output of the same shape.
-
-    Returns:
-        ``top1_agreement`` (percent; ``None`` unless outputs are ``(N, C>1)``), ``cosine``
-        (over the flattened tensors), ``max_abs_err``, ``mean_abs_err`` and ``sqnr_db``.
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(output, dtype=np.float64)
-    if ref.shape != out.shape:
-        raise InputError(f"output shape {out.shape} differs from the reference shape {ref.shape}")
-    diff = out - ref
-    sig, noise = float(np.sum(ref * ref)), float(np.sum(diff * diff))
-    sqnr = math.inf if noise == 0 else (10 * math.log10(sig / noise) if sig > 0 else -math.inf)
-    nr, no = float(np.linalg.norm(ref)), float(np.linalg.norm(out))
-    cosine = float(np.dot(ref.ravel(), out.ravel()) / (nr * no)) if nr > 0 and no > 0 else float(nr == no)
-    agree = None
-    if ref.ndim == 2 and ref.shape[1] > 1:
-        agree = float(100.0 * np.mean(ref.argmax(1) == out.argmax(1)))
-    return {"top1_agreement": agree, "cosine": cosine, "max_abs_err": float(np.abs(diff).max(initial=0.0)),
-            "mean_abs_err": float(np.abs(diff).mean()) if diff.size else 0.0, "sqnr_db": sqnr}
-
-
-@dataclass(frozen=True)
 class AccuracyResult:
     """Accuracy and fidelity of one variant.
 
@@ -141,15 +90,22 @@ class AccuracyResult:
         outputs: The primary output over the whole evaluation set (the next variant's reference).
         all_outputs: Every output by name.
         violations: Output name to failed tolerance checks.
+        tolerances: Output name to the thresholds applied (:meth:`Tolerance.to_dict`).
     """
 
     metric: str
     value: float | None
     top5: float | None = None
-    fidelity: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)
     outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
     all_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     violations: dict[str, list[str]] = field(default_factory=dict)
+    tolerances: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    @property
+    def fidelity_ok(self) -> bool | None:
+        """Whether every compared output is within its tolerance (``None`` without a reference)."""
+        return None if not self.fidelity else not self.violations
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``accuracy`` block."""
@@ -210,6 +166,7 @@ def evaluate(
     metric: str | MetricFn = "top1",
     output_name: str | None = None,
     tolerances: Tolerance | Mapping[str, Tolerance] | None = None,
+    channel_splits: Mapping[str, ChannelSplit] | None = None,
 ) -> AccuracyResult:
     """Evaluate a runner's accuracy and fidelity.
 
@@ -222,7 +179,11 @@ def evaluate(
         input_name: Input name when ``x`` is one array (default: the model's only input).
         metric: Metric name or ``fn(outputs, labels) -> float``.
         output_name: Primary output (default: the model's first output).
-        tolerances: One tolerance for every output or output name to tolerance.
+        tolerances: One tolerance for every output or output name to tolerance; ``None`` (or an
+            output missing from the mapping) gets :data:`DEFAULT_TOLERANCE`, ``Tolerance()``
+            checks nothing.
+        channel_splits: Output name to the channel axis/groups of its per-channel cosine
+            (default: automatic, see :func:`fidelity`).
 
     Returns:
         The accuracy result, including the primary output array for use as a later reference.
@@ -248,15 +209,19 @@ def evaluate(
         value = float(fn(main, np.asarray(labels)))
         if metric_name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
             top5 = topk_accuracy(main, labels, 5)
-    fid, bad = {}, {}
+    fid: dict[str, dict[str, Any]] = {}
+    bad: dict[str, list[str]] = {}
+    used: dict[str, dict[str, float | None]] = {}
     if reference is not None:
         refs = reference if isinstance(reference, Mapping) else {primary: reference}
         for name, ref in refs.items():
             if name not in outs:
                 raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
-            fid[name] = fidelity(np.asarray(ref), outs[name])
+            fid[name] = fidelity(np.asarray(ref), outs[name], (channel_splits or {}).get(name))
             tol = tolerances.get(name) if isinstance(tolerances, Mapping) else tolerances
-            if tol is not None and (v := tol.violations(fid[name])):
+            tol = DEFAULT_TOLERANCE if tol is None else tol
+            used[name] = tol.to_dict()
+            if v := tol.violations(fid[name]):
                 bad[name] = v
     return AccuracyResult(metric=metric_name, value=value, top5=top5, fidelity=fid, outputs=main,
-                          all_outputs=outs, violations=bad)
+                          all_outputs=outs, violations=bad, tolerances=used)

@@ -30,10 +30,15 @@ class BenchConfig:
             unstable (trtexec warns above about 5%).
         eval_batch_size: Batch size for accuracy evaluation; 0 = the largest of ``batch_sizes``.
         metric: Task metric name (``top1`` for classifiers; see :func:`trtopt.benchmark.register_metric`).
-        min_sqnr_db: Fidelity tolerance applied to every output (``None`` = no check).
+        min_sqnr_db: Fidelity tolerance applied to every output (``None`` = the default).
         min_cosine: Fidelity tolerance applied to every output.
         max_abs_err: Fidelity tolerance applied to every output.
-        min_top1_agreement: Fidelity tolerance (percent) applied to every classifier output.
+        min_top1_agreement: Fidelity tolerance (percent) applied to every classifier output
+            (per sample) and sequence output (per position).
+        min_channel_cosine: Fidelity tolerance on the worst channel's cosine.
+
+    Unset tolerances keep :data:`trtopt.benchmark.accuracy.DEFAULT_TOLERANCE` (cosine >= 0.99,
+    worst channel cosine >= 0.99, top-1 agreement >= 99 %); set ``0`` / ``-1`` to accept anything.
     """
 
     warmup: int = 10
@@ -50,6 +55,7 @@ class BenchConfig:
     min_cosine: float | None = None
     max_abs_err: float | None = None
     min_top1_agreement: float | None = None
+    min_channel_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_sizes, int):
@@ -78,12 +84,16 @@ class BenchConfig:
         if self.eval_batch_size < 0:
             raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
 
-    def tolerance(self):  # -> trtopt.benchmark.accuracy.Tolerance | None
-        """Return the fidelity tolerance these settings describe, or ``None`` when none is set."""
-        from trtopt.benchmark.accuracy import Tolerance
+    def tolerance(self):  # -> trtopt.benchmark.accuracy.Tolerance
+        """Return the fidelity tolerance: the default with every tolerance set here applied on top.
 
-        vals = {k: getattr(self, k) for k in ("min_sqnr_db", "min_cosine", "max_abs_err", "min_top1_agreement")}
-        return Tolerance(**vals) if any(v is not None for v in vals.values()) else None
+        Raises:
+            ConfigError: A tolerance outside its range.
+        """
+        from trtopt.benchmark.accuracy import DEFAULT_TOLERANCE
+
+        keys = ("min_sqnr_db", "min_cosine", "max_abs_err", "min_top1_agreement", "min_channel_cosine")
+        return DEFAULT_TOLERANCE.merged(**{k: getattr(self, k) for k in keys})
 
     @property
     def effective_eval_batch_size(self) -> int:

@@ -2,8 +2,10 @@
 
 Used by ``trtopt gate`` in GPU CI. A variant regresses when its accuracy drops by more than
 ``max_accuracy_drop`` metric points, its throughput drops by more than
-``max_throughput_drop`` percent, or it stopped running (``ok`` in the baseline, ``failed`` or
-``skipped`` now). Budgets can be overridden per variant in a TOML file::
+``max_throughput_drop`` percent, it stopped running (``ok`` in the baseline, ``failed`` or
+``skipped`` now), or it fell outside its fidelity tolerance (``fidelity_ok`` false, e.g. below the
+default cosine 0.99 / top-1 agreement 99 %) where the baseline was
+within it. Budgets can be overridden per variant in a TOML file::
 
     [defaults]
     max_accuracy_drop = 0.5      # points (percent accuracy)
@@ -150,6 +152,10 @@ def _acc(v: dict[str, Any]) -> float | None:
     return as_float((v.get("accuracy") or {}).get("value")) if v.get("status") == "ok" else None
 
 
+def _fid_failed(v: dict[str, Any]) -> bool:
+    return v.get("fidelity_ok") is False or bool(v.get("fidelity_violations"))
+
+
 def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateRow:
     problems = []
     tb, tc = as_float(base.get("throughput_sps")), as_float(cur.get("throughput_sps"))
@@ -164,6 +170,9 @@ def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateR
         problems.append(f"accuracy -{-achange:.2f} points > {budget.max_accuracy_drop:g} budget")
     if ab is not None and ac is None and cur["status"] == "ok":
         problems.append("accuracy missing (baseline had one)")
+    if cur["status"] == "ok" and _fid_failed(cur) and not _fid_failed(base):
+        bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (cur.get("fidelity_violations") or {}).items())
+        problems.append(f"fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
     name, backend, bs = variant_key(cur)
     return GateRow(name, backend, bs, tb, tc, tchange, ab, ac, achange, budget, tuple(problems))
 

@@ -25,17 +25,33 @@ def fmt_delta(value: Any, digits: int = 2) -> str:
     return "—" if value is None else f"{as_float(value):+.{digits}f}"
 
 
+def fidelity_failed(v: dict[str, Any]) -> bool:
+    """Whether a report row is outside its fidelity tolerance (``fidelity_ok`` false or violations listed)."""
+    return v.get("fidelity_ok") is False or bool(v.get("fidelity_violations"))
+
+
+def _fid_summary(fid: Mapping[str, Any]) -> str:
+    # Cosine is meaningful for embeddings and logits alike; argmax agreement (per sample, or per
+    # position for sequences) and the worst channel only where they apply, so they come after.
+    parts = [f"cos {as_float(fid['cosine']):.4f}"]
+    if fid.get("worst_channel_cosine") is not None:
+        parts.append(f"worst ch {as_float(fid['worst_channel_cosine']):.4f}")
+    agree = fid.get("top1_agreement")
+    agree = fid.get("position_agreement") if agree is None else agree
+    if agree is not None:
+        parts.append(f"agree {as_float(agree):.0f}%")
+    return " / ".join(parts)
+
+
 def _acc(v: dict[str, Any]) -> str:
     a = v.get("accuracy") or {}
+    fail = " ✗" if fidelity_failed(v) else ""
     if a.get("value") is None:
-        # No labels: show fidelity to FP32. Cosine is meaningful for embeddings and logits alike;
-        # argmax agreement only for classifier-like outputs, so it is shown second.
         fid = next(iter((v.get("fidelity") or {}).values()), None)
         if not fid or fid.get("cosine") is None:
             return "—"
-        agree = fid.get("top1_agreement")
-        return f"cos {as_float(fid['cosine']):.4f}" + ("" if agree is None else f" / agree {as_float(agree):.0f}%")
-    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip()
+        return _fid_summary(fid) + fail
+    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip() + fail
 
 
 def table_rows(report: Any) -> list[list[str]]:
@@ -46,6 +62,7 @@ def table_rows(report: Any) -> list[list[str]]:
         vs = v.get("vs_fp32") or {}
         speed = "—" if vs.get("speedup") is None else f"{as_float(vs['speedup']):.2f}x"
         note = "" if v["status"] == "ok" else f" ({v['status']}: {v['reason']})"
+        note += " ✗ fidelity" if v["status"] == "ok" and fidelity_failed(v) else ""
         unstable = " ⚠" if (v.get("timing") or {}).get("unstable") else ""
         rows.append([f"{v['name']}{note}", v["backend"], v["precision"], v["sparsity"], str(v["batch_size"]),
                      fmt_num(v.get("throughput_sps")) + unstable, fmt_num(lat.get("p50"), 3),
@@ -61,7 +78,8 @@ def render_table(report: Any):  # -> rich.table.Table
     """Return a ``rich`` table of a report (a :class:`Report` or its dict).
 
     Columns: variant, backend, precision, sparsity, batch, samples/s, p50/p99 latency (ms),
-    accuracy, Δ vs FP32 (points) and speedup vs FP32; ⚠ marks unstable timings.
+    accuracy, Δ vs FP32 (points) and speedup vs FP32; ⚠ marks unstable timings, ✗ a variant
+    outside its fidelity tolerance (the failed checks go under the table).
     """
     from rich.markup import escape
     from rich.table import Table
@@ -75,6 +93,10 @@ def render_table(report: Any):  # -> rich.table.Table
         if v["status"] != "ok":  # keep cells narrow: the reason goes under the table, once per variant
             row[0] = f"{v['name']} ({v['status']})"
             notes[v["name"]] = f"{v['name']}: {v['status']}: {v['reason']}"
+        elif fidelity_failed(v):
+            row[0] = f"{v['name']} ✗"
+            bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (v.get("fidelity_violations") or {}).items())
+            notes[v["name"]] = f"{v['name']}: FAILS fidelity tolerance: {bad}"
         t.add_row(*(escape(c) for c in row))
     if notes:
         t.caption = escape("\n".join(notes.values()))
@@ -92,11 +114,27 @@ def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for v in data["variants"]:
         for out, f in (v.get("fidelity") or {}).items():
-            bad = "; ".join((v.get("fidelity_violations") or {}).get(out, [])) or "ok"
-            rows.append([v["name"], str(v["batch_size"]), out, fmt_num(f.get("top1_agreement"), 2),
-                         fmt_num(f.get("cosine"), 6), fmt_num(f.get("max_abs_err"), 5),
-                         fmt_num(f.get("mean_abs_err"), 5), fmt_num(f.get("sqnr_db"), 1), bad])
+            bad = (v.get("fidelity_violations") or {}).get(out, [])
+            verdict = ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
+            agree = f.get("top1_agreement")
+            agree = f.get("position_agreement") if agree is None else agree
+            ch = f.get("worst_channel_cosine")
+            worst = "—" if ch is None else f"{as_float(ch):.6f} (ch {f.get('worst_channel')})"
+            rows.append([v["name"], str(v["batch_size"]), out, fmt_num(agree, 2),
+                         fmt_num(f.get("sequence_agreement"), 2), fmt_num(f.get("cosine"), 6), worst,
+                         fmt_num(f.get("max_abs_err"), 5), fmt_num(f.get("mean_abs_err"), 5),
+                         fmt_num(f.get("sqnr_db"), 1), verdict])
     return rows
+
+
+_TOL_TEXT = {"min_cosine": "cosine ≥ {:g}", "min_channel_cosine": "worst channel cosine ≥ {:g}",
+             "min_top1_agreement": "top-1 agreement ≥ {:g} %", "min_sqnr_db": "SQNR ≥ {:g} dB",
+             "max_abs_err": "max abs err ≤ {:g}"}
+
+
+def _fmt_tol(tol: Mapping[str, Any]) -> str:
+    return ", ".join(_TOL_TEXT[k].format(as_float(v)) for k, v in tol.items() if v is not None and k in _TOL_TEXT) \
+        or "none"
 
 
 def _env_lines(env: Mapping[str, Any]) -> list[str]:
@@ -135,9 +173,13 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
     fid = _fidelity_rows(data)
     if fid:
         lines += ["## Fidelity against FP32", ""]
-        header = ["variant", "batch", "output", "top-1 agree %", "cosine", "max abs err", "mean abs err",
-                  "SQNR dB", "tolerance"]
+        header = ["variant", "batch", "output", "top-1 agree %", "sequence agree %", "cosine", "worst channel cos",
+                  "max abs err", "mean abs err", "SQNR dB", "tolerance"]
         lines += [*_md_table(header, fid), ""]
+        tols = sorted({_fmt_tol(t) for v in data["variants"] for t in (v.get("fidelity_tolerances") or {}).values()})
+        lines += [f"Tolerance(s) applied: {'; '.join(tols) or 'n/a'}. Top-1 agreement is per sample for "
+                  "(N, C) outputs and per position (argmax over the last axis) for (N, T, C) outputs; ✗ marks a "
+                  "variant outside its tolerance.", ""]
     lines += ["## Environment", "", *_env_lines(data.get("environment") or {}), ""]
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
     if pngs:

@@ -103,6 +103,8 @@ class VariantResult:
             "accuracy": a.to_dict() if a else None,
             "fidelity": dict(a.fidelity) if a else {},
             "fidelity_violations": dict(a.violations) if a and a.violations else {},
+            "fidelity_ok": a.fidelity_ok if a else None,
+            "fidelity_tolerances": dict(a.tolerances) if a else {},
             "vs_fp32": dict(self.vs_fp32),
             "artifact": None if self.artifact is None else str(self.artifact),
             "status": self.status, "reason": self.reason, "extra": self.extra,

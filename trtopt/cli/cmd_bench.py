@@ -29,9 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--metric", default=None,
                    help="task metric; needs 'labels' in --data (default top1 when labels exist)")
     g.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
-                   help="fidelity tolerance: flag outputs whose SQNR vs the first model is below DB")
+                   help="fidelity tolerance: flag outputs whose SQNR vs the first model is below DB (default: none)")
     g.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
-                   help="fidelity tolerance: flag outputs whose top-1 agreement is below PCT percent")
+                   help="fidelity tolerance: flag outputs whose top-1 agreement (per sample, or per position "
+                        "for [N, T, C] outputs) is below PCT percent (default 99; 0 accepts any)")
+    g.add_argument("--min-cosine", type=float, default=None, metavar="COS",
+                   help="fidelity tolerance: flag outputs whose cosine, or worst channel's cosine, is below COS "
+                        "(default 0.99; -1 accepts any)")
     g.add_argument("--num-samples", type=int, default=64, help="random samples without --data (default 64)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     g.add_argument("--device", default=None, help="torch backend: cpu or cuda (default: cuda when available)")
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode,
-                      metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement)
+                      metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
+                      min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine)
     if args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     data, labels = load_eval_data(args.data) if args.data else (None, None)
