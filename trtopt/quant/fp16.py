@@ -7,13 +7,22 @@ retypes the graph to FP16 except where a rule keeps a node in FP32:
   or node name matching :attr:`FP16Config.node_block_list`;
 * the decomposed LayerNorm pattern (ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div,
   and its affine Mul/Add) -- older exports spell LayerNorm out and it overflows in FP16;
-* a float initializer beyond ``init_max`` (FP16's 65504) -- AutoCast's ``init_max`` rule;
+* a float constant beyond ``init_max`` (FP16's 65504), inf or NaN -- AutoCast's ``init_max`` rule,
+  applied to *every* constant: initializers and ``Constant`` nodes (``value``, ``value_float(s)``,
+  ``sparse_value``; Paddle exports store all weights that way), found with
+  :func:`trtopt.onnx_graph.iter_constants`. Exception, additive masks: a constant whose
+  out-of-range values are all negative and that only reaches a Softmax/LogSoftmax through
+  additive or selecting ops (see :func:`mask_constants`) is clamped to :data:`MASK_FILL` instead;
+* a node with subgraphs (If/Loop/Scan): its bodies stay FP32 as written, and tensors they read from
+  the outer graph are cast back to FP32 for them;
 * calibration data showing |activation| > ``data_max`` at a node input/output (AutoCast's
   ``data_max``: above 512 the FP16 spacing is 0.5 or coarser).
 
 Casts are inserted on every FP16<->FP32 boundary (one per tensor and direction), FP32
 initializers used by FP16 nodes get an FP16 copy, and graph inputs/outputs stay FP32 by default
-(``keep_io_types``; AutoCast's default retypes them, which changes engine I/O). Q/DQ nodes in an
+(``keep_io_types``; AutoCast's default retypes them, which changes engine I/O). Float ``Constant``
+nodes read by FP16 nodes become FP16 initializers (so Paddle models shrink too) and the FP32
+originals are dropped once nothing -- subgraphs included -- reads them. Q/DQ nodes in an
 opset >= 19 graph are ordinary FP16 nodes (FP16 scales), which is how ``fp16_rest`` works.
 We do not use onnxconverter-common: it clamps initializers to +-1e4 and has no data rule.
 """
@@ -30,7 +39,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.calib.collect import as_model, float_tensor_types
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, consumers
+from trtopt.onnx_graph import (
+    ConstantRef,
+    NameGen,
+    consumers,
+    drop_unused_initializers,
+    iter_constants,
+    node_subgraphs,
+    outer_scope_inputs,
+    used_tensor_names,
+)
 from trtopt.quant.config import FP16Config
 
 log = get_logger(__name__)
@@ -40,6 +58,75 @@ _FP32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 #: Ops whose output type is fixed by an attribute / that accept any input type: never converted.
 _FIXED = {"Cast", "CastLike", "Constant", "ConstantOfShape", "EyeLike", "Shape", "Size"}
 _LN_OPS = {"Pow", "Mul", "ReduceMean", "Add", "Sqrt", "Div", "Reciprocal", "Sub"}
+#: Value an additive mask's out-of-range entries are clamped to (2**15, exact in FP16). Exact in
+#: effect: softmax(x + m) gives a masked position weight exp(m - max) = 0 in FP16 for m = -3.4e38 and
+#: for m = -32768 alike, and x + m stays finite (no -inf, so no NaN for a fully masked row) for any
+#: FP16 score |x| <= 32736. Clamping to -65504 instead would overflow for every negative score.
+MASK_FILL = -32768.0
+#: Ops a mask may pass through on its way to Softmax: op -> input positions the mask may occupy.
+#: Each keeps the mask's "very negative means excluded" meaning (adds, selects or moves values).
+_MASK_PASS = {"Add": (0, 1), "Sub": (0,), "Where": (1, 2), "Min": (0, 1, 2, 3), "Expand": (0,), "Reshape": (0,),
+              "Unsqueeze": (0,), "Squeeze": (0,), "Transpose": (0,), "Identity": (0,), "Tile": (0,),
+              "Slice": (0,), "Gather": (0,), "Concat": tuple(range(64)), "Cast": (0,)}
+_MASK_SINKS = {"Softmax", "LogSoftmax"}
+
+
+def _max_abs(a: np.ndarray) -> float:
+    """Max |a| with NaN counted as infinite (a NaN weight is as broken in FP16 as an overflowing one)."""
+    if not a.size:
+        return 0.0
+    a = np.asarray(a, np.float64)
+    return float("inf") if np.isnan(a).any() else float(np.abs(a).max())
+
+
+def mask_constants(model: onnx.ModelProto, init_max: float = 65504.0) -> dict[str, float]:
+    """Top-level FP32 constants beyond FP16 range that are clampable additive attention masks.
+
+    A constant qualifies when (1) every value above ``-init_max`` is within FP16 range (only very
+    negative entries such as ``finfo(float32).min`` or ``-inf`` overflow), and (2) every path from it
+    reaches a Softmax/LogSoftmax through :data:`_MASK_PASS` ops in mask positions only (e.g. Add, Where
+    branches, Reshape), never a graph output. Its entries below :data:`MASK_FILL` are then clamped to
+    ``MASK_FILL``, which leaves the softmax unchanged (see :data:`MASK_FILL`).
+
+    Returns:
+        ``{constant name: fill value}``.
+    """
+    g = model.graph
+    cons = consumers(g)
+    outputs = {o.name for o in g.output}
+    found: dict[str, float] = {}
+    for c in iter_constants(model):
+        if c.graph_path or c.data_type != F32:
+            continue
+        a = np.asarray(c.array, np.float64)
+        if not a.size or np.isnan(a).any() or _max_abs(a) <= init_max:
+            continue
+        if a.max() > init_max or (a[(a > -init_max)] < -init_max).any():
+            continue
+        if _reaches_softmax(c.name, cons, outputs):
+            found[c.name] = MASK_FILL
+    return found
+
+
+def _reaches_softmax(name: str, cons: Mapping[str, list[onnx.NodeProto]], outputs: set[str], depth: int = 12) -> bool:
+    """Every use of ``name`` passes through mask-preserving ops to a Softmax (bounded walk)."""
+    if depth == 0 or name in outputs or not cons.get(name):
+        return False
+    for n in cons[name]:
+        if n.op_type in _MASK_SINKS and list(n.input).index(name) == 0:
+            continue
+        pos = _MASK_PASS.get(n.op_type)
+        if pos is None or any(i == name and k not in pos for k, i in enumerate(n.input)):
+            return False
+        if not all(_reaches_softmax(o, cons, outputs, depth - 1) for o in n.output if o):
+            return False
+    return True
+
+
+def top_constants(model: onnx.ModelProto) -> dict[str, ConstantRef]:
+    """Top-level float constants (initializers and Constant nodes) by tensor name."""
+    return {c.name: c for c in iter_constants(model) if not c.graph_path and c.is_float
+            and c.kind != "sparse_initializer"}
 
 
 def layernorm_pattern_nodes(graph: onnx.GraphProto) -> set[str]:
@@ -80,10 +167,26 @@ def layernorm_pattern_nodes(graph: onnx.GraphProto) -> set[str]:
     return found
 
 
-def blocked_nodes(model: onnx.ModelProto, cfg: FP16Config, ranges: Mapping[str, float] | None = None) -> dict[str, str]:
-    """Node name -> reason it stays FP32."""
+def blocked_nodes(model: onnx.ModelProto, cfg: FP16Config, ranges: Mapping[str, float] | None = None,
+                  masks: Mapping[str, float] | None = None) -> dict[str, str]:
+    """Node name -> reason it stays FP32.
+
+    Args:
+        model: FP32 model.
+        cfg: Block lists and thresholds.
+        ranges: ``{tensor: max|x|}`` on calibration data (data rule), optional.
+        masks: Constants to be clamped instead of blocking their consumers (:func:`mask_constants`;
+            computed when ``None``).
+    """
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
+    consts = top_constants(model)
+    masks = mask_constants(model, cfg.init_max) if masks is None else masks
+    big: dict[str, float] = {}  # out-of-range FP32 constants (not masks) -> max |x|
+    for name, c in consts.items():
+        if c.data_type == F32 and name not in masks:
+            mx = _max_abs(c.array)
+            if mx > cfg.init_max:
+                big[name] = mx
     regs = [re.compile(p) for p in cfg.node_block_list]
     ln = layernorm_pattern_nodes(g) if cfg.block_layernorm_pattern else set()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -93,36 +196,39 @@ def blocked_nodes(model: onnx.ModelProto, cfg: FP16Config, ranges: Mapping[str, 
             out[n.name] = f"FP16 Q/DQ scales need opset 19 (model has {opset})"
         elif n.op_type in cfg.op_block_list:
             out[n.name] = f"op type {n.op_type}"
+        elif node_subgraphs(n):
+            out[n.name] = "control flow: its subgraphs stay FP32"
         elif any(r.search(n.name) for r in regs):
             out[n.name] = "node_block_list"
         elif n.name in ln:
             out[n.name] = "decomposed LayerNorm"
-        else:
+        elif n.op_type not in _FIXED:
             for i in n.input:
-                t = inits.get(i)
-                if t is not None and t.data_type == F32:
-                    a = numpy_helper.to_array(t)
-                    if a.size and float(np.abs(a).max()) > cfg.init_max:
-                        out[n.name] = f"initializer '{i}' beyond {cfg.init_max:g}"
-                        break
+                if i in big:
+                    kind = "initializer" if consts[i].kind == "initializer" else "Constant node"
+                    out[n.name] = f"{kind} '{i}' beyond {cfg.init_max:g} (max |x| = {big[i]:.3g})"
+                    break
             # Q/DQ follow the graph's precision (FP16 values up to 65504 quantize fine), so a
             # large activation keeps its *consumers* in FP32, not the quantizer itself
             if n.name not in out and ranges and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-                big = [t for t in list(n.input) + list(n.output) if ranges.get(t, 0.0) > cfg.data_max]
-                if big:
-                    out[n.name] = f"|activation| {ranges[big[0]]:.4g} > {cfg.data_max:g} at '{big[0]}'"
+                hot = [t for t in list(n.input) + list(n.output) if ranges.get(t, 0.0) > cfg.data_max]
+                if hot:
+                    out[n.name] = f"|activation| {ranges[hot[0]]:.4g} > {cfg.data_max:g} at '{hot[0]}'"
     return out
 
 
 class _Converter:
-    def __init__(self, model: onnx.ModelProto, cfg: FP16Config, blocked: Iterable[str]) -> None:
+    def __init__(self, model: onnx.ModelProto, cfg: FP16Config, blocked: Iterable[str],
+                 masks: Mapping[str, float] | None = None) -> None:
         self.m, self.cfg, self.blocked = model, cfg, set(blocked)
+        self.masks = dict(masks or {})
         self.g = model.graph
         self.names = NameGen(self.g)
         types = float_tensor_types(model)
         self.inits = {t.name: t for t in self.g.initializer}
+        self.consts = top_constants(model)  # initializers and Constant nodes: converted as data, not Cast
         self.cur: dict[str, int] = {k: v for k, v in types.items() if v in (F32, F16)}
-        self.cur.update({k: t.data_type for k, t in self.inits.items() if t.data_type in (F32, F16)})
+        self.cur.update({k: c.data_type for k, c in self.consts.items() if c.data_type in (F32, F16)})
         self.casts: dict[tuple[str, int], str] = {}
         self.new_inits: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
@@ -132,11 +238,14 @@ class _Converter:
         key = (tensor, dtype)
         if key in self.casts:
             return self.casts[key]
-        init = self.inits.get(tensor)
+        const = self.consts.get(tensor)
         suffix = "fp16" if dtype == F16 else "fp32"
         name = self.names(f"{tensor}_{suffix}")
-        if init is not None:
-            arr = numpy_helper.to_array(init).astype(np.float16 if dtype == F16 else np.float32)
+        if const is not None:
+            arr = np.asarray(const.array)
+            if dtype == F16 and tensor in self.masks:
+                arr = np.maximum(arr, self.masks[tensor])
+            arr = arr.astype(np.float16 if dtype == F16 else np.float32)
             self.new_inits.append(numpy_helper.from_array(arr, name))
         else:
             self.nodes.append(helper.make_node("Cast", [tensor], [name], to=dtype, name=self.names(f"{name}_Cast")))
@@ -149,6 +258,11 @@ class _Converter:
             self.nodes.append(n)
             return
         want = F32 if n.name in self.blocked else F16
+        if node_subgraphs(n):  # bodies stay FP32: outer tensors they read must be FP32 too
+            want = F32
+            renames = {t: self._to(t, F32) for t in outer_scope_inputs(n) if self.cur.get(t) == F16}
+            if renames:
+                _rename_in_subgraphs(n, renames)
         keep32 = _FP32_INPUTS.get(n.op_type, ())
         for i, t in enumerate(n.input):
             have = self.cur.get(t)
@@ -187,16 +301,33 @@ class _Converter:
         del g.node[:]
         g.node.extend(self.nodes)
         g.initializer.extend(self.new_inits)
-        _drop_unused_initializers(g)
+        _drop_unused_constants(g)
         del g.value_info[:]
         return self.m
 
 
-def _drop_unused_initializers(g: onnx.GraphProto) -> None:
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+def _rename_in_subgraphs(node: onnx.NodeProto, renames: Mapping[str, str]) -> None:
+    """Point every read of an outer tensor inside ``node``'s subgraphs at its FP32 copy.
+
+    ONNX forbids a subgraph from shadowing an outer name, so a plain rename is exact.
+    """
+    for _, sub in node_subgraphs(node):
+        for n in sub.node:
+            n.input[:] = [renames.get(i, i) for i in n.input]
+            _rename_in_subgraphs(n, renames)
+        for o in sub.output:
+            if o.name in renames:  # a body returning an outer tensor directly: route it through Identity
+                sub.node.append(helper.make_node("Identity", [renames[o.name]], [o.name]))
+
+
+def _drop_unused_constants(g: onnx.GraphProto) -> None:
+    """Drop initializers and Constant nodes nothing reads any more; reads inside subgraphs count."""
+    drop_unused_initializers(g)
+    used = used_tensor_names(g)
+    keep = [n for n in g.node if n.op_type != "Constant" or any(o in used for o in n.output)]
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
 
 
 def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Config | None = None,
@@ -222,10 +353,13 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
         from trtopt.calib import CalibrationConfig, calibrate
 
         ranges = calibrate(m, source, CalibrationConfig(method="minmax", scope="all")).amax
-    blocked = blocked_nodes(m, cfg, ranges)
+    masks = mask_constants(m, cfg.init_max)
+    for name in masks:
+        log.info("FP16: clamping additive mask '%s' to %g (exact in effect before Softmax)", name, MASK_FILL)
+    blocked = blocked_nodes(m, cfg, ranges, masks)
     for name, why in blocked.items():
         log.info("FP16: keeping %s in FP32 (%s)", name, why)
-    out = _Converter(m, cfg, blocked).run()
+    out = _Converter(m, cfg, blocked, masks).run()
     out.metadata_props.append(
         onnx.StringStringEntryProto(key="trtopt.fp16.fp32_nodes", value=",".join(sorted(blocked))))
     return out
