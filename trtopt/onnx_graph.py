@@ -37,9 +37,7 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
     try:
         model = onnx.load(str(p), load_external_data=False)
         if uses_external_data(model):
-            from onnx.external_data_helper import load_external_data_for_model
-
-            load_external_data_for_model(model, str(p.parent.resolve()))
+            load_external_tensors(model, p.parent.resolve())
     except (OSError, ValueError) as exc:
         raise InputError(f"{p}: cannot read its external data ({exc})") from exc
     except Exception as exc:
@@ -203,6 +201,22 @@ def uses_external_data(model: onnx.ModelProto) -> bool:
     return any(_ext(t) for t in _get_all_tensors(model))
 
 
+def load_external_tensors(model: onnx.ModelProto, base_dir: str | os.PathLike[str]) -> None:
+    """Read every external tensor of ``model`` (files relative to ``base_dir``) into memory, in place.
+
+    Afterwards the proto is the one an inline save would have produced (``data_location`` unset),
+    so its serialization and :func:`model_hash` do not depend on how the file was stored.
+    """
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor
+    from onnx.external_data_helper import uses_external_data as _ext
+
+    for t in _get_all_tensors(model):
+        if _ext(t):
+            load_external_data_for_tensor(t, str(base_dir))
+            del t.external_data[:]
+            t.ClearField("data_location")
+
+
 def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
                      label: str | None = None) -> None:
     """Check a written ``.onnx`` file: full ``onnx.checker`` and an ONNX Runtime CPU session, both by path.
@@ -253,7 +267,7 @@ def _save_external(model: onnx.ModelProto, dest: Path, *, check: bool, ort_load:
     import shutil
     import tempfile
 
-    from onnx.external_data_helper import convert_model_to_external_data, load_external_data_for_model
+    from onnx.external_data_helper import convert_model_to_external_data
 
     if dest.is_dir():
         raise InputError(f"cannot write {dest}: it is a directory")
@@ -269,7 +283,7 @@ def _save_external(model: onnx.ModelProto, dest: Path, *, check: bool, ort_load:
             onnx.save(model, str(tmpdir / dest.name))
         finally:  # put the tensors back into the caller's proto whatever happened
             if (tmpdir / location).is_file():
-                load_external_data_for_model(model, str(tmpdir))
+                load_external_tensors(model, tmpdir)
         verify_onnx_file(tmpdir / dest.name, check=check, ort_load=ort_load, label=str(dest))
         if (tmpdir / location).is_file():
             os.replace(tmpdir / location, dest.parent / location)

@@ -1,8 +1,9 @@
 """``trtopt bench`` as a library call: models x backends x batch sizes -> a finalized Report.
 
 Precision and sparsity of an ONNX model are read from the graph: Q/DQ nodes mean ``int8``,
-FP16 initializers mean ``fp16``; ``2:4`` when at least half of the eligible Conv/Gemm/MatMul
-weights are 2:4 along the axis TensorRT prunes. Without evaluation data the inputs are random
+float16 computation anywhere (initializers, ``Constant`` nodes, Casts, I/O, subgraphs) means
+``fp16``; ``2:4`` when at least half of the eligible Conv/Gemm/MatMul weights are 2:4 along the
+axis TensorRT prunes. Without evaluation data the inputs are random
 (throughput only; fidelity against the first model, which should be the FP32 one).
 """
 
@@ -27,16 +28,14 @@ Progress = Callable[[str, str], None]
 
 def describe_onnx(path: str | os.PathLike[str]) -> tuple[str, str]:
     """Return ``(precision, sparsity)`` of an ONNX model file (see module docstring)."""
-    import onnx
-
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx_graph import load_onnx, model_computes_fp16
     from trtopt.sparsity.onnx_check import check_onnx_layers
 
     model = load_onnx(path, check=False)
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
         precision = "int8"
-    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+    elif model_computes_fp16(model):  # whole graph: Constant-node weights, Casts, I/O, subgraphs
         precision = "fp16"
     else:
         precision = "fp32"
