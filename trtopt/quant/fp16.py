@@ -38,6 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.calib.collect import as_model, float_tensor_types
+from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx_graph import (
     ConstantRef,
@@ -335,16 +336,29 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
                  ranges: Mapping[str, float] | None = None) -> onnx.ModelProto:
     """Convert an FP32 model to FP16 with FP32 islands and FP32 graph I/O (by default).
 
+    With ``source``, the converted model is also previewed in FP16 arithmetic on the first
+    ``config.overflow_samples`` samples (:func:`trtopt.quant.fp16_check.fp16_overflows`); nodes that
+    overflow are kept in FP32 and the model is converted again, up to ``config.overflow_rounds`` times.
+    Reasons are stored in metadata: ``trtopt.fp16.fp32_nodes`` (names) and ``trtopt.fp16.fp32_reasons``
+    (JSON ``{node: reason}``).
+
     Args:
         model: FP32 ``.onnx`` path or ModelProto (not modified).
         config: Block lists and data rule thresholds.
         source: Calibration batches for the data rule (max |x| of every float tensor is measured
-            with ONNX Runtime); without it (and without ``ranges``) the data rule is skipped.
+            with ONNX Runtime) and the overflow preview; without it (and without ``ranges``) both
+            are skipped.
         ranges: Precomputed ``{tensor: max|x|}`` instead of ``source``.
 
     Returns:
         The mixed-precision model.
+
+    Raises:
+        InputError: The preview still finds an FP16 overflow that keeping nodes in FP32 cannot remove
+            (e.g. FP16 graph inputs holding values beyond 65504).
     """
+    import json
+
     cfg = config or FP16Config()
     src = as_model(model)
     m = onnx.ModelProto()
@@ -357,9 +371,39 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     for name in masks:
         log.info("FP16: clamping additive mask '%s' to %g (exact in effect before Softmax)", name, MASK_FILL)
     blocked = blocked_nodes(m, cfg, ranges, masks)
+    feeds = next(iter(source), None) if source is not None and cfg.overflow_samples else None
+    originals = {n.name for n in m.graph.node}
+    for _ in range(cfg.overflow_rounds):
+        work = onnx.ModelProto()
+        work.CopyFrom(m)
+        out = _Converter(work, cfg, blocked, masks).run()
+        if feeds is None:
+            break
+        from trtopt.quant.fp16_check import fp16_overflows
+
+        found = fp16_overflows(out, feeds, reference=m, max_samples=cfg.overflow_samples)
+        new: dict[str, str] = {}
+        for f in found:
+            # an overflowing Cast was inserted by the converter: its FP16 readers must stay FP32
+            for name in (f.node,) if f.node in originals else f.consumers:
+                if name in originals and name not in blocked:
+                    new[name] = f"FP16 overflow on data: {f}"
+        if not found:
+            break
+        if not new:
+            raise InputError(f"FP16 conversion overflows on the calibration data and keeping nodes in FP32 does "
+                             f"not remove it: {found[0]}")
+        blocked.update(new)
+    else:
+        if feeds is not None and found:
+            raise InputError(f"FP16 conversion still overflows after {cfg.overflow_rounds} rounds of keeping "
+                             f"nodes in FP32: {found[0]} (raise fp16.overflow_rounds or exclude it)")
     for name, why in blocked.items():
         log.info("FP16: keeping %s in FP32 (%s)", name, why)
-    out = _Converter(m, cfg, blocked, masks).run()
     out.metadata_props.append(
         onnx.StringStringEntryProto(key="trtopt.fp16.fp32_nodes", value=",".join(sorted(blocked))))
+    out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.fp32_reasons", value=json.dumps(blocked)))
+    if feeds is not None:
+        out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.overflow_preview",
+                                                              value=f"{cfg.overflow_samples} samples, no overflow"))
     return out
