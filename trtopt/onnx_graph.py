@@ -36,12 +36,14 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
         raise InputError(f"model file not found: {p}")
     try:
         model = onnx.load(str(p), load_external_data=False)
-        if uses_external_data(model):
-            load_external_tensors(model, p.parent.resolve())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p}: cannot read its external data ({exc})") from exc
     except Exception as exc:
         raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from exc
+    if uses_external_data(model):
+        try:
+            load_external_tensors(model, p.parent.resolve())
+        except Exception as exc:
+            raise InputError(f"{p}: cannot read its external data (expected beside the model): "
+                             f"{_first_line(exc)}") from exc
     if not model.graph.node:
         raise InputError(f"{p} is not a valid ONNX model (empty graph)")
     if check:
@@ -83,7 +85,7 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bo
     """
     dest = Path(path)
     if external_data is None:
-        external_data = model.ByteSize() > PROTO_LIMIT_BYTES
+        external_data = not fits_protobuf(model)
     if not external_data:
         with atomic_path(dest) as tmp:
             onnx.save(model, str(tmp))
@@ -191,6 +193,11 @@ class NameGen:
 #: Serialized size above which :func:`save_onnx` switches to external data (protobuf's hard limit).
 PROTO_LIMIT_BYTES = 2**31 - 1
 _STD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+
+
+def fits_protobuf(model: onnx.ModelProto, extra_bytes: int = 0) -> bool:
+    """True when ``model`` (plus ``extra_bytes``) serializes under :data:`PROTO_LIMIT_BYTES`."""
+    return model.ByteSize() + extra_bytes <= PROTO_LIMIT_BYTES
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
@@ -305,7 +312,7 @@ def model_hash(model: onnx.ModelProto, serialized: bytes | None = None) -> str:
 
     if serialized is not None:
         return hashlib.sha256(serialized).hexdigest()
-    if model.ByteSize() <= PROTO_LIMIT_BYTES:
+    if fits_protobuf(model):
         return hashlib.sha256(model.SerializeToString()).hexdigest()
     from onnx.external_data_helper import _get_all_tensors
 

@@ -93,3 +93,21 @@ def test_unfixable_overflow_is_an_error():
         convert_fp16(m, cfg, source=NumpySource({"x": np.full((2, 4), 7e4, np.float32)}))
     ok = convert_fp16(m, FP16Config(data_max=1e9), source=NumpySource({"x": x}))
     assert "square" in json.loads({p.key: p.value for p in ok.metadata_props}["trtopt.fp16.fp32_reasons"])
+
+
+def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
+    """`trtopt bench` on ONNX Runtime: the CPU scores the overflowing FP16 model fine, the row says failed."""
+    from trtopt.benchmark.config import BenchConfig
+    from trtopt.benchmark.suite import bench_models
+    from trtopt.onnx_graph import save_onnx
+
+    m, x = _rms_model(), _data(16)
+    fp32 = save_onnx(m, tmp_path / "fp32.onnx")
+    bad = save_onnx(convert_fp16(m), tmp_path / "fp16.onnx")
+    good = save_onnx(convert_fp16(m, source=NumpySource({"x": x})), tmp_path / "fp16_checked.onnx")
+    cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=2)
+    rep = bench_models([fp32, bad, good], ["onnxruntime"], cfg, data={"x": x})
+    rows = {v.name: v for v in rep.variants}
+    assert rows["fp16"].precision == "fp16" and rows["fp16"].status == "failed"
+    assert "node mean (ReduceMean)" in rows["fp16"].reason
+    assert rows["fp32"].status == "ok" and rows["fp16_checked"].status == "ok"

@@ -17,7 +17,6 @@ Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import deque
@@ -30,7 +29,7 @@ from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, get_attr, initializer_array, producers
+from trtopt.onnx_graph import NameGen, get_attr, initializer_array, model_hash, producers
 from trtopt.quant.config import QuantizeConfig
 
 log = get_logger(__name__)
@@ -246,7 +245,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         raise ConfigError(f"Q/DQ quantization needs opset >= 13 (per-channel scales); the model has opset {opset}")
     names = {t for n in m.graph.node for t in list(n.input) + list(n.output)} | {i.name for i in m.graph.input}
     table.check_names(names, what="calibration table")  # every entry must name a tensor of this model
-    if table.model_hash and table.model_hash != hashlib.sha256(src.SerializeToString()).hexdigest():
+    if table.model_hash and table.model_hash != model_hash(src):
         # Same tensor names but other bytes: e.g. a dense model's table applied to its pruned copy.
         log.warning("the calibration table was made for a different model (sha256 %s...); its ranges may not "
                     "fit this one: re-run `trtopt calibrate` on this exact model", table.model_hash[:12])
