@@ -175,3 +175,20 @@ def test_weights_used_only_in_subgraphs_are_kept(tmp_path):
         ref = ReferenceEvaluator(m).run(None, feeds)[0]
         out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
         np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2 * float(np.abs(ref).max()))
+
+
+def test_int8_weight_storage_keeps_weights_read_only_in_subgraphs(tmp_path):
+    """quantize_qdq(weight_storage=int8) drops float originals: never the ones If branches still read."""
+    from trtopt.calib import CalibrationTable
+    from trtopt.quant import QuantizeConfig, quantize_qdq
+
+    m = _if_model()
+    q = quantize_qdq(m, CalibrationTable(amax={"x": 4.0}, method="minmax"), QuantizeConfig(weight_storage="int8"))
+    names = {i.name for i in q.graph.initializer}
+    assert {f"wt{k}" for k in range(22)} | {f"we{k}" for k in range(22)} <= names
+    path = save_onnx(q, tmp_path / "q.onnx")  # full checker + ONNX Runtime load
+    x = np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)
+    feeds = {"x": x, "c": np.array(True)}
+    ref = ReferenceEvaluator(m).run(None, feeds)[0]
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(out, ref, rtol=0.1, atol=0.1 * float(np.abs(ref).max()))

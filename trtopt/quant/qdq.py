@@ -29,7 +29,7 @@ from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, get_attr, initializer_array, model_hash, producers
+from trtopt.onnx_graph import NameGen, drop_unused_initializers, get_attr, initializer_array, model_hash, producers
 from trtopt.quant.config import QuantizeConfig
 
 log = get_logger(__name__)
@@ -285,10 +285,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
                 node.input[skip] = ins.pair(node.input[skip], amax, None)
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
-        used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
-        keep = [t for t in g.initializer if t.name in used]
-        del g.initializer[:]
-        g.initializer.extend(keep)
+        drop_unused_initializers(g)  # reads inside If/Loop/Scan bodies count as uses
     log.info("quantized %d nodes with Q/DQ", len(quantized))
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
