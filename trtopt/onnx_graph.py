@@ -89,7 +89,7 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bo
     if not external_data:
         with atomic_path(dest) as tmp:
             onnx.save(model, str(tmp))
-            verify_onnx_file(tmp, check=check, ort_load=ort_load, label=str(dest))
+            verify_onnx_file(tmp, check=check, ort_load=ort_load, label=str(dest), domains=_domains(model))
         return dest
     return _save_external(model, dest, check=check, ort_load=ort_load)
 
@@ -196,8 +196,17 @@ _STD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.t
 
 
 def fits_protobuf(model: onnx.ModelProto, extra_bytes: int = 0) -> bool:
-    """True when ``model`` (plus ``extra_bytes``) serializes under :data:`PROTO_LIMIT_BYTES`."""
-    return model.ByteSize() + extra_bytes <= PROTO_LIMIT_BYTES
+    """True when ``model`` (plus ``extra_bytes``) serializes under :data:`PROTO_LIMIT_BYTES`.
+
+    Protobuf's C implementation refuses even to compute the size of a message over 2 GB
+    (``EncodeError``), which is an answer too.
+    """
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.ByteSize() + extra_bytes <= PROTO_LIMIT_BYTES
+    except EncodeError:
+        return False
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
@@ -225,10 +234,11 @@ def load_external_tensors(model: onnx.ModelProto, base_dir: str | os.PathLike[st
 
 
 def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
-                     label: str | None = None) -> None:
+                     label: str | None = None, domains: set[str] | None = None) -> None:
     """Check a written ``.onnx`` file: full ``onnx.checker`` and an ONNX Runtime CPU session, both by path.
 
     By path, so external data next to the file is read the way a user's runtime reads it.
+    ``domains`` (the model's opset domains) saves re-reading the file when the caller has the proto.
     The ONNX Runtime session is created without graph optimizations (only loading and type
     checking matter) and is skipped for models with custom-domain ops ONNX Runtime cannot know.
 
@@ -243,10 +253,9 @@ def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_lo
             raise TrtoptError(f"refusing to write {name}: it fails the ONNX checker: {_first_line(exc)}") from exc
     if not ort_load:
         return
-    m = onnx.load(str(path), load_external_data=False)
-    custom = {o.domain for o in m.opset_import} - _STD_DOMAINS
-    del m
-    if custom:  # e.g. TensorRT plugin ops: ONNX Runtime cannot hold them by design
+    if domains is None:  # the opset domains, read without the weights
+        domains = {o.domain for o in onnx.load(str(path), load_external_data=False).opset_import}
+    if domains - _STD_DOMAINS:  # e.g. TensorRT plugin ops: ONNX Runtime cannot hold them by design
         return
     import onnxruntime as ort
 
@@ -257,6 +266,10 @@ def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_lo
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise TrtoptError(f"refusing to write {name}: ONNX Runtime cannot load it: {_first_line(exc)}") from exc
+
+
+def _domains(model: onnx.ModelProto) -> set[str]:
+    return {o.domain for o in model.opset_import}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -285,13 +298,19 @@ def _save_external(model: onnx.ModelProto, dest: Path, *, check: bool, ort_load:
     except OSError as exc:
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     try:
-        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024,
+                                       convert_attribute=True)  # Constant-node weights (Paddle) too
         try:
             onnx.save(model, str(tmpdir / dest.name))
         finally:  # put the tensors back into the caller's proto whatever happened
             if (tmpdir / location).is_file():
                 load_external_tensors(model, tmpdir)
-        verify_onnx_file(tmpdir / dest.name, check=check, ort_load=ort_load, label=str(dest))
+        verify_onnx_file(tmpdir / dest.name, check=check, ort_load=ort_load, label=str(dest), domains=_domains(model))
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in (tmpdir / location, tmpdir / dest.name):  # the usual artifact permissions, as atomic_path
+            if f.is_file():
+                os.chmod(f, 0o666 & ~umask)
         if (tmpdir / location).is_file():
             os.replace(tmpdir / location, dest.parent / location)
         os.replace(tmpdir / dest.name, dest)
