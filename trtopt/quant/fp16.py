@@ -374,8 +374,10 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     feeds = next(iter(source), None) if source is not None and cfg.overflow_samples else None
     originals = {n.name for n in m.graph.node}
     for _ in range(cfg.overflow_rounds):
-        work = onnx.ModelProto()
-        work.CopyFrom(m)
+        work = m
+        if feeds is not None:  # the converter works in place: keep m pristine for another round
+            work = onnx.ModelProto()
+            work.CopyFrom(m)
         out = _Converter(work, cfg, blocked, masks).run()
         if feeds is None:
             break
