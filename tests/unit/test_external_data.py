@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt import onnx_graph
+from trtopt import onnx_graph, onnx_io
 from trtopt.cli.main import main
 from trtopt.onnx_graph import load_onnx, save_onnx, uses_external_data
 
@@ -44,7 +44,7 @@ def test_calibrate_quantize_fp16_on_external_data(tmp_path, monkeypatch, over_li
     src = save_onnx(m, tmp_path / "src" / "m.onnx", external_data=True)
     assert uses_external_data(onnx.load(str(src), load_external_data=False))
     if over_limit:  # every model counts as "over 2 GB": serialization is never possible
-        monkeypatch.setattr(onnx_graph, "PROTO_LIMIT_BYTES", 200)
+        monkeypatch.setattr(onnx_io, "PROTO_LIMIT_BYTES", 200)
     x = np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
     monkeypatch.chdir(tmp_path)  # data must be found beside the model, not in the working folder
