@@ -192,3 +192,16 @@ def test_int8_weight_storage_keeps_weights_read_only_in_subgraphs(tmp_path):
     ref = ReferenceEvaluator(m).run(None, feeds)[0]
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(out, ref, rtol=0.1, atol=0.1 * float(np.abs(ref).max()))
+
+
+def test_cli_fp16_names_what_stayed_fp32_and_why(tmp_path, capsys):
+    """`trtopt quantize --fp16` on the Paddle-style model: not "0 node(s) kept", but the BN and its reason."""
+    from trtopt.cli.main import main
+
+    src = save_onnx(_bn_model(), tmp_path / "bn.onnx")
+    assert main(["quantize", str(src), "--fp16", "--out", str(tmp_path / "bn16.onnx")]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "FP16: 1 node(s) kept in FP32" in err
+    assert "Constant node beyond 65504: bn" in err
+    assert "not checked" in err  # no --calib-data: the overflow preview did not run, and it says so
+    onnx.checker.check_model(str(tmp_path / "bn16.onnx"), full_check=True)
