@@ -205,3 +205,4 @@ def test_cli_fp16_names_what_stayed_fp32_and_why(tmp_path, capsys):
     assert "Constant node beyond 65504: bn" in err
     assert "not checked" in err  # no --calib-data: the overflow preview did not run, and it says so
     onnx.checker.check_model(str(tmp_path / "bn16.onnx"), full_check=True)
+

@@ -238,15 +238,13 @@ class _Converter:
 def _rename_in_subgraphs(node: onnx.NodeProto, renames: Mapping[str, str]) -> None:
     """Point every read of an outer tensor inside ``node``'s subgraphs at its FP32 copy.
 
-    ONNX forbids a subgraph from shadowing an outer name, so a plain rename is exact.
+    ONNX forbids a subgraph from shadowing an outer name, so a plain rename is exact. (A body
+    output must be produced by a node of the body, so outer names appear only as node inputs.)
     """
     for _, sub in node_subgraphs(node):
         for n in sub.node:
             n.input[:] = [renames.get(i, i) for i in n.input]
             _rename_in_subgraphs(n, renames)
-        for o in sub.output:
-            if o.name in renames:  # a body returning an outer tensor directly: route it through Identity
-                sub.node.append(helper.make_node("Identity", [renames[o.name]], [o.name]))
 
 
 def _drop_unused_constants(g: onnx.GraphProto) -> None:
