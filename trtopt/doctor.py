@@ -306,11 +306,15 @@ def _constant_findings(model: onnx.ModelProto, path: Path, ext_files: list[str])
         if missing:
             return out
     in_const_nodes, big, tiny, masks = 0, [], [], []
-    for c in iter_constants(model, base_dir=path.parent):
-        if c.from_node:
+    if ext_files:  # every data file is present (checked above): read the weights for the range checks
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    for c in iter_constants(model):
+        if c.node is not None:
             in_const_nodes += 1
+        if not c.is_float:
+            continue
         arr = c.array
-        if arr is None or arr.dtype.kind != "f" or arr.size == 0:
+        if arr.size == 0:
             continue
         finite = arr[np.isfinite(arr)]
         amax = float(np.abs(finite).max()) if finite.size else 0.0

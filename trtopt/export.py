@@ -62,8 +62,9 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
         ConfigError: Names do not match the number of inputs.
         InputError: The exporter failed (message names the reason).
     """
-    import onnx
     import torch
+
+    from trtopt.onnx_graph import verify_onnx_file
 
     cfg = config or ExportConfig()
     args = sample_input if isinstance(sample_input, tuple) else (sample_input,)
@@ -83,7 +84,7 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
                 )
         except Exception as exc:
             raise InputError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from exc
-        onnx.checker.check_model(onnx.load(str(tmp)))
+        verify_onnx_file(tmp, label=str(path))  # full checker + ONNX Runtime load before the rename
     model.train(was_training)
     log.info("exported %s (opset %d)", path, cfg.opset)
     return Path(path)

@@ -1,7 +1,9 @@
 """Small ONNX graph helpers shared by export, calibration, Q/DQ, FP16 and inspection.
 
 This is the one place that knows protobuf details: loading with clear errors, producer
-and consumer maps, initializer lookup, unique names and atomic saving.
+and consumer maps, initializer lookup, unique names, atomic verified saving (file-level work in
+:mod:`trtopt.onnx_io`: full checker + ONNX Runtime load, external data above 2 GB, model hash),
+and walking subgraphs (If/Loop/Scan) and every form of constant.
 """
 
 from __future__ import annotations
@@ -16,25 +18,44 @@ from onnx import numpy_helper
 
 from trtopt.errors import InputError
 from trtopt.fileio import atomic_path
+from trtopt.onnx_io import (  # noqa: F401  (re-exported: the file-level helpers live in onnx_io)
+    PROTO_LIMIT_BYTES,
+    first_error_line,
+    fits_protobuf,
+    load_external_tensors,
+    model_hash,
+    save_with_external_data,
+    uses_external_data,
+    verify_onnx_file,
+)
 
 
 def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelProto:
     """Load an ONNX model, raising one clear :class:`InputError` if it is missing or corrupt.
 
+    External data (models over 2 GB, or saved with ``save_as_external_data``) is read from the
+    model's own folder, where ONNX stores it relative to the ``.onnx`` file.
+
     Args:
         path: ``.onnx`` file.
-        check: Run ``onnx.checker`` on the loaded model.
+        check: Run ``onnx.checker`` on the loaded model (by path, so external data is checked too).
 
     Returns:
-        The model proto.
+        The model proto, with external tensors loaded into memory.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"model file not found: {p}")
     try:
-        model = onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from exc
+    if uses_external_data(model):
+        try:
+            load_external_tensors(model, p.parent.resolve())
+        except Exception as exc:
+            raise InputError(f"{p}: cannot read its external data (expected beside the model): "
+                             f"{first_error_line(exc)}") from exc
     if not model.graph.node:
         raise InputError(f"{p} is not a valid ONNX model (empty graph)")
     if check:
@@ -47,19 +68,43 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
     return model
 
 
-def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
-    """Save ``model`` atomically (temp file + rename).
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
+              external_data: bool | None = None) -> Path:
+    """Save ``model`` atomically, verified: nothing is left at ``path`` unless the file is valid.
+
+    The model is written to a temporary file beside ``path``; that file must pass
+    ``onnx.checker`` with ``full_check`` (strict shape inference) and load in an ONNX Runtime
+    CPU session opened *by path* (so external data is exercised exactly as a user would) before
+    it is renamed onto ``path``. Models whose protobuf would exceed 2 GB are written with their
+    tensors in ``<path name>.data`` beside the ``.onnx`` (onnx's external-data format).
 
     Args:
-        model: Model to save.
+        model: Model to save. Not modified (tensors moved to external data are read back).
         path: Destination ``.onnx`` path.
+        check: Run the full ONNX checker (skip only for a model the caller just checked).
+        ort_load: Open the file in ONNX Runtime. Skip only for graphs ONNX Runtime cannot hold by
+            design (custom-domain plugin ops meant for TensorRT); say why at the call site.
+        external_data: Force (``True``) or forbid (``False``) external data; ``None`` chooses it when
+            the serialized model would exceed protobuf's 2 GB limit.
 
     Returns:
         The destination path.
+
+    Raises:
+        InputError: The destination cannot be written.
+        TrtoptError: The written model fails the checker or ONNX Runtime refuses it (a trtopt bug or
+            an unsupported input model); the message names the file and the first error line.
     """
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
-    return Path(path)
+    dest = Path(path)
+    if external_data is None:
+        external_data = not fits_protobuf(model)
+    if not external_data:
+        with atomic_path(dest) as tmp:
+            onnx.save(model, str(tmp))
+            verify_onnx_file(tmp, check=check, ort_load=ort_load, label=str(dest),
+                             domains={o.domain for o in model.opset_import})
+        return dest
+    return save_with_external_data(model, dest, check=check, ort_load=ort_load)
 
 
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
@@ -296,45 +341,183 @@ def constant_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+# ---------------------------------------------------------------------------------------------
+# Subgraphs and constants.
+#
+# If/Loop/Scan bodies are GraphProtos in node attributes. They may read any tensor of an
+# enclosing graph by name (outer-scope references) without listing it as a node input, so
+# "which tensors are used" must look inside them, and constants live in them too.
+# ---------------------------------------------------------------------------------------------
+
+_GRAPH_ATTR_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def node_subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """``(attribute name, graph)`` of every subgraph attribute of ``node`` (If branches, Loop/Scan bodies)."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append((a.name, a.g))
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend((f"{a.name}[{k}]", g) for k, g in enumerate(a.graphs))
+    return out
+
+
+def outer_scope_inputs(node: onnx.NodeProto) -> list[str]:
+    """Names a node's subgraphs read from enclosing graphs (implicit inputs), in first-use order.
+
+    A name is outer-scope when no enclosing level inside the node defines it (subgraph inputs,
+    initializers, node outputs). Empty for nodes without subgraphs.
+    """
+    found: dict[str, None] = {}
+
+    def walk(g: onnx.GraphProto, defined: set[str]) -> None:
+        local = defined | {i.name for i in g.input} | {t.name for t in g.initializer}
+        local |= {t.values.name for t in g.sparse_initializer}
+        for n in g.node:
+            for i in n.input:
+                if i and i not in local:
+                    found[i] = None
+            for _, sub in node_subgraphs(n):
+                walk(sub, local)
+            local |= set(n.output)
+        for o in g.output:
+            if o.name not in local:
+                found[o.name] = None
+
+    for _, sub in node_subgraphs(node):
+        walk(sub, set())
+    return list(found)
+
+
+def used_tensor_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name ``graph``'s nodes read, including names read only inside their subgraphs, plus outputs."""
+    used = {o.name for o in graph.output}
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        used.update(outer_scope_inputs(n))
+    return used
+
+
+def drop_unused_initializers(graph: onnx.GraphProto, candidates: set[str] | None = None) -> int:
+    """Remove initializers of ``graph`` that nothing reads (subgraph uses count). Returns how many went.
+
+    Args:
+        graph: Top-level (or any) graph, modified in place.
+        candidates: Only these names may be removed (all when ``None``).
+    """
+    used = used_tensor_names(graph)
+    keep = [t for t in graph.initializer if t.name in used or (candidates is not None and t.name not in candidates)]
+    dropped = len(graph.initializer) - len(keep)
+    if dropped:
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return dropped
+
+
 class ConstantRef:
-    """One constant of a model: an initializer or a ``Constant`` node's value, in any (sub)graph.
+    """One constant tensor of a model, found by :func:`iter_constants`.
 
     Attributes:
-        graph_path: Path of the graph holding it (see :func:`iter_graphs`).
-        name: Tensor name.
-        from_node: The ``Constant`` node, or ``None`` for an initializer.
-        tensor: The TensorProto (``None`` for ``value_float(s)``/``value_int(s)`` attributes).
+        graph_path: Path of the graph holding it (``""`` = top level; see :func:`iter_graphs`).
+        name: Tensor name (initializer name or the Constant node's output).
+        kind: ``initializer``, ``sparse_initializer`` or the Constant attribute (``value``,
+            ``value_float``, ``value_floats``, ``value_int(s)``, ``sparse_value``, ``value_string(s)``).
+        node: The ``Constant`` node, or ``None`` for initializers.
+        data_type: ONNX element type (``TensorProto.FLOAT``...).
     """
 
-    def __init__(self, graph_path: str, name: str, from_node: onnx.NodeProto | None,
-                 tensor: onnx.TensorProto | None, value=None, base_dir: str | None = None) -> None:
-        self.graph_path, self.name, self.from_node, self.tensor = graph_path, name, from_node, tensor
-        self._value, self._base_dir = value, base_dir
+    __slots__ = ("_array", "_proto", "data_type", "graph_path", "kind", "name", "node")
+
+    def __init__(self, graph_path: str, name: str, kind: str, node: onnx.NodeProto | None, data_type: int,
+                 proto) -> None:
+        self.graph_path, self.name, self.kind, self.node, self.data_type = graph_path, name, kind, node, data_type
+        self._proto, self._array = proto, None
 
     @property
-    def array(self) -> np.ndarray | None:
-        """The value as numpy (external data read from ``base_dir``); ``None`` if unreadable."""
-        if self._value is not None:
-            return np.asarray(self._value)
-        if self.tensor is None:
-            return None
-        try:
-            return numpy_helper.to_array(self.tensor, base_dir=self._base_dir or "")
-        except Exception:
-            return None
+    def array(self) -> np.ndarray:
+        """The value as a numpy array (decoded on first access; sparse values are densified)."""
+        if self._array is None:
+            p, k = self._proto, self.kind
+            if k in ("initializer", "value"):
+                self._array = numpy_helper.to_array(p)
+            elif k in ("sparse_initializer", "sparse_value"):
+                self._array = _dense(p)
+            elif k == "value_float":
+                self._array = np.array(p, np.float32)
+            elif k == "value_floats":
+                self._array = np.array(list(p), np.float32)
+            elif k == "value_int":
+                self._array = np.array(p, np.int64)
+            elif k == "value_ints":
+                self._array = np.array(list(p), np.int64)
+            else:
+                self._array = np.array(p, object)
+        return self._array
+
+    @property
+    def is_float(self) -> bool:
+        """Float element type (float32/16, bfloat16, double)."""
+        return self.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                                  onnx.TensorProto.BFLOAT16)
+
+    def __repr__(self) -> str:
+        return f"ConstantRef({self.graph_path!r}, {self.name!r}, {self.kind})"
 
 
-def iter_constants(model: onnx.ModelProto, base_dir: str | os.PathLike[str] | None = None):
-    """Yield a :class:`ConstantRef` for every initializer and ``Constant`` node, subgraphs included."""
-    bd = None if base_dir is None else str(base_dir)
-    for path, g in iter_graphs(model.graph):
+def _dense(sp: onnx.SparseTensorProto) -> np.ndarray:
+    vals = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices)
+    out = np.zeros(int(np.prod(sp.dims, dtype=np.int64)), vals.dtype)
+    if idx.ndim == 2:  # [NNZ, rank] coordinates
+        idx = np.ravel_multi_index(tuple(idx.T), tuple(sp.dims))
+    out[idx.reshape(-1)] = vals.reshape(-1)
+    return out.reshape(tuple(sp.dims))
+
+
+_CONST_ATTR_TYPES = {"value_float": onnx.TensorProto.FLOAT, "value_floats": onnx.TensorProto.FLOAT,
+                     "value_int": onnx.TensorProto.INT64, "value_ints": onnx.TensorProto.INT64,
+                     "value_string": onnx.TensorProto.STRING, "value_strings": onnx.TensorProto.STRING}
+
+
+def iter_constants(model: onnx.ModelProto | onnx.GraphProto):
+    """Yield a :class:`ConstantRef` for every constant of the model, subgraphs included.
+
+    Covers initializers, sparse initializers and ``Constant`` nodes in all their forms
+    (``value``, ``value_float(s)``, ``value_int(s)``, ``value_string(s)``, ``sparse_value``),
+    in the top graph and every If/Loop/Scan body. Arrays are decoded lazily (``.array``).
+    """
+    graph = model.graph if isinstance(model, onnx.ModelProto) else model
+    for path, g in iter_graphs(graph):
         for t in g.initializer:
-            yield ConstantRef(path, t.name, None, t, base_dir=bd)
+            yield ConstantRef(path, t.name, "initializer", None, t.data_type, t)
+        for sp in g.sparse_initializer:
+            yield ConstantRef(path, sp.values.name, "sparse_initializer", None, sp.values.data_type, sp)
         for n in g.node:
-            if n.op_type != "Constant" or not n.output:
+            if n.op_type != "Constant" or not n.output or not n.attribute:
                 continue
-            for a in n.attribute:
-                if a.name == "value":
-                    yield ConstantRef(path, n.output[0], n, a.t, base_dir=bd)
-                elif a.name in ("value_float", "value_floats", "value_int", "value_ints"):
-                    yield ConstantRef(path, n.output[0], n, None, value=onnx.helper.get_attribute_value(a))
+            a = n.attribute[0]
+            kind = a.name
+            if kind == "value":
+                yield ConstantRef(path, n.output[0], kind, n, a.t.data_type, a.t)
+            elif kind == "sparse_value":
+                yield ConstantRef(path, n.output[0], kind, n, a.sparse_tensor.values.data_type, a.sparse_tensor)
+            elif kind in _CONST_ATTR_TYPES:
+                yield ConstantRef(path, n.output[0], kind, n, _CONST_ATTR_TYPES[kind],
+                                  onnx.helper.get_attribute_value(a))
+
+
+def model_computes_fp16(model: onnx.ModelProto) -> bool:
+    """True when some computation of the model is typed float16, wherever its weights live.
+
+    Looks at graph inputs/outputs/value_info, constants of every kind (initializers and
+    ``Constant`` nodes, subgraphs included) and ``Cast(to=FLOAT16)`` nodes in any graph: an FP16
+    model whose weights are ``Constant`` nodes (Paddle exports) has no FP16 initializer at all.
+    """
+    f16 = onnx.TensorProto.FLOAT16
+    for _, g in iter_graphs(model.graph):
+        if any(v.type.tensor_type.elem_type == f16 for v in (*g.input, *g.output, *g.value_info)):
+            return True
+        if any(n.op_type == "Cast" and get_attr(n, "to") == f16 for n in g.node):
+            return True
+    return any(c.data_type == f16 for c in iter_constants(model))

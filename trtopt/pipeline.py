@@ -144,8 +144,10 @@ class Pipeline:
     def _variant_model(self, variant: str, fp32: dict[str, Path], tables: dict[str, object]) -> Path:
         from dataclasses import replace
 
-        from trtopt.onnx_graph import save_onnx
+        from trtopt.calib import NumpySource
+        from trtopt.onnx_graph import load_onnx, model_computes_fp16, save_onnx
         from trtopt.quant import convert_fp16, quantize_qdq
+        from trtopt.quant.fp16_check import fp16_overflows
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         kind = "sparse" if sparse else "dense"
@@ -153,13 +155,23 @@ class Pipeline:
             return fp32[kind]
         dest = self.models_dir / f"{variant}.onnx"
         if precision == "fp16":
-            model = convert_fp16(fp32[kind], self.recipe.fp16)
+            # calibration data drives the |activation| rule and the FP16-arithmetic overflow preview
+            src = NumpySource(self.workload.as_feeds(self.workload.calib), batch_size=32,
+                              seed=self.recipe.workload.seed)
+            model = convert_fp16(fp32[kind], self.recipe.fp16, source=src)
         else:
             qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
             model = quantize_qdq(fp32[kind], tables[kind], qcfg)
+        if model_computes_fp16(model):
+            # ONNX Runtime's CPU hides FP16 overflow (float32 kernels): a variant that overflows in FP16
+            # arithmetic on the evaluation data is failed here, not scored as fine
+            found = fp16_overflows(model, self.workload.as_feeds(self.workload.eval_x), reference=load_onnx(fp32[kind]))
+            if found:
+                raise TrtoptError(f"{variant} overflows in FP16 arithmetic: {found[0]}")
         return save_onnx(model, dest)
 
     def _prepare(self, workload) -> dict[str, Path]:
+        self.workload = workload
         models = self._torch_models(workload)
         self.torch_models = models
         fp32 = self._export(workload, models)

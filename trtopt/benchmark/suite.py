@@ -1,8 +1,9 @@
 """``trtopt bench`` as a library call: models x backends x batch sizes -> a finalized Report.
 
 Precision and sparsity of an ONNX model are read from the graph: Q/DQ nodes mean ``int8``,
-FP16 initializers mean ``fp16``; ``2:4`` when at least half of the eligible Conv/Gemm/MatMul
-weights are 2:4 along the axis TensorRT prunes. Without evaluation data the inputs are random
+float16 computation anywhere (initializers, ``Constant`` nodes, Casts, I/O, subgraphs) means
+``fp16``; ``2:4`` when at least half of the eligible Conv/Gemm/MatMul weights are 2:4 along the
+axis TensorRT prunes. Without evaluation data the inputs are random
 (throughput only; fidelity against the first model, which should be the FP32 one).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +29,39 @@ Progress = Callable[[str, str], None]
 
 def describe_onnx(path: str | os.PathLike[str]) -> tuple[str, str]:
     """Return ``(precision, sparsity)`` of an ONNX model file (see module docstring)."""
-    import onnx
-
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx_graph import load_onnx, model_computes_fp16
     from trtopt.sparsity.onnx_check import check_onnx_layers
 
     model = load_onnx(path, check=False)
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
         precision = "int8"
-    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+    elif model_computes_fp16(model):  # whole graph: Constant-node weights, Casts, I/O, subgraphs
         precision = "fp16"
     else:
         precision = "fp32"
     _, summary = check_onnx_layers(model)
     sparse = summary["compliant"] > 0 and summary["compliant"] * 2 >= max(summary["eligible"], 1)
     return precision, "2:4" if sparse else "dense"
+
+
+def fp16_overflow_reason(path: str | os.PathLike[str], data: Mapping[str, np.ndarray]) -> str:
+    """Why an ONNX model computing in FP16 is not ok on ``data`` (FP16-arithmetic overflow), or ``""``.
+
+    ONNX Runtime's CPU kernels compute many float16 ops in float32, so a model that overflows on FP16
+    hardware can score perfectly in a CPU benchmark; :func:`trtopt.quant.fp16_check.fp16_overflows`
+    checks the first few samples as FP16 arithmetic would compute them.
+    """
+    if not str(path).endswith(".onnx"):
+        return ""
+    from trtopt.onnx_graph import load_onnx, model_computes_fp16
+    from trtopt.quant.fp16_check import fp16_overflows
+
+    model = load_onnx(path, check=False)
+    if not model_computes_fp16(model):
+        return ""
+    found = fp16_overflows(model, data)
+    return f"overflows in FP16 arithmetic (hidden by ONNX Runtime's CPU float32 kernels): {found[0]}" if found else ""
 
 
 def load_eval_data(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -206,6 +225,9 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                                       metric)
             finally:
                 runner.__exit__(None, None, None)
+            overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
+            if overflow:  # ONNX Runtime's CPU scored it in float32 kernels; FP16 hardware would not
+                rows = [replace(r, status="failed", reason=overflow) for r in rows]
             reference = acc.all_outputs if reference is None else reference
             variants += rows
     if len(unavailable) == len(set(backends)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,7 +26,7 @@ from trtopt.calib.source import model_input_specs, validate_batch
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import load_onnx
+from trtopt.onnx_graph import fits_protobuf, load_onnx, model_hash
 
 log = get_logger(__name__)
 
@@ -150,21 +151,37 @@ def smoothable_inputs(model: onnx.ModelProto, op_types: Iterable[str] = ("Gemm",
     return list(out)
 
 
-def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None
-               ) -> bytes:
-    """Serialized ``model`` with ``targets`` added as graph outputs.
+def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None,
+               workdir: str | os.PathLike[str] | None = None) -> bytes | str:
+    """``model`` with ``targets`` added as graph outputs: serialized bytes, or a file path for large models.
 
     Protobuf parsing merges concatenated messages (repeated fields are appended), so the
     serialized model followed by a ModelProto holding only the extra ``graph.output`` entries
     *is* the augmented model: no copy and no second serialization of the weights.
+
+    A model over protobuf's 2 GB limit cannot be serialized at all: the extra outputs are added to
+    ``model`` in place, it is written with external data into ``workdir`` (which must outlive the
+    ONNX Runtime session opened from the returned path), and ``model`` is restored.
     """
+    from trtopt.onnx_graph import save_onnx
+
     existing = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
     extra = onnx.ModelProto()
     for t in targets:
         if t not in existing:
             extra.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT,
                                                                          None))
-    return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
+    if raw is not None or workdir is None or fits_protobuf(model, extra.ByteSize()):
+        return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
+    n_out = len(model.graph.output)
+    model.graph.output.extend(extra.graph.output)
+    try:
+        # not verified here: the ONNX Runtime session the caller opens from this path is the check
+        path = save_onnx(model, os.path.join(workdir, "augmented.onnx"), check=False, ort_load=False,
+                         external_data=True)
+    finally:
+        del model.graph.output[n_out:]
+    return str(path)
 
 
 def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[dict[str, np.ndarray]]:
@@ -224,7 +241,9 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.
     types = float_tensor_types(model) if types is None else types
-    sess = make_session(_augmented(model, targets, types, serialized),
+    # a model over 2 GB is opened by path from external data in this folder, kept until we return
+    workdir = tempfile.TemporaryDirectory(prefix="trtopt-calib-", ignore_cleanup_errors=True)
+    sess = make_session(_augmented(model, targets, types, serialized, workdir=workdir.name),
                         intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [t for t in targets if t in out_names]
@@ -323,7 +342,8 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         total = min(total, config.max_samples)
     channel = ChannelAbsMax(set(smoothable_inputs(m, config.op_types)) & set(targets)) if config.channel_stats \
         else None
-    raw = m.SerializeToString()  # once: for the model hash and the ONNX Runtime session
+    # once: for the model hash and the ONNX Runtime session (None above protobuf's 2 GB limit)
+    raw = m.SerializeToString() if fits_protobuf(m) else None
     collector, device = choose_collector(config)
     if collector == "torch" and config.collector == "auto":
         from trtopt.calib.torch_exec import node_supported
@@ -359,6 +379,6 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     if config.method == "percentile":
         meta["percentile"] = config.percentile
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
-                            model_hash=hashlib.sha256(raw).hexdigest(), num_samples=seen,
+                            model_hash=model_hash(m, raw), num_samples=seen,
                             meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
                                                      (channel.values.items() if channel else ())})

@@ -96,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fp16:
         with err.status("converting to FP16"):
             out = convert_fp16(model, FP16Config(node_block_list=tuple(args.exclude)), source=src)
-        kept = next((p.value for p in out.metadata_props if p.key == "trtopt.fp16.fp32_nodes"), "")
-        err.print(f"FP16: {len([k for k in kept.split(',') if k])} node(s) kept in FP32")
+        _print_fp16(err, out, checked=src is not None)
         print(save_onnx(out, args.out))
         return 0
     table = _table(args.calib, model)
@@ -147,6 +146,28 @@ def _print_summary(console, model, limit: int = 8) -> None:
         console.print(f"  kept in float: {name}: {why}", markup=False)
     if len(kept) > limit:
         console.print(f"  ... and {len(kept) - limit} more", markup=False)
+
+
+def _print_fp16(console, model, checked: bool) -> None:
+    """Nodes kept in FP32 by reason (one line per reason kind, with examples), and the preview status."""
+    import json
+    import re
+    from collections import defaultdict
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    reasons = json.loads(meta.get("trtopt.fp16.fp32_reasons", "{}"))
+    console.print(f"FP16: {len(reasons)} node(s) kept in FP32")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for node, why in reasons.items():
+        kind = why if why.startswith("FP16 overflow") else re.sub(r" '[^']*'| \(max \|x\| = [^)]*\)", "", why)
+        kind = re.sub(r"^\|activation\| \S+ > (\S+) at$", r"|activation| > \1", kind)
+        groups[kind].append(node)
+    for kind, nodes in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        more = f" (+{len(nodes) - 3} more)" if len(nodes) > 3 else ""
+        console.print(f"  {len(nodes)} x {kind}: {', '.join(nodes[:3])}{more}")
+    if not checked:
+        console.print("  FP16 overflow on real data not checked: pass --calib-data CALIB.npz for the data rule and "
+                      "the FP16-arithmetic overflow preview")
 
 
 def _print_budget(console, res) -> None:

@@ -89,7 +89,11 @@ class FP16Config:
         block_layernorm_pattern: Keep decomposed LayerNorm subgraphs (ReduceMean/Sub/Pow/...) in FP32.
         data_max: Keep a node in FP32 when calibration data shows |activation| above this
             at its inputs or outputs (AutoCast's ``data_max``; needs calibration data).
-        init_max: Keep a node in FP32 when one of its float initializers exceeds this (FP16 max 65504).
+        init_max: Keep a node in FP32 when one of its float constants exceeds this (FP16 max 65504).
+        overflow_samples: With calibration data, run the FP16 overflow preview
+            (:mod:`trtopt.quant.fp16_check`) on this many samples and keep overflowing nodes in FP32
+            (0 turns it off).
+        overflow_rounds: Preview/re-convert rounds before giving up with an error.
     """
 
     keep_io_types: bool = True
@@ -98,8 +102,12 @@ class FP16Config:
     block_layernorm_pattern: bool = True
     data_max: float = 512.0
     init_max: float = 65504.0
+    overflow_samples: int = 4
+    overflow_rounds: int = 4
 
     def __post_init__(self) -> None:
+        if self.overflow_samples < 0 or self.overflow_rounds < 1:
+            raise ConfigError("fp16.overflow_samples must be >= 0 and fp16.overflow_rounds >= 1")
         for f in ("op_block_list", "node_block_list"):
             val = getattr(self, f)
             object.__setattr__(self, f, (val,) if isinstance(val, str) else tuple(val))

@@ -21,7 +21,6 @@ Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import deque
@@ -34,7 +33,15 @@ from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, get_attr, initializer_array, iter_nodes, producers
+from trtopt.onnx_graph import (
+    NameGen,
+    drop_unused_initializers,
+    get_attr,
+    initializer_array,
+    model_hash,
+    producers,
+    used_tensor_names,
+)
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.prepare import opset_of, prepare_model
 from trtopt.quant.summary import nothing_quantized, store_summary
@@ -269,7 +276,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
     names |= {i.name for i in m.graph.input}
     # every entry must name a tensor of this model (before preparation: a folded BN's input is fine too)
     table.check_names(names, what="calibration table")
-    if table.model_hash and table.model_hash != hashlib.sha256(prepared.SerializeToString()).hexdigest():
+    if table.model_hash and table.model_hash != model_hash(prepared):
         # Same tensor names but other bytes: e.g. a dense model's table applied to its pruned copy.
         log.warning("the calibration table was made for a different model (sha256 %s...); its ranges may not "
                     "fit this one: re-run `trtopt calibrate` on this exact model", table.model_hash[:12])
@@ -326,11 +333,12 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
 
 
 def _drop_unused_weights(g: onnx.GraphProto) -> None:
-    """Remove initializers and Constant nodes nothing reads any more (float originals of INT8 weights)."""
-    used = {t for _, n in iter_nodes(g) for t in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    """Remove initializers and Constant nodes nothing reads any more (float originals of INT8 weights).
+
+    Reads inside If/Loop/Scan bodies (outer-scope references) count as uses.
+    """
+    drop_unused_initializers(g)
+    used = used_tensor_names(g)
     if any(n.op_type == "Constant" and n.output[0] not in used for n in g.node):
         nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
         copies = []

@@ -157,9 +157,10 @@ def _insert_after_producers(g: onnx.GraphProto, muls: dict[str, onnx.NodeProto])
 
 
 def _drop_unused_initializers(g: onnx.GraphProto, candidates: set[str]) -> None:
-    """Remove the original weights that no node reads any more (their scaled copies replaced them)."""
-    used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name not in candidates or t.name in used]
-    if len(keep) != len(g.initializer):
-        del g.initializer[:]
-        g.initializer.extend(keep)
+    """Remove the original weights that no node reads any more (their scaled copies replaced them).
+
+    Reads inside If/Loop/Scan bodies count (:func:`trtopt.onnx_graph.drop_unused_initializers`).
+    """
+    from trtopt.onnx_graph import drop_unused_initializers
+
+    drop_unused_initializers(g, candidates)

@@ -159,11 +159,9 @@ def graph_info(model_bytes: bytes) -> GraphInfo:
             continue
         dims = vi.type.tensor_type.shape.dim
         inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
-    fp16 = onnx.TensorProto.FLOAT16
-    typed = [*g.input, *g.output, *g.value_info]
-    has_fp16 = any(v.type.tensor_type.elem_type == fp16 for v in typed) or any(
-        i.data_type == fp16 for i in g.initializer) or any(
-        n.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in n.attribute) for n in g.node)
+    from trtopt.onnx_graph import model_computes_fp16
+
+    has_fp16 = model_computes_fp16(model)  # Constant-node weights and subgraphs count too
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     return GraphInfo(inputs=inputs, has_qdq=has_qdq, has_fp16=has_fp16)
 

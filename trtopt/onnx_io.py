@@ -1,0 +1,178 @@
+"""Verified ONNX files and external data (models over 2 GB).
+
+Protobuf cannot serialize a message over 2 GB, so such models keep their tensors in a side file
+(onnx's external-data format: each TensorProto names a file, offset and length relative to the
+``.onnx``). :func:`trtopt.onnx_graph.save_onnx` -- the one writer of model files -- verifies every
+file here before renaming it into place: a model trtopt writes always passes the full checker and
+loads in ONNX Runtime. :func:`trtopt.onnx_graph.load_onnx` reads external data through
+:func:`load_external_tensors`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from trtopt.errors import InputError, TrtoptError
+
+PROTO_LIMIT_BYTES = 2**31 - 1
+_STD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+
+
+def fits_protobuf(model: onnx.ModelProto, extra_bytes: int = 0) -> bool:
+    """True when ``model`` (plus ``extra_bytes``) serializes under :data:`PROTO_LIMIT_BYTES`.
+
+    Protobuf's C implementation refuses even to compute the size of a message over 2 GB
+    (``EncodeError``), which is an answer too.
+    """
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.ByteSize() + extra_bytes <= PROTO_LIMIT_BYTES
+    except EncodeError:
+        return False
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    """True when some tensor of ``model`` (initializer or node attribute, any subgraph) is stored externally."""
+    from onnx.external_data_helper import _get_all_tensors
+    from onnx.external_data_helper import uses_external_data as _ext
+
+    return any(_ext(t) for t in _get_all_tensors(model))
+
+
+def load_external_tensors(model: onnx.ModelProto, base_dir: str | os.PathLike[str]) -> None:
+    """Read every external tensor of ``model`` (files relative to ``base_dir``) into memory, in place.
+
+    Afterwards the proto is the one an inline save would have produced (``data_location`` unset),
+    so its serialization and :func:`model_hash` do not depend on how the file was stored.
+    """
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor
+    from onnx.external_data_helper import uses_external_data as _ext
+
+    for t in _get_all_tensors(model):
+        if _ext(t):
+            load_external_data_for_tensor(t, str(base_dir))
+            del t.external_data[:]
+            t.ClearField("data_location")
+
+
+def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
+                     label: str | None = None, domains: set[str] | None = None) -> None:
+    """Check a written ``.onnx`` file: full ``onnx.checker`` and an ONNX Runtime CPU session, both by path.
+
+    By path, so external data next to the file is read the way a user's runtime reads it.
+    ``domains`` (the model's opset domains) saves re-reading the file when the caller has the proto.
+    The ONNX Runtime session is created without graph optimizations (only loading and type
+    checking matter) and is skipped for models with custom-domain ops ONNX Runtime cannot know.
+
+    Raises:
+        TrtoptError: The file fails the checker or ONNX Runtime refuses it (first error line quoted).
+    """
+    name = label or str(path)
+    if check:
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as exc:
+            raise TrtoptError(f"refusing to write {name}: it fails the ONNX checker: {first_error_line(exc)}") from exc
+    if not ort_load:
+        return
+    if domains is None:  # the opset domains, read without the weights
+        domains = {o.domain for o in onnx.load(str(path), load_external_data=False).opset_import}
+    if domains - _STD_DOMAINS:  # e.g. TensorRT plugin ops: ONNX Runtime cannot hold them by design
+        return
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise TrtoptError(f"refusing to write {name}: ONNX Runtime cannot load it: {first_error_line(exc)}") from exc
+
+
+def _domains(model: onnx.ModelProto) -> set[str]:
+    return {o.domain for o in model.opset_import}
+
+
+def first_error_line(exc: BaseException) -> str:
+    """First line of an exception's message (at most 400 characters), or its type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else type(exc).__name__
+
+
+def save_with_external_data(model: onnx.ModelProto, dest: Path, *, check: bool, ort_load: bool) -> Path:
+    """Write ``dest`` + ``dest.name + '.data'`` atomically: both go to a temp folder, are verified, then renamed.
+
+    The data file is renamed first, then the ``.onnx``, so a reader never sees a model whose data
+    is missing. ``model``'s tensors are converted to external references by onnx's helper and read
+    back into memory afterwards, so the caller's proto is unchanged.
+    """
+    import shutil
+    import tempfile
+
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    if dest.is_dir():
+        raise InputError(f"cannot write {dest}: it is a directory")
+    location = dest.name + ".data"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmpdir", dir=dest.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    try:
+        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024,
+                                       convert_attribute=True)  # Constant-node weights (Paddle) too
+        try:
+            onnx.save(model, str(tmpdir / dest.name))
+        finally:  # put the tensors back into the caller's proto whatever happened
+            if (tmpdir / location).is_file():
+                load_external_tensors(model, tmpdir)
+        verify_onnx_file(tmpdir / dest.name, check=check, ort_load=ort_load, label=str(dest), domains=_domains(model))
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in (tmpdir / location, tmpdir / dest.name):  # the usual artifact permissions, as atomic_path
+            if f.is_file():
+                os.chmod(f, 0o666 & ~umask)
+        if (tmpdir / location).is_file():
+            os.replace(tmpdir / location, dest.parent / location)
+        os.replace(tmpdir / dest.name, dest)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return dest
+
+
+def model_hash(model: onnx.ModelProto, serialized: bytes | None = None) -> str:
+    """SHA-256 identifying a model's content, also for models too large to serialize.
+
+    Below protobuf's 2 GB limit it is the SHA-256 of ``model.SerializeToString()`` (the hash
+    calibration tables have always carried). Above it, the hash is taken over the model with
+    every large tensor's bytes replaced by their own SHA-256 (computed tensor by tensor, never
+    holding a second copy), prefixed ``ext:`` so the two kinds never collide.
+    """
+    import hashlib
+
+    if serialized is not None:
+        return hashlib.sha256(serialized).hexdigest()
+    if fits_protobuf(model):
+        return hashlib.sha256(model.SerializeToString()).hexdigest()
+    from onnx.external_data_helper import _get_all_tensors
+
+    h = hashlib.sha256(b"ext:")
+    saved = []
+    for t in _get_all_tensors(model):
+        if t.HasField("raw_data") and len(t.raw_data) > 1024:
+            raw = t.raw_data
+            h.update(t.name.encode() + hashlib.sha256(raw).digest())
+            saved.append((t, raw))
+            t.ClearField("raw_data")
+    try:
+        h.update(model.SerializeToString())
+    finally:
+        for t, raw in saved:
+            t.raw_data = raw
+    return "ext:" + h.hexdigest()
