@@ -135,7 +135,7 @@ def test_iter_constants_covers_every_form_and_subgraphs():
     found = {(c.graph_path, c.name, c.kind): c.array.tolist() for c in iter_constants(helper.make_model(g))}
     assert found == {("", "init", "initializer"): [1.0, 1.0], ("", "s", "sparse_value"): [0.0, 7e4, 0.0],
                      ("", "f", "value_float"): 1.5, ("if0.then_branch", "b", "value_floats"): [1.0, 1e9],
-                     ("/if0.else_branch", "e", "value_floats"): [0.0, 1.0]}
+                     ("if0.else_branch", "e", "value_floats"): [0.0, 1.0]}
 
 
 def _if_model() -> onnx.ModelProto:
