@@ -16,12 +16,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
 from trtopt.errors import ConfigError
 from trtopt.fileio import sha256_bytes
 
-#: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x
-#: and 11.x; ``weak_typing_only`` is used only when :attr:`Features.weak_typing` (10.x); ``optional``
+#: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x,
+#: 11.x and TensorRT for RTX; ``rtx_only`` is used only on TensorRT for RTX; ``weak_typing_only`` is used only when :attr:`Features.weak_typing` (10.x); ``optional``
 #: is used only after a ``hasattr`` check. Instance attributes are spelled ``Class.attr`` and are
 #: found in the sources through the variable names in :data:`INSTANCE_VARS`. The API-check test
 #: compares this against the real bindings and against the sources, so it cannot drift.
@@ -53,7 +53,12 @@ USED_API: dict[str, tuple[str, ...]] = {
         "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information",
         "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
         "IExecutionContext.get_tensor_shape", "IExecutionContext.execute_async_v3",
+        "INetworkDefinition.num_inputs", "INetworkDefinition.num_outputs", "INetworkDefinition.get_input",
+        "INetworkDefinition.get_output", "ITensor.name", "ITensor.dtype", "ITensor.shape",
     ),
+    # TensorRT for RTX only; used only when Features.rtx (BuildPlan.rtx).
+    "rtx_only": ("ComputeCapability", "IBuilderConfig.num_compute_capabilities",
+                 "IBuilderConfig.set_compute_capability"),
     "weak_typing_only": (
         "BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "IInt8EntropyCalibrator2.__init__",
         "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
@@ -79,10 +84,13 @@ class Features:
     Attributes:
         weak_typing: ``BuilderFlag.FP16``/``INT8`` and the INT8 calibrators exist (TensorRT 10.x).
         same_compute_capability: ``HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY`` exists (10.9+).
+        rtx: TensorRT for RTX (``ComputeCapability`` exists): builds for target architectures without a
+            GPU; no hardware compatibility level, no-op timing cache.
     """
 
     weak_typing: bool
     same_compute_capability: bool = False
+    rtx: bool = False
 
 
 def detect_features(has: Callable[[str], bool]) -> Features:
@@ -97,7 +105,8 @@ def detect_features(has: Callable[[str], bool]) -> Features:
     """
     weak = all(has(n) for n in ("BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2",
                                 "IBuilderConfig.int8_calibrator"))
-    return Features(weak_typing=weak, same_compute_capability=has("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"))
+    return Features(weak_typing=weak, same_compute_capability=has("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"),
+                    rtx=has("ComputeCapability"))
 
 
 def has_attr_chain(obj: object, dotted: str) -> bool:
@@ -268,6 +277,8 @@ class BuildPlan:
         hardware_compat: ``HardwareCompatibilityLevel`` name.
         profiling_verbosity: ``ProfilingVerbosity`` name.
         notes: Human-readable remarks recorded in the manifest.
+        targets: TensorRT-RTX ``ComputeCapability`` names to set (empty: none set, or not RTX).
+        rtx: The plan is for TensorRT for RTX (hardware compatibility level and timing cache skipped).
     """
 
     strongly_typed: bool
@@ -278,10 +289,13 @@ class BuildPlan:
     hardware_compat: str
     profiling_verbosity: str
     notes: tuple[str, ...] = field(default=())
+    targets: tuple[str, ...] = field(default=())
+    rtx: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON form (manifests, cache keys)."""
-        return {"strongly_typed": self.strongly_typed, "network_flags": list(self.network_flags),
+        rtx = {"flavour": "tensorrt-rtx", "compute_capabilities": list(self.targets)} if self.rtx else {}
+        return {**rtx, "strongly_typed": self.strongly_typed, "network_flags": list(self.network_flags),
                 "builder_flags": list(self.builder_flags), "cleared_flags": list(self.cleared_flags),
                 "calibrator": "EntropyCalibration2" if self.calibrator else None,
                 "hardware_compatibility_level": self.hardware_compat,
@@ -363,12 +377,40 @@ def plan_build(config: BuildConfig, features: Features, info: GraphInfo, has_cal
     if config.tf32:
         notes.append("TF32 allowed for FP32 math")
     hw = config.hardware_compat.upper()
+    targets: tuple[str, ...] = ()
+    if features.rtx:
+        hw, targets = _rtx_rules(config, notes)
+    elif config.compute_capabilities:
+        raise ConfigError("--compute-capability chooses TensorRT for RTX targets; this is TensorRT 10/11, which "
+                          "builds for the local GPU (use --backend tensorrt-rtx: pip install 'trtopt[tensorrt-rtx]')")
     if hw == "SAME_COMPUTE_CAPABILITY" and not features.same_compute_capability:
         raise ConfigError("hardware_compat same_compute_capability needs TensorRT 10.9 or newer")
-    return BuildPlan(strongly_typed=strong, network_flags=("STRONGLY_TYPED",) if strong else (),
+    return BuildPlan(targets=targets, rtx=features.rtx, strongly_typed=strong,
+                     network_flags=("STRONGLY_TYPED",) if strong else (),
                      builder_flags=tuple(dict.fromkeys(flags)), cleared_flags=() if config.tf32 else ("TF32",),
                      calibrator=calib, hardware_compat=hw, profiling_verbosity=config.profiling_verbosity.upper(),
                      notes=tuple(notes))
+
+
+def _rtx_rules(config: BuildConfig, notes: list[str]) -> tuple[str, tuple[str, ...]]:
+    """TensorRT-for-RTX limits: what it cannot do is an error, what it ignores is skipped (and noted once).
+
+    Returns:
+        ``(hardware compatibility level name, ComputeCapability names to set)``.
+    """
+    if config.hardware_compat != "none":
+        raise ConfigError(f"hardware_compat {config.hardware_compat} is not supported by TensorRT for RTX; "
+                          "choose target GPUs with --compute-capability (e.g. sm80,sm86,sm89,sm120)")
+    if config.version_compatible and not config.exclude_lean_runtime:
+        raise ConfigError("TensorRT for RTX builds version-compatible engines only with exclude_lean_runtime "
+                          "(it ships no lean runtime library)")
+    if config.timing_cache:
+        notes.append("timing cache skipped: a no-op in TensorRT for RTX (kernels are chosen on the GPU)")
+    if "SM75" in config.compute_capabilities:
+        notes.append("SM75 (Turing) target: FP32 GEMM/conv cannot compile there; FP16 and INT8 can")
+    if not config.compute_capabilities:
+        notes.append(f"TensorRT-RTX default targets ({', '.join(RTX_DEFAULT_TARGETS)})")
+    return "NONE", tuple(config.compute_capabilities)
 
 
 def cache_key(onnx_sha256: str, config: BuildConfig, plan: BuildPlan,
@@ -379,10 +421,12 @@ def cache_key(onnx_sha256: str, config: BuildConfig, plan: BuildPlan,
     The timing cache is left out on purpose: it changes build time, not what was asked for.
     """
     options = config.to_dict()
-    options.pop("timing_cache", None)
+    for k in ("timing_cache", "strict", "backend"):  # no effect on the engine (the flavour is in the plan)
+        options.pop(k, None)
     doc = {"onnx": onnx_sha256, "options": options, "plan": plan.to_dict(),
            "profiles": {k: [list(s) for s in v] for k, v in sorted(profiles.items())},
            "tensorrt": trt_version,
-           "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")},
+           "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+                   "targets": gpu.get("targets")},
            "calibration": calibration_sha256}
     return sha256_bytes(json.dumps(doc, sort_keys=True).encode("utf-8"))
