@@ -35,6 +35,7 @@ from trtopt.backends.tensorrt.plan import (
     graph_info,
     has_attr_chain,
     nv_tensorrt_version,
+    parse_shapes,
     plan_build,
     resolve_profiles,
 )
@@ -270,6 +271,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     calib = _calibration(calibration, calib_source, nv, onnx_bytes, None)
     plan = plan_build(config, features, info, has_calibration=bool(calib))
     profiles = resolve_profiles(info, config)
+    for name in sorted(set(profiles) - set(parse_shapes(config.shapes))):
+        log.info("optimization profile for dynamic input '%s' made from the default batch %s (set --shapes to change)",
+                 name, list(config.default_batch))
     env = (rtx_environment(trt, plan.targets or RTX_DEFAULT_TARGETS, not plan.targets) if features.rtx
            else runtime_environment(trt))
     onnx_sha = sha256_bytes(onnx_bytes)
@@ -319,10 +323,13 @@ def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: Bu
 def _sections(data: bytes, engine_name: str, onnx_path: Path, onnx_sha: str, info: Any,
               profiles: Mapping[str, tuple[Shape, Shape, Shape]], calib: Mapping[str, Any], config: BuildConfig
               ) -> dict[str, Any]:
-    """Manifest sections describing the inputs of a build (brief §8)."""
+    """Manifest sections describing the inputs of a build (brief §8); profiles say where they came from."""
+    given = parse_shapes(config.shapes)
     return {"engine": {"file": engine_name, "sha256": sha256_bytes(data), "bytes": len(data)},
             "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "has_qdq": info.has_qdq, "has_fp16": info.has_fp16},
-            "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])} for k, v in profiles.items()},
+            "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2]),
+                             "source": "--shapes" if k in given else f"default batch {list(config.default_batch)}"}
+                         for k, v in profiles.items()},
             "calibration": {k: v for k, v in calib.items() if k in ("path", "sha256", "header", "cache_out")} or None,
             "timing_cache": _timing_cache_info(config.timing_cache),
             "memory_pools": {"WORKSPACE": config.workspace_mib << 20 if config.workspace_mib else None}}

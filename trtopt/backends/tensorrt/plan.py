@@ -21,8 +21,9 @@ from trtopt.errors import ConfigError
 from trtopt.fileio import sha256_bytes
 
 #: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x,
-#: 11.x and TensorRT for RTX; ``rtx_only`` is used only on TensorRT for RTX; ``weak_typing_only`` is used only when :attr:`Features.weak_typing` (10.x); ``optional``
-#: is used only after a ``hasattr`` check. Instance attributes are spelled ``Class.attr`` and are
+#: 11.x and TensorRT for RTX; ``rtx_only`` is used only on TensorRT for RTX; ``weak_typing_only`` is
+#: used only when :attr:`Features.weak_typing` (10.x); ``optional`` is used only after a ``hasattr``
+#: check. Instance attributes are spelled ``Class.attr`` and are
 #: found in the sources through the variable names in :data:`INSTANCE_VARS`. The API-check test
 #: compares this against the real bindings and against the sources, so it cannot drift.
 USED_API: dict[str, tuple[str, ...]] = {
