@@ -90,7 +90,7 @@ def test_parser_errors_name_node_operator_and_message():
                                  "node_operator": "NonZero", "desc": "No importer registered for op: NonZero "}])
     assert msg == "node 3 '/head/NonZero' (NonZero): No importer registered for op: NonZero [UNSUPPORTED_NODE]"
     assert format_parser_errors([], ["ERROR: ModelImporter.cpp:123: failed to parse"]) == \
-        "ERROR: ModelImporter.cpp:123: failed to parse"
+        "ModelImporter.cpp:123: failed to parse"  # the severity prefix is dropped
     assert format_parser_errors([]) == "no details in the parser or log"
 
 
