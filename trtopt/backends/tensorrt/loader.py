@@ -135,7 +135,8 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
     """Parse ``onnx_bytes`` and build a serialized engine following ``plan``.
 
     Returns:
-        ``(plan bytes, captured INFO+ log lines, {"layers": VERBOSE "Layers:" block or "", "io": network I/O})``.
+        ``(plan bytes, captured INFO+ log lines, extra)``; ``extra`` holds ``layers`` (the VERBOSE
+        ``Layers:`` block or ""), ``io`` (network I/O) and ``parse_seconds``.
 
     Raises:
         BuildError: Parse or build failure, naming node, operator and message.
@@ -147,7 +148,9 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
     for name in plan.network_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
+    t0 = time.perf_counter()
     _parse(trt, logger, network, onnx_bytes, onnx_path)
+    parse_seconds = time.perf_counter() - t0
     trt_config = builder.create_builder_config()
     profile = _configure(trt, builder, trt_config, config, plan, profiles)
     if config.timing_cache and not plan.rtx:  # RTX: a no-op that warns on every call
@@ -165,7 +168,8 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
     if config.timing_cache and not plan.rtx:
         timing_cache = trt_config.get_timing_cache()
         atomic_write_bytes(config.timing_cache, bytes(timing_cache.serialize()))
-    return bytes(serialized), list(logger.lines), {"layers": logger.layers, "io": network_io(network)}
+    return bytes(serialized), list(logger.lines), {"layers": logger.layers, "io": network_io(network),
+                                                   "parse_seconds": parse_seconds}
 
 
 def network_io(network: Any) -> list[dict[str, Any]]:
@@ -300,6 +304,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         sparsity = merge_inspector_sparsity(parse_sparsity_log(lines), layers)
         manifest = make_manifest(key, env, {"options": config.to_dict(), "plan": plan.to_dict()}, **sections, io=io,
                                  sparsity=sparsity.to_dict(), build_seconds=round(seconds, 3),
+                                 parse_seconds=round(extra["parse_seconds"], 3),
                                  layers={"precisions": precision_counts(layers), "detail": layers or detailed},
                                  compiled=compiled.to_dict(),
                                  log_warnings=[ln for ln in lines if ln.startswith("WARNING")][:50])
