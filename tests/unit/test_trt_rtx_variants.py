@@ -33,7 +33,7 @@ def digits_graphs(tmp_path_factory):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_digits_variant_builds_and_compiles_as_asked(digits_graphs, variant):
     recipe, graphs, out = digits_graphs
-    sparse, precision, fp16_rest = VARIANTS[variant]
+    sparse, precision, _fp16_rest = VARIANTS[variant]
     b = build_variant(recipe.run.name, variant, graphs[variant], out / "engines")
     assert b.status == "ok", b.reason
     assert b.engine and (out / "engines" / b.engine.rsplit("/", 1)[-1]).is_file()
