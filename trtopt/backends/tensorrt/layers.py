@@ -34,6 +34,9 @@ _FIELDS = ("Inputs: [", "Constants: [", "Outputs: [", "TacticName:", "Metadata:"
 #: Substrings of compiled layer types that compute a Conv/ConvTranspose/Gemm/MatMul (RTX: correlation,
 #: deconv, gemm, runtime_fusion; TensorRT 10/11 inspector: CaskConvolution, CaskGemmMatrixMultiply, ...).
 _COMPUTE_TYPES = ("correlation", "conv", "deconv", "gemm", "matrix", "fusion", "fully", "fc")
+#: Substrings of compiled layer *names* of compute kernels generated as ``kgen`` (RTX fuses FP16
+#: attention Q*K^T / softmax / *V into one ``kgen`` layer named ``_gemm_mha_v2_...``; measured on MiniLM).
+_COMPUTE_NAMES = ("gemm", "mha", "conv", "matmul", "_fc")
 #: Canonical precision of a compiled datatype name.
 _CANON = {"int8": "INT8", "uint8": "INT8", "fp8": "FP8", "int4": "INT4", "fp4": "FP4", "half": "FP16",
           "fp16": "FP16", "bfloat16": "BF16", "bf16": "BF16", "float": "FP32", "fp32": "FP32"}
@@ -168,7 +171,8 @@ class PrecisionReport:
 def _compiled(layers: Sequence[Mapping[str, Any]], trt_name: str) -> tuple[str | None, str | None]:
     """(precision, layer name) of the compute layer(s) that ``trt_name`` was fused into."""
     named = [ly for ly in layers if trt_name in ly.get("onnx_nodes", ())]
-    compute = [ly for ly in named if any(t in str(ly.get("type", "")).lower() for t in _COMPUTE_TYPES)]
+    compute = [ly for ly in named if any(t in str(ly.get("type", "")).lower() for t in _COMPUTE_TYPES)
+               or any(t in str(ly.get("name", "")).lower() for t in _COMPUTE_NAMES)]
     pick = compute or [ly for ly in named if str(ly.get("name", "")).startswith(trt_name)]
     if not pick:
         return None, None

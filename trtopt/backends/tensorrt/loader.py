@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
-from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, make_logger, rtx_environment
+from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger, rtx_environment
 from trtopt.backends.tensorrt.layers import PrecisionReport, inspector_layers, parse_layers_block, precision_report
 from trtopt.backends.tensorrt.logparse import (
     build_failure,
@@ -73,7 +73,8 @@ def _parse(trt: Any, logger: Any, network: Any, onnx_bytes: bytes, onnx_path: Pa
         errors.append({"code": str(perr.code()), "desc": perr.desc(), "node": perr.node(),
                        "node_name": perr.node_name(), "node_operator": perr.node_operator()})
     bad = [ln for ln in logger.lines if ln.startswith(("ERROR", "INTERNAL_ERROR"))]
-    raise BuildError(f"TensorRT cannot parse {onnx_path.name}: {format_parser_errors(errors, bad)}")
+    who = label(flavour_of(trt), trt.__version__)
+    raise BuildError(f"{who} cannot parse {onnx_path.name}: {format_parser_errors(errors, bad)}")
 
 
 def _configure(trt: Any, builder: Any, trt_config: Any, config: BuildConfig, plan: BuildPlan,
