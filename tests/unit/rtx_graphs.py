@@ -98,3 +98,38 @@ def dynamic_spatial():
     """A Relu on x[N,3,H,W]: dynamic beyond the batch axis."""
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="/act/Relu")]
     return _model(nodes, [], [("x", F, ["N", 3, "H", "W"])], [("y", F, ["N", 3, "H", "W"])])
+
+
+def tiny_conv_net(path, qdq=False, bad_op=False):
+    """input[N,1,8,8] -> Conv(16, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10) -> logits."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32)
+    fc = rng.normal(0, 0.3, (10, 16)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "fcb")]
+    nodes, x = [], "input"
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(1 / 127, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z"),
+                  numpy_helper.from_array(np.full(16, 0.9 / 127, np.float32), "ws"),
+                  numpy_helper.from_array(np.zeros(16, np.int8), "wz")]
+        nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"]),
+                  helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
+                  helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wdq"], axis=0)]
+        x, wname = "xdq", "wdq"
+    else:
+        wname = "w"
+    nodes += [helper.make_node("Conv", [x, wname], ["c"], pads=[1, 1, 1, 1], name="/features/0/Conv"),
+              helper.make_node("Relu", ["c"], ["r"]),
+              helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+              helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1, name="/classifier/Gemm")]
+    if bad_op:
+        nodes.append(helper.make_node("FancyOp", ["logits"], ["y"], domain="com.example", name="/head/Fancy"))
+    out = "y" if bad_op else "logits"
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])], inits)
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
+    path.write_bytes(helper.make_model(g, opset_imports=opsets).SerializeToString())
+    return path
