@@ -214,7 +214,7 @@ class Pipeline:
 
     def _backend_options(self, variant: str) -> dict:
         """Backend-specific runner options for a variant's prepared ONNX model."""
-        if self.recipe.run.backend != "tensorrt":
+        if self.recipe.run.backend not in ("tensorrt", "tensorrt-rtx"):
             return {}
         from trtopt.backends.tensorrt import BuildConfig
 
@@ -222,7 +222,8 @@ class Pipeline:
         # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
         # strongly typed; the build precision only names what the graph holds.
         trt_precision = "int8+fp16" if fp16_rest else precision
-        return {"config": BuildConfig(precision=trt_precision, sparsity=sparse), "engine_dir": self.out / "engines"}
+        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend)
+        return {"config": cfg, "engine_dir": self.out / "engines"}
 
     def _failed_variant(self, variant: str, reason: str) -> list:
         from trtopt.benchmark import VariantResult

@@ -185,3 +185,22 @@ def test_fp32_graph_compute_layers_compile_float(tmp_path):
                                [onnx.numpy_helper.from_array(w, "w")])
     c = _build(onnx.helper.make_model(g, opset_imports=x.opset_import), tmp_path, precision="fp32").data["compiled"]
     assert c["compute_precisions"] == {"FP32": 1}
+
+
+def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
+    import torch
+
+    from trtopt.backends import open_runner
+    from trtopt.pipeline import Pipeline
+    from trtopt.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"recipe": {"name": "t", "backend": "tensorrt-rtx", "variants": ["int8"]}})
+    opts = Pipeline(recipe, tmp_path)._backend_options("int8")
+    assert opts["config"].backend == "tensorrt-rtx" and opts["config"].precision == "int8"
+    path = _save(G.qdq_conv(), tmp_path)
+    runner = open_runner("tensorrt-rtx", path, engine_dir=tmp_path / "engines", precision="int8")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"), runner:
+        pass
+    assert len(list((tmp_path / "engines").glob("*.engine"))) == 1  # built ahead of time before the GPU check
