@@ -225,6 +225,20 @@ class Pipeline:
         cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend)
         return {"config": cfg, "engine_dir": self.out / "engines"}
 
+    def _attach_engine(self, variant: str, path: Path, results: list) -> None:
+        """ONNX Runtime runs: also build the variant ahead of time for RTX GPUs, for the engine column.
+
+        TensorRT for RTX needs no GPU; the engine is not timed. Records size and INT8 layers compiled.
+        """
+        if self.recipe.run.backend != "onnxruntime":
+            return
+        from trtopt.backends.tensorrt.variants import engine_summary
+
+        info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
+                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines"))
+        for r in results:
+            r.extra["engine"] = info
+
     def _failed_variant(self, variant: str, reason: str) -> list:
         from trtopt.benchmark import VariantResult
 
@@ -259,6 +273,7 @@ class Pipeline:
                 continue
             if v == "fp32":
                 reference = acc.outputs
+            self._attach_engine(v, artifacts[v], res)
             variants += res
         info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes,
                 "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()}}

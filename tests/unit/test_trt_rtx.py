@@ -204,3 +204,36 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
     with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"), runner:
         pass
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 1  # built ahead of time before the GPU check
+
+
+# -- item 5: the demo's engine column ------------------------------------------------------------
+def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
+    import importlib.util
+
+    from trtopt.backends.tensorrt.variants import INSTALL_HINT, engine_summary
+
+    q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
+    info = engine_summary("t", "int8", q, tmp_path / "engines")
+    mb = round(info["engine_mb"], 1)
+    assert info["status"] == "ok" and info["text"] == f"{mb:.1f} MB · 1/1 INT8"
+    h = _save(G.fp16_conv(), tmp_path, "fp16.onnx")
+    assert engine_summary("t", "fp16", h, tmp_path / "engines")["text"].endswith("· 1/1 FP16")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorrt_rtx" else real(n, *a))
+    assert engine_summary("t", "int8", q, tmp_path / "e2") == {"text": INSTALL_HINT, "status": "not installed"}
+
+
+def test_report_table_and_markdown_gain_the_engine_column():
+    from test_bench_report import make_report
+
+    from trtopt.benchmark.render import ENGINE_COLUMN, render_markdown, render_table
+
+    report = make_report()
+    assert ENGINE_COLUMN not in [c.header for c in render_table(report.finalize()).columns]
+    for v in report.variants:
+        v.extra["engine"] = {"text": "0.9 MB · 5/5 INT8" if v.precision == "int8" else "0.6 MB · 5/5 FP32"}
+    report.finalize()
+    t = render_table(report)
+    assert [c.header for c in t.columns][-1] == ENGINE_COLUMN
+    md = render_markdown(report)
+    assert ENGINE_COLUMN in md and "| 0.9 MB · 5/5 INT8 |" in md
