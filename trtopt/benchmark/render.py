@@ -58,7 +58,7 @@ COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s", 
 
 
 #: Header of the optional engine column (TensorRT-for-RTX build of each variant, made by `trtopt demo`/`run`).
-ENGINE_COLUMN = "engine (RTX GPUs, AOT build, not timed)"
+ENGINE_COLUMN = "RTX engine (AOT, not timed)"
 
 
 def engine_cell(v: Mapping[str, Any]) -> str:

@@ -14,7 +14,8 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
-from trtopt.errors import MissingDependencyError
+from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
+from trtopt.errors import ConfigError, MissingDependencyError
 from trtopt.log import get_logger
 
 log = get_logger(__name__)
@@ -77,6 +78,27 @@ def rtx_environment(trt: Any, targets: Sequence[str], default_targets: bool) -> 
             "gpu": {"name": None, "compute_capability": None, "targets": list(targets),
                     "default_targets": default_targets},
             "platform": {"os": platform.system(), "arch": platform.machine()}}
+
+
+def rtx_plan_rules(config: BuildConfig, notes: list[str]) -> tuple[str, tuple[str, ...]]:
+    """TensorRT-for-RTX limits: what it cannot do is an error, what it ignores is skipped (and noted once).
+
+    Returns:
+        ``(hardware compatibility level name, ComputeCapability names to set)``.
+    """
+    if config.hardware_compat != "none":
+        raise ConfigError(f"hardware_compat {config.hardware_compat} is not supported by TensorRT for RTX; "
+                          "choose target GPUs with --compute-capability (e.g. sm80,sm86,sm89,sm120)")
+    if config.version_compatible and not config.exclude_lean_runtime:
+        raise ConfigError("TensorRT for RTX builds version-compatible engines only with exclude_lean_runtime "
+                          "(it ships no lean runtime library)")
+    if config.timing_cache:
+        notes.append("timing cache skipped: a no-op in TensorRT for RTX (kernels are chosen on the GPU)")
+    if "SM75" in config.compute_capabilities:
+        notes.append("SM75 (Turing) target: FP32 GEMM/conv cannot compile there; FP16 and INT8 can")
+    if not config.compute_capabilities:
+        notes.append(f"TensorRT-RTX default targets ({', '.join(RTX_DEFAULT_TARGETS)})")
+    return "NONE", tuple(config.compute_capabilities)
 
 
 def make_logger(trt: Any) -> Any:
