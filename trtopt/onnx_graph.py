@@ -521,3 +521,38 @@ def model_computes_fp16(model: onnx.ModelProto) -> bool:
         if any(n.op_type == "Cast" and get_attr(n, "to") == f16 for n in g.node):
             return True
     return any(c.data_type == f16 for c in iter_constants(model))
+
+
+# -- compute nodes and their quantization (TensorRT build report; owner: tensorrt backend) ----------------
+#: Ops TensorRT can run in INT8 when both inputs come from DequantizeLinear.
+COMPUTE_OPS = WEIGHTED_OPS
+#: Layout-only ops TensorRT's Q/DQ fusion looks through between a DequantizeLinear and its consumer.
+_LAYOUT_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def compute_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, bool]]:
+    """Every Conv/ConvTranspose/Gemm/MatMul of ``graph`` (top level) and whether it is quantized.
+
+    A node is quantized when its first two inputs (activation and weight, or both MatMul operands)
+    are each produced by a DequantizeLinear, directly or through layout-only ops (Transpose,
+    Reshape, ...): the explicit-quantization pattern TensorRT fuses into an INT8 layer
+    (TensorRT developer guide, "Explicit Quantization", Q/DQ placement). Weight-only DQ is not.
+
+    Returns:
+        ``[(node, quantized), ...]`` in graph order.
+    """
+    prod = producers(graph)
+
+    def from_dq(name: str) -> bool:
+        seen = 0
+        while name in prod and seen < 8:
+            n = prod[name]
+            if n.op_type == "DequantizeLinear":
+                return True
+            if n.op_type not in _LAYOUT_OPS or not n.input:
+                return False
+            name, seen = n.input[0], seen + 1
+        return False
+
+    return [(n, len(n.input) >= 2 and from_dq(n.input[0]) and from_dq(n.input[1]))
+            for n in graph.node if n.op_type in COMPUTE_OPS]

@@ -226,7 +226,7 @@ class Pipeline:
 
     def _backend_options(self, variant: str) -> dict:
         """Backend-specific runner options for a variant's prepared ONNX model."""
-        if self.recipe.run.backend != "tensorrt":
+        if self.recipe.run.backend not in ("tensorrt", "tensorrt-rtx"):
             return {}
         from trtopt.backends.tensorrt import BuildConfig
 
@@ -234,7 +234,22 @@ class Pipeline:
         # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
         # strongly typed; the build precision only names what the graph holds.
         trt_precision = "int8+fp16" if fp16_rest else precision
-        return {"config": BuildConfig(precision=trt_precision, sparsity=sparse), "engine_dir": self.out / "engines"}
+        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend)
+        return {"config": cfg, "engine_dir": self.out / "engines"}
+
+    def _attach_engine(self, variant: str, path: Path, results: list) -> None:
+        """ONNX Runtime runs: also build the variant ahead of time for RTX GPUs, for the engine column.
+
+        TensorRT for RTX needs no GPU; the engine is not timed. Records size and INT8 layers compiled.
+        """
+        if self.recipe.run.backend != "onnxruntime":
+            return
+        from trtopt.backends.tensorrt.variants import engine_summary
+
+        info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
+                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines"))
+        for r in results:
+            r.extra["engine"] = info
 
     def _failed_variant(self, variant: str, reason: str) -> list:
         from trtopt.benchmark import VariantResult
@@ -270,6 +285,7 @@ class Pipeline:
                 continue
             if v == "fp32":
                 reference = acc.outputs
+            self._attach_engine(v, artifacts[v], res)
             variants += res
         info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes,
                 "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()}}

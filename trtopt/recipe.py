@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[bool, str, bool]] = {
     "sparse24-int8": (True, "int8", False),
     "sparse24-int8-fp16": (True, "int8", True),
 }
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class RunConfig:
         name: Recipe name (report title, default output folder name).
         variants: Variants to build and benchmark (see :data:`VARIANTS`); ``fp32`` is the baseline
             and is always included.
-        backend: Runtime to benchmark on: ``onnxruntime`` (CPU default), ``tensorrt`` or ``torch``.
+        backend: Runtime to benchmark on: ``onnxruntime`` (CPU default), ``tensorrt``,
+            ``tensorrt-rtx`` (TensorRT for RTX: builds without a GPU, runs on an RTX GPU) or ``torch``.
         out: Output folder; default ``bench/results/<name>``.
     """
 

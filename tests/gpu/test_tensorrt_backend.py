@@ -1,52 +1,20 @@
-"""TensorRT backend on a real GPU (``pytest -m tensorrt``; skipped without TensorRT and CUDA).
+"""TensorRT backend on a real GPU: runtime tests, marked ``tensorrt`` and ``gpu`` (skipped without them).
 
+Build-only tests live in tests/unit/test_trt_builder.py and run in CI with TensorRT for RTX (no GPU).
 Tiny ONNX graphs are built in fixtures; ONNX Runtime on CPU is the numeric oracle.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
-
-
-def _conv_net(path, qdq=False, bad_op=False):
-    """input[N,1,8,8] -> Conv(16, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10) -> logits."""
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32)
-    fc = rng.normal(0, 0.3, (10, 16)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc"),
-             numpy_helper.from_array(np.zeros(10, np.float32), "fcb")]
-    nodes, x = [], "input"
-    if qdq:
-        inits += [numpy_helper.from_array(np.array(1 / 127, np.float32), "s"),
-                  numpy_helper.from_array(np.array(0, np.int8), "z"),
-                  numpy_helper.from_array(np.full(16, 0.9 / 127, np.float32), "ws"),
-                  numpy_helper.from_array(np.zeros(16, np.int8), "wz")]
-        nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["xq"]),
-                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"]),
-                  helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
-                  helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wdq"], axis=0)]
-        x, wname = "xdq", "wdq"
-    else:
-        wname = "w"
-    nodes += [helper.make_node("Conv", [x, wname], ["c"], pads=[1, 1, 1, 1], name="/features/0/Conv"),
-              helper.make_node("Relu", ["c"], ["r"]),
-              helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-              helper.make_node("Flatten", ["p"], ["f"]),
-              helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1, name="/classifier/Gemm")]
-    if bad_op:
-        nodes.append(helper.make_node("FancyOp", ["logits"], ["y"], domain="com.example", name="/head/Fancy"))
-    out = "y" if bad_op else "logits"
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])], inits)
-    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
-    path.write_bytes(helper.make_model(g, opset_imports=opsets).SerializeToString())
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from rtx_graphs import tiny_conv_net as _conv_net
 
 
 def _reference(path, x):
@@ -71,6 +39,8 @@ def _cfg(**kw):
     return BuildConfig(shapes=("input:1x1x8x8,4x1x8x8,16x1x8x8",), **kw)
 
 
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_fp32_build_run_manifest_and_reuse(tmp_path, model, x):
     from trtopt.backends.tensorrt import build_engine, open_tensorrt_runner
 
@@ -89,6 +59,8 @@ def test_fp32_build_run_manifest_and_reuse(tmp_path, model, x):
     assert not r.active
 
 
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_cuda_graph_replay_matches(tmp_path, model, x):
     import torch
 
@@ -103,6 +75,8 @@ def test_cuda_graph_replay_matches(tmp_path, model, x):
     np.testing.assert_allclose(out, _reference(model, x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_qdq_model_builds_strongly_typed_on_10_and_11(tmp_path, x):
     from trtopt.backends.tensorrt import build_engine, open_tensorrt_runner
 
@@ -114,6 +88,8 @@ def test_qdq_model_builds_strongly_typed_on_10_and_11(tmp_path, x):
         np.testing.assert_allclose(r.infer({"input": x})["logits"], _reference(q, x), atol=0.05)
 
 
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_implicit_int8_from_calibration_table_on_10x(tmp_path, model):
     import tensorrt as trt
 
@@ -129,24 +105,8 @@ def test_implicit_int8_from_calibration_table_on_10x(tmp_path, model):
     assert res.data["calibration"]["header"].startswith("TRT-10")
 
 
-def test_sparsity_flag_and_report(tmp_path, model):
-    from trtopt.backends.tensorrt import build_engine
-
-    res = build_engine(model, _cfg(sparsity=True), engine_dir=tmp_path)
-    assert "SPARSE_WEIGHTS" in res.data["build"]["plan"]["builder_flags"]
-    assert res.data["sparsity"]["summary"].endswith("picked")
-
-
-def test_unparsable_op_names_node_and_operator(tmp_path):
-    from trtopt.backends.tensorrt import build_engine
-    from trtopt.errors import BuildError
-
-    bad = _conv_net(tmp_path / "bad.onnx", bad_op=True)
-    with pytest.raises(BuildError, match="FancyOp") as exc:
-        build_engine(bad, _cfg(), engine_dir=tmp_path)
-    assert "\n" not in str(exc.value)
-
-
+@pytest.mark.tensorrt
+@pytest.mark.gpu
 def test_non_engine_and_foreign_engine_are_clear_errors(tmp_path, model):
     from trtopt.backends.tensorrt import build_engine, open_tensorrt_runner
     from trtopt.errors import IncompatibleArtifactError, InputError
@@ -163,9 +123,3 @@ def test_non_engine_and_foreign_engine_are_clear_errors(tmp_path, model):
         pass
 
 
-def test_min_greater_than_max_profile_is_config_error(tmp_path, model):
-    from trtopt.backends.tensorrt import BuildConfig, build_engine
-    from trtopt.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="min <= opt <= max"):
-        build_engine(model, BuildConfig(shapes=("input:16x1x8x8,4x1x8x8,1x1x8x8",)), engine_dir=tmp_path)

@@ -65,8 +65,8 @@ def test_every_subcommand_has_help(cmd, capsys):
 
 def test_tensorrt_backend_without_tensorrt_is_one_line_exit_2(tmp_path):
     pytest.importorskip("onnx")
-    if __import__("importlib.util").util.find_spec("tensorrt") is not None:
-        pytest.skip("TensorRT is installed here")
+    if any(__import__("importlib.util").util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx")):
+        pytest.skip("TensorRT (or TensorRT for RTX, which --backend tensorrt falls back to) is installed here")
     res = subprocess.run(
         [sys.executable, "-m", "trtopt", "build", str(tmp_path / "m.onnx"), "--backend", "tensorrt"],
         capture_output=True, text=True, timeout=120,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pytest
 
 from trtopt.cli.main import main
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
-                                reason="TensorRT is installed here; these tests cover machines without it")
+
+@pytest.fixture(autouse=True)
+def _no_tensorrt(monkeypatch):
+    """Hide TensorRT 10/11 and TensorRT for RTX (installed or not): ``import`` raises ImportError."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
 
 
 def test_build_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
@@ -22,6 +25,14 @@ def test_build_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "engines").exists()  # nothing half-written
 
 
+def test_build_rtx_without_the_extra_names_it(tmp_path, capsys):
+    rc = main(["build", str(tmp_path / "m.onnx"), "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "pip install 'trtopt[tensorrt-rtx]'" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
 def test_build_help_works_without_tensorrt(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["build", "-h"])
@@ -29,7 +40,7 @@ def test_build_help_works_without_tensorrt(capsys):
     out = capsys.readouterr().out
     for flag in ("--precision", "--calib", "--sparsity", "--shapes", "--engine-dir"):
         assert flag in out
-    assert "tensorrt" not in sys.modules
+    assert sys.modules.get("tensorrt") is None
 
 
 def test_open_runner_and_build_engine_raise_missing_dependency(tmp_path):

@@ -88,9 +88,9 @@ def test_inspector_garbage_is_input_error():
 def test_parser_errors_name_node_operator_and_message():
     msg = format_parser_errors([{"code": "ErrorCode.UNSUPPORTED_NODE", "node": 3, "node_name": "/head/NonZero",
                                  "node_operator": "NonZero", "desc": "No importer registered for op: NonZero "}])
-    assert msg == "node 3 '/head/NonZero' (NonZero): No importer registered for op: NonZero"
+    assert msg == "node 3 '/head/NonZero' (NonZero): No importer registered for op: NonZero [UNSUPPORTED_NODE]"
     assert format_parser_errors([], ["ERROR: ModelImporter.cpp:123: failed to parse"]) == \
-        "ERROR: ModelImporter.cpp:123: failed to parse"
+        "ModelImporter.cpp:123: failed to parse"  # the severity prefix is dropped
     assert format_parser_errors([]) == "no details in the parser or log"
 
 

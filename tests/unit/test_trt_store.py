@@ -179,3 +179,41 @@ def test_engine_dtype_names_map_to_numpy():
     assert numpy_dtype("HALF", "x") == np.float16 and numpy_dtype("FLOAT", "x") == np.float32
     with pytest.raises(InputError, match="BF16"):
         numpy_dtype("BF16", "x")
+
+
+def test_flavour_mismatch_both_ways_names_the_extra():
+    from trtopt.backends.tensorrt.manifest import flavour_mismatch
+
+    trt10 = _manifest()  # no flavour recorded: TensorRT 10/11
+    err = flavour_mismatch(trt10, "tensorrt-rtx", "1.7.1.116", "engine m.engine")
+    assert isinstance(err, IncompatibleArtifactError)
+    assert "built by TensorRT 10.3.0.26" in str(err) and "TensorRT for RTX 1.7.1.116" in str(err)
+    assert "trtopt[tensorrt]" in str(err)
+    rtx = {**trt10, "tensorrt": {"version": "1.7.1.116", "flavour": "tensorrt-rtx"}}
+    err = flavour_mismatch(rtx, "tensorrt", "10.3.0.26", "engine m.engine")
+    assert "built by TensorRT for RTX 1.7.1.116" in str(err) and "trtopt[tensorrt-rtx]" in str(err)
+    assert flavour_mismatch(rtx, "tensorrt-rtx", "1.7.1.116", "e") is None
+
+
+def test_rtx_manifest_checks_the_gpu_against_its_targets():
+    m = {**_manifest(), "tensorrt": {"version": "1.7.1.116", "flavour": "tensorrt-rtx"},
+         "gpu": {"name": None, "compute_capability": None, "targets": ["SM86", "SM89"]},
+         "platform": {"arch": "x86_64"}}
+    assert check_manifest(m, "1.7.1.116", {"name": "RTX 4090", "compute_capability": "8.9"}, arch="x86_64") == []
+    probs = check_manifest(m, "1.7.1.116", {"name": "A100", "compute_capability": "8.0"}, arch="x86_64")
+    assert probs == ["built for SM86, SM89, this GPU is SM80"]
+
+
+def test_interrupted_manifest_write_removes_the_engine(tmp_path, monkeypatch):
+    import trtopt.backends.tensorrt.store as store_mod
+
+    store = EngineStore(tmp_path)
+    entry = store.entry("a" * 64, "m", "fp16")
+
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "atomic_write_json", boom)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(entry, b"x" * 100, {"schema": SCHEMA, "key": "a" * 64})
+    assert not entry.engine.exists() and not entry.manifest.exists()

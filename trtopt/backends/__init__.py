@@ -8,7 +8,7 @@ from typing import Any
 from trtopt.backends.base import Runner, TensorSpec
 from trtopt.errors import ConfigError
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 
 
 def open_runner(backend: str, model: str | os.PathLike[str], **kwargs: Any) -> Runner:
@@ -16,8 +16,8 @@ def open_runner(backend: str, model: str | os.PathLike[str], **kwargs: Any) -> R
 
     Args:
         backend: One of :data:`BACKENDS`.
-        model: Model artifact: an ``.onnx`` file (onnxruntime, torch, tensorrt) or an
-            engine file (tensorrt).
+        model: Model artifact: an ``.onnx`` file (onnxruntime, torch, tensorrt[-rtx]) or an
+            engine file (tensorrt[-rtx]; the manifest says which TensorRT loads it).
         **kwargs: Backend-specific options.
 
     Returns:
@@ -31,9 +31,11 @@ def open_runner(backend: str, model: str | os.PathLike[str], **kwargs: Any) -> R
         from trtopt.backends.onnxrt import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(model, **kwargs)
-    if backend == "tensorrt":
+    if backend in ("tensorrt", "tensorrt-rtx"):
         from trtopt.backends.tensorrt import open_tensorrt_runner
 
+        if backend == "tensorrt-rtx" and "config" not in kwargs:
+            kwargs.setdefault("backend", "tensorrt-rtx")  # a BuildConfig field for ONNX models
         return open_tensorrt_runner(model, **kwargs)
     if backend == "torch":
         from trtopt.backends.torch_runner import TorchRunner

@@ -74,6 +74,16 @@ COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s", 
            "Δ vs FP32", "speedup vs FP32")
 
 
+#: Header of the optional engine column (TensorRT-for-RTX build of each variant, made by `trtopt demo`/`run`).
+ENGINE_COLUMN = "RTX engine (AOT, not timed)"
+
+
+def engine_cell(v: Mapping[str, Any]) -> str:
+    """The engine column's text for a variant (``"0.9 MB · 5/5 INT8"``), or "" when none was built."""
+    e = (v.get("extra") or {}).get("engine")
+    return str(e.get("text", "")) if isinstance(e, Mapping) else ""
+
+
 def render_table(report: Any):  # -> rich.table.Table
     """Return a ``rich`` table of a report (a :class:`Report` or its dict).
 
@@ -88,8 +98,13 @@ def render_table(report: Any):  # -> rich.table.Table
     t = Table(title=f"trtopt benchmark — {data['workload'].get('name', '')}".rstrip(" —"))
     for i, c in enumerate(COLUMNS):
         t.add_column(c, justify="left" if i < 4 else "right")
+    engines = [engine_cell(v) for v in data["variants"]]
+    if any(engines):
+        t.add_column(ENGINE_COLUMN, justify="right")
     notes = {}
-    for v, row in zip(data["variants"], table_rows(data)):
+    for v, row, eng in zip(data["variants"], table_rows(data), engines):
+        if any(engines):
+            row = [*row, eng or "—"]
         if v["status"] != "ok":  # keep cells narrow: the reason goes under the table, once per variant
             row[0] = f"{v['name']} ({v['status']})"
             notes[v["name"]] = f"{v['name']}: {v['status']}: {v['reason']}"
@@ -162,7 +177,12 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
              f"Schema `{data['schema']}`, created {data['created']}.", ""]
     if wl.get("description"):
         lines += [str(wl["description"]), ""]
-    lines += ["## Results", "", *_md_table(list(COLUMNS), table_rows(data)), ""]
+    engines = [engine_cell(v) for v in data["variants"]]
+    if any(engines):
+        rows = [[*r, e or "—"] for r, e in zip(table_rows(data), engines)]
+        lines += ["## Results", "", *_md_table([*COLUMNS, ENGINE_COLUMN], rows), ""]
+    else:
+        lines += ["## Results", "", *_md_table(list(COLUMNS), table_rows(data)), ""]
     modes = sorted({(v.get("timing") or {}).get("mode") for v in data["variants"] if v.get("timing")})
     lines.append(f"Timing mode(s): {', '.join(m for m in modes if m) or 'n/a'}. Δ vs FP32 is in metric points "
                  "against the dense FP32 variant at the same batch size; speedup is a throughput ratio.")

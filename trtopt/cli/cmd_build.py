@@ -5,16 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trtopt.backends.tensorrt.config import FLAVOURS
 from trtopt.cli.args import add_model_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``build`` subcommand."""
-    p = sub.add_parser("build", help="build a TensorRT engine (10.x / 11.x) into the engine store",
+    p = sub.add_parser("build", help="build a TensorRT engine (10.x / 11.x, or TensorRT for RTX) into the engine store",
                        description="Build a TensorRT engine from an ONNX model, or reuse the stored one with the "
-                                   "same model, options, TensorRT version and GPU. Prints engine and manifest paths.")
+                                   "same model, options, TensorRT version and GPU (TensorRT for RTX: targets). Prints "
+                                   "engine and manifest paths and how many quantized layers compiled to INT8.")
     add_model_arg(p)
-    p.add_argument("--backend", choices=("tensorrt",), default="tensorrt", help="engine backend (tensorrt)")
+    p.add_argument("--backend", choices=FLAVOURS, default="tensorrt",
+                   help="tensorrt (TensorRT 10/11; TensorRT for RTX if only that is installed) or tensorrt-rtx "
+                        "(TensorRT for RTX: builds ahead of time without a GPU; pip install 'trtopt[tensorrt-rtx]')")
+    p.add_argument("--compute-capability", default=None, metavar="SM,...",
+                   help="TensorRT-RTX target GPUs, e.g. sm80,sm86,sm89,sm120 (default: TensorRT-RTX's own "
+                        "defaults, Ampere and later; sm75 only when asked: Turing cannot compile FP32 GEMMs)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when a layer quantized in the ONNX graph compiles in float (default: warn)")
     g = p.add_argument_group("Precision")
     g.add_argument("--precision", choices=("fp32", "fp16", "int8", "int8+fp16", "best"), default="fp32",
                    help="fp32 (TF32 off), fp16, int8, int8+fp16 or best; on TensorRT 11 the graph's types decide "
@@ -41,14 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt build``."""
-    from trtopt.backends.tensorrt.loader import import_tensorrt
+    from trtopt.backends.tensorrt.config import parse_compute_capabilities
+    from trtopt.backends.tensorrt.flavour import import_tensorrt
 
-    import_tensorrt()  # first, so a machine without TensorRT gets the one-line install hint
+    targets = parse_compute_capabilities(args.compute_capability) if args.compute_capability is not None else ()
+    import_tensorrt(args.backend)  # first, so a machine without TensorRT gets the one-line install hint
     from rich.console import Console
 
     from trtopt.backends.tensorrt import BuildConfig, build_engine
 
-    config = BuildConfig(precision=args.precision, sparsity=args.sparsity, shapes=tuple(args.shapes),
+    config = BuildConfig(backend=args.backend, compute_capabilities=targets, strict=args.strict,
+                         precision=args.precision, sparsity=args.sparsity, shapes=tuple(args.shapes),
                          workspace_mib=args.workspace_mib, optimization_level=args.opt_level,
                          timing_cache=str(args.timing_cache or ""), version_compatible=args.version_compatible,
                          hardware_compat=args.hardware_compat, dla_core=args.dla_core, tf32=args.tf32)
@@ -59,4 +71,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"manifest: {res.manifest}")
     if args.sparsity and sp:
         console.print(f"sparsity: {sp.get('summary')}")
+    compiled = res.data.get("compiled") or {}
+    if compiled:
+        console.print(compiled.get("summary", ""), highlight=False)
+        for n in compiled.get("fallbacks") or []:
+            module = f", module {n['module']}" if n.get("module") else ""
+            console.print(f"  fell back: {n['node']} ({n['op']}{module}) compiled "
+                          f"{n.get('compiled') or 'not found'}", highlight=False)
     return 0

@@ -13,7 +13,7 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
     g = p.add_argument_group("Output")
     g.add_argument("--out", type=Path, default=None, help=f"output folder (default: {default_out_hint})")
     g = p.add_argument_group("Overrides")
-    g.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+    g.add_argument("--backend", choices=("onnxruntime", "tensorrt", "tensorrt-rtx", "torch"), default=None,
                    help="benchmark backend (overrides [recipe] backend)")
     g.add_argument("--variants", default=None, help="comma-separated variants (overrides [recipe] variants)")
     g.add_argument("--min-duration", type=float, default=None, metavar="S",
@@ -50,10 +50,10 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     from trtopt.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides_from(args))
-    if recipe.run.backend == "tensorrt":
-        from trtopt._optional import require
+    if recipe.run.backend in ("tensorrt", "tensorrt-rtx"):
+        from trtopt.backends.tensorrt.flavour import import_tensorrt
 
-        require("tensorrt", "tensorrt", "the recipe's backend is tensorrt")
+        import_tensorrt(recipe.run.backend)  # one line naming the extra when it is missing
     out = args.out or Path(recipe.run.out or Path("bench") / "results" / recipe.run.name)
     progress = StageProgress()
     progress("recipe", f"{recipe.run.name} ({recipe_path}) -> {out}")

@@ -1,4 +1,4 @@
-"""TensorRT 10.x / 11.x backend: build engines into a content-addressed store and run them.
+"""TensorRT 10.x / 11.x and TensorRT for RTX backend: build engines into a content-addressed store and run them.
 
 Importing this package does not import ``tensorrt``, torch or CUDA; they are imported when a build
 or a runner starts. Without TensorRT, :func:`open_tensorrt_runner` and
@@ -47,16 +47,18 @@ def open_tensorrt_runner(model: str | os.PathLike[str], *, cuda_graph: bool = Fa
     Raises:
         MissingDependencyError: TensorRT is not installed.
     """
-    import_tensorrt()
     builder = None
     if Path(model).suffix.lower() == ".onnx":
         cfg = config or BuildConfig(**options)
+        import_tensorrt(cfg.backend)
 
         def builder() -> Path:
             return build_engine(model, cfg, engine_dir=engine_dir, calibration=calibration, rebuild=rebuild).engine
 
     elif options or config is not None:
         raise ConfigError(f"build options apply to ONNX models only; {model} is an engine")
+    else:
+        import_tensorrt()
     return TensorRTRunner(model, cuda_graph=cuda_graph, check_manifest=check_manifest, builder=builder)
 
 

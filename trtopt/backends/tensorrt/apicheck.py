@@ -37,9 +37,13 @@ BINDINGS = {
     "10.x": ("tensorrt-cu12-bindings", "==10.3.0", 10),  # what JetPack 6 ships
     "11.x": ("tensorrt-cu13-bindings", ">=11,<12", 11),  # newest 11.x
 }
+_ENUM_VALUE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A pybind11 class/enum name: CamelCase, no underscores (enum values are UPPER_CASE, methods snake_case).
 _SCOPE = re.compile(r"^_?[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*$")
+#: The pybind11 module inside a bindings wheel: ``tensorrt.so``, ``tensorrt.cpython-311-....so`` or
+#: TensorRT for RTX's ``tensorrt_rtx.so``.
+_SO = re.compile(r"/tensorrt(_rtx)?(\.cpython[^/]*)?\.so$")
 _LEA = re.compile(r"\slea\s+-?0x[0-9a-f]+\(%rip\),%\w+\s+#\s+([0-9a-f]+)")
 
 
@@ -64,7 +68,11 @@ class BindingsAPI:
 
         The first component must be a registered class/enum or a Python-level name; each further
         component must be registered in the scope of the previous one, or be a nested class/enum
-        (``ILogger.Severity``).
+        (``ILogger.Severity``). Two corrections of the in-order grouping (both measured against the
+        imported TensorRT-for-RTX module and the 11.4 wheel): an enum (a scope with pybind11's
+        ``__int__``) has no snake_case members except ``name``/``value`` (method names of the next
+        class are otherwise credited to it), and an UPPER_CASE value the grouping left in a class
+        scope (``STRONGLY_TYPED`` registered after ``IBuilderConfig``'s block) counts for enums.
         """
         parts = dotted.split(".")
         head = parts[0]
@@ -73,9 +81,80 @@ class BindingsAPI:
         for owner, name in itertools.pairwise(parts):
             if name in self.scopes:
                 continue
+            if owner in self.scopes and self._is_enum(owner):
+                if name in ("name", "value"):
+                    continue
+                if not _ENUM_VALUE.match(name):
+                    return False
+                if name not in self.scopes[owner] and name not in self._stray_values():
+                    return False
+                continue
             if owner not in self.scopes or name not in self.scopes[owner]:
                 return False
         return True
+
+    def _is_enum(self, scope: str) -> bool:
+        return "__int__" in self.scopes.get(scope, ()) or "__index__" in self.scopes.get(scope, ())
+
+    def _stray_values(self) -> frozenset[str]:
+        """UPPER_CASE names found only in class (non-enum) scopes: enum values registered out of order."""
+        enums = {k for k in self.scopes if self._is_enum(k)}
+        in_enums = {n for k in enums for n in self.scopes[k]}
+        stray = {n for k, v in self.scopes.items() if k not in enums for n in v if _ENUM_VALUE.match(n)}
+        return frozenset(stray - in_enums)
+
+
+# -- by import (where the bindings import) --------------------------------------------------
+@dataclass
+class ImportedAPI:
+    """Names of an imported TensorRT module, checked by attribute lookup (no disassembly heuristics).
+
+    TensorRT for RTX imports on a machine without a GPU, so its names are checked this way; the
+    ``objdump`` scan (:func:`extract_api`) remains for wheels whose libraries cannot be installed here.
+
+    Attributes:
+        version: ``module.__version__``.
+        module: The imported module.
+    """
+
+    version: str
+    module: object
+
+    def has(self, dotted: str) -> bool:
+        """Whether ``module.<dotted>`` resolves (``.__init__`` suffixes are accepted)."""
+        from trtopt.backends.tensorrt.plan import has_attr_chain
+
+        return has_attr_chain(self.module, dotted)
+
+
+def imported_api(module_name: str) -> ImportedAPI:
+    """Import ``tensorrt`` / ``tensorrt_rtx`` and wrap it for name checks.
+
+    Raises:
+        BackendUnavailableError: The module does not import here (use :func:`extract_api` on its wheel).
+    """
+    import importlib
+
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailableError(f"{module_name} does not import here ({exc}); check its wheel with "
+                                      "extract_api instead") from exc
+    return ImportedAPI(version=str(getattr(mod, "__version__", "unknown")), module=mod)
+
+
+def scanner_errors(scanned: BindingsAPI, truth: ImportedAPI, names: Iterable[str]) -> dict[str, list[str]]:
+    """Where the ``objdump`` scan disagrees with the imported module, over ``names``.
+
+    Returns:
+        ``{"false_missing": [...], "false_present": [...]}`` (names the scan gets wrong).
+    """
+    out: dict[str, list[str]] = {"false_missing": [], "false_present": []}
+    for n in names:
+        real, seen = truth.has(n), scanned.has(n)
+        if real != seen:
+            out["false_missing" if real else "false_present"].append(n)
+    return out
 
 
 # -- ELF / disassembly ---------------------------------------------------------------------
@@ -223,7 +302,7 @@ def extract_api(wheel: str | Path) -> BindingsAPI:
         The extracted API.
     """
     with zipfile.ZipFile(wheel) as zf, tempfile.TemporaryDirectory() as tmp:
-        so = next((n for n in zf.namelist() if re.search(r"/tensorrt(\.cpython[^/]*)?\.so$", n)), None)
+        so = next((n for n in zf.namelist() if _SO.search(n)), None)
         init = next((n for n in zf.namelist() if n.endswith("/__init__.py") and n.count("/") == 1), None)
         if so is None or init is None:
             raise InputError(f"{wheel} holds no tensorrt.so / __init__.py: not a TensorRT bindings wheel")

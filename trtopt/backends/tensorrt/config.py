@@ -10,6 +10,37 @@ from trtopt.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8", "int8+fp16", "best")
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
 PROFILING_VERBOSITY = ("detailed", "layer_names_only", "none")
+#: ``--backend`` names: ``tensorrt`` (TensorRT 10/11, else TensorRT for RTX when only that is installed)
+#: and ``tensorrt-rtx`` (TensorRT for RTX, builds without a GPU).
+FLAVOURS = ("tensorrt", "tensorrt-rtx")
+#: ``ComputeCapability`` members of TensorRT for RTX 1.7 (``CURRENT`` needs a GPU, so it is not offered).
+RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
+#: What TensorRT-RTX builds for when no target is set (Ampere and later; measured, facts doc).
+RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
+
+
+def parse_compute_capabilities(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Parse ``"sm80,sm86"`` / ``"8.6"`` / ``["SM89"]`` into ``ComputeCapability`` names (``("SM80", "SM86")``).
+
+    Raises:
+        ConfigError: An unknown target (message lists the valid ones).
+    """
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    out: list[str] = []
+    for raw in items:
+        t = raw.strip().upper().replace("_", "")
+        if not t:
+            continue
+        if not t.startswith("SM"):
+            t = "SM" + t.replace(".", "")
+        if t not in RTX_TARGETS:
+            raise ConfigError(f"unknown compute capability '{raw.strip()}': TensorRT for RTX targets "
+                              f"{', '.join(x.lower() for x in RTX_TARGETS)}")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise ConfigError("--compute-capability needs at least one target, e.g. sm86 or sm80,sm89")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -34,6 +65,12 @@ class BuildConfig:
         dla_core: DLA core to build for (-1 = GPU). TensorRT 10.x only, with GPU fallback.
         tf32: Allow TF32 for FP32 math (off by default so an FP32 baseline really is FP32).
         profiling_verbosity: ``detailed`` (per-layer tactic/precision in the inspector) or less.
+        backend: ``tensorrt`` (TensorRT 10/11; TensorRT for RTX when only that is installed) or
+            ``tensorrt-rtx`` (TensorRT for RTX; builds ahead of time without a GPU).
+        compute_capabilities: TensorRT-RTX target architectures (``("SM86", "SM89")``; empty =
+            TensorRT-RTX's defaults, :data:`RTX_DEFAULT_TARGETS`). ``SM75`` (Turing) cannot compile FP32 GEMMs.
+        strict: A Conv/ConvTranspose/Gemm/MatMul that is quantized in the ONNX graph but compiles in
+            float is an error (default: a warning in the build report).
     """
 
     precision: str = "fp32"
@@ -49,6 +86,9 @@ class BuildConfig:
     dla_core: int = -1
     tf32: bool = False
     profiling_verbosity: str = "detailed"
+    backend: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,6 +107,10 @@ class BuildConfig:
             raise ConfigError(f"dla_core must be -1 (GPU) or a DLA core index, got {self.dla_core}")
         if self.exclude_lean_runtime and not self.version_compatible:
             raise ConfigError("exclude_lean_runtime requires version_compatible")
+        if self.backend not in FLAVOURS:
+            raise ConfigError(f"backend must be one of {', '.join(FLAVOURS)}, got '{self.backend}'")
+        ccs = parse_compute_capabilities(tuple(self.compute_capabilities)) if self.compute_capabilities else ()
+        object.__setattr__(self, "compute_capabilities", ccs)
         b = tuple(self.default_batch)
         if len(b) != 3 or any(int(v) <= 0 for v in b) or not b[0] <= b[1] <= b[2]:
             raise ConfigError(f"default_batch must be (min, opt, max) with 0 < min <= opt <= max, got {b}")
@@ -79,4 +123,5 @@ class BuildConfig:
         d = asdict(self)
         d["shapes"] = list(self.shapes)
         d["default_batch"] = list(self.default_batch)
+        d["compute_capabilities"] = list(self.compute_capabilities)
         return d

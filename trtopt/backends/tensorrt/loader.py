@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
+from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger, rtx_environment
+from trtopt.backends.tensorrt.layers import PrecisionReport, inspector_layers, parse_layers_block, precision_report
 from trtopt.backends.tensorrt.logparse import (
     build_failure,
     deserialize_failure,
@@ -33,40 +35,15 @@ from trtopt.backends.tensorrt.plan import (
     graph_info,
     has_attr_chain,
     nv_tensorrt_version,
+    parse_shapes,
     plan_build,
     resolve_profiles,
 )
-from trtopt.errors import BuildError, ConfigError, InputError, MissingDependencyError
+from trtopt.errors import BuildError, ConfigError, InputError
 from trtopt.fileio import atomic_write_bytes, sha256_bytes
 from trtopt.log import get_logger
 
 log = get_logger(__name__)
-
-
-def import_tensorrt() -> Any:
-    """Import ``tensorrt`` or raise :class:`MissingDependencyError` naming ``pip install 'trtopt[tensorrt]'``."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise MissingDependencyError("tensorrt", "tensorrt", f"needed for --backend tensorrt ({exc})") from exc
-    return tensorrt
-
-
-def make_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that keeps INFO and more severe lines (the only place errors are reported)."""
-
-    class _CaptureLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.lines: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            name = getattr(severity, "name", str(severity)).split(".")[-1]
-            if name != "VERBOSE":
-                self.lines.append(f"{name}: {msg}")
-                (log.warning if name in ("ERROR", "INTERNAL_ERROR", "WARNING") else log.debug)("TensorRT: %s", msg)
-
-    return _CaptureLogger()
 
 
 @dataclass
@@ -96,7 +73,8 @@ def _parse(trt: Any, logger: Any, network: Any, onnx_bytes: bytes, onnx_path: Pa
         errors.append({"code": str(perr.code()), "desc": perr.desc(), "node": perr.node(),
                        "node_name": perr.node_name(), "node_operator": perr.node_operator()})
     bad = [ln for ln in logger.lines if ln.startswith(("ERROR", "INTERNAL_ERROR"))]
-    raise BuildError(f"TensorRT cannot parse {onnx_path.name}: {format_parser_errors(errors, bad)}")
+    who = label(flavour_of(trt), trt.__version__)
+    raise BuildError(f"{who} cannot parse {onnx_path.name}: {format_parser_errors(errors, bad)}")
 
 
 def _configure(trt: Any, builder: Any, trt_config: Any, config: BuildConfig, plan: BuildPlan,
@@ -110,7 +88,13 @@ def _configure(trt: Any, builder: Any, trt_config: Any, config: BuildConfig, pla
         trt_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
     trt_config.builder_optimization_level = config.optimization_level
     trt_config.profiling_verbosity = getattr(trt.ProfilingVerbosity, plan.profiling_verbosity)
-    trt_config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_compat)
+    if plan.rtx:  # RTX: no hardware compatibility level ("unsupported" warning); targets instead of a local GPU
+        if plan.targets:
+            trt_config.num_compute_capabilities = len(plan.targets)
+            for i, name in enumerate(plan.targets):
+                trt_config.set_compute_capability(getattr(trt.ComputeCapability, name), i)
+    else:
+        trt_config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_compat)
     if config.dla_core >= 0:
         if config.dla_core >= builder.num_DLA_cores:
             raise ConfigError(f"DLA core {config.dla_core} requested, this device has {builder.num_DLA_cores}")
@@ -148,11 +132,12 @@ def _timing_cache(trt_config: Any, path: str) -> None:
 
 def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: BuildConfig, plan: BuildPlan,
                       profiles: Mapping[str, tuple[Shape, Shape, Shape]], features: Features,
-                      calibration: Mapping[str, Any] | None = None) -> tuple[bytes, list[str]]:
+                      calibration: Mapping[str, Any] | None = None) -> tuple[bytes, list[str], dict[str, Any]]:
     """Parse ``onnx_bytes`` and build a serialized engine following ``plan``.
 
     Returns:
-        ``(plan bytes, captured log lines)``.
+        ``(plan bytes, captured INFO+ log lines, extra)``; ``extra`` holds ``layers`` (the VERBOSE
+        ``Layers:`` block or ""), ``io`` (network I/O) and ``parse_seconds``.
 
     Raises:
         BuildError: Parse or build failure, naming node, operator and message.
@@ -164,10 +149,12 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
     for name in plan.network_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
+    t0 = time.perf_counter()
     _parse(trt, logger, network, onnx_bytes, onnx_path)
+    parse_seconds = time.perf_counter() - t0
     trt_config = builder.create_builder_config()
     profile = _configure(trt, builder, trt_config, config, plan, profiles)
-    if config.timing_cache:
+    if config.timing_cache and not plan.rtx:  # RTX: a no-op that warns on every call
         _timing_cache(trt_config, config.timing_cache)
     calib = None
     if plan.calibrator and features.weak_typing:
@@ -179,15 +166,29 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
         raise_if_failed(calib)
     if serialized is None:
         raise build_failure(logger.lines)
-    if config.timing_cache:
+    if config.timing_cache and not plan.rtx:
         timing_cache = trt_config.get_timing_cache()
         atomic_write_bytes(config.timing_cache, bytes(timing_cache.serialize()))
-    return bytes(serialized), list(logger.lines)
+    return bytes(serialized), list(logger.lines), {"layers": logger.layers, "io": network_io(network),
+                                                   "parse_seconds": parse_seconds}
+
+
+def network_io(network: Any) -> list[dict[str, Any]]:
+    """Engine I/O read from the parsed network (used where the engine cannot be deserialized: no GPU)."""
+    io = []
+    for mode, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for i in range(count):
+            tensor = get(i)
+            io.append({"name": tensor.name, "mode": mode, "dtype": tensor.dtype.name, "shape": list(tensor.shape)})
+    return io
 
 
 def describe_engine(trt: Any, data: bytes, what: str, host_code: bool = False
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Deserialize ``data`` and return ``(io tensors, inspector layers)``.
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deserialize ``data`` (needs a GPU) and return ``(io tensors, inspector layers, detailed layers)``.
+
+    Detailed layers (:func:`~trtopt.backends.tensorrt.layers.inspector_layers`) feed the precision report.
 
     ``host_code`` must be True for version-compatible engines (they embed the lean runtime).
 
@@ -208,11 +209,12 @@ def describe_engine(trt: Any, data: bytes, what: str, host_code: bool = False
         io.append({"name": name, "mode": mode, "dtype": engine.get_tensor_dtype(name).name,
                    "shape": list(engine.get_tensor_shape(name))})
     inspector = engine.create_engine_inspector()
+    info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     try:
-        layers = parse_inspector(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        layers = parse_inspector(info)
     except InputError:
         layers = []
-    return io, layers
+    return io, layers, inspector_layers(info)
 
 
 def _calibration(calibration: str | os.PathLike[str] | None, source: Iterable[Any] | None, nv: int,
@@ -259,22 +261,29 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     from trtopt.backends.tensorrt.manifest import make_manifest, runtime_environment
     from trtopt.backends.tensorrt.store import EngineStore
 
-    trt = import_tensorrt()
     config = config or BuildConfig()
+    trt = import_tensorrt(config.backend)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise InputError(f"ONNX model not found: {onnx_path}")
     onnx_bytes = onnx_path.read_bytes()
     info = graph_info(onnx_bytes)
     features = detect_features(lambda dotted: has_attr_chain(trt, dotted))
-    nv = nv_tensorrt_version(trt.__version__)
+    if features.rtx and (calibration is not None or calib_source is not None):
+        raise ConfigError("TensorRT for RTX has no INT8 calibrators: build a Q/DQ model made by `trtopt quantize`")
+    nv = 0 if features.rtx else nv_tensorrt_version(trt.__version__)
     store = EngineStore(engine_dir)
     calib = _calibration(calibration, calib_source, nv, onnx_bytes, None)
     plan = plan_build(config, features, info, has_calibration=bool(calib))
     profiles = resolve_profiles(info, config)
-    env = runtime_environment(trt)
+    for name in sorted(set(profiles) - set(parse_shapes(config.shapes))):
+        log.info("optimization profile for dynamic input '%s' made from the default batch %s (set --shapes to change)",
+                 name, list(config.default_batch))
+    env = (rtx_environment(trt, plan.targets or RTX_DEFAULT_TARGETS, not plan.targets) if features.rtx
+           else runtime_environment(trt))
     onnx_sha = sha256_bytes(onnx_bytes)
-    key = cache_key(onnx_sha, config, plan, profiles, trt.__version__, env["gpu"], calib.get("sha256", ""))
+    key = cache_key(onnx_sha, config, plan, profiles, f"{flavour_of(trt)} {trt.__version__}", env["gpu"],
+                    calib.get("sha256", ""))
     entry = store.entry(key, onnx_path.stem, config.precision, config.sparsity)
     with store.lock(key):
         found = None if rebuild else store.lookup(entry, key)
@@ -285,25 +294,48 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
             calib["cache_out"] = str(entry.engine.with_suffix(".calib.cache"))
         calib["opt_shapes"] = {k: v[1] for k, v in profiles.items()}
         t0 = time.perf_counter()
-        data, lines = serialize_network(trt, onnx_bytes, onnx_path, config, plan, profiles, features, calib)
+        data, lines, extra = serialize_network(trt, onnx_bytes, onnx_path, config, plan, profiles, features, calib)
         seconds = time.perf_counter() - t0
-        io, layers = describe_engine(trt, data, str(entry.engine), host_code=config.version_compatible)
+        if features.rtx:  # an RTX engine cannot be deserialized without a GPU: read the build log instead
+            io, layers, detailed = extra["io"], [], parse_layers_block(extra["layers"])
+        else:
+            io, layers, detailed = describe_engine(trt, data, str(entry.engine), host_code=config.version_compatible)
+        compiled = _compiled_report(onnx_bytes, detailed, config, onnx_path.name)
         sections = _sections(data, entry.engine.name, onnx_path, onnx_sha, info, profiles, calib, config)
         sparsity = merge_inspector_sparsity(parse_sparsity_log(lines), layers)
         manifest = make_manifest(key, env, {"options": config.to_dict(), "plan": plan.to_dict()}, **sections, io=io,
                                  sparsity=sparsity.to_dict(), build_seconds=round(seconds, 3),
-                                 layers={"precisions": precision_counts(layers), "detail": layers})
+                                 parse_seconds=round(extra["parse_seconds"], 3),
+                                 layers={"precisions": precision_counts(layers), "detail": layers or detailed},
+                                 compiled=compiled.to_dict(),
+                                 log_warnings=[ln for ln in lines if ln.startswith("WARNING")][:50])
         store.save(entry, data, manifest)
     return BuildResult(entry.engine, entry.manifest, manifest, reused=False)
+
+
+def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: BuildConfig, what: str
+                     ) -> PrecisionReport:
+    """Precision report of a build; raises under ``config.strict`` and warns otherwise when INT8 fell back."""
+    import onnx
+
+    report = precision_report(onnx.load_from_string(onnx_bytes), layers)
+    if config.strict:
+        report.raise_if_fallbacks(f"{what}")
+    elif report.fallbacks:
+        log.warning("%s: %s (%s)", what, report.summary(), "; ".join(report.fallback_lines()))
+    return report
 
 
 def _sections(data: bytes, engine_name: str, onnx_path: Path, onnx_sha: str, info: Any,
               profiles: Mapping[str, tuple[Shape, Shape, Shape]], calib: Mapping[str, Any], config: BuildConfig
               ) -> dict[str, Any]:
-    """Manifest sections describing the inputs of a build (brief §8)."""
+    """Manifest sections describing the inputs of a build (brief §8); profiles say where they came from."""
+    given = parse_shapes(config.shapes)
     return {"engine": {"file": engine_name, "sha256": sha256_bytes(data), "bytes": len(data)},
             "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "has_qdq": info.has_qdq, "has_fp16": info.has_fp16},
-            "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])} for k, v in profiles.items()},
+            "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2]),
+                             "source": "--shapes" if k in given else f"default batch {list(config.default_batch)}"}
+                         for k, v in profiles.items()},
             "calibration": {k: v for k, v in calib.items() if k in ("path", "sha256", "header", "cache_out")} or None,
             "timing_cache": _timing_cache_info(config.timing_cache),
             "memory_pools": {"WORKSPACE": config.workspace_mib << 20 if config.workspace_mib else None}}

@@ -126,38 +126,95 @@ def merge_inspector_sparsity(report: SparsityReport, layers: Sequence[Mapping[st
 
 
 # -- errors ----------------------------------------------------------------------------------
+_NOISE = re.compile(r"^(Invalid Node - |Node name:)|cudaError|catchCudaError|checkMacros\.cpp")
+_WRAPPED = re.compile(r"Error Code \d+: [^(]*\((.*)\)\s*$")
+_SOURCE = re.compile(r"\.?\s*In \w+ at /\S+:\d+\)?\s*$")
+_QUOTED = re.compile(r'^\w+\s*&&\s*"(.*)"$')
+_ASSERT = re.compile(r"^Assertion failed: .*?: (?=[A-Z])")
+_DLA_HINT = re.compile(r"\s*Please set kENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA.*$")
+#: (pattern in the cleaned message, hint appended) for the error kinds a user can produce by mistake.
+_HINTS = (
+    ("Non-zero zero point", "TensorRT needs symmetric INT8 with zero point 0, not ONNX Runtime's default UINT8 "
+                            "asymmetric quantization: quantize with `trtopt quantize`"),
+    ("number of scales is not equal", "per-channel weight scales must run along the output-channel axis"),
+    ("must all be positive", "a zero or negative scale, e.g. a constant or dead tensor was calibrated: recalibrate"),
+    ("has type Int32 but must have type", "TensorRT dequantizes only 8-bit or smaller integers: keep the bias FP32"),
+    ("must have same input types", "FP16 and FP32 tensors meet here: insert a Cast or convert the whole graph"),
+    ("Plugin not found", "custom-domain operator with no TensorRT plugin"),
+)
+
+
+def clean_trt_message(desc: str, node_name: str = "") -> str:
+    """One readable line from a TensorRT parser/builder message.
+
+    Drops the parser's "Invalid Node" echo, CUDA-runtime lines (a CPU-only build logs cudaError 35
+    after every failure), ``Error Code N: ... (...)`` wrappers, source locations, assertion expressions
+    and the DLA-only flag hint, and appends a hint for known error kinds.
+    """
+    lines = [ln.strip() for ln in str(desc).splitlines() if ln.strip() and not _NOISE.search(ln.strip())]
+    text = lines[0] if lines else str(desc).strip().splitlines()[0] if str(desc).strip() else ""
+    m = _WRAPPED.search(text)
+    if m:
+        text = m.group(1)
+    text = _SOURCE.sub("", text).strip()
+    if node_name and text.startswith(node_name + ": "):
+        text = text[len(node_name) + 2:]
+    q = _QUOTED.match(text)
+    if q:
+        text = q.group(1)
+    text = _DLA_HINT.sub("", _ASSERT.sub("", text)).strip()
+    if text in ("", "false", "0"):
+        text = "not supported by this TensorRT"
+    hint = next((h for key, h in _HINTS if key in text), "")
+    return f"{text} (hint: {hint})" if hint else text
+
+
 def format_parser_errors(errors: Sequence[Mapping[str, Any]], log_errors: Sequence[str] = ()) -> str:
-    """One line naming the failing ONNX node(s), operator(s) and messages.
+    """One line naming the failing ONNX node(s), operator(s), reason and error code.
 
     Args:
         errors: Dicts with ``node`` (index), ``node_name``, ``node_operator``, ``desc``, ``code``.
         log_errors: ERROR lines from the logger, used when the parser gave no errors.
     """
-    parts = []
+    parts: list[str] = []
     for e in errors:
         where = f"node {e.get('node')}" if e.get("node", -1) not in (-1, None) else "model"
         name = f" '{e['node_name']}'" if e.get("node_name") else ""
         op = f" ({e['node_operator']})" if e.get("node_operator") else ""
-        parts.append(f"{where}{name}{op}: {str(e.get('desc', '')).strip()}")
+        code = str(e.get("code", "")).split(".")[-1]
+        tag = f" [{code}]" if code in ("UNSUPPORTED_NODE", "UNSUPPORTED_GRAPH", "INVALID_GRAPH", "INVALID_NODE",
+                                      "UNSUPPORTED_NODE_ATTR", "UNSUPPORTED_NODE_INPUT",
+                                      "UNSUPPORTED_NODE_DATATYPE", "UNSUPPORTED_NODE_DYNAMIC") else ""
+        part = f"{where}{name}{op}: {clean_trt_message(str(e.get('desc', '')), str(e.get('node_name') or ''))}{tag}"
+        if part not in parts:
+            parts.append(part)
     if not parts:
-        parts = [ln.strip() for ln in log_errors[-3:]] or ["no details in the parser or log"]
+        cleaned = [clean_trt_message(ln.split(":", 1)[-1]) for ln in log_errors if not _NOISE.search(ln)]
+        parts = [c for c in dict.fromkeys(cleaned) if c][-3:] or ["no details in the parser or log"]
     return "; ".join(parts)
 
 
 def build_failure(log_lines: Sequence[str]) -> BuildError:
     """A :class:`BuildError` for ``build_serialized_network`` returning ``None``, quoting the log."""
-    errs = [ln for ln in log_lines if ln.startswith(("ERROR", "INTERNAL_ERROR"))]
-    detail = " | ".join(ln.split(":", 1)[-1].strip() for ln in errs[-3:]) or "TensorRT logged no error"
+    errs = [ln for ln in log_lines if ln.startswith(("ERROR", "INTERNAL_ERROR")) and not _NOISE.search(ln)]
+    cleaned = [c for c in dict.fromkeys(clean_trt_message(ln.split(":", 1)[-1]) for ln in errs) if c]
+    detail = " | ".join(cleaned[-3:]) or "TensorRT logged no error"
     return BuildError(f"TensorRT engine build failed: {detail}")
 
 
 def deserialize_failure(path: str, log_lines: Sequence[str]) -> Exception:
     """The error for ``deserialize_cuda_engine`` returning ``None``.
 
-    A version/platform mismatch becomes :class:`IncompatibleArtifactError`; anything else means the
-    file is not a (valid) engine for this TensorRT.
+    No GPU / CUDA driver becomes :class:`~trtopt.errors.BackendUnavailableError`; a version/platform
+    mismatch :class:`IncompatibleArtifactError`; anything else means the file is not a (valid) engine
+    for this TensorRT.
     """
     text = " ".join(log_lines)
+    if re.search(r"cudaError (35|100)|CUDA driver version is insufficient|no CUDA-capable device", text):
+        from trtopt.errors import BackendUnavailableError
+
+        return BackendUnavailableError(f"loading {path} needs an NVIDIA GPU with a CUDA driver and none is usable "
+                                       "here (TensorRT builds without one; running does not)")
     mismatch = re.search(r"(not compatible with this version of TensorRT[^|]*|expecting library version[^|]*"
                          r"|serialization assertion[^|]*|platform[^|]*incompatible[^|]*)", text, re.IGNORECASE)
     if mismatch:

@@ -89,6 +89,25 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
+def manifest_flavour(manifest: dict[str, Any]) -> str:
+    """``tensorrt-rtx`` or ``tensorrt``: which TensorRT built the engine (older manifests: ``tensorrt``)."""
+    return str(manifest.get("tensorrt", {}).get("flavour") or "tensorrt")
+
+
+def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what: str
+                     ) -> IncompatibleArtifactError | None:
+    """The error for an engine built by the other TensorRT flavour (RTX vs 10/11), before deserializing it."""
+    from trtopt.backends.tensorrt.flavour import label
+
+    built = manifest_flavour(manifest)
+    if built == flavour:
+        return None
+    extra = "tensorrt-rtx" if built == "tensorrt-rtx" else "tensorrt"
+    return IncompatibleArtifactError(
+        f"{what} was built by {label(built, str(manifest.get('tensorrt', {}).get('version') or '?'))} and cannot be "
+        f"loaded by {label(flavour, version)}: load it with pip install 'trtopt[{extra}]' or rebuild it")
+
+
 def check_manifest(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any], arch: str | None = None
                    ) -> list[str]:
     """Why an engine described by ``manifest`` cannot run here (empty list = compatible).
@@ -112,6 +131,12 @@ def check_manifest(manifest: dict[str, Any], trt_version: str, gpu: dict[str, An
             problems.append(f"built with TensorRT {built_trt or '?'}, running {trt_version}")
     built_gpu = manifest.get("gpu", {})
     level = plan.get("hardware_compatibility_level", "NONE")
+    targets = built_gpu.get("targets")
+    if targets:  # TensorRT for RTX: compiled for target architectures, not for the build machine's GPU
+        cc = "SM" + str(gpu.get("compute_capability", "")).replace(".", "")
+        if cc not in targets:
+            problems.append(f"built for {', '.join(targets)}, this GPU is {cc}")
+        level = "RTX_TARGETS"
     cc_b, cc_r = str(built_gpu.get("compute_capability", "")), str(gpu.get("compute_capability", ""))
     if level == "AMPERE_PLUS":
         if _version_tuple(cc_r) < (8, 0):
@@ -119,7 +144,7 @@ def check_manifest(manifest: dict[str, Any], trt_version: str, gpu: dict[str, An
     elif level == "SAME_COMPUTE_CAPABILITY":
         if cc_b != cc_r:
             problems.append(f"built for SM {cc_b}, this GPU is SM {cc_r}")
-    elif cc_b != cc_r or built_gpu.get("name") != gpu.get("name"):
+    elif level != "RTX_TARGETS" and (cc_b != cc_r or built_gpu.get("name") != gpu.get("name")):
         problems.append(f"built on {built_gpu.get('name')} (SM {cc_b}), this GPU is {gpu.get('name')} (SM {cc_r})")
     built_arch = manifest.get("platform", {}).get("arch")
     here = arch or platform.machine()

@@ -16,58 +16,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from trtopt.backends.tensorrt.api import INSTANCE_VARS as INSTANCE_VARS
+from trtopt.backends.tensorrt.api import USED_API as USED_API
+from trtopt.backends.tensorrt.api import WEAK_TYPING_FUNCTIONS as WEAK_TYPING_FUNCTIONS
 from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.backends.tensorrt.flavour import rtx_plan_rules
 from trtopt.errors import ConfigError
 from trtopt.fileio import sha256_bytes
-
-#: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x
-#: and 11.x; ``weak_typing_only`` is used only when :attr:`Features.weak_typing` (10.x); ``optional``
-#: is used only after a ``hasattr`` check. Instance attributes are spelled ``Class.attr`` and are
-#: found in the sources through the variable names in :data:`INSTANCE_VARS`. The API-check test
-#: compares this against the real bindings and against the sources, so it cannot drift.
-USED_API: dict[str, tuple[str, ...]] = {
-    "common": (
-        "__version__", "Builder", "OnnxParser", "Runtime", "ILogger", "ILogger.__init__",
-        "init_libnvinfer_plugins",
-        "NetworkDefinitionCreationFlag", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-        "BuilderFlag", "BuilderFlag.TF32", "BuilderFlag.SPARSE_WEIGHTS", "BuilderFlag.VERSION_COMPATIBLE",
-        "BuilderFlag.EXCLUDE_LEAN_RUNTIME", "BuilderFlag.GPU_FALLBACK",
-        "MemoryPoolType.WORKSPACE", "ProfilingVerbosity", "ProfilingVerbosity.DETAILED",
-        "ProfilingVerbosity.LAYER_NAMES_ONLY", "ProfilingVerbosity.NONE", "HardwareCompatibilityLevel",
-        "HardwareCompatibilityLevel.NONE", "HardwareCompatibilityLevel.AMPERE_PLUS", "DeviceType.DLA",
-        "LayerInformationFormat.JSON", "TensorIOMode.INPUT",
-        "Builder.create_network", "Builder.create_builder_config", "Builder.create_optimization_profile",
-        "Builder.build_serialized_network", "Builder.num_DLA_cores",
-        "OnnxParser.parse", "OnnxParser.num_errors", "OnnxParser.get_error",
-        "ParserError.code", "ParserError.desc", "ParserError.node", "ParserError.node_name",
-        "ParserError.node_operator",
-        "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.set_flag", "IBuilderConfig.clear_flag",
-        "IBuilderConfig.builder_optimization_level", "IBuilderConfig.profiling_verbosity",
-        "IBuilderConfig.hardware_compatibility_level", "IBuilderConfig.add_optimization_profile",
-        "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache",
-        "IBuilderConfig.get_timing_cache", "IBuilderConfig.default_device_type", "IBuilderConfig.DLA_core",
-        "IOptimizationProfile.set_shape", "ITimingCache.serialize",
-        "Runtime.deserialize_cuda_engine", "Runtime.engine_host_code_allowed",
-        "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
-        "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_dtype", "ICudaEngine.create_execution_context",
-        "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information",
-        "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
-        "IExecutionContext.get_tensor_shape", "IExecutionContext.execute_async_v3",
-    ),
-    "weak_typing_only": (
-        "BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "IInt8EntropyCalibrator2.__init__",
-        "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
-    ),
-    "optional": ("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY",),
-}
-#: Variable names the backend reserves for TensorRT objects (the API-check test maps them to classes).
-INSTANCE_VARS: dict[str, str] = {
-    "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "trt_config": "IBuilderConfig",
-    "profile": "IOptimizationProfile", "runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext",
-    "inspector": "EngineInspector", "perr": "ParserError", "timing_cache": "ITimingCache", "tensor": "ITensor",
-}
-#: Functions allowed to use ``weak_typing_only`` names; every call to them sits under ``if ...weak_typing``.
-WEAK_TYPING_FUNCTIONS = ("make_entropy_calibrator", "_attach_calibrator")
 
 # -- features --------------------------------------------------------------------------------
 
@@ -79,10 +34,13 @@ class Features:
     Attributes:
         weak_typing: ``BuilderFlag.FP16``/``INT8`` and the INT8 calibrators exist (TensorRT 10.x).
         same_compute_capability: ``HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY`` exists (10.9+).
+        rtx: TensorRT for RTX (``ComputeCapability`` exists): builds for target architectures without a
+            GPU; no hardware compatibility level, no-op timing cache.
     """
 
     weak_typing: bool
     same_compute_capability: bool = False
+    rtx: bool = False
 
 
 def detect_features(has: Callable[[str], bool]) -> Features:
@@ -97,7 +55,8 @@ def detect_features(has: Callable[[str], bool]) -> Features:
     """
     weak = all(has(n) for n in ("BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2",
                                 "IBuilderConfig.int8_calibrator"))
-    return Features(weak_typing=weak, same_compute_capability=has("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"))
+    return Features(weak_typing=weak, same_compute_capability=has("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"),
+                    rtx=has("ComputeCapability"))
 
 
 def has_attr_chain(obj: object, dotted: str) -> bool:
@@ -266,6 +225,8 @@ class BuildPlan:
         hardware_compat: ``HardwareCompatibilityLevel`` name.
         profiling_verbosity: ``ProfilingVerbosity`` name.
         notes: Human-readable remarks recorded in the manifest.
+        targets: TensorRT-RTX ``ComputeCapability`` names to set (empty: none set, or not RTX).
+        rtx: The plan is for TensorRT for RTX (hardware compatibility level and timing cache skipped).
     """
 
     strongly_typed: bool
@@ -276,10 +237,13 @@ class BuildPlan:
     hardware_compat: str
     profiling_verbosity: str
     notes: tuple[str, ...] = field(default=())
+    targets: tuple[str, ...] = field(default=())
+    rtx: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON form (manifests, cache keys)."""
-        return {"strongly_typed": self.strongly_typed, "network_flags": list(self.network_flags),
+        rtx = {"flavour": "tensorrt-rtx", "compute_capabilities": list(self.targets)} if self.rtx else {}
+        return {**rtx, "strongly_typed": self.strongly_typed, "network_flags": list(self.network_flags),
                 "builder_flags": list(self.builder_flags), "cleared_flags": list(self.cleared_flags),
                 "calibrator": "EntropyCalibration2" if self.calibrator else None,
                 "hardware_compatibility_level": self.hardware_compat,
@@ -361,9 +325,16 @@ def plan_build(config: BuildConfig, features: Features, info: GraphInfo, has_cal
     if config.tf32:
         notes.append("TF32 allowed for FP32 math")
     hw = config.hardware_compat.upper()
+    targets: tuple[str, ...] = ()
+    if features.rtx:
+        hw, targets = rtx_plan_rules(config, notes)
+    elif config.compute_capabilities:
+        raise ConfigError("--compute-capability chooses TensorRT for RTX targets; this is TensorRT 10/11, which "
+                          "builds for the local GPU (use --backend tensorrt-rtx: pip install 'trtopt[tensorrt-rtx]')")
     if hw == "SAME_COMPUTE_CAPABILITY" and not features.same_compute_capability:
         raise ConfigError("hardware_compat same_compute_capability needs TensorRT 10.9 or newer")
-    return BuildPlan(strongly_typed=strong, network_flags=("STRONGLY_TYPED",) if strong else (),
+    return BuildPlan(targets=targets, rtx=features.rtx, strongly_typed=strong,
+                     network_flags=("STRONGLY_TYPED",) if strong else (),
                      builder_flags=tuple(dict.fromkeys(flags)), cleared_flags=() if config.tf32 else ("TF32",),
                      calibrator=calib, hardware_compat=hw, profiling_verbosity=config.profiling_verbosity.upper(),
                      notes=tuple(notes))
@@ -377,10 +348,12 @@ def cache_key(onnx_sha256: str, config: BuildConfig, plan: BuildPlan,
     The timing cache is left out on purpose: it changes build time, not what was asked for.
     """
     options = config.to_dict()
-    options.pop("timing_cache", None)
+    for k in ("timing_cache", "strict", "backend"):  # no effect on the engine (the flavour is in the plan)
+        options.pop(k, None)
     doc = {"onnx": onnx_sha256, "options": options, "plan": plan.to_dict(),
            "profiles": {k: [list(s) for s in v] for k, v in sorted(profiles.items())},
            "tensorrt": trt_version,
-           "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")},
+           "gpu": {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+                   "targets": gpu.get("targets")},
            "calibration": calibration_sha256}
     return sha256_bytes(json.dumps(doc, sort_keys=True).encode("utf-8"))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from trtopt.backends.base import Runner, TensorSpec
-from trtopt.errors import BackendUnavailableError, InputError
+from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
 
 #: ``trt.DataType`` member name -> numpy dtype name (BF16/FP8/INT4 have no numpy type).
 DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
@@ -58,19 +58,34 @@ class TensorRTRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from trtopt.backends.tensorrt.loader import import_tensorrt, make_logger
+        from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger
         from trtopt.backends.tensorrt.logparse import deserialize_failure
-        from trtopt.backends.tensorrt.manifest import load_manifest, require_compatible
+        from trtopt.backends.tensorrt.manifest import (
+            flavour_mismatch,
+            load_manifest,
+            manifest_flavour,
+            require_compatible,
+        )
         from trtopt.backends.tensorrt.store import check_engine_file, manifest_path_for
 
-        trt = import_tensorrt()
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError("TensorRT is installed but no CUDA GPU is visible to PyTorch")
         if self.builder is not None:
             self.path = Path(self.builder())
         data = check_engine_file(self.path)
         mpath = manifest_path_for(self.path)
         manifest = load_manifest(mpath) if mpath.is_file() else None
+        # The manifest decides which TensorRT loads the engine; a mismatch is reported before deserializing.
+        want = manifest_flavour(manifest) if manifest else "tensorrt"
+        try:
+            trt = import_tensorrt(want)
+        except MissingDependencyError:
+            trt = import_tensorrt("tensorrt")
+        mismatch = flavour_mismatch(manifest, flavour_of(trt), trt.__version__, f"engine {self.path}") if manifest \
+            else None
+        if mismatch is not None and self.check_manifest:
+            raise mismatch
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(f"running a {label(flavour_of(trt))} engine needs an NVIDIA GPU with CUDA "
+                                          "and none is visible (building works without one: `trtopt build`)")
         if manifest is not None and self.check_manifest:
             props = torch.cuda.get_device_properties(torch.cuda.current_device())
             gpu = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}"}

@@ -64,9 +64,16 @@ class EngineStore:
         return FileLock(str(self.root / f".{key[:16]}.lock"), timeout=timeout)
 
     def save(self, entry: StoreEntry, engine_bytes: bytes, manifest: dict[str, Any]) -> StoreEntry:
-        """Write the engine, then the manifest, each atomically."""
+        """Write the engine, then the manifest, each atomically; an interrupted manifest write removes the engine.
+
+        So a build killed mid-way leaves neither a partial file nor an engine without its manifest.
+        """
         atomic_write_bytes(entry.engine, engine_bytes)
-        atomic_write_json(entry.manifest, manifest)
+        try:
+            atomic_write_json(entry.manifest, manifest)
+        except BaseException:
+            entry.engine.unlink(missing_ok=True)
+            raise
         return entry
 
 

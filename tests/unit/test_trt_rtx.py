@@ -1,0 +1,239 @@
+"""Real TensorRT-for-RTX builds on the CPU (no GPU): flavour, targets, manifest, compiled-precision report.
+
+Each test builds a tiny graph from ``rtx_graphs`` with the real parser and builder (0.1-0.5 s each).
+Skips cleanly without ``trtopt[tensorrt-rtx]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rtx_graphs as G
+
+trt = pytest.importorskip("tensorrt_rtx")
+pytestmark = pytest.mark.tensorrt_rtx
+
+from trtopt.backends.tensorrt import BuildConfig, build_engine  # noqa: E402
+from trtopt.cli.main import main  # noqa: E402
+from trtopt.errors import BackendUnavailableError, BuildError, ConfigError, IncompatibleArtifactError  # noqa: E402
+
+
+def _save(model, tmp_path, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def _build(model, tmp_path, name="m.onnx", **options):
+    options.setdefault("backend", "tensorrt-rtx")
+    return build_engine(_save(model, tmp_path, name), BuildConfig(**options), engine_dir=tmp_path / "engines")
+
+
+# -- item 1: flavour, targets, manifest ------------------------------------------------------
+def test_rtx_build_writes_engine_and_manifest_with_version_and_default_targets(tmp_path):
+    res = _build(G.qdq_conv(), tmp_path, precision="int8")
+    assert res.engine.is_file() and res.engine.stat().st_size > 1000 and not res.reused
+    m = json.loads(res.manifest.read_text())
+    assert m["tensorrt"]["flavour"] == "tensorrt-rtx"
+    assert m["tensorrt"]["version"] == trt.__version__  # the RTX version string, not a mangled integer
+    assert m["tensorrt"]["nv_tensorrt_version"] is None
+    assert m["gpu"]["targets"] == ["SM80", "SM86", "SM89", "SM120"] and m["gpu"]["default_targets"] is True
+    assert m["gpu"]["name"] is None  # no GPU is needed or recorded
+    assert m["profiles"]["x"]["source"].startswith("default batch")
+    assert not any("unsupported in TensorRT-RTX" in w for w in m["log_warnings"])  # nothing unsupported was set
+
+
+def test_targets_change_the_store_key_and_are_recorded(tmp_path):
+    model = G.qdq_conv()
+    a = _build(model, tmp_path, precision="int8", compute_capabilities=("sm86", "sm89"))
+    b = _build(model, tmp_path, precision="int8", compute_capabilities=("SM86", "SM89"))
+    c = _build(model, tmp_path, precision="int8")
+    assert b.reused and b.engine == a.engine
+    assert c.engine != a.engine
+    assert a.data["gpu"]["targets"] == ["SM86", "SM89"] and a.data["gpu"]["default_targets"] is False
+    assert a.data["build"]["plan"]["compute_capabilities"] == ["SM86", "SM89"]
+
+
+def test_rtx_skips_unsupported_settings_and_rejects_impossible_ones(tmp_path):
+    cache = tmp_path / "timing.cache"
+    res = _build(G.fp16_conv(), tmp_path, precision="fp16", timing_cache=str(cache))
+    assert not cache.exists()  # a no-op in RTX: not created, no warning
+    assert any("timing cache skipped" in n for n in res.data["build"]["plan"]["notes"])
+    with pytest.raises(ConfigError, match="hardware_compat ampere_plus is not supported by TensorRT for RTX"):
+        _build(G.fp16_conv(), tmp_path, precision="fp16", hardware_compat="ampere_plus")
+    with pytest.raises(ConfigError, match="exclude_lean_runtime"):
+        _build(G.fp16_conv(), tmp_path, precision="fp16", version_compatible=True)
+    vc = _build(G.fp16_conv(), tmp_path, precision="fp16", version_compatible=True, exclude_lean_runtime=True)
+    assert "VERSION_COMPATIBLE" in vc.data["build"]["plan"]["builder_flags"]
+
+
+def test_wrong_compute_capability_is_one_line_exit_2(tmp_path, capsys):
+    path = _save(G.qdq_conv(), tmp_path)
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--compute-capability", "sm90",
+               "--engine-dir", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown compute capability 'sm90'" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x08\x07garbage-not-onnx" * 20])
+def test_missing_or_garbage_onnx_is_one_line_exit_2(tmp_path, capsys, content):
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert not list((tmp_path / "e").glob("*.engine")) if (tmp_path / "e").exists() else True
+
+
+def test_running_an_rtx_engine_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from trtopt.backends import open_runner
+
+    res = _build(G.qdq_conv(), tmp_path, precision="int8")
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"), open_runner("tensorrt", res.engine):
+        pass
+
+
+def test_engine_of_the_other_flavour_is_refused_before_deserializing(tmp_path):
+    from trtopt.backends.tensorrt.runner import TensorRTRunner
+
+    res = _build(G.qdq_conv(), tmp_path, precision="int8")
+    m = json.loads(res.manifest.read_text())
+    m["tensorrt"] = {"version": "10.3.0.26", "flavour": "tensorrt", "nv_tensorrt_version": 100300}
+    res.manifest.write_text(json.dumps(m))
+    with pytest.raises(IncompatibleArtifactError, match=r"built by TensorRT 10\.3\.0\.26 .*TensorRT for RTX"), \
+            TensorRTRunner(res.engine):
+        pass
+
+
+def test_build_killed_while_writing_leaves_no_engine_or_manifest(tmp_path, monkeypatch):
+    import trtopt.backends.tensorrt.store as store
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "atomic_write_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(G.qdq_conv(), tmp_path, precision="int8")
+    assert not list((tmp_path / "engines").glob("*.engine")) and not list((tmp_path / "engines").glob("*.json"))
+
+
+# -- item 2: what compiled to INT8 / FP16 ------------------------------------------------------
+def test_qdq_gemm_and_matmul_compile_int8(tmp_path):
+    res = _build(G.qdq_gemm_matmul(), tmp_path, precision="int8")
+    c = res.data["compiled"]
+    assert (c["quantized"], c["int8"], c["fallbacks"]) == (2, 2, [])
+    assert {n["node"]: n["compiled"] for n in c["nodes"]} == {"/fc1/Gemm": "INT8", "/fc2/MatMul": "INT8"}
+    assert c["summary"] == "quantized in ONNX: 2, compiled INT8: 2, fell back to float: 0"
+
+
+def test_wrong_axis_weight_scales_fall_back_to_float_and_strict_fails(tmp_path, capsys):
+    # 16x16 weights: axis=1 scales have the right count, so the graph parses and builds, but the conv
+    # is not fused with its Q/DQ and runs in float.
+    res = _build(G.qdq_conv(weight_axis=1), tmp_path, precision="int8")
+    c = res.data["compiled"]
+    assert (c["quantized"], c["int8"]) == (1, 0)
+    assert [(f["node"], f["module"], f["compiled"]) for f in c["fallbacks"]] == [("/features/0/Conv", "features.0",
+                                                                                  "FP32")]
+    path = _save(G.qdq_conv(weight_axis=1), tmp_path, "wrong.onnx")
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--precision", "int8", "--engine-dir",
+               str(tmp_path / "e1")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "quantized in ONNX: 1, compiled INT8: 0, fell back to float: 1" in out
+    assert "/features/0/Conv (Conv, module features.0) compiled FP32" in out
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--precision", "int8", "--strict", "--engine-dir",
+               str(tmp_path / "e2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "1 of 1 quantized layers compiled in float" in err[0]
+    assert not list((tmp_path / "e2").glob("*.engine"))
+    with pytest.raises(BuildError, match="/features/0/Conv"):
+        _build(G.qdq_conv(weight_axis=1), tmp_path, precision="int8", strict=True)
+
+
+def test_cli_prints_the_int8_summary(tmp_path, capsys):
+    path = _save(G.qdq_conv(), tmp_path)
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--precision", "int8", "--strict",
+               "--engine-dir", str(tmp_path / "e")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "quantized in ONNX: 1, compiled INT8: 1, fell back to float: 0" in out
+
+
+def test_fp16_graph_compute_layers_compile_half(tmp_path):
+    c = _build(G.fp16_conv(), tmp_path, precision="fp16").data["compiled"]
+    assert c["quantized"] == 0 and c["compute_precisions"] == {"FP16": 1}
+
+
+def test_fp32_graph_compute_layers_compile_float(tmp_path):
+    x = G.fp16_conv()
+    w = onnx.numpy_helper.to_array(x.graph.initializer[0]).astype(np.float32)
+    nodes = [n for n in x.graph.node if n.op_type in ("Conv", "Relu")]
+    nodes[0].input[0] = "x"
+    nodes[1].output[0] = "y"
+    g = onnx.helper.make_graph(nodes, "g", list(x.graph.input), list(x.graph.output),
+                               [onnx.numpy_helper.from_array(w, "w")])
+    c = _build(onnx.helper.make_model(g, opset_imports=x.opset_import), tmp_path, precision="fp32").data["compiled"]
+    assert c["compute_precisions"] == {"FP32": 1}
+
+
+def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
+    import torch
+
+    from trtopt.backends import open_runner
+    from trtopt.pipeline import Pipeline
+    from trtopt.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"recipe": {"name": "t", "backend": "tensorrt-rtx", "variants": ["int8"]}})
+    opts = Pipeline(recipe, tmp_path)._backend_options("int8")
+    assert opts["config"].backend == "tensorrt-rtx" and opts["config"].precision == "int8"
+    path = _save(G.qdq_conv(), tmp_path)
+    runner = open_runner("tensorrt-rtx", path, engine_dir=tmp_path / "engines", precision="int8")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"), runner:
+        pass
+    assert len(list((tmp_path / "engines").glob("*.engine"))) == 1  # built ahead of time before the GPU check
+
+
+# -- item 5: the demo's engine column ------------------------------------------------------------
+def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
+    import importlib.util
+
+    from trtopt.backends.tensorrt.variants import INSTALL_HINT, engine_summary
+
+    q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
+    info = engine_summary("t", "int8", q, tmp_path / "engines")
+    mb = round(info["engine_mb"], 1)
+    assert info["status"] == "ok" and info["text"] == f"{mb:.1f} MB · 1/1 INT8"
+    h = _save(G.fp16_conv(), tmp_path, "fp16.onnx")
+    assert engine_summary("t", "fp16", h, tmp_path / "engines")["text"].endswith("· 1/1 FP16")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorrt_rtx" else real(n, *a))
+    assert engine_summary("t", "int8", q, tmp_path / "e2") == {"text": INSTALL_HINT, "status": "not installed"}
+
+
+def test_report_table_and_markdown_gain_the_engine_column():
+    from test_bench_report import make_report
+
+    from trtopt.benchmark.render import ENGINE_COLUMN, render_markdown, render_table
+
+    report = make_report()
+    assert ENGINE_COLUMN not in [c.header for c in render_table(report.finalize()).columns]
+    for v in report.variants:
+        v.extra["engine"] = {"text": "0.9 MB · 5/5 INT8" if v.precision == "int8" else "0.6 MB · 5/5 FP32"}
+    report.finalize()
+    t = render_table(report)
+    assert [c.header for c in t.columns][-1] == ENGINE_COLUMN
+    md = render_markdown(report)
+    assert ENGINE_COLUMN in md and "| 0.9 MB · 5/5 INT8 |" in md
