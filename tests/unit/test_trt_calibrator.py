@@ -213,3 +213,11 @@ def test_polygraphy_set_for_rtx_is_refused(fake_trt, monkeypatch):
     monkeypatch.setattr(config, "USE_TENSORRT_RTX", True)
     with pytest.raises(ConfigError, match="POLYGRAPHY_USE_TENSORRT_RTX"):
         make_calibrator(fake_trt, CalibrationFeed(None, SHAPES), None)
+
+
+def test_missing_polygraphy_names_the_extra(monkeypatch):
+    from trtopt.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "polygraphy", None)  # import polygraphy -> ImportError
+    with pytest.raises(MissingDependencyError, match=r"trtopt\[tensorrt\]"):
+        make_calibrator(types.ModuleType("tensorrt"), CalibrationFeed(None, SHAPES), None)
