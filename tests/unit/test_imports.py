@@ -22,7 +22,7 @@ def test_import_trtopt_imports_no_tensorrt_torch_or_cuda():
         import sys
         import trtopt, trtopt.cli.main
         trtopt.cli.main.build_parser()
-        heavy = [m for m in ("tensorrt", "torch", "pycuda", "cuda", "cupy") if m in sys.modules]
+        heavy = [m for m in ("tensorrt", "torch", "pycuda", "cuda", "cupy", "polygraphy") if m in sys.modules]
         print("HEAVY", heavy)
         """
     )

@@ -246,13 +246,38 @@ def _signature_names() -> dict[str, bool]:
 @pytest.mark.network
 def test_keyword_arguments_and_overridden_methods_exist(bindings):
     names = _signature_names()
-    assert {"IBuilderConfig.ignore_mismatch", "ILogger.log", "IInt8EntropyCalibrator2.get_batch",
-            "IInt8EntropyCalibrator2.read_calibration_cache",
-            "IInt8EntropyCalibrator2.write_calibration_cache"} <= set(names)
+    assert {"IBuilderConfig.ignore_mismatch", "ILogger.log"} <= set(names)
     for api in bindings.values():
         weak = detect_features(api.has).weak_typing
         missing = [n for n, weak_only in names.items() if (weak or not weak_only) and not api.has(n)]
         assert not missing, f"TensorRT {api.version} lacks {missing}"
+
+
+#: The TensorRT calibrator callbacks (pybind11 trampolines look them up by name on the Python subclass).
+CALIBRATOR_CALLBACKS = {"get_batch_size", "get_batch", "read_calibration_cache", "write_calibration_cache"}
+
+
+def _polygraphy_calibrator_methods() -> set[str]:
+    """Methods defined by the class inside ``polygraphy.backend.trt.Calibrator`` (read from the installed source)."""
+    calibrator = pytest.importorskip("polygraphy.backend.trt.calibrator")
+    tree = ast.parse(Path(calibrator.__file__).read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "CalibratorClass")
+    return {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+
+
+def test_polygraphy_calibrator_overrides_every_tensorrt_callback():
+    # trtopt no longer subclasses the calibrator; the callbacks TensorRT calls must all be Polygraphy's.
+    assert not CALIBRATOR_CALLBACKS - _polygraphy_calibrator_methods()
+
+
+@pytest.mark.network
+def test_polygraphy_calibrator_callbacks_exist_on_the_10x_base_classes(bindings):
+    from trtopt.backends.tensorrt.calibrator import CALIBRATOR_BASES
+
+    ten = bindings["10.x"]
+    for base in CALIBRATOR_BASES.values():
+        missing = [m for m in sorted(CALIBRATOR_CALLBACKS) if not ten.has(f"{base}.{m}")]
+        assert ten.has(base) and not missing, f"TensorRT {ten.version}: {base} lacks {missing}"
 
 
 def test_unreachable_registry_is_a_clear_error(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ USED_API: dict[str, tuple[str, ...]] = {
     "rtx_only": ("ComputeCapability", "IBuilderConfig.num_compute_capabilities",
                  "IBuilderConfig.set_compute_capability"),
     "weak_typing_only": (
-        "BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "IInt8EntropyCalibrator2.__init__",
+        "BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator",
         "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
     ),
     "optional": ("HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY",),
@@ -55,4 +55,4 @@ INSTANCE_VARS: dict[str, str] = {
     "inspector": "EngineInspector", "perr": "ParserError", "timing_cache": "ITimingCache", "tensor": "ITensor",
 }
 #: Functions allowed to use ``weak_typing_only`` names; every call to them sits under ``if ...weak_typing``.
-WEAK_TYPING_FUNCTIONS = ("make_entropy_calibrator", "_attach_calibrator")
+WEAK_TYPING_FUNCTIONS = ("make_calibrator", "_attach_calibrator")

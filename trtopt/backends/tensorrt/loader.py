@@ -110,11 +110,11 @@ def _configure(trt: Any, builder: Any, trt_config: Any, config: BuildConfig, pla
 
 
 def _attach_calibrator(trt: Any, trt_config: Any, profile: Any, calibration: Mapping[str, Any]) -> Any:
-    """Implicit INT8 (TensorRT 10.x only): attach the entropy calibrator and calibration profile."""
-    from trtopt.backends.tensorrt.calibrator import make_entropy_calibrator
+    """Implicit INT8 (TensorRT 10.x only): attach Polygraphy's calibrator and the calibration profile."""
+    from trtopt.backends.tensorrt.calibrator import CalibrationFeed, make_calibrator
 
-    calib = make_entropy_calibrator(trt, calibration.get("source"), calibration.get("cache_text"),
-                                    calibration.get("cache_out"), calibration.get("opt_shapes", {}))
+    feed = CalibrationFeed(calibration.get("source"), calibration.get("input_shapes", {}))
+    calib = make_calibrator(trt, feed, calibration.get("cache_text"))
     trt_config.int8_calibrator = calib
     if profile is not None:  # mandatory for dynamic shapes; TensorRT calibrates at its OPT shape
         trt_config.set_calibration_profile(profile)
@@ -160,17 +160,19 @@ def serialize_network(trt: Any, onnx_bytes: bytes, onnx_path: Path, config: Buil
     if plan.calibrator and features.weak_typing:
         calib = _attach_calibrator(trt, trt_config, profile, calibration or {})
     serialized = builder.build_serialized_network(network, trt_config)
+    calibrated = None
     if calib is not None:
-        from trtopt.backends.tensorrt.calibrator import raise_if_failed
+        from trtopt.backends.tensorrt.calibrator import finish_calibration
 
-        raise_if_failed(calib)
+        # A failed build leaves no cache behind in the store (nothing half-made beside a missing engine).
+        calibrated = finish_calibration(calib, (calibration or {}).get("cache_out") if serialized is not None else None)
     if serialized is None:
         raise build_failure(logger.lines)
     if config.timing_cache and not plan.rtx:
         timing_cache = trt_config.get_timing_cache()
         atomic_write_bytes(config.timing_cache, bytes(timing_cache.serialize()))
     return bytes(serialized), list(logger.lines), {"layers": logger.layers, "io": network_io(network),
-                                                   "parse_seconds": parse_seconds}
+                                                   "parse_seconds": parse_seconds, "calibrated": calibrated}
 
 
 def network_io(network: Any) -> list[dict[str, Any]]:
@@ -292,10 +294,12 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
             return BuildResult(entry.engine, entry.manifest, found, reused=True)
         if plan.calibrator and calib.get("cache_text") is None:
             calib["cache_out"] = str(entry.engine.with_suffix(".calib.cache"))
-        calib["opt_shapes"] = {k: v[1] for k, v in profiles.items()}
+        # The shape TensorRT calibrates at: the profile's OPT shape for dynamic inputs, else the static one.
+        calib["input_shapes"] = {k: profiles[k][1] if k in profiles else v for k, v in info.inputs.items()}
         t0 = time.perf_counter()
         data, lines, extra = serialize_network(trt, onnx_bytes, onnx_path, config, plan, profiles, features, calib)
         seconds = time.perf_counter() - t0
+        calib.update(extra.get("calibrated") or {})
         if features.rtx:  # an RTX engine cannot be deserialized without a GPU: read the build log instead
             io, layers, detailed = extra["io"], [], parse_layers_block(extra["layers"])
         else:
@@ -336,7 +340,8 @@ def _sections(data: bytes, engine_name: str, onnx_path: Path, onnx_sha: str, inf
             "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2]),
                              "source": "--shapes" if k in given else f"default batch {list(config.default_batch)}"}
                          for k, v in profiles.items()},
-            "calibration": {k: v for k, v in calib.items() if k in ("path", "sha256", "header", "cache_out")} or None,
+            "calibration": {k: v for k, v in calib.items() if k in ("path", "sha256", "header", "cache_out",
+                                                                     "calibrator", "batches")} or None,
             "timing_cache": _timing_cache_info(config.timing_cache),
             "memory_pools": {"WORKSPACE": config.workspace_mib << 20 if config.workspace_mib else None}}
 

@@ -284,7 +284,7 @@ def _precision_flags(precision: str, features: Features, info: GraphInfo, has_ca
         if not has_calibration:
             raise ConfigError(f"implicit {precision} (no Q/DQ in the model) needs calibration: pass --calib "
                               "TABLE_OR_CACHE (or a calibration source), or build a Q/DQ model")
-        return False, ["INT8", *extra], True, ["implicit INT8 with IInt8EntropyCalibrator2"]
+        return False, ["INT8", *extra], True, ["implicit INT8, calibrated by Polygraphy's Calibrator"]
     # best: every precision TensorRT may use on this feature set
     if not weak:
         return True, [], False, ["best on a strongly typed TensorRT = the graph's own types"]

@@ -3,6 +3,14 @@
 No pycuda: torch allocates buffers and owns the stream (brief §2.3). ``prepare`` binds inputs on the
 device once and optionally captures the enqueue in a CUDA graph after one warm-up enqueue, as trtexec
 does (brief §2.4), so the benchmark times only the engine.
+
+Why trtopt keeps its own runner instead of Polygraphy's ``TrtRunner``: ``TrtRunner.infer`` does
+per-call work around every enqueue (walks the engine I/O, copies inputs host -> device, queries
+tensor formats, sets output allocators, copies outputs back and synchronizes; polygraphy 0.53.6
+``backend/trt/runner.py``), which a latency benchmark would time along with the engine. ``prepare``
+binds once and leaves only ``execute_async_v3`` (or a CUDA-graph replay) in the timed loop.
+Polygraphy's runner is the reference instead: tests/gpu/test_polygraphy_parity.py compares both
+on the same engine.
 """
 
 from __future__ import annotations
