@@ -147,3 +147,50 @@ class NameGen:
             k += 1
         self.used.add(name)
         return name
+
+
+# -- dims and producers (calibration: issue 11 items 2 and 6) ------------------------------------------
+# Shared rules: "is this dim dynamic" (a dim_value of -1 or 0, a dim_param, or no value at all) and
+# "which op really produced this tensor" (looking through ops that only move or select values).
+
+#: Ops that only move, select or copy values of their first input: the output's value set is a
+#: subset of the input's, so a range known for the input holds for the output.
+VALUE_PRESERVING_OPS = frozenset({
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather", "GatherElements",
+    "GatherND", "Expand", "Tile", "Split", "Dropout", "MaxPool", "SpaceToDepth", "DepthToSpace", "ReduceMax",
+})
+
+
+def is_dynamic_dim(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """True when ``dim`` is not a fixed positive size: ``dim_param``, no value, or ``dim_value`` <= 0.
+
+    Exporters store an unknown size as ``dim_value: -1`` (Paddle2ONNX) or ``0`` as well as a named
+    ``dim_param``; all mean "any size".
+    """
+    return not dim.HasField("dim_value") or dim.dim_value <= 0
+
+
+def value_dims(vi: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    """Dims of a tensor value info, ``None`` for each dynamic dim (see :func:`is_dynamic_dim`)."""
+    return tuple(None if is_dynamic_dim(d) else int(d.dim_value) for d in vi.type.tensor_type.shape.dim)
+
+
+def source_producer(graph: onnx.GraphProto, tensor: str,
+                    through: frozenset[str] = VALUE_PRESERVING_OPS) -> onnx.NodeProto | None:
+    """The node that computed the values of ``tensor``, looking through ``through`` ops (input 0).
+
+    Args:
+        graph: Graph holding ``tensor``.
+        tensor: Tensor name.
+        through: Op types to look through (default :data:`VALUE_PRESERVING_OPS`).
+
+    Returns:
+        The first producer that is not in ``through``, or ``None`` for a graph input / constant.
+    """
+    prod = producers(graph)
+    seen: set[str] = set()
+    node = prod.get(tensor)
+    while node is not None and node.op_type in through and node.input and node.input[0] not in seen:
+        seen.add(node.input[0])
+        node = prod.get(node.input[0])
+    return node

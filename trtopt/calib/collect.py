@@ -20,7 +20,7 @@ import onnx
 
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
-from trtopt.calib.methods import compute_amax
+from trtopt.calib.ranges import tensor_ranges
 from trtopt.calib.source import model_input_specs, validate_batch
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
@@ -267,6 +267,36 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     return {k: h for k, h in hists.items() if h.counts is not None}, digest.hexdigest(), seen
 
 
+def finish_ranges(model: onnx.ModelProto, targets: list[str], hists: dict[str, AbsHistogram],
+                  channel: ChannelAbsMax | None, config: CalibrationConfig, seen: int
+                  ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Ranges of the collected histograms, with the NaN/Inf and outlier warnings.
+
+    Raises:
+        InputError: No tensor got a range (an empty result is never a success).
+    """
+    for name, h in hists.items():
+        if h.nonfinite:
+            log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its statistics",
+                        name, h.nonfinite)
+    for name, bad in (channel.nonfinite.items() if channel else ()):
+        log.warning("tensor '%s': %d NaN/Inf values left out of its per-channel maxima", name, bad)
+    amax, info = tensor_ranges(model, targets, hists, config)
+    for name, row in info.items():
+        for flag in row.get("flags", ()):
+            if "NaN/Inf" not in flag:
+                log.warning("tensor '%s': %s", name, flag)
+    if not amax:
+        raise InputError(f"calibration produced no ranges: none of the {len(targets)} tensors to calibrate saw "
+                         f"non-zero data in {seen} samples (check the data and the model's inputs)")
+    counts: dict[str, int] = {}
+    for row in info.values():
+        counts[row["method"]] = counts.get(row["method"], 0) + 1
+    log.info("calibrated %d tensors with %s on %d samples (%s)", len(amax), config.method, seen,
+             ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return amax, info
+
+
 def _cuda_driver_present() -> bool:
     """An NVIDIA driver is loaded (cheap check that avoids importing torch on CPU-only machines)."""
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0") or \
@@ -301,7 +331,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     Args:
         model: ``.onnx`` path or ModelProto.
         source: Rewindable iterable of ``{input name: ndarray}`` batches (e.g. :class:`NumpySource`).
-        config: Method and options (entropy by default).
+        config: Method and options (``auto`` by default).
         progress: Optional ``callback(samples_done, samples_total)`` after every batch.
 
     Returns:
@@ -339,19 +369,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     else:
         hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel,
                                                     serialized=raw)
-    for name, h in hists.items():
-        if h.nonfinite:
-            log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its histogram",
-                        name, h.nonfinite)
-    amax = {}
-    for name in targets:
-        h = hists.get(name)
-        if h is None:
-            continue
-        a = compute_amax(config.method, h.counts, h.edges, h.amax, num_bits=config.num_bits,
-                         start_bin=config.start_bin, percentile=config.percentile)
-        amax[name] = float(min(a, h.amax) if config.method != "minmax" else a)
-    log.info("calibrated %d tensors with %s on %d samples", len(amax), config.method, seen)
+    amax, info = finish_ranges(m, targets, hists, channel, config, seen)
     meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types),
                             "collector": collector if collector == "onnxruntime" else f"torch:{device}"}
     if config.method == "percentile":
@@ -359,4 +377,4 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
                             model_hash=hashlib.sha256(raw).hexdigest(), num_samples=seen,
                             meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
-                                                     (channel.values.items() if channel else ())})
+                                                     (channel.values.items() if channel else ())}, info=info)
