@@ -100,7 +100,7 @@ class AbsHistogram:
         """Bins up to the one holding ``amax`` (the histogram the range methods see)."""
         if self.counts is None:
             return 0
-        return min(int(math.floor(self.amax / self.width)) + 1, len(self.counts))
+        return min(math.floor(self.amax / self.width) + 1, len(self.counts))
 
     @property
     def edges(self) -> np.ndarray:

@@ -162,7 +162,7 @@ def auto_amax(h: AbsHistogram, config: CalibrationConfig, flag: str | None) -> t
 
 def tensor_ranges(model: onnx.ModelProto, targets: list[str], hists: dict[str, AbsHistogram],
                   config: CalibrationConfig) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """amax and provenance of every target that saw data (analytic ranges need no data).
+    """Ranges and provenance of every target that saw data (analytic ranges need no data).
 
     Returns:
         ``(amax by tensor, info by tensor)``; info holds ``method``, ``reason`` and, for ``auto``,
