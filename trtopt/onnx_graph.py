@@ -175,6 +175,34 @@ def value_dims(vi: onnx.ValueInfoProto) -> tuple[int | None, ...]:
     return tuple(None if is_dynamic_dim(d) else int(d.dim_value) for d in vi.type.tensor_type.shape.dim)
 
 
+def value_dim_names(vi: onnx.ValueInfoProto) -> tuple[str | None, ...]:
+    """The ``dim_param`` of each dim of a tensor value info (``None`` where there is none)."""
+    return tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None
+                 for d in vi.type.tensor_type.shape.dim)
+
+
+def with_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself, or a copy whose graph input/output dims stored as ``-1`` / ``0`` are named dims.
+
+    ONNX Runtime takes ``dim_value: 0`` literally (a zero-size axis) and refuses any real batch;
+    a named ``dim_param`` means the same "any size" to every runtime.
+    """
+    g = model.graph
+    bad = [d for vi in list(g.input) + list(g.output) for d in vi.type.tensor_type.shape.dim
+           if d.HasField("dim_value") and d.dim_value <= 0]
+    if not bad:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    k = 0
+    for vi in list(out.graph.input) + list(out.graph.output):
+        for ax, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.dim_param = "N" if ax == 0 else f"unk_{k}"  # setting dim_param clears dim_value (oneof)
+                k += 1
+    return out
+
+
 def source_producer(graph: onnx.GraphProto, tensor: str,
                     through: frozenset[str] = VALUE_PRESERVING_OPS) -> onnx.NodeProto | None:
     """The node that computed the values of ``tensor``, looking through ``through`` ops (input 0).

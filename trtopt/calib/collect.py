@@ -21,11 +21,11 @@ import onnx
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
 from trtopt.calib.ranges import tensor_ranges
-from trtopt.calib.source import model_input_specs, validate_batch
+from trtopt.calib.source import batch_axes, check_inputs, model_input_specs, validate_batch
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import load_onnx
+from trtopt.onnx_graph import load_onnx, with_symbolic_dims
 
 log = get_logger(__name__)
 
@@ -181,28 +181,74 @@ def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[
     return [{k: v[s : s + size] for k, v in batch.items()} for s in range(0, n, size)]
 
 
-def iter_batches(source: Iterable[dict[str, np.ndarray]], specs: dict, config: CalibrationConfig, digest: Any
-                 ) -> Iterator[tuple[int, list[dict[str, np.ndarray]]]]:
+def iter_batches(source: Iterable[dict[str, np.ndarray]], specs: dict, config: CalibrationConfig, digest: Any,
+                 model: onnx.ModelProto | None = None) -> Iterator[tuple[int, list[dict[str, np.ndarray]]]]:
     """Validated batches, hashed into ``digest`` and cut into runtime calls, up to ``max_samples``.
 
     Shared by both collectors so that the same data gives the same hash and the same calls.
+    Static inputs (``source.static_inputs``: per-call constants such as a recurrent state) are
+    checked against the model before the first call, hashed once, and added to every call
+    (broadcast along the batch dim where they have size 1 there, see :func:`batch_axes`).
 
     Yields:
         ``(samples in the batch, sub-batches at the model's static batch size or run_batch_size)``.
+
+    Raises:
+        InputError: Data that cannot feed the model (names, ranks, fixed dims, dtypes, NaN/Inf).
     """
-    first_dims = next(iter(specs.values()))[0] if specs else ()
+    static = {k: np.asarray(v) for k, v in (getattr(source, "static_inputs", None) or {}).items()}
+    batched_specs = {k: v for k, v in specs.items() if k not in static}
+    first_dims = next(iter(batched_specs.values()))[0] if batched_specs else ()
     fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
+    axes = batch_axes(model, static) if model is not None else {}
+    for k in sorted(static):
+        digest.update(f"static:{k}".encode())
+        digest.update(memoryview(np.ascontiguousarray(static[k])).cast("B"))
     seen = 0
+    checked = False
     for raw in source:
-        batch = validate_batch(raw, specs)
+        batch = validate_batch(raw, specs, static=static)
+        if not checked:  # before the first call: everything that can be checked without running
+            check_inputs(specs, batch, static)
+            static = {k: _cast_like(v, specs[k][1]) for k, v in static.items()}
+            checked = True
         if config.max_samples and seen >= config.max_samples:
             break
         for k in sorted(batch):
             digest.update(k.encode())
             digest.update(memoryview(np.ascontiguousarray(batch[k])).cast("B"))
         n = next(iter(batch.values())).shape[0]
-        yield n, _split(batch, fixed, config.run_batch_size)
+        subs = _split(batch, fixed, config.run_batch_size)
+        if static:
+            subs = [{**sub, **_with_batch(static, axes, next(iter(sub.values())).shape[0])} for sub in subs]
+        yield n, subs
         seen += n
+
+
+def _run(sess: Any, wanted: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``sess.run`` with a runtime failure turned into one :class:`InputError` line."""
+    try:
+        return sess.run(wanted, feed)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+        raise InputError(f"ONNX Runtime could not run the model on the calibration data ({shapes}): {first}") from None
+
+
+def _cast_like(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    return arr.astype(dtype) if dtype is not None and arr.dtype != dtype else arr
+
+
+def _with_batch(static: dict[str, np.ndarray], axes: dict[str, tuple[int, ...]], n: int) -> dict[str, np.ndarray]:
+    """Static arrays with their size-1 batch axes broadcast to ``n`` samples."""
+    out = {}
+    for k, v in static.items():
+        shape = list(v.shape)
+        for ax in axes.get(k, ()):
+            if shape[ax] == 1:
+                shape[ax] = n
+        out[k] = v if tuple(shape) == v.shape else np.ascontiguousarray(np.broadcast_to(v, shape))
+    return out
 
 
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
@@ -224,6 +270,9 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.
     types = float_tensor_types(model) if types is None else types
+    fixed = with_symbolic_dims(model)  # dims stored as 0 / -1: ONNX Runtime would take a 0 literally
+    if fixed is not model:
+        model, serialized = fixed, None
     sess = make_session(_augmented(model, targets, types, serialized),
                         intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
     out_names = [o.name for o in sess.get_outputs()]
@@ -250,9 +299,9 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # flight, so peak memory is two calls' activations (run_batch_size is sized for that).
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtopt-histogram") as pool:
-        for n, subs in iter_batches(source, specs, config, digest):
+        for n, subs in iter_batches(source, specs, config, digest, model):
             for sub in subs:
-                outs = sess.run(wanted, sub)
+                outs = _run(sess, wanted, sub)
                 if pending is not None:
                     pending.result()  # re-raises a worker error here
                 pending = pool.submit(fold, outs, sub)

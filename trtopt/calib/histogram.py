@@ -56,8 +56,9 @@ def merge_aligned(counts: np.ndarray, d: int) -> np.ndarray:
 
 def log_edges() -> np.ndarray:
     """Lower edges ``[LOG_BINS + 1]`` of the log histogram's bins (float64; the last one is +inf)."""
-    bits = (np.arange(LOG_BINS, dtype=np.int64) << LOG_SHIFT).astype(np.uint32).view(np.float32)
-    return np.concatenate([bits.astype(np.float64), [np.inf]])
+    finite = 255 << (23 - LOG_SHIFT)  # exponent 255: Inf/NaN patterns (never counted)
+    bits = (np.arange(finite, dtype=np.int64) << LOG_SHIFT).astype(np.uint32).view(np.float32)
+    return np.concatenate([bits.astype(np.float64), np.full(LOG_BINS - finite + 1, np.inf)])
 
 
 class AbsHistogram:
@@ -198,22 +199,33 @@ class AbsHistogram:
         self.counts = merge_aligned(self.counts, top - self.exponent) + merge_aligned(theirs, top - e)
         self.exponent = top
 
-    def log_histogram(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(counts [k], edges [k + 1])`` of the log histogram's occupied range (non-uniform edges)."""
-        nz = np.flatnonzero(self.log_counts)
+    def log_histogram(self, below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts [k], edges [k + 1])`` of the log histogram's occupied range (non-uniform edges).
+
+        Args:
+            below: Leave out the bins at and above the one holding ``below`` (e.g. a handful of outliers).
+        """
+        counts = self.log_counts.copy()
+        if below is not None:
+            counts[self._log_bin(below):] = 0
+        nz = np.flatnonzero(counts)
         if nz.size == 0:
             return np.zeros(0, np.int64), np.zeros(1)
         hi = int(nz[-1]) + 1
         edges = log_edges()[: hi + 1].copy()
-        edges[hi] = max(self.amax, edges[hi - 1])
-        return self.log_counts[:hi].copy(), edges
+        if below is None:
+            edges[hi] = max(self.amax, edges[hi - 1])
+        return counts[:hi], edges
+
+    @staticmethod
+    def _log_bin(value: float) -> int:
+        return int(np.array([value], np.float32).view(np.int32)[0]) >> LOG_SHIFT
 
     def count_above(self, threshold: float) -> int:
-        """Values with ``|x| >= threshold`` (exact when ``threshold`` is a log-bin edge, else rounded down to one)."""
+        """Values in the log bins from the one holding ``threshold`` up (all ``|x| >= threshold``, and a few below)."""
         if threshold <= 0:
             return self.count
-        b = int(np.array([threshold], np.float32).view(np.int32)[0]) >> LOG_SHIFT
-        return int(self.log_counts[b:].sum())
+        return int(self.log_counts[self._log_bin(threshold):].sum())
 
 
 class ChannelAbsMax:

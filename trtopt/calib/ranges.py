@@ -16,9 +16,10 @@
    rejected: that is the collapse of entropy on SiLU/Swish outputs, whose |x| mass piles up at
    the negative dip (0.2785) and drags the threshold there while positive activations reach 4-8
    (item 1). A range *dominated by a handful of values* (at most ``HANDFUL`` values above
-   ``max/16``, e.g. one 1e6 among ordinary images, item 3) is flagged; then ``max`` is rejected and
-   the candidates are computed on the log histogram, whose resolution does not depend on the
-   outlier (the linear bins would all be wider than the ordinary data).
+   ``max/16``, e.g. one 1e6 among ordinary images, item 3) is flagged; then those values are left
+   out and the candidates (``max`` = the top of the remaining data) are computed on the log
+   histogram, whose resolution does not depend on the outliers (the linear bins would all be
+   wider than the ordinary data, and the outliers would dominate every error estimate).
 
 Every tensor's choice is recorded (``CalibrationTable.info``): the method that won, why, and the
 candidates' amax and scores. The explicit methods (``entropy``, ``percentile``, ``mse``) use the
@@ -117,9 +118,9 @@ def _clipped_share(counts: np.ndarray, edges: np.ndarray, amax: float, nonzero: 
 def auto_amax(h: AbsHistogram, config: CalibrationConfig, flag: str | None) -> tuple[float, dict[str, Any]]:
     """The ``auto`` choice for one histogrammed tensor: ``(amax, info)`` (see the module docstring)."""
     bits = config.num_bits
-    if flag:
-        counts, edges = h.log_histogram()
-        sources = "log histogram (outliers)"
+    if flag:  # the handful of values above max/16 are left out; the log bins resolve the rest
+        counts, edges = h.log_histogram(below=h.amax / 16)
+        sources = "log histogram without the outliers"
     else:
         counts, edges = h.used_counts, h.used_edges
         sources = "linear histogram"
@@ -131,7 +132,7 @@ def auto_amax(h: AbsHistogram, config: CalibrationConfig, flag: str | None) -> t
     cands[f"percentile {config.percentile:g}"] = amax_percentile(counts, edges, config.percentile)
     cands["percentile 99.999"] = amax_percentile(counts, edges, 99.999)
     cands["mse"] = _best_quant_error_amax(counts, edges, bits)
-    cands["max"] = float(h.amax)
+    cands["max"] = float(edges[-1]) if flag else float(h.amax)  # flagged: top of the data without the outliers
     cands = {k: float(min(max(v, 0.0), h.amax)) for k, v in cands.items()}
     errors = quant_error(counts, edges, np.array(list(cands.values())), bits)
     table: dict[str, dict[str, Any]] = {}
@@ -143,8 +144,6 @@ def auto_amax(h: AbsHistogram, config: CalibrationConfig, flag: str | None) -> t
             row["rejected"] = "zero range"
         elif clipped > CLIP_LIMIT:
             row["rejected"] = f"clips {clipped:.2%} of the non-zero values (> {CLIP_LIMIT:.1%})"
-        elif flag and name == "max":
-            row["rejected"] = "the maximum is an outlier"
         else:
             ok[name] = float(err)
         table[name] = row

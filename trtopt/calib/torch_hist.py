@@ -247,7 +247,7 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
     threads = torch_threads(config.intra_op_threads) if config.intra_op_threads > 0 and dev == "cpu" \
         else contextlib.nullcontext()
     with threads:
-        for n, subs in iter_batches(source, specs, config, digest):
+        for n, subs in iter_batches(source, specs, config, digest, model):
             for sub in subs:
                 with contextlib.closing(executor.run(sub, want)) as tensors:  # restores TF32 even on errors
                     for name, t in tensors:
