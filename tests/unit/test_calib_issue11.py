@@ -283,3 +283,19 @@ def test_table_records_the_winning_method_and_old_tables_still_load(tmp_path):
 
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert CalibrationTable.load_json(tmp_path / "old.json").info == {}
+
+
+def test_cli_json_prints_the_table_with_the_choices_and_static_inputs_work(tmp_path, capsys):
+    import json
+
+    from trtopt.cli.main import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_state_model([1, 1, 16]), str(path))
+    x = np.random.default_rng(12).standard_normal((20, 16)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, sr=np.float32(2.0), **{"static:state": np.ones((1, 1, 16), np.float32)})
+    rc = main(["calibrate", str(path), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "o"),
+               "--collector", "onnxruntime", "--static-input", "sr", "--batch-size", "8", "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["method"] == "auto" and d["tensors"]["hs"]["method"] and d["amax"]["hs"] <= np.abs((x + 1) * 2).max()
