@@ -88,7 +88,8 @@ class CalibrationTable:
         if self.channel_amax:
             d["channel_amax"] = {k: [float(x) for x in v] for k, v in sorted(self.channel_amax.items())}
         if self.info:
-            d["tensors"] = {k: v for k, v in sorted(self.info.items())}
+            d["tensors"] = {k: {"amax": float(self.amax[k]), **v} if k in self.amax else dict(v)
+                            for k, v in sorted(self.info.items())}
         return d
 
     def save_json(self, path: str | os.PathLike[str]) -> Path:
@@ -210,4 +211,4 @@ def _info(path: Path, raw: object) -> dict[str, dict[str, Any]]:
     """Validate the optional ``tensors`` section (per-tensor provenance) of a JSON table."""
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise InputError(f"{path}: 'tensors' must map tensor names to objects")
-    return {str(k): dict(v) for k, v in raw.items()}
+    return {str(k): {f: x for f, x in v.items() if f != "amax"} for k, v in raw.items()}  # amax lives in 'amax'
