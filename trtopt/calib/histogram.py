@@ -168,11 +168,12 @@ class AbsHistogram:
         self.counts += np.bincount(idx, minlength=self.num_bins)
 
     def _index_buffer(self, n: int) -> np.ndarray:
+        # intp: what bincount consumes without a converting copy
         if self.scratch is None:
-            return np.empty(n, dtype=np.int32)
-        buf = self.scratch.get("idx32")
+            return np.empty(n, dtype=np.intp)
+        buf = self.scratch.get("idx")
         if buf is None or buf.size < n:
-            buf = self.scratch["idx32"] = np.empty(n, dtype=np.int32)
+            buf = self.scratch["idx"] = np.empty(n, dtype=np.intp)
         return buf[:n]
 
     def merge(self, other: AbsHistogram) -> None:
