@@ -203,22 +203,37 @@ def with_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def source_producer(graph: onnx.GraphProto, tensor: str,
-                    through: frozenset[str] = VALUE_PRESERVING_OPS) -> onnx.NodeProto | None:
+def source_producer(graph: onnx.GraphProto, tensor: str, through: frozenset[str] = VALUE_PRESERVING_OPS,
+                    where_max: float | None = None) -> onnx.NodeProto | None:
     """The node that computed the values of ``tensor``, looking through ``through`` ops (input 0).
 
     Args:
         graph: Graph holding ``tensor``.
         tensor: Tensor name.
         through: Op types to look through (default :data:`VALUE_PRESERVING_OPS`).
+        where_max: Also look through ``Where(cond, a, b)`` when one branch is a constant (initializer
+            or ``Constant`` node) whose values all have ``|v| <= where_max`` (e.g. the
+            ``Where(IsNaN(p), 0, p)`` exporters put after an attention Softmax).
 
     Returns:
-        The first producer that is not in ``through``, or ``None`` for a graph input / constant.
+        The first producer that is not looked through, or ``None`` for a graph input / constant.
     """
     prod = producers(graph)
     seen: set[str] = set()
     node = prod.get(tensor)
-    while node is not None and node.op_type in through and node.input and node.input[0] not in seen:
-        seen.add(node.input[0])
-        node = prod.get(node.input[0])
+    while node is not None and node.input:
+        nxt = None
+        if node.op_type in through:
+            nxt = node.input[0]
+        elif node.op_type == "Where" and where_max is not None and len(node.input) == 3:
+            for const, other in ((1, 2), (2, 1)):
+                v = initializer_array(graph, node.input[const])
+                if v is not None and v.size and np.issubdtype(v.dtype, np.number) and \
+                        float(np.abs(v).max()) <= where_max and initializer_array(graph, node.input[other]) is None:
+                    nxt = node.input[other]
+                    break
+        if nxt is None or nxt in seen:
+            break
+        seen.add(nxt)
+        node = prod.get(nxt)
     return node

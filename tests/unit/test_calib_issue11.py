@@ -313,3 +313,15 @@ def test_torch_collector_gives_the_same_auto_table():
     for k in ort_t.amax:
         assert torch_t.amax[k] == pytest.approx(ort_t.amax[k], rel=2e-3), k
         assert torch_t.info[k]["method"] == ort_t.info[k]["method"], k
+
+
+def test_softmax_behind_a_nan_guarding_where_is_analytic_too():
+    # torch exports BERT attention as Where(IsNaN(softmax), 0, softmax) -> MatMul
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), helper.make_node("IsNaN", ["p"], ["nan"]),
+             helper.make_node("Where", ["nan", "zero", "p"], ["pw"]), helper.make_node("MatMul", ["pw", "v"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 16])],
+               [zero, _w((16, 8), "v")], outputs=(("y", ["N", 16, 8]),))
+    x = np.random.default_rng(13).standard_normal((8, 16, 16)).astype(np.float32)
+    t = calibrate(m, NumpySource({"x": x}), ORT)
+    assert t.amax["pw"] == 1.0 and t.info["pw"]["method"] == "analytic"

@@ -4,7 +4,9 @@
 
 1. **Analytic range** when the tensor is the output of a bounded op (Softmax, Sigmoid,
    HardSigmoid -> [0, 1]; Tanh -> [-1, 1]), possibly through ops that only move or select values
-   (Reshape, Transpose, Slice, Gather, ...): amax 1.0, no histogram needed. A histogram method
+   (Reshape, Transpose, Slice, Gather, ...) or a ``Where`` selecting between it and a constant
+   within the bound (``Where(IsNaN(p), 0, p)``, as exported for BERT attention): amax 1.0, no
+   histogram needed. A histogram method
    can only *under*-estimate such a range (entropy puts attention probabilities at 0.03 where
    the max is 0.55, issue 11 item 2).
 2. Otherwise candidates ``entropy``, ``percentile`` (``config.percentile`` and 99.999), ``mse``
@@ -45,13 +47,14 @@ BOUNDED_OPS = {"Softmax": 1.0, "Sigmoid": 1.0, "HardSigmoid": 1.0, "Tanh": 1.0}
 CLIP_LIMIT = 1e-3
 #: A range whose top 15/16 holds at most this many values is "dominated by a handful of values".
 HANDFUL = 8
+_BOUND = max(BOUNDED_OPS.values())
 
 
 def analytic_ranges(model: onnx.ModelProto, targets: list[str]) -> dict[str, tuple[float, str]]:
     """``{tensor: (amax, producing op type)}`` for targets computed by a bounded op (see :data:`BOUNDED_OPS`)."""
     out = {}
     for t in targets:
-        node = source_producer(model.graph, t)
+        node = source_producer(model.graph, t, where_max=_BOUND)  # also Where(IsNaN(p), 0, p) after a Softmax
         if node is not None and node.op_type in BOUNDED_OPS:
             out[t] = (BOUNDED_OPS[node.op_type], node.op_type)
     return out
