@@ -37,9 +37,13 @@ import numpy as np
 import onnx
 
 from trtopt.calib.config import CalibrationConfig
-from trtopt.calib.histogram import AbsHistogram
+from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
 from trtopt.calib.methods import amax_entropy, amax_percentile, compute_amax
+from trtopt.errors import InputError
+from trtopt.log import get_logger
 from trtopt.onnx_graph import source_producer
+
+log = get_logger(__name__)
 
 #: Output |x| bound of ops whose range is known analytically.
 BOUNDED_OPS = {"Softmax": 1.0, "Sigmoid": 1.0, "HardSigmoid": 1.0, "Tanh": 1.0}
@@ -202,5 +206,44 @@ def tensor_ranges(model: onnx.ModelProto, targets: list[str], hists: dict[str, A
     return amax, info
 
 
-__all__ = ["BOUNDED_OPS", "CLIP_LIMIT", "HANDFUL", "analytic_ranges", "auto_amax", "outlier_flag", "quant_error",
-           "tensor_ranges"]
+def finish_ranges(model: onnx.ModelProto, targets: list[str], hists: dict[str, AbsHistogram],
+                  channel: ChannelAbsMax | None, config: CalibrationConfig, seen: int
+                  ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Ranges of the collected histograms, with the NaN/Inf and outlier warnings.
+
+    Raises:
+        InputError: No tensor got a range (an empty result is never a success).
+    """
+    for name, h in hists.items():
+        if h.nonfinite:
+            log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its statistics",
+                        name, h.nonfinite)
+    for name, bad in (channel.nonfinite.items() if channel else ()):
+        log.warning("tensor '%s': %d NaN/Inf values left out of its per-channel maxima", name, bad)
+    amax, info = tensor_ranges(model, targets, hists, config)
+    for name, row in info.items():
+        for flag in row.get("flags", ()):
+            if "NaN/Inf" not in flag:
+                log.warning("tensor '%s': %s", name, flag)
+    if not amax:
+        raise InputError(f"calibration produced no ranges: none of the {len(targets)} tensors to calibrate saw "
+                         f"non-zero data in {seen} samples (check the data and the model's inputs)")
+    counts: dict[str, int] = {}
+    for row in info.values():
+        counts[row["method"]] = counts.get(row["method"], 0) + 1
+    log.info("calibrated %d tensors with %s on %d samples (%s)", len(amax), config.method, seen,
+             ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return amax, info
+
+
+__all__ = [
+    "BOUNDED_OPS",
+    "CLIP_LIMIT",
+    "HANDFUL",
+    "analytic_ranges",
+    "auto_amax",
+    "finish_ranges",
+    "outlier_flag",
+    "quant_error",
+    "tensor_ranges",
+]

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 
 from trtopt._optional import is_installed, require
-from trtopt.calib.collect import ProgressFn, iter_batches
+from trtopt.calib.batches import iter_batches
+from trtopt.calib.collect import ProgressFn
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.histogram import LOG_BINS, LOG_SHIFT, AbsHistogram, ChannelAbsMax, pow2_bins, width_exponent
 from trtopt.calib.source import model_input_specs
