@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-analytic", action="store_true",
                    help="histogram Softmax/Sigmoid/HardSigmoid/Tanh outputs like any tensor (strict TensorRT parity)")
     m.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
-    m.add_argument("--num-bins", type=int, default=2048, help="histogram bins, rounded up to a power of two (default 2048)")
+    m.add_argument("--num-bins", type=int, default=2048,
+                   help="histogram bins, rounded up to a power of two (default 2048)")
     m.add_argument("--all-tensors", action="store_true",
                    help="calibrate every float tensor (complete cache for TensorRT 10 implicit INT8)")
     c = p.add_argument_group("Collector")
