@@ -325,3 +325,17 @@ def test_softmax_behind_a_nan_guarding_where_is_analytic_too():
     x = np.random.default_rng(13).standard_normal((8, 16, 16)).astype(np.float32)
     t = calibrate(m, NumpySource({"x": x}), ORT)
     assert t.amax["pw"] == 1.0 and t.info["pw"]["method"] == "analytic"
+
+
+def test_auto_on_degenerate_histograms_never_gives_a_zero_or_tiny_range():
+    from trtopt.calib.ranges import auto_amax, outlier_flag
+
+    for skip in (False, True):
+        x = np.zeros(5000, np.float32)
+        x[7] = 1e6  # nothing but zeros besides the "outlier": it is the data
+        h = AbsHistogram(skip_zeros=skip)
+        h.update(x)
+        assert auto_amax(h, CalibrationConfig(skip_zeros=skip), outlier_flag(h))[0] == 1e6
+    h = AbsHistogram()
+    h.update(np.full(5000, 3.0, np.float32))
+    assert auto_amax(h, CalibrationConfig(), outlier_flag(h))[0] == 3.0

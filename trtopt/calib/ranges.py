@@ -128,7 +128,9 @@ def auto_amax(h: AbsHistogram, config: CalibrationConfig, flag: str | None) -> t
     if flag:  # the handful of values above max/16 are left out; the log bins resolve the rest
         counts, edges = h.log_histogram(below=h.amax / 16)
         sources = "log histogram without the outliers"
-    else:
+        if counts[1:].sum() == 0:  # nothing but zeros besides the outliers: they are the data
+            flag = None
+    if not flag:
         counts, edges = h.used_counts, h.used_edges
         sources = "linear histogram"
     counts = np.asarray(counts, dtype=np.float64)
