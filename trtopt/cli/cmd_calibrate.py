@@ -84,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     won: dict[str, int] = {}
     for row in table.info.values():
         won[row["method"]] = won.get(row["method"], 0) + 1
-    chosen = f" [{', '.join(f'{k}: {v}' for k, v in sorted(won.items()))}]" if args.method == "auto" else ""
+    chosen = f": {', '.join(f'{k} {v}' for k, v in sorted(won.items()))}" if args.method == "auto" else ""
     flagged = sum(1 for row in table.info.values() if row.get("flags"))
-    err.print(f"{len(table)} tensors calibrated ({args.method}{chosen}, collector {table.meta.get('collector', '?')}) "
-              f"on {table.num_samples} samples" + (f"; {flagged} flagged (see warnings)" if flagged else ""))
+    err.print(f"{len(table)} tensors calibrated ({args.method}{chosen}; collector {table.meta.get('collector', '?')}) "
+              f"on {table.num_samples} samples" + (f"; {flagged} flagged (see warnings)" if flagged else ""),
+              markup=False, highlight=False)
     if args.json:
         print(json.dumps({**table.to_dict(), "files": {"json": str(js), "cache": str(cache)}}))
     else:
