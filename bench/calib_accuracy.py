@@ -1,11 +1,11 @@
-"""Accuracy: FP32 vs trtopt INT8 (entropy / minmax / percentile / mse) vs ONNX Runtime's own INT8.
+"""Accuracy: FP32 vs trtopt INT8 (auto / entropy / minmax / percentile / mse) vs ONNX Runtime's own INT8.
 
 Digits CNN (trained in seconds), top-1 on the held-out split, over several training seeds.
 Every INT8 model is a Q/DQ ONNX graph run in ONNX Runtime on CPU; trtopt's models use the
 calibration split only; ONNX Runtime's use the same samples through ``quantize_static``.
 
 With ``--minilm`` (needs the ``minilm`` extra) also all-MiniLM-L6-v2 sentence embeddings:
-mean cosine of INT8 (trtopt entropy/minmax/percentile, each plain and with SmoothQuant;
+mean cosine of INT8 (trtopt auto/entropy/minmax/percentile, each plain and with SmoothQuant;
 ONNX Runtime Entropy/MinMax) to FP32 on held-out standard-library docstring sentences.
 
 Run:  python bench/calib_accuracy.py [--seeds 0,1,2] [--minilm]
@@ -82,7 +82,7 @@ def run_seed(seed: int, tmp: Path) -> dict:
     fp32 = export_onnx(model, torch.from_numpy(split.x_test[:1]), tmp / f"fp32_{seed}.onnx")
     x, y = split.x_test, split.y_test
     row = {"seed": seed, "fp32": top1(fp32, x, y)}
-    for method in ("entropy", "minmax", "percentile", "mse"):
+    for method in ("auto", "entropy", "minmax", "percentile", "mse"):
         table = calibrate(fp32, NumpySource({"input": split.x_calib}, batch_size=32, seed=0),
                           CalibrationConfig(method=method))
         q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig()), tmp / f"trtopt-{method}_{seed}.onnx")
@@ -147,7 +147,7 @@ def minilm_bench(n_calib: int = 256, n_eval: int = 300, seq: int = 64) -> dict:
             c = (run(path) * ref).sum(1)[rows]
             return round(float(c.mean()), 5), round(float(c.min()), 5)
 
-        for method in ("entropy", "minmax", "percentile"):
+        for method in ("auto", "entropy", "minmax", "percentile"):
             table = calibrate(fp32, NumpySource(calib, batch_size=32, seed=0), CalibrationConfig(method=method))
             q = save_onnx(quantize_qdq(fp32, table), Path(td) / f"{method}.onnx")
             out[f"trtopt_{method}_cos_mean"], out[f"trtopt_{method}_cos_min"] = cos(q)

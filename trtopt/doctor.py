@@ -150,12 +150,12 @@ def _opset_findings(model: onnx.ModelProto, opset: int) -> list[Finding]:
 
 def _dim_text(d: onnx.TensorShapeProto.Dimension) -> tuple[str, bool]:
     """(printable dim, is dynamic): ``-1``/``0``/unset/named dims are dynamic."""
-    from trtopt.onnx_graph import dim_is_dynamic
+    from trtopt.onnx_graph import is_dynamic_dim
 
     if d.HasField("dim_param") and d.dim_param:
         return d.dim_param, True
     if d.HasField("dim_value"):
-        return str(d.dim_value), dim_is_dynamic(d)
+        return str(d.dim_value), is_dynamic_dim(d)
     return "?", True
 
 

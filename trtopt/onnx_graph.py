@@ -329,11 +329,6 @@ def evaluate_chain(graph: onnx.GraphProto, chain: list[onnx.NodeProto], opset: i
 # --- graph walking shared by every stage (subgraphs, Constant nodes, external data, dynamic dims) -----------
 
 
-def dim_is_dynamic(dim: onnx.TensorShapeProto.Dimension) -> bool:
-    """True for a named dim, an unset dim, or a ``dim_value`` of ``-1``/``0`` (exporters write both)."""
-    return not (dim.HasField("dim_value") and dim.dim_value > 0)
-
-
 def constant_names(graph: onnx.GraphProto) -> set[str]:
     """Names of the graph's initializers and ``Constant`` node outputs (this graph level only)."""
     names = {t.name for t in graph.initializer}
@@ -556,3 +551,93 @@ def compute_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, bool]]:
 
     return [(n, len(n.input) >= 2 and from_dq(n.input[0]) and from_dq(n.input[1]))
             for n in graph.node if n.op_type in COMPUTE_OPS]
+
+
+# -- dims and producers (calibration: issue 11 items 2 and 6) ------------------------------------------
+# Shared rules: "is this dim dynamic" (a dim_value of -1 or 0, a dim_param, or no value at all) and
+# "which op really produced this tensor" (looking through ops that only move or select values).
+
+#: Ops that only move, select or copy values of their first input: the output's value set is a
+#: subset of the input's, so a range known for the input holds for the output.
+VALUE_PRESERVING_OPS = frozenset({
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather", "GatherElements",
+    "GatherND", "Expand", "Tile", "Split", "Dropout", "MaxPool", "SpaceToDepth", "DepthToSpace", "ReduceMax",
+})
+
+
+def is_dynamic_dim(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """True when ``dim`` is not a fixed positive size: ``dim_param``, no value, or ``dim_value`` <= 0.
+
+    Exporters store an unknown size as ``dim_value: -1`` (Paddle2ONNX) or ``0`` as well as a named
+    ``dim_param``; all mean "any size".
+    """
+    return not dim.HasField("dim_value") or dim.dim_value <= 0
+
+
+def value_dims(vi: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    """Dims of a tensor value info, ``None`` for each dynamic dim (see :func:`is_dynamic_dim`)."""
+    return tuple(None if is_dynamic_dim(d) else int(d.dim_value) for d in vi.type.tensor_type.shape.dim)
+
+
+def value_dim_names(vi: onnx.ValueInfoProto) -> tuple[str | None, ...]:
+    """The ``dim_param`` of each dim of a tensor value info (``None`` where there is none)."""
+    return tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None
+                 for d in vi.type.tensor_type.shape.dim)
+
+
+def with_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself, or a copy whose graph input/output dims stored as ``-1`` / ``0`` are named dims.
+
+    ONNX Runtime takes ``dim_value: 0`` literally (a zero-size axis) and refuses any real batch;
+    a named ``dim_param`` means the same "any size" to every runtime.
+    """
+    g = model.graph
+    bad = [d for vi in list(g.input) + list(g.output) for d in vi.type.tensor_type.shape.dim
+           if d.HasField("dim_value") and d.dim_value <= 0]
+    if not bad:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    k = 0
+    for vi in list(out.graph.input) + list(out.graph.output):
+        for ax, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.dim_param = "N" if ax == 0 else f"unk_{k}"  # setting dim_param clears dim_value (oneof)
+                k += 1
+    return out
+
+
+def source_producer(graph: onnx.GraphProto, tensor: str, through: frozenset[str] = VALUE_PRESERVING_OPS,
+                    where_max: float | None = None) -> onnx.NodeProto | None:
+    """The node that computed the values of ``tensor``, looking through ``through`` ops (input 0).
+
+    Args:
+        graph: Graph holding ``tensor``.
+        tensor: Tensor name.
+        through: Op types to look through (default :data:`VALUE_PRESERVING_OPS`).
+        where_max: Also look through ``Where(cond, a, b)`` when one branch is a constant (initializer
+            or ``Constant`` node) whose values all have ``|v| <= where_max`` (e.g. the
+            ``Where(IsNaN(p), 0, p)`` exporters put after an attention Softmax).
+
+    Returns:
+        The first producer that is not looked through, or ``None`` for a graph input / constant.
+    """
+    prod = producers(graph)
+    seen: set[str] = set()
+    node = prod.get(tensor)
+    while node is not None and node.input:
+        nxt = None
+        if node.op_type in through:
+            nxt = node.input[0]
+        elif node.op_type == "Where" and where_max is not None and len(node.input) == 3:
+            for const, other in ((1, 2), (2, 1)):
+                v = initializer_array(graph, node.input[const])
+                if v is not None and v.size and np.issubdtype(v.dtype, np.number) and \
+                        float(np.abs(v).max()) <= where_max and initializer_array(graph, node.input[other]) is None:
+                    nxt = node.input[other]
+                    break
+        if nxt is None or nxt in seen:
+            break
+        seen.add(nxt)
+        node = prod.get(nxt)
+    return node

@@ -13,7 +13,7 @@ Example (``bench/recipes/digits_demo.toml``)::
     model = "digits_cnn"
 
     [calibrate]
-    method = "entropy"
+    method = "auto"
 """
 
 from __future__ import annotations

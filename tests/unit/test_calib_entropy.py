@@ -69,14 +69,14 @@ def _fixed_histograms():
         "outliers": [np.concatenate([rng.uniform(0, 1, 20000), [40.0, 55.0]])],
         "growing": [rng.standard_normal(5000) * s for s in (1, 1.5, 2)],  # bins appended twice
     }
-    return {k: _hist_from(v) for k, v in cases.items()}
+    return {k: _hist_from(v) for k, v in cases.items()}  # entropy runs on the used bins, as calibrate does
 
 
 @pytest.mark.parametrize("name", sorted(_fixed_histograms()))
 def test_entropy_agrees_with_published_algorithm_within_1pct(name):
     h = _fixed_histograms()[name]
-    mine = amax_entropy(h.counts, h.edges)
-    ref = reference_entropy_amax(h.counts, h.edges)
+    mine = amax_entropy(h.used_counts, h.used_edges)
+    ref = reference_entropy_amax(h.used_counts, h.used_edges)
     assert mine == pytest.approx(ref, rel=0.01), (name, mine, ref)
 
 
@@ -122,15 +122,15 @@ def test_percentile_and_mse_on_hand_built_histogram():
     assert 900 <= mse <= 1100  # covers the bulk, ignores the single outlier
 
 
-def test_histogram_appends_bins_of_same_width():
-    h = AbsHistogram(num_bins=100)
+def test_histogram_width_is_a_power_of_two_and_counts_are_exact_binning():
+    h = AbsHistogram(num_bins=100)  # rounded up to 128 bins
     h.update(np.array([0.0, 0.5, 1.0, -1.0]))
-    width = h.width
-    h.update(np.array([2.5]))  # beyond the range: bins appended, width unchanged
-    assert h.width == width and len(h.counts) == 250
-    assert h.counts.sum() == 5 and h.amax == 2.5
-    assert h.counts[99] == 2  # |1.0| and |-1.0| in the last original bin (right edge inclusive)
-    assert h.counts[249] == 1
+    assert h.num_bins == 128 and h.width == 2.0**-6  # smallest 2**e with 1.0 < 2**e * 128
+    h.update(np.array([2.5]))  # beyond the range: bins merged pairwise, width doubled twice
+    assert h.width == 2.0**-5 and len(h.counts) == 128
+    # independent reference: numpy floor(|x| / width) at the final width
+    ref = np.bincount(np.floor(np.abs([0.0, 0.5, 1.0, -1.0, 2.5]) / h.width).astype(int), minlength=128)
+    assert np.array_equal(h.counts, ref) and h.amax == 2.5 and h.used == 81
 
 
 def test_histogram_zero_batches_and_exploding_ranges_stay_bounded():

@@ -285,6 +285,7 @@ def test_torch_histogram_is_bit_identical_to_numpy(skip_zeros, bincount):
         assert (got.counts is None) == (ref.counts is None), i
         if ref.counts is not None:
             assert got.counts.dtype == np.int64 and np.array_equal(got.counts, ref.counts), i
+        assert np.array_equal(got.log_counts, ref.log_counts), i
         assert (got.width, got.amax, got.count, got.pending_zeros) == (ref.width, ref.amax, ref.count,
                                                                        ref.pending_zeros), i
     assert ref.width > 1e5 / (32 * 64) and len(ref.counts) <= 32 * 64  # coarsening happened
@@ -299,7 +300,8 @@ def test_torch_histogram_growth_and_all_zero_inputs():
     ref = AbsHistogram(16)
     for x in ([0.0] * 4, [0.0, 1.0, -2.0], [3.0]):
         ref.update(np.array(x, np.float32))
-    assert np.array_equal(h.to_numpy().counts, ref.counts) and len(ref.counts) == 24 and ref.counts[0] == 5
+    assert np.array_equal(h.to_numpy().counts, ref.counts) and len(ref.counts) == 16 and ref.counts[0] == 5
+    assert np.array_equal(h.to_numpy().log_counts, ref.log_counts) and ref.width == 0.25  # 3 < 0.25 * 16
 
 
 # -- (c) the collector vs the ONNX Runtime collector on the digits CNN --------------------------------

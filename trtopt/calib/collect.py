@@ -12,21 +12,22 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import onnx
 
+from trtopt.calib.batches import iter_batches, run_session
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
-from trtopt.calib.methods import compute_amax
-from trtopt.calib.source import model_input_specs, validate_batch
+from trtopt.calib.ranges import finish_ranges
+from trtopt.calib.source import model_input_specs
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import fits_protobuf, load_onnx, model_hash
+from trtopt.onnx_graph import fits_protobuf, load_onnx, model_hash, with_symbolic_dims
 
 log = get_logger(__name__)
 
@@ -184,44 +185,6 @@ def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]
     return str(path)
 
 
-def _split(batch: dict[str, np.ndarray], fixed: int | None, chunk: int) -> list[dict[str, np.ndarray]]:
-    """Cut a batch to the model's static batch size, or into chunks of at most ``chunk`` samples."""
-    n = next(iter(batch.values())).shape[0]
-    if fixed:
-        if n % fixed:
-            raise InputError(f"model has a fixed batch size {fixed}; calibration batch of {n} is not a multiple")
-        size = fixed
-    else:
-        size = chunk if 0 < chunk < n else n
-    if size == n:
-        return [batch]
-    return [{k: v[s : s + size] for k, v in batch.items()} for s in range(0, n, size)]
-
-
-def iter_batches(source: Iterable[dict[str, np.ndarray]], specs: dict, config: CalibrationConfig, digest: Any
-                 ) -> Iterator[tuple[int, list[dict[str, np.ndarray]]]]:
-    """Validated batches, hashed into ``digest`` and cut into runtime calls, up to ``max_samples``.
-
-    Shared by both collectors so that the same data gives the same hash and the same calls.
-
-    Yields:
-        ``(samples in the batch, sub-batches at the model's static batch size or run_batch_size)``.
-    """
-    first_dims = next(iter(specs.values()))[0] if specs else ()
-    fixed = first_dims[0] if first_dims else None  # a static batch dim: split batches to match it
-    seen = 0
-    for raw in source:
-        batch = validate_batch(raw, specs)
-        if config.max_samples and seen >= config.max_samples:
-            break
-        for k in sorted(batch):
-            digest.update(k.encode())
-            digest.update(memoryview(np.ascontiguousarray(batch[k])).cast("B"))
-        n = next(iter(batch.values())).shape[0]
-        yield n, _split(batch, fixed, config.run_batch_size)
-        seen += n
-
-
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                        config: CalibrationConfig, progress: ProgressFn | None = None,
                        total: int = 0, types: dict[str, int] | None = None,
@@ -241,6 +204,9 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.
     types = float_tensor_types(model) if types is None else types
+    fixed = with_symbolic_dims(model)  # dims stored as 0 / -1: ONNX Runtime would take a 0 literally
+    if fixed is not model:
+        model, serialized = fixed, None
     # a model over 2 GB is opened by path from external data in this folder, kept until we return
     workdir = tempfile.TemporaryDirectory(prefix="trtopt-calib-", ignore_cleanup_errors=True)
     sess = make_session(_augmented(model, targets, types, serialized, workdir=workdir.name),
@@ -269,9 +235,9 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # flight, so peak memory is two calls' activations (run_batch_size is sized for that).
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtopt-histogram") as pool:
-        for n, subs in iter_batches(source, specs, config, digest):
+        for n, subs in iter_batches(source, specs, config, digest, model):
             for sub in subs:
-                outs = sess.run(wanted, sub)
+                outs = run_session(sess, wanted, sub)
                 if pending is not None:
                     pending.result()  # re-raises a worker error here
                 pending = pool.submit(fold, outs, sub)
@@ -320,7 +286,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     Args:
         model: ``.onnx`` path or ModelProto.
         source: Rewindable iterable of ``{input name: ndarray}`` batches (e.g. :class:`NumpySource`).
-        config: Method and options (entropy by default).
+        config: Method and options (``auto`` by default).
         progress: Optional ``callback(samples_done, samples_total)`` after every batch.
 
     Returns:
@@ -361,19 +327,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     else:
         hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel,
                                                     serialized=raw)
-    for name, h in hists.items():
-        if h.nonfinite:
-            log.warning("tensor '%s': %d NaN/Inf values (e.g. an attention mask's -inf) left out of its histogram",
-                        name, h.nonfinite)
-    amax = {}
-    for name in targets:
-        h = hists.get(name)
-        if h is None:
-            continue
-        a = compute_amax(config.method, h.counts, h.edges, h.amax, num_bits=config.num_bits,
-                         start_bin=config.start_bin, percentile=config.percentile)
-        amax[name] = float(min(a, h.amax) if config.method != "minmax" else a)
-    log.info("calibrated %d tensors with %s on %d samples", len(amax), config.method, seen)
+    amax, info = finish_ranges(m, targets, hists, channel, config, seen)
     meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types),
                             "collector": collector if collector == "onnxruntime" else f"torch:{device}"}
     if config.method == "percentile":
@@ -381,4 +335,4 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
                             model_hash=model_hash(m, raw), num_samples=seen,
                             meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
-                                                     (channel.values.items() if channel else ())})
+                                                     (channel.values.items() if channel else ())}, info=info)

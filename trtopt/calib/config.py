@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from trtopt.errors import ConfigError
 
 #: Calibration methods understood by :func:`trtopt.calib.calibrate`.
-METHODS = ("entropy", "minmax", "percentile", "mse")
+METHODS = ("auto", "entropy", "minmax", "percentile", "mse")
 #: Where activations are computed and histogrammed.
 COLLECTORS = ("auto", "onnxruntime", "torch")
 #: Which tensors get statistics: inputs of quantized ops (+ residual Adds), or every float tensor.
@@ -19,9 +19,12 @@ class CalibrationConfig:
     """How activation ranges (amax) are computed.
 
     Attributes:
-        method: ``entropy`` (TensorRT EntropyCalibrator2 / pytorch-quantization), ``minmax``,
-            ``percentile`` or ``mse``.
-        num_bins: Initial histogram bins over ``[0, max|x|]`` of the first batch (2048 as in TensorRT).
+        method: ``auto`` (default: per tensor, analytic ranges for bounded ops, else the lowest-error
+            candidate among entropy / percentile / mse / max with guards against collapse and
+            outliers, see :mod:`trtopt.calib.ranges`), ``entropy`` (TensorRT EntropyCalibrator2 /
+            pytorch-quantization; collapses on SiLU/Swish outputs), ``minmax``, ``percentile`` or ``mse``.
+        num_bins: Histogram bins (rounded up to a power of two; 2048 as in TensorRT). The bin width is
+            a power of two derived from the global max|x|, so 1024-2048 bins cover ``[0, max|x|]``.
         percentile: Percentile of |x| used by ``method="percentile"``.
         start_bin: First candidate bin of the entropy / mse search (128 as in pytorch-quantization).
         num_bits: Quantized bit width (8: 128 target levels for signed INT8).
@@ -43,9 +46,12 @@ class CalibrationConfig:
             ``device``, histograms built on that device) or ``auto``: torch on a CUDA GPU when
             torch sees one, else ONNX Runtime.
         device: Device of the torch collector: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        analytic: Give outputs of Softmax / Sigmoid / HardSigmoid / Tanh (also through reshapes and
+            slices) their analytic range, amax 1.0, with every method but ``minmax``; ``False``
+            histograms them like any tensor (strict TensorRT parity for ``entropy``).
     """
 
-    method: str = "entropy"
+    method: str = "auto"
     num_bins: int = 2048
     percentile: float = 99.99
     start_bin: int = 128
@@ -60,6 +66,7 @@ class CalibrationConfig:
     channel_stats: bool = True
     collector: str = "auto"
     device: str = "auto"
+    analytic: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -97,9 +97,32 @@ def amax_percentile(counts: np.ndarray, edges: np.ndarray, percentile: float = 9
     return float(edges[min(idx, len(edges) - 1)])
 
 
+def downsample(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge groups of ``k`` adjacent uniform bins so at most ``max_bins`` remain (bounds O(bins^2) searches)."""
+    n = len(counts)
+    if n <= max_bins:
+        return counts, edges
+    k = -(-n // max_bins)
+    m = -(-n // k)
+    padded = np.zeros(m * k, dtype=np.asarray(counts).dtype)
+    padded[:n] = counts
+    width = (edges[-1] - edges[0]) / n
+    return padded.reshape(m, k).sum(axis=1), edges[0] + np.arange(m + 1, dtype=np.float64) * width * k
+
+
+_MSE_MAX_BINS = 4096  # amax_mse is O(bins^2): a 4096-bin histogram takes ~0.1 s
+
+
 def amax_mse(counts: np.ndarray, edges: np.ndarray, num_bits: int = 8, unsigned: bool = False,
              start_bin: int = 128, stride: int = 1) -> float:
-    """Bin centre minimising the count-weighted fake-quantization MSE (pytorch-quantization ``mse``)."""
+    """Bin centre minimising the count-weighted fake-quantization MSE (pytorch-quantization ``mse``).
+
+    Histograms over 4096 bins are first merged down to at most 4096 (so the O(bins^2) search is
+    bounded whatever the data); ``start_bin`` is scaled accordingly.
+    """
+    n0 = len(counts)
+    counts, edges = downsample(np.asarray(counts), np.asarray(edges, dtype=np.float64), _MSE_MAX_BINS)
+    start_bin = max(1, start_bin * len(counts) // max(n0, 1))
     counts = np.asarray(counts, dtype=np.float64)
     centers = (edges[1:] + edges[:-1]) / 2.0
     if counts.sum() == 0 or len(centers) <= start_bin:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trtopt.errors import ConfigError, InputError
+from trtopt.onnx_graph import value_dim_names, value_dims
 
 
 class CalibrationSource(Protocol):
@@ -32,30 +33,50 @@ def check_finite(name: str, arr: np.ndarray, where: str = "calibration data") ->
         raise InputError(f"{where}: input '{name}' contains {bad} NaN/Inf value(s)")
 
 
+#: Key prefix marking a per-call constant (non-batched) input in a calibration ``.npz``.
+STATIC_PREFIX = "static:"
+
+
 class NumpySource:
     """Batches from in-memory arrays (samples on axis 0), in a seeded order.
+
+    Inputs that are not samples on axis 0 (a recurrent state ``[1, 1, 128]`` or ``[2, N, 128]``, a
+    scalar sample rate) are given in ``static``: the same array goes with every runtime call. A size-1
+    axis of a static array where the model's dim is the batch dim (the same ``dim_param`` as axis 0
+    of the batched inputs) is broadcast to each call's batch size.
 
     Args:
         arrays: Input name -> array; all arrays must have the same length on axis 0.
         batch_size: Samples per batch (the last batch may be smaller).
         seed: Seed of the sample permutation; ``None`` keeps the stored order.
         max_samples: Use only the first ``max_samples`` samples of the permutation (0 = all).
+        static: Input name -> array passed unchanged with every call (not batched, not shuffled).
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32, seed: int | None = 0,
-                 max_samples: int = 0) -> None:
+                 max_samples: int = 0, static: Mapping[str, np.ndarray] | None = None) -> None:
         if not arrays:
-            raise InputError("calibration data holds no arrays")
+            raise InputError("calibration data holds no batched arrays" if static else
+                             "calibration data holds no arrays")
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        self.static_inputs = {k: np.asarray(v) for k, v in (static or {}).items()}
+        both = sorted(set(self.static_inputs) & set(arrays))
+        if both:
+            raise InputError(f"calibration data gives input(s) {both} both batched and as '{STATIC_PREFIX}' arrays")
         self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        lengths = {k: (v.shape[0] if v.ndim else 0) for k, v in self.arrays.items()}
+        scalars = [k for k, v in self.arrays.items() if v.ndim == 0]
+        if scalars:
+            raise InputError(f"calibration array(s) {scalars} are scalars, not samples on axis 0: store them as "
+                             f"'{STATIC_PREFIX}<name>' to pass them unchanged with every call")
+        lengths = {k: v.shape[0] for k, v in self.arrays.items()}
         if len(set(lengths.values())) != 1:
-            raise InputError(f"calibration arrays differ in sample count (axis 0): {lengths}")
+            raise InputError(f"calibration arrays differ in sample count (axis 0): {lengths}; inputs that are not "
+                             f"samples on axis 0 go in the .npz as '{STATIC_PREFIX}<name>'")
         self.num_samples = next(iter(lengths.values()))
         if self.num_samples == 0:
             raise InputError("calibration data holds no samples")
-        for k, v in self.arrays.items():
+        for k, v in {**self.arrays, **self.static_inputs}.items():
             check_finite(k, v)
         order = np.arange(self.num_samples)
         if seed is not None:
@@ -68,8 +89,12 @@ class NumpySource:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str], batch_size: int = 32, seed: int | None = 0,
-                 max_samples: int = 0, exclude: Sequence[str] = ()) -> NumpySource:
-        """Load a ``.npz`` holding one array per model input (``exclude`` drops e.g. ``labels``)."""
+                 max_samples: int = 0, exclude: Sequence[str] = (), static: Sequence[str] = ()) -> NumpySource:
+        """Load a ``.npz`` holding one array per model input (``exclude`` drops e.g. ``labels``).
+
+        Arrays named ``static:<input>`` (or named in ``static``) are per-call constants: passed
+        unchanged with every call instead of being cut into batches on axis 0 (see docs/data-format.md).
+        """
         p = Path(path)
         if not p.is_file():
             raise InputError(f"calibration data not found: {p}")
@@ -78,7 +103,13 @@ class NumpySource:
                 arrays = {k: z[k] for k in z.files if k not in exclude}
         except Exception as exc:
             raise InputError(f"{p} is not a readable .npz file ({type(exc).__name__})") from exc
-        return cls(arrays, batch_size=batch_size, seed=seed, max_samples=max_samples)
+        unknown = sorted(set(static) - set(arrays))
+        if unknown:
+            raise InputError(f"{p}: static input(s) {unknown} are not in the file (it holds {sorted(arrays)})")
+        fixed = {k[len(STATIC_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATIC_PREFIX)}
+        fixed.update({k: arrays[k] for k in static})
+        batched = {k: v for k, v in arrays.items() if not k.startswith(STATIC_PREFIX) and k not in static}
+        return cls(batched, batch_size=batch_size, seed=seed, max_samples=max_samples, static=fixed)
 
     def __len__(self) -> int:
         return (self.num_samples + self.batch_size - 1) // self.batch_size
@@ -233,37 +264,85 @@ _NP_OF_ONNX = {1: np.float32, 10: np.float16, 11: np.float64, 7: np.int64, 6: np
 
 
 def model_input_specs(model: Any) -> dict[str, tuple[tuple[int | None, ...], Any]]:
-    """``{name: (shape with None for dynamic dims, numpy dtype)}`` of an ONNX model's real inputs."""
+    """``{name: (shape with None for dynamic dims, numpy dtype)}`` of an ONNX model's real inputs.
+
+    A dim is dynamic when it has a ``dim_param``, no value, or a ``dim_value`` of -1 or 0
+    (:func:`trtopt.onnx_graph.is_dynamic_dim`).
+    """
     inits = {t.name for t in model.graph.initializer}
-    specs = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        specs[vi.name] = (dims, _NP_OF_ONNX.get(tt.elem_type))
-    return specs
+    return {vi.name: (value_dims(vi), _NP_OF_ONNX.get(vi.type.tensor_type.elem_type))
+            for vi in model.graph.input if vi.name not in inits}
 
 
-def validate_batch(batch: Mapping[str, np.ndarray], specs: Mapping[str, tuple], where: str = "calibration data"
-                   ) -> dict[str, np.ndarray]:
-    """Check a batch against model input specs; cast float64 -> float32 data where the model wants float32.
+def batch_axes(model: Any, static: Iterable[str] = ()) -> dict[str, tuple[int, ...]]:
+    """Axes of each ``static`` input whose dim is the batch dim (same ``dim_param`` as the batched inputs' axis 0)."""
+    inits = {t.name for t in model.graph.initializer}
+    vis = {vi.name: vi for vi in model.graph.input if vi.name not in inits}
+    static = set(static)
+    symbols = {value_dim_names(vi)[0] for k, vi in vis.items() if k not in static and value_dim_names(vi)}
+    symbols.discard(None)
+    return {k: tuple(ax for ax, p in enumerate(value_dim_names(vis[k])) if p in symbols) for k in static if k in vis}
+
+
+def check_inputs(specs: Mapping[str, tuple], batched: Mapping[str, np.ndarray], static: Mapping[str, np.ndarray],
+                 where: str = "calibration data") -> None:
+    """Check, before anything runs, that batched and static inputs can feed the model.
+
+    Batched inputs carry samples on axis 0, so their axis-0 dims must be all dynamic or all the
+    same fixed size (then batches are cut to it); a batched input with a fixed axis 0 next to
+    dynamic ones (a recurrent state ``[1, 1, 128]``) must be static. Static inputs must match
+    the model's rank, fixed dims and dtype as they are.
 
     Raises:
-        InputError: Missing/unknown input names, wrong rank or static dim, wrong dtype, NaN/Inf.
+        InputError: With the fix (``static:<name>`` in the ``.npz``) where one applies.
     """
-    missing = sorted(set(specs) - set(batch))
+    fixed = {k: specs[k][0][0] for k in batched if k in specs and specs[k][0]}
+    sizes = set(fixed.values())
+    if len(sizes) > 1:
+        pinned = sorted(k for k, v in fixed.items() if v is not None)
+        raise InputError(f"{where}: input(s) {pinned} have a fixed first dim in the model "
+                         f"({', '.join(f'{k} {list(specs[k][0])}' for k in pinned)}) while other inputs are batched "
+                         f"on axis 0; store per-call constant inputs in the .npz as '{STATIC_PREFIX}<name>'")
+    for name, arr in static.items():
+        if name not in specs:
+            raise InputError(f"{where}: static input '{name}' is not a model input (inputs: {sorted(specs)})")
+        dims, dtype = specs[name]
+        if len(dims) != arr.ndim or any(d is not None and d != g for d, g in zip(dims, arr.shape)):
+            shown = [d if d is not None else "?" for d in dims]
+            raise InputError(f"{where}: static input '{name}' has shape {list(arr.shape)}, model expects {shown}")
+        if dtype is not None and arr.dtype != dtype and not (
+                np.issubdtype(arr.dtype, np.floating) and np.issubdtype(dtype, np.floating)):
+            raise InputError(f"{where}: static input '{name}' has dtype {arr.dtype}, model expects {np.dtype(dtype)}")
+
+
+def validate_batch(batch: Mapping[str, np.ndarray], specs: Mapping[str, tuple], where: str = "calibration data",
+                   static: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Check a batch against model input specs; cast float64 -> float32 data where the model wants float32.
+
+    Args:
+        batch: Input name -> array (batched inputs and, when given, static ones).
+        specs: From :func:`model_input_specs`.
+        where: Prefix of error messages.
+        static: Names of inputs given elsewhere (per-call constants): not required in ``batch``.
+
+    Raises:
+        InputError: Missing/unknown input names, wrong rank or fixed dim, wrong dtype, NaN/Inf.
+    """
+    given = set(batch) | set(static)
+    missing = sorted(set(specs) - given)
     unknown = sorted(set(batch) - set(specs))
     if missing or unknown:
-        raise InputError(f"{where}: input names {sorted(batch)} do not match the model's {sorted(specs)}"
+        raise InputError(f"{where}: input names {sorted(given)} do not match the model's {sorted(specs)}"
                          + (f" (missing {missing})" if missing else "") + (f" (unknown {unknown})" if unknown else ""))
     out = {}
     for name, (dims, dtype) in specs.items():
+        if name not in batch:
+            continue
         arr = np.asarray(batch[name])
         if len(dims) and arr.ndim != len(dims):
             raise InputError(f"{where}: input '{name}' has shape {arr.shape}, model expects rank {len(dims)} {dims}")
         for ax, (want, got) in enumerate(zip(dims, arr.shape)):
-            if want and want != got and ax > 0:
+            if want is not None and want != got and ax > 0:
                 raise InputError(f"{where}: input '{name}' has shape {arr.shape}, model expects {dims}")
         if dtype is not None and arr.dtype != dtype:
             if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(dtype, np.floating):

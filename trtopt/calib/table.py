@@ -22,7 +22,7 @@ from trtopt.fileio import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 #: TensorRT algorithm name written in the cache header, per calibration method.
-TRT_ALGORITHM = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
+TRT_ALGORITHM = {"auto": "EntropyCalibration2", "entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
                  "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
@@ -51,6 +51,10 @@ class CalibrationTable:
         meta: Extra provenance (config, trtopt version, ...).
         channel_amax: Tensor name -> per-input-channel max|x| (last axis) for activations feeding
             MatMul/Gemm with constant weights (SmoothQuant's statistics; empty when not collected).
+        info: Tensor name -> how its range was chosen: ``method`` (the one that won: ``analytic``,
+            ``entropy``, ``percentile 99.99``, ``mse``, ``max``, ...), ``reason``, for ``auto`` the
+            ``candidates`` (amax, estimated error, clipped share, rejection), and ``flags`` (warnings
+            such as an outlier-dominated range). Optional in JSON (tables without it load fine).
     """
 
     amax: dict[str, float]
@@ -60,6 +64,7 @@ class CalibrationTable:
     num_samples: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     channel_amax: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.amax)
@@ -82,6 +87,9 @@ class CalibrationTable:
              "amax": {k: float(v) for k, v in sorted(self.amax.items())}}
         if self.channel_amax:
             d["channel_amax"] = {k: [float(x) for x in v] for k, v in sorted(self.channel_amax.items())}
+        if self.info:
+            d["tensors"] = {k: {"amax": float(self.amax[k]), **v} if k in self.amax else dict(v)
+                            for k, v in sorted(self.info.items())}
         return d
 
     def save_json(self, path: str | os.PathLike[str]) -> Path:
@@ -111,7 +119,8 @@ class CalibrationTable:
             amax[k] = float(v)
         return cls(amax=amax, method=str(d.get("method", "")), data_hash=str(d.get("data_hash", "")),
                    model_hash=str(d.get("model_hash", "")), num_samples=int(d.get("num_samples", 0)),
-                   meta=dict(d.get("meta", {})), channel_amax=_channel_amax(p, d.get("channel_amax", {})))
+                   meta=dict(d.get("meta", {})), channel_amax=_channel_amax(p, d.get("channel_amax", {})),
+                   info=_info(p, d.get("tensors", {})))
 
     # -- TensorRT cache ----------------------------------------------------------------
     def to_trt_cache(self, trt_version: int = 100300) -> str:
@@ -181,7 +190,8 @@ class CalibrationTable:
         keep = set(names)
         return CalibrationTable({k: v for k, v in self.amax.items() if k in keep}, self.method, self.data_hash,
                                 self.model_hash, self.num_samples, dict(self.meta),
-                                {k: v for k, v in self.channel_amax.items() if k in keep})
+                                {k: v for k, v in self.channel_amax.items() if k in keep},
+                                {k: v for k, v in self.info.items() if k in keep})
 
 
 def _channel_amax(path: Path, raw: object) -> dict[str, list[float]]:
@@ -195,3 +205,10 @@ def _channel_amax(path: Path, raw: object) -> dict[str, list[float]]:
             raise InputError(f"{path}: tensor '{k}' has an invalid channel_amax (want a list of finite numbers >= 0)")
         out[k] = [float(x) for x in v]
     return out
+
+
+def _info(path: Path, raw: object) -> dict[str, dict[str, Any]]:
+    """Validate the optional ``tensors`` section (per-tensor provenance) of a JSON table."""
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise InputError(f"{path}: 'tensors' must map tensor names to objects")
+    return {str(k): {f: x for f, x in v.items() if f != "amax"} for k, v in raw.items()}  # amax lives in 'amax'

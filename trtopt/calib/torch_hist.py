@@ -21,9 +21,10 @@ import numpy as np
 import onnx
 
 from trtopt._optional import is_installed, require
-from trtopt.calib.collect import ProgressFn, iter_batches
+from trtopt.calib.batches import iter_batches
+from trtopt.calib.collect import ProgressFn
 from trtopt.calib.config import CalibrationConfig
-from trtopt.calib.histogram import _MAX_GROWTH, _MIN_WIDTH, AbsHistogram, ChannelAbsMax
+from trtopt.calib.histogram import LOG_BINS, LOG_SHIFT, AbsHistogram, ChannelAbsMax, pow2_bins, width_exponent
 from trtopt.calib.source import model_input_specs
 from trtopt.errors import ConfigError, InputError
 
@@ -78,31 +79,43 @@ def _accumulate(counts: Any, idx: Any, bincount: bool) -> None:
         counts.index_add_(0, idx, counts.new_ones(1).expand(idx.shape[0]))
 
 
+def _merge_aligned(counts: Any, d: int) -> Any:
+    """Torch twin of :func:`trtopt.calib.histogram.merge_aligned`."""
+    if d <= 0:
+        return counts
+    k, n = 1 << d, counts.shape[0]
+    out = counts.new_zeros(n)
+    if k >= n:
+        out[0] = counts.sum()
+    else:
+        out[: n // k] = counts.reshape(-1, k).sum(1)
+    return out
+
+
 class TorchAbsHistogram:
     """:class:`~trtopt.calib.histogram.AbsHistogram` with its counts and update on a torch device.
 
-    Same semantics bit for bit on the same values: the first non-zero batch fixes
-    ``width = max / num_bins``, earlier all-zero batches are remembered as pending zeros, larger
-    maxima append bins of the same width (merged ``k``-to-1 beyond ``num_bins * 64`` bins), and
-    the bin index is ``floor(|x| * float32(1 / width))`` computed in float32, as numpy does.
+    Same counts bit for bit on the same values: power-of-two bin width ``2**e`` from the running
+    maximum, aligned ``2**d``-to-1 merging when it grows, the exact index ``floor(|x| * 2**-e)``
+    in float32, and the log histogram from the float32 bit pattern ``>> 20``.
 
     Args:
-        num_bins: Number of bins for the first batch's range.
+        num_bins: Bin count (rounded up to a power of two).
         skip_zeros: Ignore exact zeros.
         device: Torch device of the counts (and of the tensors given to :meth:`update`).
         scratch: Work buffers to reuse across updates, shared by histograms on the same device
-            (an empty dict to start); without it every update allocates two batch-sized
-            temporaries, which on a CPU costs page faults comparable to the arithmetic.
+            (an empty dict to start); without it every update allocates two batch-sized temporaries.
     """
 
     def __init__(self, num_bins: int = 2048, skip_zeros: bool = False, device: str = "cpu",
                  scratch: dict[str, Any] | None = None) -> None:
         import torch
 
-        self.num_bins, self.skip_zeros, self.device = num_bins, skip_zeros, torch.device(device)
+        self.num_bins, self.skip_zeros, self.device = pow2_bins(num_bins), skip_zeros, torch.device(device)
         self.scratch = scratch
-        self.counts: Any = None  # torch.int64 [n] on ``device``
-        self.width = 0.0
+        self.counts: Any = None  # torch.int64 [bins] on ``device``
+        self.log_counts = torch.zeros(LOG_BINS, dtype=torch.int64, device=self.device)
+        self.exponent = 0
         self.pending_zeros = 0
         self.amax = 0.0
         self.count = 0
@@ -123,37 +136,39 @@ class TorchAbsHistogram:
         else:
             a.copy_(src).abs_()
         if self.skip_zeros:
-            # zeros land in bin 0: count them instead of compacting the tensor (no data-dependent shape)
-            xmax, nonzero = torch.stack([a.max().double(), torch.count_nonzero(a).double()]).tolist()
-            zeros, n = n - int(nonzero), int(nonzero)
+            nz = a != 0
+            if not bool(nz.all()):
+                a = a[nz]
+                idx = idx[: a.numel()]
+                n = a.numel()
             if n == 0:
                 return
-        else:
-            xmax, zeros = a.max().item(), 0
+        xmax = a.max().item()
         if not math.isfinite(xmax):  # same rule as AbsHistogram: drop NaN/Inf, count them
-            finite = src[torch.isfinite(src)]
-            self.nonfinite += n + zeros - finite.numel()
+            finite = a[torch.isfinite(a)]
+            self.nonfinite += n - finite.numel()
             self.update(finite)
             return
         self.amax = max(self.amax, xmax)
         self.count += n
-        if self.counts is None:
-            if xmax == 0:
+        torch.bitwise_right_shift(a.view(torch.int32), LOG_SHIFT, out=idx)
+        _accumulate(self.log_counts, idx, self._bincount)
+        if xmax == 0:
+            if self.counts is None:
                 self.pending_zeros += n
-                return
-            self.width = max(xmax / self.num_bins, _MIN_WIDTH)
+            else:
+                self.counts[0] += n
+            return
+        e = width_exponent(xmax, self.num_bins)
+        if self.counts is None:
             self.counts = torch.zeros(self.num_bins, dtype=torch.int64, device=self.device)
             self.counts[0] += self.pending_zeros
-        self._grow(xmax)
-        # index = floor(|x| * float32(1 / width)) in float32, as AbsHistogram computes it with numpy
-        scale = np.float32(1.0 / self.width)
-        last = self.counts.shape[0] - 1
-        a.mul_(float(scale))  # a float32 scalar: the product rounds exactly like numpy's
-        if int(np.float32(xmax) * scale) > last:  # only the top of the range can pass the last bin
-            a.clamp_(max=last)  # (clamping before truncation equals numpy's minimum after it)
+            self.exponent = e
+        elif e > self.exponent:
+            self.counts = _merge_aligned(self.counts, e - self.exponent)
+            self.exponent = e
+        a.mul_(math.ldexp(1.0, -self.exponent))  # a power of two: exact in float32, as in numpy
         _accumulate(self.counts, idx.copy_(a), self._bincount)  # float -> int32 truncates, as astype does
-        if zeros:
-            self.counts[0] -= zeros
 
     def _buffers(self, n: int) -> tuple[Any, Any]:
         """Float32 and int32 work vectors of length ``n`` (reused from ``scratch`` when given)."""
@@ -168,35 +183,12 @@ class TorchAbsHistogram:
                 self.scratch[key] = torch.empty(n, dtype=dtype, device=self.device)
         return self.scratch["f32"][:n], self.scratch["i32"][:n]
 
-    def _grow(self, xmax: float) -> None:
-        import torch
-
-        if xmax <= self.counts.shape[0] * self.width:
-            return
-        needed = math.ceil(xmax / self.width)
-        if needed > self.num_bins * _MAX_GROWTH:
-            self._coarsen(needed)
-            needed = math.ceil(xmax / self.width)
-        extra = max(needed - self.counts.shape[0], 1)
-        self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
-
-    def _coarsen(self, needed: int) -> None:
-        """Merge bins k-to-1 exactly like :meth:`AbsHistogram._coarsen`."""
-        k = math.ceil(needed / (self.num_bins * _MAX_GROWTH))
-        n = self.counts.shape[0]
-        if k >= n:
-            self.counts = self.counts.sum().reshape(1)
-        else:
-            padded = self.counts.new_zeros(math.ceil(n / k) * k)
-            padded[:n] = self.counts
-            self.counts = padded.reshape(-1, k).sum(1)
-        self.width *= k
-
     def to_numpy(self) -> AbsHistogram:
         """The equivalent :class:`AbsHistogram` (counts copied to the host as int64)."""
         h = AbsHistogram(self.num_bins, self.skip_zeros)
         h.counts = None if self.counts is None else self.counts.cpu().numpy().astype(np.int64)
-        h.width, h.amax, h.count, h.pending_zeros = self.width, self.amax, self.count, self.pending_zeros
+        h.log_counts = self.log_counts.cpu().numpy().astype(np.int64)
+        h.exponent, h.amax, h.count, h.pending_zeros = self.exponent, self.amax, self.count, self.pending_zeros
         h.nonfinite = self.nonfinite
         return h
 
@@ -256,7 +248,7 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
     threads = torch_threads(config.intra_op_threads) if config.intra_op_threads > 0 and dev == "cpu" \
         else contextlib.nullcontext()
     with threads:
-        for n, subs in iter_batches(source, specs, config, digest):
+        for n, subs in iter_batches(source, specs, config, digest, model):
             for sub in subs:
                 with contextlib.closing(executor.run(sub, want)) as tensors:  # restores TF32 even on errors
                     for name, t in tensors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from trtopt.cli.args import add_model_arg
@@ -11,7 +12,7 @@ from trtopt.cli.args import add_model_arg
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``calibrate`` subcommand."""
     p = sub.add_parser(
-        "calibrate", help="calibrate activation ranges (entropy/minmax/percentile/mse) -> JSON + TensorRT cache",
+        "calibrate", help="calibrate activation ranges (auto/entropy/minmax/percentile/mse) -> JSON + TensorRT cache",
         description="Stream calibration data through the model (ONNX Runtime on the CPU, or PyTorch on a CUDA "
                     "GPU when one is present), reduce activations to |x| histograms and compute per-tensor ranges. "
                     "Writes <stem>.calib.json and the TensorRT "
@@ -19,15 +20,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arg(p)
     g = p.add_argument_group("Data")
     g.add_argument("--data", type=Path, required=True, metavar="CALIB.npz",
-                   help="one array per model input name, samples on axis 0 (a 'labels' array is ignored)")
+                   help="one array per model input name, samples on axis 0 (a 'labels' array is ignored); "
+                        "an array named 'static:<input>' is passed unchanged with every call (recurrent state, "
+                        "sample rate; see docs/data-format.md)")
+    g.add_argument("--static-input", action="append", default=[], metavar="NAME",
+                   help="treat the .npz array NAME as a per-call constant input too (repeatable)")
     g.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
     g.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
     g.add_argument("--max-samples", type=int, default=0, help="use at most N samples (default: all)")
     m = p.add_argument_group("Method")
-    m.add_argument("--method", choices=("entropy", "minmax", "percentile", "mse"), default="entropy",
-                   help="range method (default entropy = TensorRT EntropyCalibrator2)")
+    m.add_argument("--method", choices=("auto", "entropy", "minmax", "percentile", "mse"), default="auto",
+                   help="range method (default auto: per tensor, analytic ranges for Softmax/Sigmoid/Tanh outputs, "
+                        "else the lowest-error candidate among entropy/percentile/mse/max, guarded against "
+                        "collapse and outliers; entropy = TensorRT EntropyCalibrator2)")
+    m.add_argument("--no-analytic", action="store_true",
+                   help="histogram Softmax/Sigmoid/HardSigmoid/Tanh outputs like any tensor (strict TensorRT parity)")
     m.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
-    m.add_argument("--num-bins", type=int, default=2048, help="initial histogram bins (default 2048)")
+    m.add_argument("--num-bins", type=int, default=2048,
+                   help="histogram bins, rounded up to a power of two (default 2048)")
     m.add_argument("--all-tensors", action="store_true",
                    help="calibrate every float tensor (complete cache for TensorRT 10 implicit INT8)")
     c = p.add_argument_group("Collector")
@@ -38,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="device of the torch collector (default auto)")
     o = p.add_argument_group("Output")
     o.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    o.add_argument("--json", action="store_true",
+                   help="print the table as one JSON object (with per-tensor method and reason) instead of the paths")
     o.add_argument("--trt-version", type=int, default=100300,
                    help="NV_TENSORRT_VERSION written in the cache header (default 100300 = 10.3.0)")
     p.set_defaults(func=run)
@@ -55,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     cfg = CalibrationConfig(method=args.method, percentile=args.percentile, num_bins=args.num_bins,
                             scope="all" if args.all_tensors else "quantizable", collector=args.collector,
-                            device=args.device)
+                            device=args.device, analytic=not args.no_analytic)
     from trtopt.calib.collect import choose_collector
 
     choose_collector(cfg)  # a bad --device / missing CUDA fails here, before any progress output
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
-                               exclude=("labels", "label", "y"))
+                               exclude=("labels", "label", "y"), static=tuple(args.static_input))
     err = Console(stderr=True)
     with Progress(TextColumn("[bold cyan]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
@@ -69,8 +81,17 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.model).stem
     js = table.save_json(args.out / f"{stem}.calib.json")
     cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)
-    err.print(f"{len(table)} tensors calibrated ({args.method}, collector {table.meta.get('collector', '?')}) "
-              f"on {table.num_samples} samples")
-    print(js)
-    print(cache)
+    won: dict[str, int] = {}
+    for row in table.info.values():
+        won[row["method"]] = won.get(row["method"], 0) + 1
+    chosen = f": {', '.join(f'{k} {v}' for k, v in sorted(won.items()))}" if args.method == "auto" else ""
+    flagged = sum(1 for row in table.info.values() if row.get("flags"))
+    err.print(f"{len(table)} tensors calibrated ({args.method}{chosen}; collector {table.meta.get('collector', '?')}) "
+              f"on {table.num_samples} samples" + (f"; {flagged} flagged (see warnings)" if flagged else ""),
+              markup=False, highlight=False)
+    if args.json:
+        print(json.dumps({**table.to_dict(), "files": {"json": str(js), "cache": str(cache)}}))
+    else:
+        print(js)
+        print(cache)
     return 0
