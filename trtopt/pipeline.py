@@ -161,7 +161,16 @@ class Pipeline:
             model = convert_fp16(fp32[kind], self.recipe.fp16, source=src)
         else:
             qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
-            model = quantize_qdq(fp32[kind], tables[kind], qcfg)
+            if qcfg.fidelity_guard:  # never an INT8 variant that misses the bench tolerance on calibration data
+                from trtopt.quant.guard import guard_fidelity
+
+                res = guard_fidelity(fp32[kind], tables[kind], self.workload.as_feeds(self.workload.calib), qcfg,
+                                     tolerance=self.recipe.bench.tolerance())
+                model = res.model
+                self.notes.setdefault("fidelity_guard", {})[variant] = {
+                    "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
+            else:
+                model = quantize_qdq(fp32[kind], tables[kind], qcfg)
         if model_computes_fp16(model):
             # ONNX Runtime's CPU hides FP16 overflow (float32 kernels): a variant that overflows in FP16
             # arithmetic on the evaluation data is failed here, not scored as fine

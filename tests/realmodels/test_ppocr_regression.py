@@ -44,7 +44,7 @@ def _trtopt(*args: str) -> str | None:
 def ocr(tmp_path_factory):
     """Data, FP32 reference results and a lazily built, cached variant per (model, kind)."""
     work = tmp_path_factory.mktemp("ppocr")
-    data = P.build_dataset(det_calib=6, rec_calib=24, eval_pages=2, eval_lines=16)
+    data = P.build_dataset(det_calib=6, rec_calib=48, eval_pages=2, eval_lines=40)
     paths = P.model_paths()
     chars = P.characters(paths["rec"])
     ref = P.reference(data, paths["det"], paths["rec"], chars)

@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("collect", total=src.num_samples)
         table = calibrate(args.model, src, cfg, progress=lambda done, _t: bar.update(task, completed=done))
+    from trtopt.fileio import sha256_file
+
+    # `trtopt quantize` finds the data here for its fidelity guard (verified by content hash)
+    table.meta["data_file"] = {"path": str(Path(args.data).resolve()), "sha256": sha256_file(args.data)}
     stem = Path(args.model).stem
     js = table.save_json(args.out / f"{stem}.calib.json")
     cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)

@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SmoothQuant strength in (0, 1] for MatMul/Gemm activations (transformers: ~0.8; "
                         "needs a table from `trtopt calibrate`); default off")
     s.add_argument("--calib-data", type=Path, metavar="CALIB.npz",
-                   help="with --fp16/--fp16-rest: data for the |activation| > 512 keep-FP32 rule")
+                   help="calibration data: the INT8 fidelity guard checks the result on it (default: the file "
+                        "recorded in the table by `trtopt calibrate`); with --fp16/--fp16-rest also the data for "
+                        "the keep-FP32 rules and the FP16 overflow preview")
+    s.add_argument("--no-fidelity-guard", action="store_true",
+                   help="write the all-INT8 model even if it misses the default fidelity tolerance on the "
+                        "calibration data (cosine >= 0.99, top-1 / per-position agreement >= 99%%)")
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
@@ -109,8 +114,17 @@ def run(args: argparse.Namespace) -> int:
             from trtopt.calib import CalibrationConfig, calibrate
 
             ranges = calibrate(model, src, CalibrationConfig(method="minmax", scope="all")).amax
-        with err.status("inserting Q/DQ"):
-            out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
+        data = None if args.no_fidelity_guard else _guard_data(args, table, model)
+        if data is None:
+            with err.status("inserting Q/DQ"):
+                out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
+        else:
+            from trtopt.quant.guard import guard_fidelity
+
+            with err.status("inserting Q/DQ") as status:
+                res = guard_fidelity(model, table, data, cfg, fp16_ranges=ranges, progress=status.update)
+            out = res.model
+            _print_guard(err, res)
         _print_summary(err, out)
         print(save_onnx(out, args.out))
         return 0
@@ -128,6 +142,43 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.report, res.summary())
     print(save_onnx(res.model, args.out))
     return 0
+
+
+def _guard_data(args: argparse.Namespace, table, model) -> dict | None:
+    """Calibration inputs for the fidelity guard: --calib-data, else the table's recorded file (hash-checked)."""
+    import logging
+
+    from trtopt.calib import NumpySource
+    from trtopt.calib.source import model_input_specs, validate_batch
+    from trtopt.fileio import sha256_file
+
+    path = args.calib_data
+    if path is None:
+        rec = table.meta.get("data_file") if isinstance(table.meta.get("data_file"), dict) else None
+        log = logging.getLogger("trtopt.quantize")
+        if rec is None:
+            log.warning("fidelity not checked: pass --calib-data CALIB.npz to check the INT8 model against FP32")
+            return None
+        path = Path(rec["path"])
+        if not path.is_file() or sha256_file(path) != rec.get("sha256"):
+            log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
+                        "pass --calib-data CALIB.npz", path)
+            return None
+    batch = next(iter(NumpySource.from_npz(path, batch_size=16, seed=0, exclude=("labels", "label", "y"))))
+    return validate_batch(batch, model_input_specs(model), where=f"calibration data {path}")
+
+
+def _print_guard(console, res) -> None:
+    """What the fidelity guard did, in one or a few lines."""
+    if not res.violations_all:
+        console.print(f"fidelity guard: all-INT8 within tolerance on {res.samples} calibration samples",
+                      markup=False, highlight=False)
+        return
+    mods = [m for m in res.kept_modules if m]
+    console.print(f"fidelity guard: all-INT8 missed the tolerance ({'; '.join(res.violations_all[:2])}); kept "
+                  f"{len(res.kept_nodes)} most sensitive layer(s) in float: {', '.join(res.kept_nodes[:6])}"
+                  + (" ..." if len(res.kept_nodes) > 6 else "") + (f" (modules {', '.join(mods[:6])})" if mods else ""),
+                  markup=False, highlight=False)
 
 
 def _print_summary(console, model, limit: int = 8) -> None:

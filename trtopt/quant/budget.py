@@ -15,7 +15,6 @@ Reports ONNX node names and the PyTorch module paths encoded in them (``/layer1/
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -90,10 +89,6 @@ def _metric(y: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
     return float(cos.mean() * 100.0)
 
 
-def _only(names: list[str], keep: str) -> tuple[str, ...]:
-    return tuple(f"^{re.escape(n)}$" for n in names if n != keep)
-
-
 def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
                           eval_inputs: Mapping[str, np.ndarray], labels: np.ndarray | None, max_drop: float,
                           config: QuantizeConfig | None = None, batch_size: int = 256,
@@ -131,20 +126,20 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
     result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
     if result.within_budget:
         return result
-    from trtopt.quant.qdq import qdq_nodes_for
+    from trtopt.quant.guard import exactly, only, quantized_layers
 
-    layers = [n for n, srcs in qdq_nodes_for(full).items() if srcs and srcs[0] == "DequantizeLinear"]
+    layers = quantized_layers(full)
     sens = {}
     for k, name in enumerate(layers, 1):
         say("budget", f"sensitivity {k}/{len(layers)}: {name}")
-        one = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + _only(layers, name)))
+        one = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
         y = _predict(one, eval_inputs, batch_size)
         sens[name] = float(np.sum((y - ref) ** 2) / max(np.sum(ref**2), 1e-12))
     result.sensitivity = dict(sorted(sens.items(), key=lambda kv: -kv[1]))
     order = list(result.sensitivity)
     for k in range(1, len(order) + 1):
         kept = order[:k]
-        excl = cfg.exclude_nodes + tuple(f"^{re.escape(n)}$" for n in kept)
+        excl = cfg.exclude_nodes + exactly(kept)
         cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl), allow_empty=True)
         score = _metric(_predict(cand, eval_inputs, batch_size), ref, labels)
         say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")

@@ -48,6 +48,10 @@ class QuantizeConfig:
             ``s = amax_x^alpha / amax_w^(1-alpha)`` and the weights multiplied by it (exact in
             float), which tames transformer outlier channels. Needs a table from ``trtopt
             calibrate`` (per-channel maxima). ~0.8 suits BERT-style encoders; CNNs do not need it.
+        fidelity_guard: Check the INT8 model against FP32 on calibration samples and keep the
+            fewest most-sensitive layers in float that meet the fidelity tolerance
+            (:func:`trtopt.quant.guard.guard_fidelity`; used by ``trtopt quantize`` and the
+            pipeline, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
     """
 
     op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -59,6 +63,7 @@ class QuantizeConfig:
     min_amax: float = 1e-20
     weight_storage: str = "float"
     smoothquant_alpha: float = 0.0
+    fidelity_guard: bool = True
 
     def __post_init__(self) -> None:
         for f in ("op_types", "exclude_nodes", "exclude_op_types"):

@@ -1,0 +1,96 @@
+"""Fidelity guard: an all-INT8 model that misses the tolerance gets its most sensitive layers kept in float."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity
+from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+from trtopt.cli.main import main
+from trtopt.quant import QuantizeConfig, quantize_qdq
+from trtopt.quant.guard import guard_fidelity, predict_all
+
+
+def _mlp(tmp_path, heavy: float):
+    """x[N,16] -> Gemm(first) -> Relu -> Gemm(mid) -> Relu -> Gemm(head) -> logits[N,10].
+
+    Input channel 0 is scaled by ``heavy``: per-tensor INT8 of the *input* then leaves the other
+    15 channels a handful of levels, so only the first layer is fragile.
+    """
+    rng = np.random.default_rng(0)
+    ws = {"w1": rng.standard_normal((32, 16)) * 0.3, "w2": rng.standard_normal((32, 32)) * 0.2,
+          "w3": rng.standard_normal((10, 32)) * 0.3}
+    ws["w1"][:, 0] /= heavy  # channel 0 carries no more signal than the others, only a larger scale
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "w1"], ["h1"], name="/first/Gemm", transB=1), n("Relu", ["h1"], ["r1"]),
+             n("Gemm", ["r1", "w2"], ["h2"], name="/mid/Gemm", transB=1), n("Relu", ["h2"], ["r2"]),
+             n("Gemm", ["r2", "w3"], ["logits"], name="/head/Gemm", transB=1)]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+                          [numpy_helper.from_array(w.astype(np.float32), k) for k, w in ws.items()])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    x[:, 0] *= heavy
+    return path, x
+
+
+def _violations(model, path, x):
+    ref = predict_all(onnx.load(path), {"x": x}, 64)
+    out = predict_all(model, {"x": x}, 64)
+    return [v for r, y in zip(ref, out) for v in DEFAULT_TOLERANCE.violations(fidelity(r, y))]
+
+
+def test_fragile_layer_is_kept_in_float_and_the_result_meets_the_tolerance(tmp_path):
+    path, x = _mlp(tmp_path, heavy=400.0)
+    table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    assert _violations(quantize_qdq(path, table), path, x[:16])  # all-INT8 breaks it (the guard's reason)
+    res = guard_fidelity(path, table, {"x": x})
+    assert res.violations_all and res.kept_nodes[0] == "/first/Gemm"
+    assert len(res.kept_nodes) < 3 and res.sensitivity["/first/Gemm"] == max(res.sensitivity.values())
+    assert not _violations(res.model, path, x[:16])
+    quantized = {n.name for n in res.model.graph.node if n.op_type == "Gemm"
+                 and any(i.endswith("_dequantized") for i in n.input)}
+    assert "/first/Gemm" not in quantized and quantized  # the rest stays INT8
+
+
+def test_a_model_within_tolerance_is_left_all_int8(tmp_path):
+    path, x = _mlp(tmp_path, heavy=1.0)
+    table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    res = guard_fidelity(path, table, {"x": x})
+    assert not res.violations_all and not res.kept_nodes and not res.sensitivity
+    assert sum(n.op_type == "QuantizeLinear" for n in res.model.graph.node) == 6
+
+
+def test_cli_guard_uses_the_data_recorded_by_calibrate_and_says_when_it_cannot(tmp_path, capsys):
+    path, x = _mlp(tmp_path, heavy=400.0)
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "calib.npz"), "--method", "minmax",
+                 "--out", str(tmp_path / "c")]) == 0
+    table = tmp_path / "c" / "mlp.calib.json"
+    assert json.loads(table.read_text())["meta"]["data_file"]["path"] == str((tmp_path / "calib.npz").resolve())
+    capsys.readouterr()
+    assert main(["quantize", str(path), "--calib", str(table), "--out", str(tmp_path / "q.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert "fidelity guard" in err and "/first/Gemm" in err
+    q = onnx.load(tmp_path / "q.onnx")
+    assert not _violations(q, path, x[:16])
+    np.savez(tmp_path / "calib.npz", x=x[:32])  # the recorded data changed: no silent check on other data
+    assert main(["quantize", str(path), "--calib", str(table), "--out", str(tmp_path / "q2.onnx")]) == 0
+    assert _violations(onnx.load(tmp_path / "q2.onnx"), path, x[:16])  # all-INT8, with a warning
+    assert main(["quantize", str(path), "--calib", str(table), "--calib-data", str(tmp_path / "calib.npz"),
+                 "--out", str(tmp_path / "q3.onnx")]) == 0
+    assert not _violations(onnx.load(tmp_path / "q3.onnx"), path, x[:16])
+
+
+@pytest.mark.parametrize("heavy", [400.0])
+def test_guard_respects_the_users_exclusions(tmp_path, heavy):
+    path, x = _mlp(tmp_path, heavy)
+    table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    res = guard_fidelity(path, table, {"x": x}, QuantizeConfig(exclude_nodes=("^/first/",)))
+    assert not res.violations_all and not res.kept_nodes  # the fragile layer was already excluded

@@ -1,0 +1,196 @@
+"""Fidelity guard: an INT8 model that breaks the network is never written silently.
+
+Post-training INT8 of a real model can lose the task while every single layer looks fine: on
+PP-OCRv4's recognizer each Conv alone costs 2-20 % of the lines read as FP32 reads them, and all
+of them together a third (issue 11). The guard measures what matters on the calibration data,
+the same way ``trtopt bench`` judges a variant (:func:`trtopt.benchmark.fidelity.fidelity`
+against :data:`~trtopt.benchmark.fidelity.DEFAULT_TOLERANCE`: cosine, per-position / top-1
+agreement and worst-channel cosine of every output), and when the all-INT8 model misses it:
+
+1. scores every quantized layer by quantizing *only that layer* and measuring the normalised
+   squared output error against FP32 (the per-layer sensitivity of NNCF's accuracy-aware
+   quantization and ModelOpt's auto-quantize, without the search over formats);
+2. keeps the k most sensitive layers in float, with the smallest k that meets the tolerance
+   (doubling, then bisection: O(log L) evaluations after the L sensitivity runs);
+3. reports the kept layers (ONNX node and PyTorch module) and the fidelity before and after.
+
+If no k < L meets the tolerance, INT8 cannot help this model within it: that is an error, not a
+model with no Q/DQ. The data is the calibration data (the guard checks the quantized graph on the
+inputs its ranges came from; a held-out split is better where the user has one: ``--eval`` with
+``--max-accuracy-drop`` measures the task metric instead).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtopt.calib.collect import as_model
+from trtopt.calib.table import CalibrationTable
+from trtopt.errors import InputError
+from trtopt.log import get_logger
+from trtopt.onnx_graph import module_name
+from trtopt.quant.config import QuantizeConfig
+from trtopt.quant.qdq import qdq_nodes_for, quantize_qdq
+
+log = get_logger(__name__)
+Progress = Callable[[str], None]
+
+
+def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Run ``model`` in ONNX Runtime on ``inputs`` (samples on axis 0); every float output, concatenated."""
+    from trtopt.backends.onnxrt import make_session
+    from trtopt.onnx_graph import with_symbolic_dims
+
+    sess = make_session(with_symbolic_dims(model).SerializeToString())
+    names = [o.name for o in sess.get_outputs()]
+    n = next(iter(inputs.values())).shape[0]
+    parts = [sess.run(names, {k: v[s : s + batch_size] for k, v in inputs.items()}) for s in range(0, n, batch_size)]
+    outs = [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
+    return [o.astype(np.float32) for o in outs if np.issubdtype(o.dtype, np.floating)]
+
+
+def output_error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    """Sum over outputs of the normalised squared error ``|y - ref|^2 / |ref|^2`` (continuous: no ties)."""
+    return float(sum(np.sum((y.astype(np.float64) - r) ** 2) / max(float(np.sum(r.astype(np.float64) ** 2)), 1e-12)
+                     for y, r in zip(outs, ref)))
+
+
+def quantized_layers(model: onnx.ModelProto) -> list[str]:
+    """Weighted nodes of a Q/DQ model whose activation input comes from a DequantizeLinear."""
+    return [n for n, srcs in qdq_nodes_for(model).items() if srcs and srcs[0] == "DequantizeLinear"]
+
+
+def only(layers: list[str], keep: str) -> tuple[str, ...]:
+    """Exclusion patterns that leave only ``keep`` of ``layers`` quantized."""
+    return tuple(f"^{re.escape(n)}$" for n in layers if n != keep)
+
+
+def exactly(names: list[str]) -> tuple[str, ...]:
+    """Exclusion patterns matching exactly ``names``."""
+    return tuple(f"^{re.escape(n)}$" for n in names)
+
+
+@dataclass
+class GuardResult:
+    """Outcome of :func:`guard_fidelity`.
+
+    Attributes:
+        model: The Q/DQ model to write.
+        samples: Calibration samples the fidelity was measured on.
+        violations_all: Tolerance violations of the all-INT8 model (empty: nothing was kept back).
+        kept_nodes: ONNX nodes kept out of INT8, most sensitive first.
+        kept_modules: Their PyTorch module paths (``None`` where the name carries none).
+        sensitivity: Node -> normalised output error when only that node is INT8 (measured only
+            when the all-INT8 model missed the tolerance).
+        fidelity: Per-output fidelity of ``model`` (see :func:`trtopt.benchmark.fidelity.fidelity`).
+    """
+
+    model: onnx.ModelProto
+    samples: int
+    violations_all: list[str] = field(default_factory=list)
+    kept_nodes: list[str] = field(default_factory=list)
+    kept_modules: list[str | None] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    fidelity: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no model)."""
+        return {"samples": self.samples, "violations_all_int8": self.violations_all, "kept_nodes": self.kept_nodes,
+                "kept_modules": self.kept_modules, "sensitivity": self.sensitivity, "fidelity": self.fidelity}
+
+
+def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
+                   inputs: Mapping[str, np.ndarray], config: QuantizeConfig | None = None, tolerance=None,
+                   max_samples: int = 16, batch_size: int = 16, fp16_ranges: dict[str, float] | None = None,
+                   progress: Progress | None = None) -> GuardResult:
+    """Quantize with Q/DQ and keep the fewest most-sensitive layers in float that meet ``tolerance``.
+
+    Args:
+        model: FP32 model (path or proto).
+        table: Calibration table for it.
+        inputs: Calibration inputs by name, samples on axis 0 (the first ``max_samples`` are used).
+        config: Q/DQ options (its exclusions stay; with ``fp16_rest`` kept layers run in FP16).
+        tolerance: A :class:`trtopt.benchmark.fidelity.Tolerance` (default: ``DEFAULT_TOLERANCE``).
+        max_samples: Samples to measure on (bounds the cost: L + O(log L) model runs on them).
+        batch_size: Samples per ONNX Runtime call.
+        fp16_ranges: Passed to :func:`~trtopt.quant.qdq.quantize_qdq` (the FP16 data rule of ``fp16_rest``).
+        progress: Optional ``callback(message)``.
+
+    Returns:
+        The model and the report.
+
+    Raises:
+        InputError: No samples; or even the most INT8-tolerant layers alone miss the tolerance
+            (quantizing this model to INT8 would break it: use FP16, or set a looser tolerance).
+    """
+    from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity
+
+    tol = tolerance or DEFAULT_TOLERANCE
+    cfg = config or QuantizeConfig()
+    say = progress or (lambda msg: None)
+    if not inputs or next(iter(inputs.values())).shape[0] == 0:
+        raise InputError("the fidelity guard needs calibration samples (none given)")
+    feeds = {k: np.asarray(v)[:max_samples] for k, v in inputs.items()}
+    n = next(iter(feeds.values())).shape[0]
+    fp32 = as_model(model)
+    ref = predict_all(fp32, feeds, batch_size)
+
+    def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], list[np.ndarray]]:
+        outs = predict_all(m, feeds, batch_size)
+        fids = [fidelity(r, y) for r, y in zip(ref, outs)]
+        return [v for f in fids for v in tol.violations(f)], fids, outs
+
+    full = quantize_qdq(fp32, table, cfg, fp16_ranges=fp16_ranges)
+    bad, fids, _ = judge(full)
+    result = GuardResult(full, n, violations_all=bad, fidelity=fids)
+    if not bad:
+        say(f"fidelity guard: all-INT8 meets the tolerance on {n} calibration samples")
+        return result
+    say(f"fidelity guard: all-INT8 misses the tolerance ({'; '.join(bad[:3])}): ranking layers")
+    layers = quantized_layers(full)
+    sens = {}
+    for k, name in enumerate(layers, 1):
+        say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}")
+        one = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
+        sens[name] = output_error(predict_all(one, feeds, batch_size), ref)
+    order = sorted(sens, key=lambda k: -sens[k])
+    result.sensitivity = {k: sens[k] for k in order}
+    tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
+
+    def attempt(k: int) -> bool:
+        if k not in tried:
+            m = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + exactly(order[:k])),
+                             fp16_ranges=fp16_ranges)
+            v, f, _ = judge(m)
+            tried[k] = (m, v, f)
+            say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")
+        return not tried[k][1]
+
+    hi = 1
+    while hi < len(order) and not attempt(hi):  # doubling: the first k that passes
+        hi *= 2
+    hi = min(hi, len(order) - 1)
+    if hi < 1 or not attempt(hi):
+        raise InputError(f"INT8 breaks this model: with {len(order) - 1} of {len(order)} layers kept in float "
+                         f"it still misses the fidelity tolerance on the calibration data ({'; '.join(bad[:2])}); "
+                         "use --fp16, or pass --no-fidelity-guard to write the all-INT8 model anyway")
+    lo = hi // 2  # attempt(lo) failed (or lo == 0, the all-INT8 model)
+    while hi - lo > 1:  # bisection; assumes more float layers never hurts (re-checked by attempt)
+        mid = (lo + hi) // 2
+        if attempt(mid):
+            hi = mid
+        else:
+            lo = mid
+    result.model, _, result.fidelity = tried[hi]
+    result.kept_nodes = order[:hi]
+    result.kept_modules = [module_name(n) for n in result.kept_nodes]
+    log.warning("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
+                hi, len(order), n)
+    return result
