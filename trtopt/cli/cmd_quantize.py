@@ -164,7 +164,7 @@ def _guard_data(args: argparse.Namespace, table, model) -> dict | None:
             log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
                         "pass --calib-data CALIB.npz", path)
             return None
-    batch = next(iter(NumpySource.from_npz(path, batch_size=16, seed=0, exclude=("labels", "label", "y"))))
+    batch = next(iter(NumpySource.from_npz(path, batch_size=64, seed=0, exclude=("labels", "label", "y"))))
     return validate_batch(batch, model_input_specs(model), where=f"calibration data {path}")
 
 
