@@ -93,7 +93,10 @@ def test_guard_respects_the_users_exclusions(tmp_path, heavy):
     path, x = _mlp(tmp_path, heavy)
     table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
     res = guard_fidelity(path, table, {"x": x}, QuantizeConfig(exclude_nodes=("^/first/",)))
-    assert not res.violations_all and not res.kept_nodes  # the fragile layer was already excluded
+    # the user's exclusion stays, and the guard ranks and keeps back only layers it was allowed to quantize
+    assert "/first/Gemm" not in res.kept_nodes and "/first/Gemm" not in res.sensitivity
+    first = next(n for n in res.model.graph.node if n.name == "/first/Gemm")
+    assert not any(i.endswith("_dequantized") for i in first.input)
 
 
 def test_agreement_is_judged_with_its_sampling_uncertainty():
@@ -103,3 +106,11 @@ def test_agreement_is_judged_with_its_sampling_uncertainty():
     assert significant(seq, (48, 40, 6625))["position_agreement"] == 98.9  # thousands of positions: as measured
     assert significant({"top1_agreement": 100 * 63 / 64}, (64, 10))["top1_agreement"] > 99.0
     assert abs(wilson_upper(50.0, 10_000) - 50.98) < 0.01  # large n: p + 1.96 sqrt(p(1-p)/n)
+
+
+def test_the_guard_aims_at_half_the_allowed_loss_on_calibration_data():
+    from trtopt.quant.guard import in_sample_target
+
+    t = in_sample_target(DEFAULT_TOLERANCE)
+    assert t.min_cosine == pytest.approx(0.995) and t.min_channel_cosine == pytest.approx(0.995)
+    assert t.min_top1_agreement == pytest.approx(99.5)
