@@ -169,7 +169,8 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
         tt = vi.type.tensor_type
         dims = [_dim_text(d) for d in tt.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "?"
-        inputs.append({"name": vi.name, "dtype": dtype, "shape": [t for t, _ in dims],
+        inputs.append({"name": vi.name, "dtype": dtype, "shape": [int(t) if t.lstrip("-").isdigit() else t
+                                                                  for t, _ in dims],
                        "dynamic_axes": [i for i, (_, dyn) in enumerate(dims) if dyn]})
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value <= 0:
@@ -182,7 +183,7 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
             non_batch.append(f"{vi.name} {[t for t, _ in dims]} (fixed first dim)")
         if tt.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL):
             ints.append(vi.name)
-    dyn = [f"{i['name']} [{', '.join(i['shape'])}]" for i in inputs if i["dynamic_axes"]]
+    dyn = [f"{i['name']} [{', '.join(map(str, i['shape']))}]" for i in inputs if i["dynamic_axes"]]
     if dyn:
         out.append(Finding("dynamic-dims", "info", f"dynamic dims: {', '.join(dyn)}",
                            "calibration data fixes them per batch; TensorRT needs an optimization profile "
@@ -209,7 +210,8 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
     quant = {op: ops[op] for op in QUANT_OPS if ops[op]}
     if quant:
         out.append(Finding("already-quantized", "error", f"the graph is already quantized ({quant})",
-                           "calibrate and quantize the FP32 model instead; build this one as it is", quant))
+                           "INT8 calibration/quantization refuse it: quantize the FP32 model instead, or build "
+                           "this one as it is", quant))
     fp16 = _float16_share(top)
     if fp16:
         out.append(Finding("float16-graph", "error", f"the graph computes in float16 ({fp16})",
@@ -231,7 +233,8 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
     w_const = sum(1 for n in top.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in consts)
     out.append(Finding("weighted-layers", "info" if weighted_top else "error",
                        f"{weighted_top} Conv/ConvTranspose/Gemm/MatMul in the main graph, {w_const} with constant "
-                       "weights (INT8 per-channel); the others are activation x activation (per-tensor)"
+                       "weights (INT8 per-channel)" + ("; the others are activation x activation (per-tensor)"
+                                                        if w_const < weighted_top else "")
                        if weighted_top else "no Conv/ConvTranspose/Gemm/MatMul in the main graph: nothing to "
                        "quantize or prune",
                        "" if weighted_top else "INT8 needs weighted layers; FP16 still applies",
@@ -251,7 +254,8 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
     silu = sum(1 for n in top.node if n.op_type == "Mul" and _is_swish(n, prod, consts)) + ops.get("HardSwish", 0)
     if silu:
         out.append(Finding("silu", "info", f"{silu} SiLU/Swish/HardSwish activations: TensorRT's entropy "
-                           "calibration clips them at the negative dip (0.28); the default method 'auto' guards "
+                           "calibration clips them at the magnitude of the negative dip "
+                           "(|-0.28|; HardSwish -0.375); the default method 'auto' guards "
                            "against it", "keep --method auto (not entropy)", {"count": silu}))
     bounded = {op: ops[op] for op in ("Softmax", "Sigmoid", "HardSigmoid", "Tanh") if ops[op]}
     if bounded:

@@ -69,6 +69,38 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_writable(dest: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Fail fast: raise one clear :class:`InputError` unless ``dest`` can be written (checked before any work).
+
+    Probes the nearest existing folder on the way with a temporary file (creating nothing), which
+    also catches paths that exist but refuse files (``/proc``, a read-only mount) whatever the
+    permissions say (root passes every ``os.access`` check).
+
+    Args:
+        dest: Output file (or, with ``folder=True``, output folder).
+        folder: ``dest`` is a folder.
+
+    Returns:
+        ``dest`` as a Path.
+    """
+    p = Path(dest)
+    if folder and p.exists() and not p.is_dir():
+        raise InputError(f"output folder {p} is an existing file")
+    if not folder and p.is_dir():
+        raise InputError(f"output {p} is a directory; give a file path")
+    where = (p if folder else p.parent).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise InputError(f"cannot write {p}: {where} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".trtopt-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to {where}: {exc.strerror or exc}") from None
+    return p
+
+
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``dest`` atomically.
 

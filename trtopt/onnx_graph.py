@@ -44,6 +44,8 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
         The model proto, with external tensors loaded into memory.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p} is a directory, not an ONNX model file")
     if not p.is_file():
         raise InputError(f"model file not found: {p}")
     try:

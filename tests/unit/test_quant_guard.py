@@ -114,3 +114,36 @@ def test_the_guard_aims_at_half_the_allowed_loss_on_calibration_data():
     t = in_sample_target(DEFAULT_TOLERANCE)
     assert t.min_cosine == pytest.approx(0.995) and t.min_channel_cosine == pytest.approx(0.995)
     assert t.min_top1_agreement == pytest.approx(99.5)
+
+
+def test_static_inputs_recorded_by_calibrate_reach_the_guard(tmp_path, capsys):
+    # y = x @ W + state, with a per-call state [1, 4] that is not a sample on axis 0
+    w = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["h"], name="/mm/MatMul"),
+                           helper.make_node("Add", ["h", "state"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                           helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                          [numpy_helper.from_array(w, "W")])
+    path = tmp_path / "st.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 4)).astype(np.float32),
+             state=np.ones((1, 4), np.float32))
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "d.npz"), "--static-input", "state",
+                 "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(path), "--calib", str(tmp_path / "c" / "st.calib.json"),
+                 "--out", str(tmp_path / "q.onnx")]) == 0
+    assert "fidelity guard: all-INT8 within tolerance on 40 calibration samples" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
+    path, x = _mlp(tmp_path, heavy=1.0)
+    (tmp_path / "dir.onnx").mkdir()
+    assert main(["quantize", str(path), "--fp16", "--out", str(tmp_path / "dir.onnx")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    np.savez(tmp_path / "d.npz", x=x)
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err

@@ -96,6 +96,8 @@ class NumpySource:
         unchanged with every call instead of being cut into batches on axis 0 (see docs/data-format.md).
         """
         p = Path(path)
+        if p.is_dir():
+            raise InputError(f"calibration data {p} is a directory, not a .npz file")
         if not p.is_file():
             raise InputError(f"calibration data not found: {p}")
         try:

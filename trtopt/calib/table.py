@@ -104,6 +104,8 @@ class CalibrationTable:
             InputError: Missing file, invalid JSON, unknown schema or malformed entries.
         """
         p = Path(path)
+        if p.is_dir():
+            raise InputError(f"calibration table {p} is a directory, not a file")
         if not p.is_file():
             raise InputError(f"calibration table not found: {p}")
         try:
@@ -149,6 +151,8 @@ class CalibrationTable:
             IncompatibleArtifactError: The cache names tensors the model does not have.
         """
         p = Path(path)
+        if p.is_dir():
+            raise InputError(f"calibration cache {p} is a directory, not a file")
         if not p.is_file():
             raise InputError(f"calibration cache not found: {p}")
         try:

@@ -71,17 +71,21 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.calib.collect import choose_collector
 
     choose_collector(cfg)  # a bad --device / missing CUDA fails here, before any progress output
+    from trtopt.fileio import check_writable
+
+    check_writable(args.out, folder=True)
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
                                exclude=("labels", "label", "y"), static=tuple(args.static_input))
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
     with Progress(TextColumn("[bold cyan]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("collect", total=src.num_samples)
         table = calibrate(args.model, src, cfg, progress=lambda done, _t: bar.update(task, completed=done))
     from trtopt.fileio import sha256_file
 
     # `trtopt quantize` finds the data here for its fidelity guard (verified by content hash)
-    table.meta["data_file"] = {"path": str(Path(args.data).resolve()), "sha256": sha256_file(args.data)}
+    table.meta["data_file"] = {"path": str(Path(args.data).resolve()), "sha256": sha256_file(args.data),
+                               "static": list(args.static_input)}
     stem = Path(args.model).stem
     js = table.save_json(args.out / f"{stem}.calib.json")
     cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)

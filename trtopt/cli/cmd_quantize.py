@@ -32,9 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibration data: the INT8 fidelity guard checks the result on it (default: the file "
                         "recorded in the table by `trtopt calibrate`); with --fp16/--fp16-rest also the data for "
                         "the keep-FP32 rules and the FP16 overflow preview")
+    s.add_argument("--static-input", action="append", default=[], metavar="NAME",
+                   help="input of --calib-data passed unchanged with every call (not samples on axis 0; default: "
+                        "what `trtopt calibrate --static-input` recorded in the table)")
     s.add_argument("--no-fidelity-guard", action="store_true",
-                   help="write the all-INT8 model even if it misses the default fidelity tolerance on the "
-                        "calibration data (cosine >= 0.99, top-1 / per-position agreement >= 99%%)")
+                   help="the guard is on by default: it checks the INT8 model against FP32 on the calibration "
+                        "data, aiming at half the default tolerance's allowed loss there (cosine >= 0.995, "
+                        "top-1 / per-position agreement >= 99.5%%, judged with its 95%% upper bound on small "
+                        "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
+                        "the all-INT8 model instead")
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
@@ -95,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
 
     _check(args)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
     model = as_model(args.model)
-    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y")) if args.calib_data else None
+    from trtopt.fileio import check_writable
+
+    check_writable(args.out)  # before minutes of work, not after
+    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input)) \
+        if args.calib_data else None
     if args.fp16:
         with err.status("converting to FP16"):
             out = convert_fp16(model, FP16Config(node_block_list=tuple(args.exclude)), source=src)
@@ -114,15 +124,16 @@ def run(args: argparse.Namespace) -> int:
             from trtopt.calib import CalibrationConfig, calibrate
 
             ranges = calibrate(model, src, CalibrationConfig(method="minmax", scope="all")).amax
-        data = None if args.no_fidelity_guard else _guard_data(args, table, model)
-        if data is None:
+        guard_in = None if args.no_fidelity_guard else _guard_data(args, table, model)
+        if guard_in is None:
             with err.status("inserting Q/DQ"):
                 out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
         else:
             from trtopt.quant.guard import guard_fidelity
 
             with err.status("inserting Q/DQ") as status:
-                res = guard_fidelity(model, table, data, cfg, fp16_ranges=ranges, progress=status.update)
+                res = guard_fidelity(model, table, guard_in[0], cfg, fp16_ranges=ranges, static=guard_in[1],
+                                     progress=status.update)
             out = res.model
             _print_guard(err, res)
         _print_summary(err, out)
@@ -144,17 +155,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard_data(args: argparse.Namespace, table, model) -> dict | None:
-    """Calibration inputs for the fidelity guard: --calib-data, else the table's recorded file (hash-checked)."""
+def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str, ...]] | None:
+    """Calibration inputs and static input names for the fidelity guard.
+
+    From --calib-data, else from the file the table recorded (content-hash checked).
+    """
     import logging
 
     from trtopt.calib import NumpySource
-    from trtopt.calib.source import model_input_specs, validate_batch
+    from trtopt.calib.batches import _with_batch
+    from trtopt.calib.source import batch_axes, model_input_specs, validate_batch
     from trtopt.fileio import sha256_file
 
-    path = args.calib_data
+    path, static = args.calib_data, tuple(args.static_input)
+    rec = table.meta.get("data_file") if isinstance(table.meta.get("data_file"), dict) else None
+    if not static and rec is not None:
+        static = tuple(rec.get("static", ()))
     if path is None:
-        rec = table.meta.get("data_file") if isinstance(table.meta.get("data_file"), dict) else None
         log = logging.getLogger("trtopt.quantize")
         if rec is None:
             log.warning("fidelity not checked: pass --calib-data CALIB.npz to check the INT8 model against FP32")
@@ -164,8 +181,11 @@ def _guard_data(args: argparse.Namespace, table, model) -> dict | None:
             log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
                         "pass --calib-data CALIB.npz", path)
             return None
-    batch = next(iter(NumpySource.from_npz(path, batch_size=64, seed=0, exclude=("labels", "label", "y"))))
-    return validate_batch(batch, model_input_specs(model), where=f"calibration data {path}")
+    src = NumpySource.from_npz(path, batch_size=64, seed=0, exclude=("labels", "label", "y"), static=static)
+    batch = next(iter(src))
+    n = next(iter(batch.values())).shape[0]
+    batch.update(_with_batch(src.static_inputs, batch_axes(model, src.static_inputs), n))
+    return validate_batch(batch, model_input_specs(model), where=f"calibration data {path}"), tuple(src.static_inputs)
 
 
 def _print_guard(console, res) -> None:

@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    try:
+    handler: logging.Handler
+    if sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
-    except ImportError:  # pragma: no cover - rich is a core dependency
+        handler = RichHandler(show_path=False, show_time=False)
+    else:  # piped or in CI: one unwrapped line per record (rich would wrap at 80 columns, splitting names)
         handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     log = logging.getLogger("trtopt")
     log.handlers = [h for h in log.handlers if isinstance(h, logging.NullHandler)] + [handler]
     log.setLevel(level)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,15 +47,20 @@ MAX_ELEMENTS = 1 << 24
 SMALL_SAMPLE = 1000
 
 
-def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Run ``model`` in ONNX Runtime on ``inputs`` (samples on axis 0); every float output, concatenated."""
+def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int,
+                static: Collection[str] = ()) -> list[np.ndarray]:
+    """Run ``model`` in ONNX Runtime on ``inputs`` (samples on axis 0); every float output, concatenated.
+
+    ``static`` inputs (per-call constants, docs/data-format.md) go whole with every call.
+    """
     from trtopt.backends.onnxrt import make_session
     from trtopt.onnx_graph import with_symbolic_dims
 
     sess = make_session(with_symbolic_dims(model).SerializeToString())
     names = [o.name for o in sess.get_outputs()]
-    n = next(iter(inputs.values())).shape[0]
-    parts = [sess.run(names, {k: v[s : s + batch_size] for k, v in inputs.items()}) for s in range(0, n, batch_size)]
+    n = next(v.shape[0] for k, v in inputs.items() if k not in static)
+    parts = [sess.run(names, {k: v if k in static else v[s : s + batch_size] for k, v in inputs.items()})
+             for s in range(0, n, batch_size if not static else n)]
     outs = [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
     return [o.astype(np.float32) for o in outs if np.issubdtype(o.dtype, np.floating)]
 
@@ -162,7 +167,7 @@ def in_sample_target(tol):
 def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
                    inputs: Mapping[str, np.ndarray], config: QuantizeConfig | None = None, tolerance=None,
                    max_samples: int = 64, batch_size: int = 16, fp16_ranges: dict[str, float] | None = None,
-                   progress: Progress | None = None) -> GuardResult:
+                   static: Collection[str] = (), progress: Progress | None = None) -> GuardResult:
     """Quantize with Q/DQ and keep the fewest most-sensitive layers in float that meet ``tolerance``.
 
     Args:
@@ -176,6 +181,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
             when a sample is large (at most :data:`MAX_ELEMENTS` input values in all). A classifier
             needs dozens: one flipped answer in 16 samples is already 6 % of top-1 agreement.
         batch_size: Samples per ONNX Runtime call.
+        static: Inputs of ``inputs`` that are per-call constants (not cut on axis 0; the caller has
+            broadcast their batch axes to the samples given, which are then measured in one call).
         fp16_ranges: Passed to :func:`~trtopt.quant.qdq.quantize_qdq` (the FP16 data rule of ``fp16_rest``).
         progress: Optional ``callback(message)``.
 
@@ -191,17 +198,18 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     tol = in_sample_target(tolerance or DEFAULT_TOLERANCE)
     cfg = config or QuantizeConfig()
     say = progress or (lambda msg: None)
-    if not inputs or next(iter(inputs.values())).shape[0] == 0:
+    batched = {k: np.asarray(v) for k, v in inputs.items() if k not in static}
+    if not batched or next(iter(batched.values())).shape[0] == 0:
         raise InputError("the fidelity guard needs calibration samples (none given)")
-    per_sample = max(1, sum(int(np.prod(np.shape(v)[1:])) for v in inputs.values()))
-    take = max(1, min(max_samples, MAX_ELEMENTS // per_sample))
-    feeds = {k: np.asarray(v)[:take] for k, v in inputs.items()}
-    n = next(iter(feeds.values())).shape[0]
+    per_sample = max(1, sum(int(np.prod(v.shape[1:])) for v in batched.values()))
+    take = len(next(iter(batched.values()))) if static else max(1, min(max_samples, MAX_ELEMENTS // per_sample))
+    feeds = {k: (np.asarray(v) if k in static else np.asarray(v)[:take]) for k, v in inputs.items()}
+    n = next(v.shape[0] for k, v in feeds.items() if k not in static)
     fp32 = as_model(model)
-    ref = predict_all(fp32, feeds, batch_size)
+    ref = predict_all(fp32, feeds, batch_size, static)
 
     def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], list[np.ndarray]]:
-        outs = predict_all(m, feeds, batch_size)
+        outs = predict_all(m, feeds, batch_size, static)
         fids = [fidelity(r, y) for r, y in zip(ref, outs)]
         return [v for r, f in zip(ref, fids) for v in tol.violations(significant(f, r.shape))], fids, outs
 
@@ -217,7 +225,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     for k, name in enumerate(layers, 1):
         say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}")
         one = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
-        sens[name] = output_error(predict_all(one, feeds, batch_size), ref)
+        sens[name] = output_error(predict_all(one, feeds, batch_size, static), ref)
     order = sorted(sens, key=lambda k: -sens[k])
     result.sensitivity = {k: sens[k] for k in order}
     tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
@@ -249,6 +257,6 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     result.model, _, result.fidelity = tried[hi]
     result.kept_nodes = order[:hi]
     result.kept_modules = [module_name(n) for n in result.kept_nodes]
-    log.warning("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
+    log.info("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
                 hi, len(order), n)
     return result
