@@ -25,7 +25,7 @@ def demo_run(tmp_path_factory):
         "workload": {"model": "digits_cnn", "train_epochs": 15},
         "prune": {"method": "magnitude"},
         "finetune": {"epochs": 3, "distill_alpha": 0.5},
-        "bench": {"batch_sizes": [16], "warmup": 1, "min_duration_s": 0.05},
+        "bench": {"batch_sizes": [16], "warmup": 1, "iterations": 5},
     })
     stages = []
     result = Pipeline(recipe, out, progress=lambda s, d: stages.append(s)).run()
