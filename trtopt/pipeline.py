@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import ExitStack
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
