@@ -103,6 +103,7 @@ def plan_rounds(cfg: BenchConfig, iteration_s: Mapping[str, float]) -> RoundPlan
         counts = tuple(base + (i < extra) for i in range(r))
         return RoundPlan(r, 0.0, 0, 0, counts)
     slowest, est = max(iteration_s.items(), key=lambda kv: kv[1])
+    est = max(est, 1e-9)
     fit = math.floor(cfg.min_duration_s / est) if est > 0 else cfg.rounds
     r = min(cfg.rounds, fit, cfg.max_iterations)
     if r < cfg.min_rounds:
@@ -156,7 +157,7 @@ def _warmup(fn: Callable[[], object], n: int, gpu: bool, clock: Callable[[], int
 
     Why after the warm-up: the first calls carry lazy initialisation (a first FP16 call took 12 ms
     where later ones take 0.1 ms), which would make the round plan far too coarse. The probe
-    stops early once it has used ``probe_s`` seconds (slow models).
+    stops early once it has used ``probe_s`` seconds (slow models); ``probe_s < 0``: no probe.
     """
     sync = None
     if gpu:
@@ -167,13 +168,13 @@ def _warmup(fn: Callable[[], object], n: int, gpu: bool, clock: Callable[[], int
         fn()
     times: list[int] = []
     start = clock()
-    while len(times) < 3 and (not times or clock() - start < probe_s * 1e9):
+    while probe_s >= 0 and len(times) < 3 and (not times or clock() - start < probe_s * 1e9):
         t0 = clock()
         fn()
         if sync:
             sync()
         times.append(clock() - t0)
-    return float(np.median(times)) * 1e-9
+    return float(np.median(times)) * 1e-9 if times else 0.0
 
 
 def measure_interleaved(
@@ -227,7 +228,7 @@ def measure_interleaved(
         gpu.append(mode != "cpu")
         labels.append(v.label or str(v.key))
         modes.append(mode)
-    probe = 0.2 * (cfg.min_duration_s if cfg.iterations is None else 0.0)
+    probe = 0.2 * cfg.min_duration_s if cfg.iterations is None else -1.0  # count mode needs no estimate
     est = {lab: _warmup(fn, cfg.warmup, g, clock if not g else time.perf_counter_ns, probe)
            for fn, g, lab in zip(fns, gpu, labels)}
     plan = plan_rounds(cfg, est)
