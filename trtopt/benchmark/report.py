@@ -253,6 +253,27 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     return check_schema(obj, str(p))
 
 
+def strict_problems(report: Report | dict[str, Any]) -> list[str]:
+    """What ``--strict`` fails on (exit 1): variants outside their fidelity tolerance, or failed.
+
+    Skipped variants (a backend that is not installed) are not problems.
+
+    Returns:
+        One short line per broken variant and batch size, e.g. ``"int8@32 (onnxruntime): fidelity
+        outside tolerance (logits: cosine 0.41 < 0.99)"``; empty when every variant is fine.
+    """
+    data = report.to_dict() if isinstance(report, Report) else report
+    out = []
+    for v in data["variants"]:
+        where = f"{v['name']}@{v['batch_size']} ({v['backend']})"
+        if v["status"] == "failed":
+            out.append(f"{where}: failed: {v.get('reason')}")
+        elif v["status"] == "ok" and (v.get("fidelity_ok") is False or v.get("fidelity_violations")):
+            bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (v.get("fidelity_violations") or {}).items())
+            out.append(f"{where}: fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
+    return out
+
+
 def schema_major(obj: dict[str, Any]) -> int:
     """Major version of a validated report's schema (1 = no intervals, 2 = interleaved with intervals)."""
     return int(str(obj["schema"]).partition("/")[2].split(".")[0])

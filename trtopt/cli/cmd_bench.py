@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder for report.json / report.md / plots (required)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
+                        "(marked ✗) or failed")
     p.add_argument("--layerwise", action="store_true",
                    help="also compare every later ONNX model layer by layer with the first (ONNX Runtime, "
                         "intermediate tensors exposed) and rank layers by the error they add; writes "
@@ -102,7 +105,18 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[dim]{kind}:[/] {path}")
     if args.layerwise:
         _print_layerwise(out, layerwise_all(args.models, args.out, data), args.top)
+    check_strict(report, args.strict)
     return 0
+
+
+def check_strict(report, strict: bool) -> None:
+    """``--strict``: raise :class:`~trtopt.errors.GateFailure` (exit 1) naming every broken variant."""
+    from trtopt.benchmark.report import strict_problems
+    from trtopt.errors import GateFailure
+
+    problems = strict_problems(report) if strict else []
+    if problems:
+        raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))
 
 
 def _print_layerwise(console, results: dict, top: int) -> None:

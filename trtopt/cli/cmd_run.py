@@ -18,6 +18,9 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
     g.add_argument("--variants", default=None, help="comma-separated variants (overrides [recipe] variants)")
     g.add_argument("--min-duration", type=float, default=None, metavar="S",
                    help="minimum timed seconds per variant (overrides [bench] min_duration_s)")
+    g.add_argument("--strict", action="store_true",
+                   help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
+                        "(marked ✗) or failed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +69,9 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         console.print(f"[dim]{kind}:[/] {path}")
     total = sum(result.stage_seconds.values())
     console.print(f"[dim]done in {total:.1f} s[/]")
+    from trtopt.cli.cmd_bench import check_strict
+
+    check_strict(result.report, getattr(args, "strict", False))
     return 0
 
 
