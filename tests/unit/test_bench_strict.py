@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from test_bench_accuracy_fidelity import _det_model
+
 from trtopt.benchmark.report import strict_problems
 from trtopt.cli.main import main
 
