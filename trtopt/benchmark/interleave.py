@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from trtopt.benchmark.config import BenchConfig
+from trtopt.benchmark.gpu_conditions import NvmlMonitor, condition_warnings, summarize_readings
 from trtopt.benchmark.stats import bootstrap_median_ci
 from trtopt.benchmark.timing import (
     TimingResult,
@@ -253,6 +254,10 @@ def measure_interleaved(
             lat[i] += block
             spans[i].append(span)
             counts[i].append(len(block))
+    conds = {labels[i]: summarize_readings(readings[i]) for i in range(k)} if monitor else {}
+    warnings = condition_warnings(conds)
+    for w in warnings:
+        log.warning("GPU conditions: %s", w)
     out: dict[Hashable, TimingResult] = {}
     for i, v in enumerate(variants):
         sps = [v.batch_size * n / s if s > 0 else math.inf for n, s in zip(counts[i], spans[i])]
@@ -262,7 +267,7 @@ def measure_interleaved(
         med, lo, hi = bootstrap_median_ci(finite) if finite else (math.inf, math.inf, math.inf)
         out[v.key] = replace(base, throughput_sps=med, method="interleaved", round_sps=tuple(sps),
                              throughput_ci95=(lo, hi), group=group,
-                             conditions={"readings": readings[i]} if readings[i] else {})
+                             conditions={**conds[labels[i]], "warnings": warnings} if monitor else {})
     log.info("timed %d variant(s) in %d interleaved rounds (group %s)", k, plan.rounds, group or "-")
     return out
 
@@ -273,7 +278,7 @@ def time_comparison(
     feeds_for: Callable[[Hashable, int], Mapping[str, np.ndarray]],
     cfg: BenchConfig,
     *,
-    monitor: Monitor | None = None,
+    monitor: Monitor | str | None = "auto",
 ) -> dict[tuple[Hashable, int], TimingResult]:
     """Time every variant at every batch size; the variants of one batch size form one comparison.
 
@@ -282,11 +287,14 @@ def time_comparison(
         batch_sizes: Batch sizes; each is its own interleaved group ``"b<size>"``.
         feeds_for: ``feeds_for(key, batch_size)`` -> that variant's inputs at that batch size.
         cfg: Timing settings.
-        monitor: Optional reading around every block (GPU conditions).
+        monitor: Reading around every block; ``"auto"`` = NVML when any runner is on a GPU
+            (:class:`~trtopt.benchmark.gpu_conditions.NvmlMonitor`), else none.
 
     Returns:
         ``(key, batch_size)`` to its timing.
     """
+    if monitor == "auto":
+        monitor = NvmlMonitor() if any(runner_device(r) == "cuda" for _, r, _ in entries) else None
     out: dict[tuple[Hashable, int], TimingResult] = {}
     for bs in batch_sizes:
         group = [TimedVariant(key, runner, feeds_for(key, bs), bs, label) for key, runner, label in entries]

@@ -194,6 +194,9 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
         lines.append("- GPU: none detected")
     if env.get("jetson"):
         lines.append(f"- Jetson: {env['jetson']}")
+    gc = env.get("gpu_conditions")
+    if gc and env.get("gpus"):
+        lines.append(f"- GPU conditions at start (NVML): {gc}")
     return lines
 
 
@@ -225,6 +228,9 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
     unstable = [v["name"] for v in data["variants"] if (v.get("timing") or {}).get("unstable")]
     if unstable:
         lines.append(f"⚠ Unstable timings (latency CV above threshold): {', '.join(unstable)}.")
+    gpu_warn = dict.fromkeys(w for v in data["variants"]
+                             for w in ((v.get("timing") or {}).get("gpu_conditions") or {}).get("warnings", []))
+    lines += [f"⚠ GPU conditions: {w}." for w in gpu_warn]
     lines.append("")
     fid = _fidelity_rows(data)
     if fid:
