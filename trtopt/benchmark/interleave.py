@@ -300,5 +300,19 @@ def time_comparison(
         group = [TimedVariant(key, runner, feeds_for(key, bs), bs, label) for key, runner, label in entries]
         if group:
             res = measure_interleaved(group, cfg, group=f"b{bs}", monitor=monitor)
+            for tv in group:  # TensorRT variants: also trtexec's metrics, in its vocabulary (issue 14, item 5)
+                if getattr(tv.runner, "backend", "") == "tensorrt":
+                    res[tv.key] = replace(res[tv.key], trtexec=_trtexec_metrics(tv, cfg))
             out.update({(k, bs): t for k, t in res.items()})
     return out
+
+
+def _trtexec_metrics(tv: TimedVariant, cfg: BenchConfig) -> dict[str, Any]:
+    from trtopt.benchmark.trtexec_metrics import measure_trtexec_style
+
+    try:
+        return measure_trtexec_style(tv.runner, tv.feeds, tv.batch_size, duration_s=min(cfg.min_duration_s, 1.0) or 1.0,
+                                     warmup=cfg.warmup)
+    except ConfigError as exc:  # a runner without bound buffers: the interleaved numbers still stand
+        log.warning("no trtexec metrics for %s: %s", tv.label or tv.key, exc)
+        return {"error": str(exc)}

@@ -51,6 +51,8 @@ class TimingResult:
         group: Identity of the interleaved comparison (variants of one group share their rounds,
             so their speedups are computed from paired rounds); ``""`` when sequential.
         conditions: GPU conditions read around this variant's rounds (NVML; empty on CPU).
+        trtexec: TensorRT variants: trtexec's metrics in its vocabulary
+            (:func:`trtopt.benchmark.trtexec_metrics.trtexec_summary`); empty otherwise.
     """
 
     throughput_sps: float
@@ -69,6 +71,7 @@ class TimingResult:
     throughput_ci95: tuple[float, float] | None = None
     group: str = ""
     conditions: dict[str, Any] = field(default_factory=dict, compare=False)
+    trtexec: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``timing`` block (without the per-iteration latencies)."""
@@ -81,6 +84,8 @@ class TimingResult:
         }
         if self.conditions:
             d["gpu_conditions"] = self.conditions
+        if self.trtexec:
+            d["trtexec"] = self.trtexec
         return d
 
 
