@@ -33,4 +33,5 @@ def test_trtexec_metrics_and_interleaved_rounds_on_a_real_engine(tmp_path):
                               BenchConfig(warmup=5, min_duration_s=0.2))
     ta, tb = got[("a", 4)], got[("b", 4)]
     assert ta.mode == "gpu-no-transfer" and len(ta.round_sps) >= 5 and ta.trtexec["queries"] >= 10
+    assert tb.group == ta.group == "b4" and len(tb.round_sps) == len(ta.round_sps)
     assert "gpu_conditions" in ta.to_dict() or ta.conditions == {}
