@@ -232,6 +232,18 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
                              for w in ((v.get("timing") or {}).get("gpu_conditions") or {}).get("warnings", []))
     lines += [f"⚠ GPU conditions: {w}." for w in gpu_warn]
     lines.append("")
+    trt = [(v, (v.get("timing") or {}).get("trtexec")) for v in data["variants"]]
+    trt = [(v, t) for v, t in trt if t and "throughput_qps" in t]
+    if trt:
+        lines += ["## TensorRT in trtexec's terms", "",
+                  *_md_table(["variant", "batch", "Throughput (qps)", "Latency median ms", "Enqueue Time median ms",
+                              "H2D Latency median ms", "GPU Compute Time median ms", "D2H Latency median ms"],
+                             [[v["name"], str(v["batch_size"]), fmt_num(t["throughput_qps"]),
+                               *(fmt_num(t[k]["median"], 4) for k in ("latency", "enqueue_time", "h2d_latency",
+                                                                      "gpu_compute_time", "d2h_latency"))]
+                              for v, t in trt]),
+                  "", "Same names and definitions as trtexec (with H2D/D2H, one stream): Latency = H2D + GPU Compute "
+                  "+ D2H per query; Throughput = queries / Total Host Walltime. See bench/README.md.", ""]
     fid = _fidelity_rows(data)
     if fid:
         lines += ["## Fidelity against FP32", ""]
