@@ -103,6 +103,8 @@ def test_speedup_cell_marks_an_interval_containing_one():
         == "≈1.0× (0.93–1.07)"
     assert fmt_speedup({"speedup": 1.5, "speedup_ci95": [1.41, 1.62], "speedup_significant": True}) \
         == "1.50× (1.41–1.62)"
+    assert fmt_speedup({"speedup": 1.03, "speedup_ci95": [1.0004, 1.38], "speedup_significant": True}) \
+        == "1.0300× (1.0004–1.3800)"
     assert fmt_speedup({"speedup": 2.0}) == "2.00×"  # an older report: point estimate only
     assert fmt_speedup({"speedup": None}) == "—"
 

@@ -37,8 +37,12 @@ def fmt_speedup(vs: Mapping[str, Any]) -> str:
     if ci is None or vs.get("speedup_method") == "same variant":
         return f"{s:.2f}×"
     lo, hi = (as_float(x) for x in ci)
-    head = f"≈{s:.1f}×" if vs.get("speedup_significant") is False else f"{s:.2f}×"
-    return f"{head} ({lo:.2f}–{hi:.2f})"
+    if vs.get("speedup_significant") is False:
+        return f"≈{s:.1f}× ({lo:.2f}–{hi:.2f})"
+    d = 2
+    while d < 6 and 1.0 in (round(lo, d), round(hi, d)):  # a significant bound must not print as 1.00
+        d += 1
+    return f"{s:.{d}f}× ({lo:.{d}f}–{hi:.{d}f})"
 
 
 def fmt_throughput(v: Mapping[str, Any], interval: bool = True) -> str:
