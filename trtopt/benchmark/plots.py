@@ -111,7 +111,7 @@ def _pareto(plt: Any, variants: list[Any], dest: Path) -> Path | None:
         return None
     names = list(dict.fromkeys(f"{v.name} ({v.backend})" for vs in groups.values() for v in vs))
     style = {n: (f"C{i % 10}", _MARKERS[i % len(_MARKERS)]) for i, n in enumerate(names)}
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(7.5, 5.5 * len(groups)), 4.2), squeeze=False)
     handles: dict[str, Any] = {}
     for ax, (bs, vs) in zip(axes[0], groups.items()):
         pts, cis, ylabel = [], [], ""
@@ -127,7 +127,8 @@ def _pareto(plt: Any, variants: list[Any], dest: Path) -> Path | None:
             handles[f"{v.name} ({v.backend})"] = ax.errorbar(x, acc, xerr=xerr, yerr=yerr, fmt=marker, color=color,
                                                               ms=7, capsize=3, lw=1)
         front = pareto_front(pts)
-        (line,) = ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="0.4", lw=1, zorder=0)
+        (line,) = ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--o", color="0.4", lw=1, ms=14,
+                          mfc="none", zorder=0)  # rings: a one-point front stays visible
         handles["Pareto front (not dominated)"] = line
         ax.set_ylim(*accuracy_limits([p[1] for p in pts], cis))
         ax.set_xlabel("throughput (samples/s)")
@@ -135,9 +136,10 @@ def _pareto(plt: Any, variants: list[Any], dest: Path) -> Path | None:
         ax.set_title(f"batch {bs}")
         ax.grid(alpha=0.3)
     fig.suptitle("throughput vs accuracy (error bars: 95 % intervals)")
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(handles) - 1) // 4)))
-    fig.tight_layout(rect=(0, 0.08 + 0.045 * ((len(handles) - 1) // 4), 1, 1))
+    ncol = min(3, len(handles))
+    rows = (len(handles) + ncol - 1) // ncol
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     try:
         return _save(fig, dest)
     finally:

@@ -63,7 +63,7 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     result = Pipeline(recipe, out, progress=progress).run()
     console = Console()
     if not console.is_terminal:  # piped/CI output: don't squeeze the table into 80 columns
-        console = Console(width=160)
+        console = Console(width=200)
     console.print(render_table(result.report))
     for kind, path in result.paths.items():
         console.print(f"[dim]{kind}:[/] {path}")
