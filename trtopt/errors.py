@@ -56,3 +56,9 @@ class GateFailure(TrtoptError):
     """A regression gate found a regression (exit code 1, unlike user errors)."""
 
     exit_code = 1
+
+
+class GateInconclusive(TrtoptError):
+    """A regression gate could not tell noise from regression (exit code 3): re-run quieter or time longer."""
+
+    exit_code = 3

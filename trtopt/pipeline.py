@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,26 +195,34 @@ class Pipeline:
         return artifacts
 
     # -- benchmark -----------------------------------------------------------------
-    def _bench_variant(self, variant: str, path: Path, workload, reference) -> tuple[list, object]:
-        from trtopt.benchmark import VariantResult, evaluate, measure
+    def _bench_variant(self, variant: str, path: Path, workload, reference, stack) -> tuple[list, object]:
+        """Open (kept open on ``stack`` until every variant is timed) and evaluate one variant; rows untimed."""
+        from trtopt.benchmark import VariantResult, evaluate
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         bcfg = self.recipe.bench
-        results = []
-        with self._open(variant, path, workload) as runner:
-            acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                           batch_size=max(bcfg.batch_sizes),
-                           tolerances=bcfg.tolerance())
-            for bs in bcfg.batch_sizes:
-                idx = np.arange(bs) % workload.count(workload.eval_x)
-                timing = measure(runner, workload.take(workload.eval_x, idx), bcfg, batch_size=bs)
-                results.append(VariantResult(
-                    name=variant, backend=runner.backend, precision=precision,
-                    sparsity="2:4" if sparse else "dense", batch_size=bs, timing=timing, accuracy=acc,
-                    artifact=str(path), status="ok", reason="",
-                    extra={"fp16_rest": fp16_rest, "runner": runner.describe()},
-                ))
+        runner = stack.enter_context(self._open(variant, path, workload))
+        acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
+                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance())
+        results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
+                                 sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
+                                 artifact=str(path), status="ok", reason="",
+                                 extra={"fp16_rest": fp16_rest, "runner": runner.describe()})
+                   for bs in bcfg.batch_sizes]
+        self._timed.append((variant, runner, results))
         return results, acc
+
+    def _time_all(self, workload) -> None:
+        """Time every evaluated variant together: interleaved rounds per batch size (issue 14)."""
+        from trtopt.benchmark.interleave import time_comparison
+
+        n = workload.count(workload.eval_x)
+        entries = [(v, runner, v) for v, runner, _ in self._timed]
+        got = time_comparison(entries, self.recipe.bench.batch_sizes,
+                              lambda _v, bs: workload.take(workload.eval_x, np.arange(bs) % n), self.recipe.bench)
+        for v, _, results in self._timed:
+            for r in results:
+                r.timing = got[(v, r.batch_size)]
 
     def _open(self, variant: str, path: Path, workload):
         """Open the runner for a variant on the recipe's backend."""
@@ -282,20 +291,27 @@ class Pipeline:
                                    self.recipe.workload))
         artifacts = self._prepare(workload)
         variants, reference = [], None
-        for v in self.recipe.run.variants:
-            if v not in artifacts:
-                variants += self._failed_variant(v, self.failed.get(v, "not built"))
-                continue
-            try:
-                res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
-                                       lambda v=v, ref=reference: self._bench_variant(v, artifacts[v], workload, ref))
-            except TrtoptError as exc:
-                variants += self._failed_variant(v, str(exc))
-                continue
-            if v == "fp32":
-                reference = acc.outputs
+        self._timed = []
+        with ExitStack() as stack:  # runners stay open: all variants are timed together, interleaved
+            for v in self.recipe.run.variants:
+                if v not in artifacts:
+                    variants += self._failed_variant(v, self.failed.get(v, "not built"))
+                    continue
+                try:
+                    res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
+                                           lambda v=v, ref=reference: self._bench_variant(v, artifacts[v], workload,
+                                                                                          ref, stack))
+                except TrtoptError as exc:
+                    variants += self._failed_variant(v, str(exc))
+                    continue
+                if v == "fp32":
+                    reference = acc.outputs
+                variants += res
+            if self._timed:
+                self._stage("timing", f"{len(self._timed)} variant(s) in interleaved rounds",
+                            lambda: self._time_all(workload))
+        for v, _, res in self._timed:
             self._attach_engine(v, artifacts[v], res)
-            variants += res
         info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes,
                 "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()}}
         report = Report(environment=capture_environment(), workload=info, variants=variants)

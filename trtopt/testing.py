@@ -31,7 +31,7 @@ class ReportCheck:
     """A loaded report with assertion helpers.
 
     Args:
-        data: A validated report dict (``trtopt.report/1``).
+        data: A validated report dict (``trtopt.report/1`` or ``/2``).
         source: Where it came from, for messages.
     """
 

@@ -79,7 +79,10 @@ def test_evaluate_batches_reference_and_tolerances():
                        tolerances=Tolerance(max_abs_err=0.1, min_top1_agreement=99.0))
     assert acc.fidelity["logits"]["max_abs_err"] == pytest.approx(0.25, abs=1e-6)
     assert acc.violations == {"logits": ["max_abs_err 0.25 > 0.1"]}
-    assert acc.to_dict() == {"metric": "top1", "value": 100.0, "top5": 100.0}
+    d = acc.to_dict()
+    assert {k: d[k] for k in ("metric", "value", "top5", "samples")} == {"metric": "top1", "value": 100.0,
+                                                                         "top5": 100.0, "samples": len(acc.outputs)}
+    assert d["ci95"][1] == 100.0 and d["ci95"][0] < 100.0  # Wilson: all right on a few samples is not certainty
 
 
 def test_evaluate_pads_a_static_batch_and_rejects_impossible_batch():

@@ -230,7 +230,7 @@ def test_bench_cli_marks_a_detector_with_broken_scores(tmp_path):
     np.savez(tmp_path / "eval.npz", x=np.abs(np.random.default_rng(1).normal(size=(6, 8))).astype(np.float32))
     out = tmp_path / "out"
     assert main(["bench", fp32, broken, "--data", str(tmp_path / "eval.npz"), "--out", str(out),
-                 "--warmup", "1", "--iterations", "2", "--no-plots"]) == 0
+                 "--warmup", "1", "--iterations", "5", "--no-plots"]) == 0
     rep = json.loads((out / "report.json").read_text())
     by = {v["name"]: v for v in rep["variants"]}
     f = by["broken"]["fidelity"]["det"]

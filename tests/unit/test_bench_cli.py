@@ -14,7 +14,7 @@ from trtopt.cli.main import main
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(8, 4)).astype(np.float32)
-FAST = ["--warmup", "1", "--iterations", "3", "--no-plots"]
+FAST = ["--warmup", "1", "--iterations", "5", "--no-plots"]
 
 
 def _save(path, w, batch=None, qdq=False):
@@ -54,7 +54,7 @@ def test_bench_writes_report_with_sweep_accuracy_and_fidelity(models, tmp_path, 
     assert set(rows) == {("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)}
     assert rows[("fp32", 1)]["accuracy"]["value"] == 100.0
     assert rows[("int8", 4)]["precision"] == "int8" and rows[("fp32", 4)]["precision"] == "fp32"
-    assert rows[("int8", 4)]["timing"]["iterations"] == 3 and rows[("int8", 4)]["timing"]["mode"] == "cpu"
+    assert rows[("int8", 4)]["timing"]["iterations"] == 5 and rows[("int8", 4)]["timing"]["mode"] == "cpu"
     assert rows[("int8", 4)]["fidelity"]["logits"]["sqnr_db"] != "inf"  # quantized input: not exact
     assert rows[("fp32", 1)]["vs_fp32"]["speedup"] == pytest.approx(1.0)
     assert rows[("int8", 4)]["fidelity_violations"]["logits"][0].startswith("sqnr_db ")

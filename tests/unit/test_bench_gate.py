@@ -104,9 +104,9 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "REGRESSIONS" in out and "fp32" in out and "-50.0%" in out
     assert main(["gate", bad, "--baseline", base, "--max-throughput-drop", "60%"]) == 0
     v2 = copy.deepcopy(BASE)
-    v2["schema"] = "trtopt.report/2"
-    assert main(["gate", good, "--baseline", _write(tmp_path, "v2.json", v2)]) == 2
-    assert "trtopt.report/2" in capsys.readouterr().err
+    v2["schema"] = "trtopt.report/3"
+    assert main(["gate", good, "--baseline", _write(tmp_path, "v3.json", v2)]) == 2
+    assert "trtopt.report/3" in capsys.readouterr().err
     other = _write(tmp_path, "other.json", _report(_v("fp32", 990.0, 97.0), _v("fp16", 1.0, 1.0)))
     assert main(["gate", other, "--baseline", base]) == 2
     assert main(["gate", good, "--baseline", base, "--max-accuracy-drop", "lots"]) == 2

@@ -43,11 +43,15 @@ def make_report():
 def test_vs_fp32_uses_same_batch_dense_fp32_baseline():
     r = make_report().finalize()
     by = {(v.name, v.batch_size): v.vs_fp32 for v in r.variants}
-    assert by[("fp32", 8)] == {"accuracy_delta": 0.0, "speedup": pytest.approx(1.0), "baseline": "fp32"}
+    assert by[("fp32", 8)] == {"accuracy_delta": 0.0, "speedup": pytest.approx(1.0), "baseline": "fp32",
+                               "speedup_ci95": [1.0, 1.0], "speedup_significant": False,
+                               "speedup_method": "same variant"}
     assert by[("int8", 8)]["speedup"] == pytest.approx(2.0)
     assert by[("int8", 8)]["accuracy_delta"] == pytest.approx(-0.5)
     assert by[("int8", 32)]["speedup"] == pytest.approx(1.5)
-    assert by[("trt-int8", 8)] == {"accuracy_delta": None, "speedup": None, "baseline": None}
+    assert by[("int8", 8)]["speedup_ci95"] is None and by[("int8", 8)]["speedup_method"] == "point"  # sequential
+    assert by[("trt-int8", 8)] == {"accuracy_delta": None, "speedup": None, "baseline": None, "speedup_ci95": None,
+                                   "speedup_significant": None, "speedup_method": None}
 
 
 def test_skipped_variant_needs_reason_and_has_null_numbers():
@@ -64,7 +68,7 @@ def test_to_dict_is_strict_json_and_validates():
     text = json.dumps(d, allow_nan=False)  # inf SQNR must not produce invalid JSON
     back = json.loads(text)
     assert back["variants"][1]["fidelity"]["logits"]["sqnr_db"] == "inf"
-    assert back["schema"] == SCHEMA == "trtopt.report/1"
+    assert back["schema"] == SCHEMA == "trtopt.report/2"
     v = back["variants"][0]
     for key in ("name", "backend", "precision", "sparsity", "batch_size", "throughput_sps", "latency_ms",
                 "accuracy", "vs_fp32", "artifact", "status", "reason"):
@@ -74,8 +78,8 @@ def test_to_dict_is_strict_json_and_validates():
     assert check_schema(back) is back
 
 
-@pytest.mark.parametrize("schema,msg", [("trtopt.report/2", "reads trtopt.report/1 only"),
-                                        ("trtopt.report/0.9", "reads trtopt.report/1 only"),
+@pytest.mark.parametrize("schema,msg", [("trtopt.report/3", "reads trtopt.report/1 and trtopt.report/2 only"),
+                                        ("trtopt.report/0.9", "reads trtopt.report/1 and trtopt.report/2 only"),
                                         ("other/1", "unknown schema")])
 def test_other_schema_versions_are_rejected(tmp_path, schema, msg):
     d = make_report().finalize().to_dict()
@@ -108,7 +112,7 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
     assert data["variants"][1]["vs_fp32"]["speedup"] == pytest.approx(2.0)  # finalized on write
     md = paths["markdown"].read_text()
     assert "| int8 | onnxruntime | int8 | dense | 8 | 2,000.0 |" in md
-    assert "2.00x" in md and "-0.50" in md
+    assert "2.00×" in md and "-0.50" in md
     assert "trt-int8 (skipped: tensorrt is not installed)" in md
     assert "## Fidelity against FP32" in md and "| int8 | 8 | logits | 99.00 |" in md
     assert "TestCPU" in md
@@ -122,8 +126,8 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
 def test_render_table_columns_and_rows():
     t = render_table(make_report().finalize())
     headers = [c.header for c in t.columns]
-    for col in ("variant", "backend", "precision", "sparsity", "samples/s", "p50 ms", "p99 ms", "accuracy",
-                "Δ vs FP32", "speedup vs FP32"):
+    for col in ("variant", "backend", "precision", "sparsity", "samples/s (95% CI)", "p50 ms", "p99 ms", "accuracy",
+                "Δ vs FP32", "speedup vs FP32 (95% CI)"):
         assert col in headers
     assert t.row_count == 5
 

@@ -56,9 +56,9 @@ def test_plugin_in_a_user_test_session(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert "1 failed, 1 passed" in res.stdout, res.stdout + res.stderr
     assert "speedup 2.00x < 3x" in res.stdout
-    v2 = dict(REPORT, schema="trtopt.report/2")
+    v2 = dict(REPORT, schema="trtopt.report/3")
     p.write_text(json.dumps(v2))
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "--trtopt-report", str(p),
                           str(tmp_path / "test_user.py"), "-o", "addopts=", "--rootdir", str(tmp_path)],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert "trtopt.report/2" in res.stdout and "2 failed" in res.stdout, res.stdout
+    assert "trtopt.report/3" in res.stdout and "2 failed" in res.stdout, res.stdout

@@ -25,7 +25,7 @@ def demo_run(tmp_path_factory):
         "workload": {"model": "digits_cnn", "train_epochs": 15},
         "prune": {"method": "magnitude"},
         "finetune": {"epochs": 3, "distill_alpha": 0.5},
-        "bench": {"batch_sizes": [16], "warmup": 1, "min_duration_s": 0.05},
+        "bench": {"batch_sizes": [16], "warmup": 1, "iterations": 5},
     })
     stages = []
     result = Pipeline(recipe, out, progress=lambda s, d: stages.append(s)).run()
@@ -48,6 +48,10 @@ def test_every_variant_ran_and_report_is_written(demo_run):
         assert v[name]["status"] == "ok", v[name]
         assert v[name]["throughput_sps"] > 0
         assert v[name]["accuracy"]["metric"] == "top1"
+        # issue 14: all variants timed together in interleaved rounds; speedups paired, with intervals
+        assert v[name]["timing"]["method"] == "interleaved" and v[name]["timing"]["group"] == "b16"
+        assert v[name]["timing"]["rounds"] == 5 and v[name]["vs_fp32"]["speedup_ci95"] is not None
+    assert v["int8"]["vs_fp32"]["speedup_method"] == "paired-rounds"
     assert (out / "report.md").is_file()
 
 

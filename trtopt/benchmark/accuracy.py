@@ -91,6 +91,9 @@ class AccuracyResult:
         all_outputs: Every output by name.
         violations: Output name to failed tolerance checks.
         tolerances: Output name to the thresholds applied (:meth:`Tolerance.to_dict`).
+        samples: Labelled samples the metric was computed on (``None`` without labels).
+        correct: Per-sample top-1 correctness (``top1`` only): the gate compares two runs image
+            by image with it, and the Wilson interval of ``value`` comes from it.
     """
 
     metric: str
@@ -101,6 +104,8 @@ class AccuracyResult:
     all_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     violations: dict[str, list[str]] = field(default_factory=dict)
     tolerances: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    samples: int | None = None
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def fidelity_ok(self) -> bool | None:
@@ -109,9 +114,16 @@ class AccuracyResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``accuracy`` block."""
+        from trtopt.benchmark.stats import pack_bits, wilson_interval
+
         d: dict[str, Any] = {"metric": self.metric, "value": self.value}
         if self.top5 is not None:
             d["top5"] = self.top5
+        if self.samples is not None:
+            d["samples"] = self.samples
+        if self.correct is not None and self.correct.size:
+            d["ci95"] = list(wilson_interval(int(self.correct.sum()), int(self.correct.size)))
+            d["correct_bits"] = pack_bits(self.correct)
         return d
 
 
@@ -200,7 +212,7 @@ def evaluate(
     if primary not in outs:
         raise InputError(f"no output named '{primary}' (outputs: {sorted(outs)})")
     main = outs[primary]
-    metric_name, value, top5 = "none", None, None
+    metric_name, value, top5, correct = "none", None, None, None
     if labels is not None:
         fn = metric if callable(metric) else _METRICS.get(metric)
         if fn is None:
@@ -209,6 +221,8 @@ def evaluate(
         value = float(fn(main, np.asarray(labels)))
         if metric_name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
             top5 = topk_accuracy(main, labels, 5)
+        if metric_name == "top1":  # value is valid, so labels fit: keep which samples were right
+            correct = main.argmax(1) == np.asarray(labels).reshape(-1).astype(np.int64)
     fid: dict[str, dict[str, Any]] = {}
     bad: dict[str, list[str]] = {}
     used: dict[str, dict[str, float | None]] = {}
@@ -224,4 +238,5 @@ def evaluate(
             if v := tol.violations(fid[name]):
                 bad[name] = v
     return AccuracyResult(metric=metric_name, value=value, top5=top5, fidelity=fid, outputs=main,
-                          all_outputs=outs, violations=bad, tolerances=used)
+                          all_outputs=outs, violations=bad, tolerances=used,
+                          samples=None if labels is None else len(main), correct=correct)

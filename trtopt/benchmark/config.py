@@ -36,6 +36,12 @@ class BenchConfig:
         min_top1_agreement: Fidelity tolerance (percent) applied to every classifier output
             (per sample) and sequence output (per position).
         min_channel_cosine: Fidelity tolerance on the worst channel's cosine.
+        rounds: Most interleaved rounds per comparison (issue 14): the variants of one comparison
+            are timed round-robin, each getting ``min_duration_s / rounds`` (or ``iterations /
+            rounds``) per round; fewer rounds are run when one iteration does not fit.
+        min_rounds: Fewest rounds a comparison may have: a budget too short for them is an error
+            (an interval from fewer rounds means little).
+        seed: Seed of the randomised round starts (``None`` = a fresh one every run).
 
     Unset tolerances keep :data:`trtopt.benchmark.accuracy.DEFAULT_TOLERANCE` (cosine >= 0.99,
     worst channel cosine >= 0.99, top-1 agreement >= 99 %); set ``0`` / ``-1`` to accept anything.
@@ -56,6 +62,9 @@ class BenchConfig:
     max_abs_err: float | None = None
     min_top1_agreement: float | None = None
     min_channel_cosine: float | None = None
+    rounds: int = 20
+    min_rounds: int = 5
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_sizes, int):
@@ -81,6 +90,9 @@ class BenchConfig:
             raise ConfigError(f"bench.mode must be one of {', '.join(TIMING_MODES)}, got '{self.mode}'")
         if not self.cv_threshold > 0:
             raise ConfigError(f"bench.cv_threshold must be positive, got {self.cv_threshold}")
+        if self.min_rounds < 2 or self.rounds < self.min_rounds:
+            raise ConfigError(f"bench.rounds ({self.rounds}) must be >= bench.min_rounds ({self.min_rounds}), "
+                              "which must be >= 2")
         if self.eval_batch_size < 0:
             raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
 

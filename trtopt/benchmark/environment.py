@@ -105,11 +105,10 @@ def _jetson() -> dict[str, Any] | None:
     release = Path("/etc/nv_tegra_release")
     if not release.exists():
         return None
+    from trtopt.benchmark.gpu_conditions import jetson_state
+
     info: dict[str, Any] = {"l4t": release.read_text(errors="replace").splitlines()[0].strip()}
-    out = _run(["nvpmodel", "-q"])
-    if out:
-        m = re.search(r"NV Power Mode:\s*(\S+)", out)
-        info["power_mode"] = m.group(1) if m else out.strip().splitlines()[0]
+    info.update(jetson_state() or {})  # power_mode (nvpmodel -q), jetson_clocks on/off/unknown
     return info
 
 
@@ -117,6 +116,12 @@ def _torch_cuda() -> str | None:
     # torch.version.cuda is a constant; read it only when torch is already imported (no CUDA init either way)
     torch = sys.modules.get("torch")
     return getattr(getattr(torch, "version", None), "cuda", None) if torch else None
+
+
+def _gpu_conditions() -> dict[str, Any]:
+    from trtopt.benchmark.gpu_conditions import nvml_environment
+
+    return nvml_environment()
 
 
 def capture_environment() -> dict[str, Any]:
@@ -135,6 +140,7 @@ def capture_environment() -> dict[str, Any]:
         "gpus": _gpus(),
         "torch_cuda": _torch_cuda(),
         "jetson": _jetson(),
+        "gpu_conditions": _gpu_conditions(),
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MKL_NUM_THREADS")
                      if k in os.environ},
     }

@@ -1,6 +1,16 @@
 """Regression gate: compare a report with a baseline report under accuracy/throughput budgets.
 
-Used by ``trtopt gate`` in GPU CI. A variant regresses when its accuracy drops by more than
+Used by ``trtopt gate`` in GPU CI. Three outcomes per check (issue 14): *regression* only when
+the whole 95 % interval of the change lies beyond the budget, *pass* when it lies within, and
+*inconclusive* (exit code 3: re-run on a quieter machine or time longer) when it straddles the
+budget. Throughput intervals come from the per-round throughputs of both runs (two-sample
+bootstrap of the ratio of medians, :func:`trtopt.benchmark.stats.ratio_of_medians_ci`);
+accuracy intervals from the images whose top-1 correctness flipped between the runs
+(:func:`trtopt.benchmark.stats.paired_accuracy_change_ci`: one image of 540 is 0.19 points and
+not evidence of a drop). A report or baseline without them (schema ``trtopt.report/1``, a custom
+metric) is compared on point estimates, and the gate says so in a note.
+
+A variant regresses when its accuracy drops by more than
 ``max_accuracy_drop`` metric points, its throughput drops by more than
 ``max_throughput_drop`` percent, it stopped running (``ok`` in the baseline, ``failed`` or
 ``skipped`` now), or it fell outside its fidelity tolerance (``fidelity_ok`` false, e.g. below the
@@ -30,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from trtopt.benchmark.report import as_float, variant_key
-from trtopt.errors import ConfigError, GateFailure, InputError
+from trtopt.benchmark.stats import paired_accuracy_change_ci, ratio_of_medians_ci, unpack_bits
+from trtopt.errors import ConfigError, GateFailure, GateInconclusive, InputError
 
 
 @dataclass(frozen=True)
@@ -116,11 +127,19 @@ class GateRow:
     accuracy_change: float | None
     budget: Budget
     problems: tuple[str, ...] = ()
+    unsure: tuple[str, ...] = ()
+    throughput_change_ci: tuple[float, float] | None = None
+    accuracy_change_ci: tuple[float, float] | None = None
 
     @property
     def regressed(self) -> bool:
         """Whether the variant is outside its budget."""
         return bool(self.problems)
+
+    @property
+    def inconclusive(self) -> bool:
+        """Whether no check regressed but at least one interval straddles its budget."""
+        return not self.problems and bool(self.unsure)
 
 
 @dataclass(frozen=True)
@@ -140,12 +159,29 @@ class GateResult:
         """Rows outside their budget."""
         return [r for r in self.rows if r.regressed]
 
+    @property
+    def inconclusive(self) -> list[GateRow]:
+        """Rows that did not regress but whose interval straddles the budget."""
+        return [r for r in self.rows if r.inconclusive]
+
+    @property
+    def exit_code(self) -> int:
+        """0 within budget, 1 regression, 3 inconclusive (no regression, some interval straddles a budget)."""
+        return 1 if self.regressions else (3 if self.inconclusive else 0)
+
     def raise_for_regressions(self) -> None:
-        """Raise :class:`~trtopt.errors.GateFailure` (exit code 1) naming every regressed variant."""
+        """Raise :class:`~trtopt.errors.GateFailure` (exit 1) or :class:`~trtopt.errors.GateInconclusive` (exit 3).
+
+        GateFailure names every regressed variant; GateInconclusive is raised when nothing regressed
+        but some check could not tell noise from regression.
+        """
         if not self.passed:
             what = "; ".join(f"{r.name}@{r.batch_size} ({r.backend}): {', '.join(r.problems)}"
                              for r in self.regressions)
             raise GateFailure(f"{len(self.regressions)} variant(s) regressed: {what}")
+        if self.inconclusive:
+            what = "; ".join(f"{r.name}@{r.batch_size} ({r.backend}): {', '.join(r.unsure)}" for r in self.inconclusive)
+            raise GateInconclusive(f"inconclusive: re-run on a quieter machine or time longer ({what})")
 
 
 def _acc(v: dict[str, Any]) -> float | None:
@@ -156,17 +192,58 @@ def _fid_failed(v: dict[str, Any]) -> bool:
     return v.get("fidelity_ok") is False or bool(v.get("fidelity_violations"))
 
 
+def _rounds(v: dict[str, Any]) -> list[float] | None:
+    r = (v.get("timing") or {}).get("round_throughputs_sps") if v.get("status") == "ok" else None
+    return [as_float(x) for x in r] if r else None
+
+
+def _correct(v: dict[str, Any]) -> Any:
+    a = v.get("accuracy") or {}
+    if v.get("status") != "ok" or a.get("metric") != "top1" or not a.get("correct_bits") or not a.get("samples"):
+        return None
+    try:
+        return unpack_bits(str(a["correct_bits"]), int(a["samples"]))
+    except ValueError:
+        return None
+
+
+def _verdict(change: float, lo: float, hi: float, budget: float, what: str, unit: str) -> tuple[str, str]:
+    """('regressed' | 'unsure' | '', message) for a change interval against ``-budget``."""
+    ci = f"{change:+.2f}{unit} (95% CI {lo:+.2f}…{hi:+.2f})"
+    if hi < -budget:
+        return "regressed", f"{what} {ci} beyond the {budget:g}{unit} budget"
+    if lo < -budget:
+        return "unsure", f"{what} {ci} straddles the {budget:g}{unit} budget"
+    return "", ""
+
+
 def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateRow:
-    problems = []
+    problems, unsure = [], []
     tb, tc = as_float(base.get("throughput_sps")), as_float(cur.get("throughput_sps"))
     ab, ac = _acc(base), _acc(cur)
     if base["status"] == "ok" and cur["status"] != "ok":
         problems.append(f"{cur['status']}: {cur.get('reason') or 'no reason given'}")
     tchange = 100.0 * (tc / tb - 1.0) if tb and tc is not None else None
-    if tchange is not None and -tchange > budget.max_throughput_drop:
+    rb, rc = _rounds(base), _rounds(cur)
+    tci = None
+    if tchange is not None and rb and rc and tb > 0:
+        _, lo, hi = ratio_of_medians_ci(rc, rb)
+        tci = (100.0 * (lo - 1.0), 100.0 * (hi - 1.0))
+        kind, msg = _verdict(tchange, *tci, budget.max_throughput_drop, "throughput", "%")
+        (problems if kind == "regressed" else unsure if kind else []).append(msg)
+    elif tchange is not None and -tchange > budget.max_throughput_drop:
         problems.append(f"throughput -{-tchange:.1f}% > {budget.max_throughput_drop:g}% budget")
     achange = ac - ab if ab is not None and ac is not None else None
-    if achange is not None and -achange > budget.max_accuracy_drop:
+    cb, cc = _correct(base), _correct(cur)
+    aci = None
+    if achange is not None and cb is not None and cc is not None and cb.size == cc.size:
+        lost, gained = int((cb & ~cc).sum()), int((~cb & cc).sum())
+        ch, lo, hi = paired_accuracy_change_ci(lost, gained, int(cb.size))
+        aci = (lo, hi)
+        kind, msg = _verdict(ch, lo, hi, budget.max_accuracy_drop, "accuracy", " pts")
+        (problems if kind == "regressed" else unsure if kind else []).append(
+            f"{msg} ({lost} lost, {gained} gained of {cb.size})" if msg else msg)
+    elif achange is not None and -achange > budget.max_accuracy_drop:
         problems.append(f"accuracy -{-achange:.2f} points > {budget.max_accuracy_drop:g} budget")
     if ab is not None and ac is None and cur["status"] == "ok":
         problems.append("accuracy missing (baseline had one)")
@@ -174,7 +251,8 @@ def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateR
         bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (cur.get("fidelity_violations") or {}).items())
         problems.append(f"fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
     name, backend, bs = variant_key(cur)
-    return GateRow(name, backend, bs, tb, tc, tchange, ab, ac, achange, budget, tuple(problems))
+    return GateRow(name, backend, bs, tb, tc, tchange, ab, ac, achange, budget, tuple(problems), tuple(unsure),
+                   tci, aci)
 
 
 def _env_notes(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
@@ -236,6 +314,17 @@ def gate(report: dict[str, Any], baseline: dict[str, Any], budget: Budget | None
             raise InputError(f"variant {fmt([k])}: accuracy metric is {mc} in the report but {mb} in the baseline")
     rows = [_compare(cur[k], base[k], overrides.budget_for(budget, k[0], k[2])) for k in base if gated(k)]
     notes = _env_notes(report, baseline)
+    keys = [k for k in base if gated(k) and cur[k].get("status") == "ok" and base[k].get("status") == "ok"]
+    point_t = [k for k in keys if not (_rounds(cur[k]) and _rounds(base[k]))]
+    point_a = [k for k in keys if _acc(cur[k]) is not None and _acc(base[k]) is not None
+               and (_correct(cur[k]) is None or _correct(base[k]) is None)]
+    if point_t:
+        notes.append(f"throughput of {fmt(point_t)} compared as point estimates: the report or the baseline has no "
+                     "per-round throughputs (schema trtopt.report/1 or sequential timing), so noise cannot be told "
+                     "from regression; re-run the baseline with this trtopt")
+    if point_a:
+        notes.append(f"accuracy of {fmt(point_a)} compared as point estimates: no per-sample top-1 results in the "
+                     "report or the baseline (older schema or a custom metric)")
     for k in base:
         mb, mc = ((x.get("timing") or {}).get("mode") for x in (base[k], cur.get(k, {})))
         if gated(k) and mb and mc and mb != mc:

@@ -1,8 +1,14 @@
 """PNG plots of a report (needs matplotlib, the ``plot`` extra; silently skipped without it).
 
-Three figures: a throughput-vs-accuracy scatter with the Pareto front marked, the latency
-distribution of every variant (from the per-iteration latencies kept in memory), and
-throughput against batch size for batch sweeps.
+Three figures: throughput vs accuracy with the Pareto front, one panel per batch size (a front
+across batch sizes compares unlike things), the latency distribution of every variant (from the
+per-iteration latencies kept in memory), and throughput against batch size for batch sweeps.
+
+Readable by construction (issue 14, item 7): variants are told apart by colour and marker in a
+legend instead of text annotations (which overlap when variants cluster); every point carries its
+95 % intervals as error bars (throughput: bootstrap; accuracy: Wilson), and the accuracy axis spans
+at least :data:`MIN_ACCURACY_SPAN` points, so one image of 540 (0.19 points) does not look like
+a cliff; the batch axis is log-2 with plain-number ticks (1, 8, 32, not 2^3).
 """
 
 from __future__ import annotations
@@ -34,6 +40,45 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+#: smallest accuracy-axis span (points): narrower axes turn a one-image difference into a cliff
+MIN_ACCURACY_SPAN = 2.0
+
+
+def by_batch(variants: list[Any]) -> dict[int, list[Any]]:
+    """Variants grouped by batch size, ascending (one Pareto panel each)."""
+    out: dict[int, list[Any]] = {}
+    for v in variants:
+        out.setdefault(int(v.batch_size), []).append(v)
+    return dict(sorted(out.items()))
+
+
+def accuracy_limits(values: list[float], intervals: list[tuple[float, float] | None],
+                    min_span: float = MIN_ACCURACY_SPAN) -> tuple[float, float]:
+    """Y limits covering every value and interval, at least ``min_span`` wide, clipped to [0, 100.5].
+
+    Args:
+        values: Accuracies (percent).
+        intervals: ``(low, high)`` per value, or ``None``.
+        min_span: Smallest span in points.
+    """
+    lo = min([*values, *(i[0] for i in intervals if i)])
+    hi = max([*values, *(i[1] for i in intervals if i)])
+    pad = max(0.0, min_span - (hi - lo)) / 2 + 0.05 * max(hi - lo, min_span)
+    lo, hi = lo - pad, hi + pad
+    if hi > 100.5:
+        lo, hi = lo - (hi - 100.5), 100.5
+    return max(lo, 0.0), hi
+
+
+def _accuracy_ci(v: Any) -> tuple[float, float] | None:
+    from trtopt.benchmark.stats import wilson_interval
+
+    a = v.accuracy
+    if a is None or a.value is None or a.correct is None or not a.correct.size:
+        return None
+    return wilson_interval(int(a.correct.sum()), int(a.correct.size))
+
+
 def _ok(report: Any) -> list[Any]:
     return [v for v in report.variants if v.status == "ok" and v.timing is not None]
 
@@ -56,27 +101,45 @@ def _save(fig: Any, dest: Path) -> Path:
     return dest
 
 
+_MARKERS = "osD^vP*Xph<>"
+
+
 def _pareto(plt: Any, variants: list[Any], dest: Path) -> Path | None:
-    pts, labels, ylabel = [], [], ""
-    for v in variants:
-        acc, label = _accuracy_of(v)
-        if acc is not None:
-            pts.append((v.timing.throughput_sps, acc))
-            labels.append(f"{v.name} b{v.batch_size}")
-            ylabel = ylabel or label
-    if not pts:
+    groups = {bs: [v for v in vs if _accuracy_of(v)[0] is not None] for bs, vs in by_batch(variants).items()}
+    groups = {bs: vs for bs, vs in groups.items() if vs}
+    if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts])
-    for (x, y), lab in zip(pts, labels):
-        ax.annotate(lab, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    front = pareto_front(pts)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--o", color="tab:red", mfc="none", ms=10,
-            label="Pareto front (not dominated)")
-    ax.set_xlabel("throughput (samples/s)")
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("throughput vs accuracy")
+    names = list(dict.fromkeys(f"{v.name} ({v.backend})" for vs in groups.values() for v in vs))
+    style = {n: (f"C{i % 10}", _MARKERS[i % len(_MARKERS)]) for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(7.5, 5.5 * len(groups)), 4.2), squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, (bs, vs) in zip(axes[0], groups.items()):
+        pts, cis, ylabel = [], [], ""
+        for v in vs:
+            acc, label = _accuracy_of(v)
+            ylabel = ylabel or label
+            x, ci, tci = v.timing.throughput_sps, _accuracy_ci(v), v.timing.throughput_ci95
+            pts.append((x, acc))
+            cis.append(ci)
+            color, marker = style[f"{v.name} ({v.backend})"]
+            xerr = [[x - tci[0]], [tci[1] - x]] if tci else None
+            yerr = [[acc - ci[0]], [ci[1] - acc]] if ci else None
+            handles[f"{v.name} ({v.backend})"] = ax.errorbar(x, acc, xerr=xerr, yerr=yerr, fmt=marker, color=color,
+                                                              ms=7, capsize=3, lw=1)
+        front = pareto_front(pts)
+        (line,) = ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--o", color="0.4", lw=1, ms=14,
+                          mfc="none", zorder=0)  # rings: a one-point front stays visible
+        handles["Pareto front (not dominated)"] = line
+        ax.set_ylim(*accuracy_limits([p[1] for p in pts], cis))
+        ax.set_xlabel("throughput (samples/s)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"batch {bs}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("throughput vs accuracy (error bars: 95 % intervals)")
+    ncol = min(3, len(handles))
+    rows = (len(handles) + ncol - 1) // ncol
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     try:
         return _save(fig, dest)
     finally:
@@ -109,6 +172,9 @@ def _batch(plt: Any, variants: list[Any], dest: Path) -> Path | None:
         s.sort()
         ax.plot([b for b, _ in s], [t for _, t in s], marker="o", label=name)
     ax.set_xscale("log", base=2)
+    sizes = sorted({b for s in series.values() for b, _ in s})
+    ax.set_xticks(sizes, [str(b) for b in sizes])  # plain numbers, not 2^k
+    ax.minorticks_off()
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput (samples/s)")
     ax.legend(fontsize=8)

@@ -25,6 +25,37 @@ def fmt_delta(value: Any, digits: int = 2) -> str:
     return "—" if value is None else f"{as_float(value):+.{digits}f}"
 
 
+def fmt_speedup(vs: Mapping[str, Any]) -> str:
+    """The speedup cell: ``1.23× (1.15–1.31)``.
+
+    ``≈1.0× (0.93–1.07)`` when the 95 % interval contains 1.0 (not significant); ``1.23×`` for a
+    point estimate (older reports, sequential timing).
+    """
+    if vs.get("speedup") is None:
+        return "—"
+    s, ci = as_float(vs["speedup"]), vs.get("speedup_ci95")
+    if ci is None or vs.get("speedup_method") == "same variant":
+        return f"{s:.2f}×"
+    lo, hi = (as_float(x) for x in ci)
+    if vs.get("speedup_significant") is False:
+        return f"≈{s:.1f}× ({lo:.2f}–{hi:.2f})"
+    d = 2
+    while d < 6 and 1.0 in (round(lo, d), round(hi, d)):  # a significant bound must not print as 1.00
+        d += 1
+    return f"{s:.{d}f}× ({lo:.{d}f}–{hi:.{d}f})"
+
+
+def fmt_throughput(v: Mapping[str, Any], interval: bool = True) -> str:
+    """The samples/s cell: median with its 95 % interval when known, ⚠ when the timing was unstable."""
+    tp = v.get("throughput_sps")
+    t = v.get("timing") or {}
+    ci = t.get("throughput_ci95")
+    text = fmt_num(tp)
+    if interval and tp is not None and ci:
+        text += f" ({as_float(ci[0]):,.0f}–{as_float(ci[1]):,.0f})"
+    return text + (" ⚠" if t.get("unstable") else "")
+
+
 def fidelity_failed(v: dict[str, Any]) -> bool:
     """Whether a report row is outside its fidelity tolerance (``fidelity_ok`` false or violations listed)."""
     return v.get("fidelity_ok") is False or bool(v.get("fidelity_violations"))
@@ -51,7 +82,9 @@ def _acc(v: dict[str, Any]) -> str:
         if not fid or fid.get("cosine") is None:
             return "—"
         return _fid_summary(fid) + fail
-    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip() + fail
+    ci = a.get("ci95")
+    band = f" ({as_float(ci[0]):.1f}–{as_float(ci[1]):.1f})" if ci else ""
+    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip() + band + fail
 
 
 def table_rows(report: Any) -> list[list[str]]:
@@ -60,18 +93,17 @@ def table_rows(report: Any) -> list[list[str]]:
     for v in _data(report)["variants"]:
         lat = v.get("latency_ms") or {}
         vs = v.get("vs_fp32") or {}
-        speed = "—" if vs.get("speedup") is None else f"{as_float(vs['speedup']):.2f}x"
+        speed = fmt_speedup(vs)
         note = "" if v["status"] == "ok" else f" ({v['status']}: {v['reason']})"
         note += " ✗ fidelity" if v["status"] == "ok" and fidelity_failed(v) else ""
-        unstable = " ⚠" if (v.get("timing") or {}).get("unstable") else ""
         rows.append([f"{v['name']}{note}", v["backend"], v["precision"], v["sparsity"], str(v["batch_size"]),
-                     fmt_num(v.get("throughput_sps")) + unstable, fmt_num(lat.get("p50"), 3),
+                     fmt_throughput(v), fmt_num(lat.get("p50"), 3),
                      fmt_num(lat.get("p99"), 3), _acc(v), fmt_delta(vs.get("accuracy_delta")), speed])
     return rows
 
 
-COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s", "p50 ms", "p99 ms", "accuracy",
-           "Δ vs FP32", "speedup vs FP32")
+COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s (95% CI)", "p50 ms", "p99 ms", "accuracy",
+           "Δ vs FP32", "speedup vs FP32 (95% CI)")
 
 
 #: Header of the optional engine column (TensorRT-for-RTX build of each variant, made by `trtopt demo`/`run`).
@@ -166,6 +198,9 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
         lines.append("- GPU: none detected")
     if env.get("jetson"):
         lines.append(f"- Jetson: {env['jetson']}")
+    gc = env.get("gpu_conditions")
+    if gc and env.get("gpus"):
+        lines.append(f"- GPU conditions at start (NVML): {gc}")
     return lines
 
 
@@ -186,10 +221,33 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
     modes = sorted({(v.get("timing") or {}).get("mode") for v in data["variants"] if v.get("timing")})
     lines.append(f"Timing mode(s): {', '.join(m for m in modes if m) or 'n/a'}. Δ vs FP32 is in metric points "
                  "against the dense FP32 variant at the same batch size; speedup is a throughput ratio.")
+    rounds = sorted({(v.get("timing") or {}).get("rounds") or 0 for v in data["variants"] if v.get("timing")})
+    if any(rounds):
+        lines.append(f"Variants of a batch size were timed in interleaved rounds ({'/'.join(map(str, rounds))} "
+                     "rounds, random start): samples/s is the median of the per-round throughputs, speedup the "
+                     "median of the paired per-round ratios; (low–high) are 95 % bootstrap intervals, ≈ marks a "
+                     "speedup whose interval contains 1.0 (not significant). Accuracy intervals: Wilson 95 %.")
+    elif data["variants"]:
+        lines.append("Point estimates (no intervals: timed sequentially or an older report).")
     unstable = [v["name"] for v in data["variants"] if (v.get("timing") or {}).get("unstable")]
     if unstable:
         lines.append(f"⚠ Unstable timings (latency CV above threshold): {', '.join(unstable)}.")
+    gpu_warn = dict.fromkeys(w for v in data["variants"]
+                             for w in ((v.get("timing") or {}).get("gpu_conditions") or {}).get("warnings", []))
+    lines += [f"⚠ GPU conditions: {w}." for w in gpu_warn]
     lines.append("")
+    trt = [(v, (v.get("timing") or {}).get("trtexec")) for v in data["variants"]]
+    trt = [(v, t) for v, t in trt if t and "throughput_qps" in t]
+    if trt:
+        lines += ["## TensorRT in trtexec's terms", "",
+                  *_md_table(["variant", "batch", "Throughput (qps)", "Latency median ms", "Enqueue Time median ms",
+                              "H2D Latency median ms", "GPU Compute Time median ms", "D2H Latency median ms"],
+                             [[v["name"], str(v["batch_size"]), fmt_num(t["throughput_qps"]),
+                               *(fmt_num(t[k]["median"], 4) for k in ("latency", "enqueue_time", "h2d_latency",
+                                                                      "gpu_compute_time", "d2h_latency"))]
+                              for v, t in trt]),
+                  "", "Same names and definitions as trtexec (with H2D/D2H, one stream): Latency = H2D + GPU Compute "
+                  "+ D2H per query; Throughput = queries / Total Host Walltime. See bench/README.md.", ""]
     fid = _fidelity_rows(data)
     if fid:
         lines += ["## Fidelity against FP32", ""]
@@ -208,7 +266,12 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
 
 
 def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[list[str]]:
-    """Side-by-side rows for two reports, matched on (variant, backend, batch)."""
+    """Side-by-side rows for two reports, matched on (variant, backend, batch).
+
+    Throughput cells keep their 95 % intervals and ⚠ marks; the change B vs A carries the
+    two-sample bootstrap interval of the ratio of medians when both have per-round throughputs
+    (≈ when it contains 0), and each run's speedup vs FP32 with its interval is shown.
+    """
     va = {variant_key(v): v for v in a["variants"]}
     vb = {variant_key(v): v for v in b["variants"]}
     rows = []
@@ -217,12 +280,25 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[list[str]]:
         tx, ty = (as_float(x.get("throughput_sps")) if x else None), (as_float(y.get("throughput_sps")) if y else None)
         ax = as_float((x.get("accuracy") or {}).get("value")) if x else None
         ay = as_float((y.get("accuracy") or {}).get("value")) if y else None
-        change = f"{100 * (ty / tx - 1):+.1f}%" if tx and ty else "—"
+        change = _change(x, y) if tx and ty else "—"
         dacc = fmt_delta(ay - ax) if ax is not None and ay is not None else "—"
-        rows.append([key[0], key[1], str(key[2]), fmt_num(tx), fmt_num(ty), change, fmt_num(ax, 2),
-                     fmt_num(ay, 2), dacc])
+        rows.append([key[0], key[1], str(key[2]), fmt_throughput(x) if x else "—", fmt_throughput(y) if y else "—",
+                     change, fmt_speedup((x or {}).get("vs_fp32") or {}), fmt_speedup((y or {}).get("vs_fp32") or {}),
+                     _acc(x) if x else "—", _acc(y) if y else "—", dacc])
     return rows
 
 
-COMPARE_COLUMNS = ("variant", "backend", "batch", "A samples/s", "B samples/s", "Δ throughput", "A accuracy",
-                   "B accuracy", "Δ accuracy")
+def _change(x: Mapping[str, Any], y: Mapping[str, Any]) -> str:
+    from trtopt.benchmark.stats import ratio_of_medians_ci
+
+    tx, ty = as_float(x["throughput_sps"]), as_float(y["throughput_sps"])
+    rx, ry = ((v.get("timing") or {}).get("round_throughputs_sps") for v in (x, y))
+    if not (rx and ry):
+        return f"{100 * (ty / tx - 1):+.1f}%"
+    _, lo, hi = ratio_of_medians_ci([as_float(v) for v in ry], [as_float(v) for v in rx])
+    head = "≈" if lo <= 1 <= hi else ""
+    return f"{head}{100 * (ty / tx - 1):+.1f}% ({100 * (lo - 1):+.1f}…{100 * (hi - 1):+.1f})"
+
+
+COMPARE_COLUMNS = ("variant", "backend", "batch", "A samples/s", "B samples/s", "Δ throughput (95% CI)",
+                   "A speedup vs FP32", "B speedup vs FP32", "A accuracy", "B accuracy", "Δ accuracy")

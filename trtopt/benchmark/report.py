@@ -1,7 +1,8 @@
-"""The benchmark report: data model, schema ``trtopt.report/1``, validation and writing.
+"""The benchmark report: data model, schema ``trtopt.report/2``, validation and writing.
 
-The JSON layout is documented in ``docs/report-schema.md``. Readers accept any
-``trtopt.report/1[.minor]`` and reject other major versions with a clear error, so a
+The JSON layout is documented in ``docs/report-schema.md``. Readers accept
+``trtopt.report/1[.minor]`` (before interleaved timing and intervals) and
+``trtopt.report/2[.minor]``, and reject other major versions with a clear error, so a
 breaking change must bump the major version.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trtopt.benchmark.accuracy import AccuracyResult
+from trtopt.benchmark.stats import contains, paired_ratio_ci, ratio_of_medians_ci
 from trtopt.benchmark.timing import TimingResult
 from trtopt.errors import InputError
 from trtopt.fileio import atomic_write_json, atomic_write_text
@@ -23,8 +25,11 @@ from trtopt.log import get_logger
 
 log = get_logger(__name__)
 
-SCHEMA = "trtopt.report/1"
-SCHEMA_MAJOR = 1
+SCHEMA = "trtopt.report/2"
+SCHEMA_MAJOR = 2
+#: majors this trtopt reads: 1 (point estimates only; throughput = samples over the whole timed span)
+#: and 2 (interleaved rounds: throughput = median of per-round throughputs, with 95 % intervals)
+READABLE_MAJORS = (1, 2)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SPARSITIES = ("dense", "2:4")
 STATUSES = ("ok", "skipped", "failed")
@@ -111,6 +116,35 @@ class VariantResult:
         }
 
 
+def speedup_of(t: TimingResult, base: TimingResult) -> dict[str, Any]:
+    """Speedup of ``t`` over ``base`` with its 95 % interval.
+
+    Same interleaved group and round count: the median of the paired per-round ratios with a
+    paired bootstrap interval (``speedup_method = "paired-rounds"``). Rounds from different runs:
+    ratio of median throughputs, two-sample bootstrap (``"independent-rounds"``). Sequential
+    timings: the plain throughput ratio, no interval (``"point"``).
+
+    Returns:
+        ``speedup``, ``speedup_ci95`` (``[low, high]`` or ``None``), ``speedup_significant``
+        (``None`` without an interval) and ``speedup_method``.
+    """
+    a, b = t.round_sps, base.round_sps
+    if t is base:
+        return {"speedup": 1.0, "speedup_ci95": [1.0, 1.0], "speedup_significant": False,
+                "speedup_method": "same variant"}
+    if a and b and t.group == base.group and t.group and len(a) == len(b):
+        ratio, lo, hi = paired_ratio_ci(a, b)
+        method = "paired-rounds"
+    elif a and b:
+        ratio, lo, hi = ratio_of_medians_ci(a, b)
+        method = "independent-rounds"
+    else:
+        return {"speedup": t.throughput_sps / base.throughput_sps, "speedup_ci95": None,
+                "speedup_significant": None, "speedup_method": "point"}
+    return {"speedup": ratio, "speedup_ci95": [lo, hi], "speedup_significant": not contains((lo, hi), 1.0),
+            "speedup_method": method}
+
+
 def _baseline(variants: list[VariantResult], v: VariantResult) -> VariantResult | None:
     cands = [b for b in variants if b.status == "ok" and b.precision == "fp32" and b.sparsity == "dense"
              and b.batch_size == v.batch_size and b.timing is not None]
@@ -140,16 +174,20 @@ class Report:
         """Fill every variant's ``vs_fp32`` against the dense FP32 variant at the same batch size.
 
         The baseline on the same backend is preferred. ``accuracy_delta`` is in the metric's
-        units (percentage points for accuracies); ``speedup`` is a throughput ratio.
+        units (percentage points for accuracies); ``speedup`` is a throughput ratio with its 95 %
+        interval ``speedup_ci95`` (see :func:`speedup_of`) and ``speedup_significant`` (false when
+        the interval contains 1.0, shown as ``≈1.0×``).
 
         Returns:
             ``self``.
         """
         for v in self.variants:
             base = _baseline(self.variants, v) if v.status == "ok" else None
-            res: dict[str, Any] = {"accuracy_delta": None, "speedup": None, "baseline": base.name if base else None}
+            res: dict[str, Any] = {"accuracy_delta": None, "speedup": None, "speedup_ci95": None,
+                                   "speedup_significant": None, "speedup_method": None,
+                                   "baseline": base.name if base else None}
             if base is not None and v.timing is not None and base.timing.throughput_sps > 0:
-                res["speedup"] = v.timing.throughput_sps / base.timing.throughput_sps
+                res.update(speedup_of(v.timing, base.timing))
                 a, b = v.accuracy, base.accuracy
                 if a is not None and b is not None and a.value is not None and b.value is not None:
                     res["accuracy_delta"] = a.value - b.value
@@ -179,8 +217,9 @@ def check_schema(obj: Any, source: str = "report") -> dict[str, Any]:
     major = ver.split(".")[0]
     if name != "trtopt.report" or not major.isdigit():
         raise InputError(f"{source} has unknown schema '{schema}' (expected {SCHEMA})")
-    if int(major) != SCHEMA_MAJOR:
-        raise InputError(f"{source} uses schema '{schema}'; this trtopt reads {SCHEMA} only "
+    if int(major) not in READABLE_MAJORS:
+        readable = " and ".join(f"trtopt.report/{m}" for m in READABLE_MAJORS)
+        raise InputError(f"{source} uses schema '{schema}'; this trtopt reads {readable} only "
                          f"({'upgrade trtopt' if int(major) > SCHEMA_MAJOR else 're-run the benchmark'})")
     for key in ("environment", "workload", "variants"):
         if key not in obj:
@@ -212,6 +251,32 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read report {p}: {exc}") from None
     return check_schema(obj, str(p))
+
+
+def strict_problems(report: Report | dict[str, Any]) -> list[str]:
+    """What ``--strict`` fails on (exit 1): variants outside their fidelity tolerance, or failed.
+
+    Skipped variants (a backend that is not installed) are not problems.
+
+    Returns:
+        One short line per broken variant and batch size, e.g. ``"int8@32 (onnxruntime): fidelity
+        outside tolerance (logits: cosine 0.41 < 0.99)"``; empty when every variant is fine.
+    """
+    data = report.to_dict() if isinstance(report, Report) else report
+    out = []
+    for v in data["variants"]:
+        where = f"{v['name']}@{v['batch_size']} ({v['backend']})"
+        if v["status"] == "failed":
+            out.append(f"{where}: failed: {v.get('reason')}")
+        elif v["status"] == "ok" and (v.get("fidelity_ok") is False or v.get("fidelity_violations")):
+            bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (v.get("fidelity_violations") or {}).items())
+            out.append(f"{where}: fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
+    return out
+
+
+def schema_major(obj: dict[str, Any]) -> int:
+    """Major version of a validated report's schema (1 = no intervals, 2 = interleaved with intervals)."""
+    return int(str(obj["schema"]).partition("/")[2].split(".")[0])
 
 
 def variant_key(v: dict[str, Any]) -> tuple[str, str, int]:

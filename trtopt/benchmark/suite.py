@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from trtopt.benchmark.accuracy import evaluate, known_metrics
 from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.environment import capture_environment
+from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.timing import measure
 from trtopt.errors import BackendUnavailableError, ConfigError, InputError, MissingDependencyError
@@ -140,15 +142,24 @@ def _skipped(name: str, backend: str, precision: str, sparsity: str, cfg: BenchC
             for bs in cfg.batch_sizes]
 
 
+def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
+                 reference: Any, metric: str, label: str) -> Any:
+    """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner."""
+    check_batches(runner, cfg.batch_sizes, label)
+    runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
+    eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
+    return evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
+                    tolerances=cfg.tolerance())
+
+
 def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,
               data: Mapping[str, np.ndarray], labels: np.ndarray | None, reference: Any, metric: str
               ) -> tuple[list[VariantResult], Any]:
-    """Evaluate then time one active runner at every batch size; returns rows and the accuracy."""
-    check_batches(runner, cfg.batch_sizes, f"'{artifact}'")
-    runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
-    eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
-    acc = evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
-                   tolerances=cfg.tolerance())
+    """Evaluate then time one active runner at every batch size; returns rows and the accuracy.
+
+    Sequential timing (no interleaving, no intervals); :func:`bench_models` times all variants together.
+    """
+    acc = evaluate_one(runner, cfg, data, labels, reference, metric, f"'{artifact}'")
     rows = []
     for bs in cfg.batch_sizes:
         t = measure(runner, _batch_of(data, bs), cfg, batch_size=bs)
@@ -197,39 +208,53 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     variants: list[VariantResult] = []
     reference, unavailable = None, {}
     names = _unique_names([str(m) for m in models])
-    for backend in backends:
-        for m, name in zip(models, names):
-            path = str(m)
-            precision, sparsity = describe_onnx(path) if path.endswith(".onnx") else ("fp32", "dense")
-            kwargs = dict((runner_kwargs or {}).get(backend, {}))
-            if backend == "torch":
-                precision, sparsity = kwargs.get("precision", "fp32"), "2:4" if kwargs.get("sparse24") else "dense"
-            progress("bench", f"{name} on {backend} (batch {', '.join(map(str, cfg.batch_sizes))})")
-            try:
-                runner = open_runner(backend, path, **kwargs)
-                runner.__enter__()
-            except ImportError as exc:  # a backend module not (fully) shipped in this build
-                if not str(exc.name).startswith("trtopt.backends"):
-                    raise
-                err = MissingDependencyError(backend, backend, f"trtopt has no {backend} runner in this build")
-                unavailable[backend] = err
-                variants += _skipped(name, backend, precision, sparsity, cfg, path, str(err))
-                continue
-            except (MissingDependencyError, BackendUnavailableError) as exc:
-                unavailable[backend] = exc
-                variants += _skipped(name, backend, precision, sparsity, cfg, path, str(exc))
-                continue
-            try:
+    # Every runner stays open until all are timed: the variants of a batch size are timed together in
+    # interleaved rounds (issue 14), so drift and neighbours hit them alike.
+    with ExitStack() as stack:
+        timed: list[tuple[int, Any, str, Mapping[str, np.ndarray]]] = []  # (first row index, runner, label, feeds)
+        for backend in backends:
+            for m, name in zip(models, names):
+                path = str(m)
+                precision, sparsity = describe_onnx(path) if path.endswith(".onnx") else ("fp32", "dense")
+                kwargs = dict((runner_kwargs or {}).get(backend, {}))
+                if backend == "torch":
+                    precision, sparsity = kwargs.get("precision", "fp32"), "2:4" if kwargs.get("sparse24") else "dense"
+                progress("bench", f"{name} on {backend} (evaluate)")
+                try:
+                    runner = open_runner(backend, path, **kwargs)
+                    runner.__enter__()
+                except ImportError as exc:  # a backend module not (fully) shipped in this build
+                    if not str(exc.name).startswith("trtopt.backends"):
+                        raise
+                    err = MissingDependencyError(backend, backend, f"trtopt has no {backend} runner in this build")
+                    unavailable[backend] = err
+                    variants += _skipped(name, backend, precision, sparsity, cfg, path, str(err))
+                    continue
+                except (MissingDependencyError, BackendUnavailableError) as exc:
+                    unavailable[backend] = exc
+                    variants += _skipped(name, backend, precision, sparsity, cfg, path, str(exc))
+                    continue
+                stack.callback(runner.__exit__, None, None, None)
                 feeds = data if data is not None else random_feeds(runner.input_specs(), num_samples)
-                rows, acc = bench_one(runner, name, precision, sparsity, path, cfg, feeds, labels, reference,
-                                      metric)
-            finally:
-                runner.__exit__(None, None, None)
-            overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
-            if overflow:  # ONNX Runtime's CPU scored it in float32 kernels; FP16 hardware would not
-                rows = [replace(r, status="failed", reason=overflow) for r in rows]
-            reference = acc.all_outputs if reference is None else reference
-            variants += rows
+                acc = evaluate_one(runner, cfg, feeds, labels, reference, metric, f"'{path}'")
+                rows = [VariantResult(name, runner.backend, precision, sparsity, bs, None, acc, path, "ok", "",
+                                      extra={"runner": runner.describe()}) for bs in cfg.batch_sizes]
+                overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
+                if overflow:  # ONNX Runtime's CPU scored it in float32 kernels; FP16 hardware would not
+                    rows = [replace(r, status="failed", reason=overflow) for r in rows]
+                else:
+                    timed.append((len(variants), runner, f"{name} ({backend})", feeds))
+                reference = acc.all_outputs if reference is None else reference
+                variants += rows
+        if timed:
+            progress("bench", f"timing {len(timed)} variant(s) in interleaved rounds "
+                              f"(batch {', '.join(map(str, cfg.batch_sizes))})")
+            feeds_of = {i: f for i, _, _, f in timed}
+            got = time_comparison([(i, r, lab) for i, r, lab, _ in timed], cfg.batch_sizes,
+                                  lambda i, bs: _batch_of(feeds_of[i], bs), cfg)
+            for i, _, _, _ in timed:
+                for j, bs in enumerate(cfg.batch_sizes):
+                    variants[i + j].timing = got[(i, bs)]
     if len(unavailable) == len(set(backends)):
         raise next(iter(unavailable.values()))
     workload = {"name": Path(str(models[0])).stem, "models": [str(m) for m in models],

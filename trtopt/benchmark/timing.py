@@ -43,6 +43,16 @@ class TimingResult:
         batch_size: Samples per iteration.
         total_s: Wall span of the timed loop in seconds.
         latencies_ms: Every per-iteration latency (kept in memory for plots, not serialized).
+        method: ``sequential`` (one block, :func:`measure`) or ``interleaved`` (rounds shared with the
+            other variants of a comparison, :func:`trtopt.benchmark.interleave.measure_interleaved`).
+        round_sps: Per-round throughputs (samples/s) of an interleaved run, in round order.
+        throughput_ci95: 95 % bootstrap interval ``(low, high)`` of ``throughput_sps`` (samples/s),
+            ``None`` for a sequential run.
+        group: Identity of the interleaved comparison (variants of one group share their rounds,
+            so their speedups are computed from paired rounds); ``""`` when sequential.
+        conditions: GPU conditions read around this variant's rounds (NVML; empty on CPU).
+        trtexec: TensorRT variants: trtexec's metrics in its vocabulary
+            (:func:`trtopt.benchmark.trtexec_metrics.trtexec_summary`); empty otherwise.
     """
 
     throughput_sps: float
@@ -56,13 +66,27 @@ class TimingResult:
     batch_size: int = 1
     total_s: float = 0.0
     latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    method: str = "sequential"
+    round_sps: tuple[float, ...] = ()
+    throughput_ci95: tuple[float, float] | None = None
+    group: str = ""
+    conditions: dict[str, Any] = field(default_factory=dict, compare=False)
+    trtexec: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``timing`` block (without the per-iteration latencies)."""
-        return {
+        d = {
             "mode": self.mode, "iterations": self.iterations, "cv": round(self.cv, 6), "warmup": self.warmup,
             "threads": self.threads, "unstable": self.unstable, "total_s": round(self.total_s, 6),
+            "method": self.method, "rounds": len(self.round_sps), "group": self.group,
+            "round_throughputs_sps": [round(x, 3) for x in self.round_sps],
+            "throughput_ci95": None if self.throughput_ci95 is None else [round(x, 3) for x in self.throughput_ci95],
         }
+        if self.conditions:
+            d["gpu_conditions"] = self.conditions
+        if self.trtexec:
+            d["trtexec"] = self.trtexec
+        return d
 
 
 def latency_stats(latencies_ms: np.ndarray | list[float]) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """``trtopt bench MODEL.onnx [MORE.onnx ...] --out DIR``: throughput, latency and accuracy vs FP32.
 
-Writes DIR/report.json (schema trtopt.report/1), DIR/report.md and PNG plots (with matplotlib).
+Writes DIR/report.json (schema trtopt.report/2), DIR/report.md and PNG plots (with matplotlib).
+All models of a batch size are timed together in interleaved rounds; speedups carry 95 % intervals.
 Put the FP32 model first: it is the fidelity reference. ``--data EVAL.npz`` holds the input
 arrays by name and an optional ``labels`` array; without it inputs are random (throughput and
 fidelity only).
@@ -46,9 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--iterations", type=int, default=None, help="timed iterations (default: by duration)")
     t.add_argument("--min-duration", type=float, default=1.0, help="minimum timed seconds (default 1.0)")
     t.add_argument("--mode", default="auto", help="auto, cpu, gpu-e2e, gpu-no-transfer, cuda-graph")
+    t.add_argument("--rounds", type=int, default=20,
+                   help="interleaved rounds: the models of a batch size are timed round-robin, each getting "
+                        "min-duration/rounds per round (default 20; fewer when an iteration does not fit, at least 5)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder for report.json / report.md / plots (required)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
+                        "(marked ✗) or failed")
     p.add_argument("--layerwise", action="store_true",
                    help="also compare every later ONNX model layer by layer with the first (ONNX Runtime, "
                         "intermediate tensors exposed) and rank layers by the error they add; writes "
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
-                      batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode,
+                      batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
                       min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine)
     if args.num_samples <= 0:
@@ -102,7 +109,18 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[dim]{kind}:[/] {path}")
     if args.layerwise:
         _print_layerwise(out, layerwise_all(args.models, args.out, data), args.top)
+    check_strict(report, args.strict)
     return 0
+
+
+def check_strict(report, strict: bool) -> None:
+    """``--strict``: raise :class:`~trtopt.errors.GateFailure` (exit 1) naming every broken variant."""
+    from trtopt.benchmark.report import strict_problems
+    from trtopt.errors import GateFailure
+
+    problems = strict_problems(report) if strict else []
+    if problems:
+        raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))
 
 
 def _print_layerwise(console, results: dict, top: int) -> None:

@@ -1,7 +1,9 @@
 """``trtopt gate REPORT.json --baseline BASELINE.json``: the regression gate for CI.
 
 Exit codes: 0 every variant within budget, 1 regression (a table says what regressed),
-2 bad input (missing/corrupt report, other schema version, different variants, bad option).
+2 bad input (missing/corrupt report, other schema version, different variants, bad option),
+3 inconclusive (no regression, but an interval straddles a budget: re-run on a quieter machine
+or time longer).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ HELP = "fail (exit 1) when a report regresses against a baseline report beyond a
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``gate`` subcommand."""
-    p = sub.add_parser("gate", help=HELP, description=HELP + ". Exit 0 within budget, 1 regression, 2 bad input.")
-    p.add_argument("report", metavar="REPORT.json", type=Path, help="report to check (trtopt.report/1)")
+    p = sub.add_parser("gate", help=HELP, description=HELP + ". Exit 0 within budget, 1 regression, 2 bad input, "
+                       "3 inconclusive (a 95%% interval straddles the budget: re-run on a quieter machine or time "
+                       "longer).")
+    p.add_argument("report", metavar="REPORT.json", type=Path, help="report to check (trtopt.report/1 or /2)")
     p.add_argument("--baseline", metavar="BASELINE.json", type=Path, required=True, help="baseline report")
     p.add_argument("--max-accuracy-drop", metavar="X", default="0.5",
                    help="allowed accuracy drop in metric points (percentage points), default 0.5")
@@ -51,20 +55,31 @@ def run(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)  # CI logs: do not truncate
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    rows = result.rows if result.passed else result.regressions
-    table = Table(title="gate: all variants within budget" if result.passed else "gate: REGRESSIONS")
-    for col in ("variant", "backend", "batch", "baseline samples/s", "samples/s", "Δ throughput", "baseline acc",
-                "acc", "Δ acc", "budget (acc pts / thr %)", "problem"):
+    code = result.exit_code
+    rows = {0: result.rows, 1: result.regressions, 3: result.inconclusive}[code]
+    title = {0: "gate: all variants within budget", 1: "gate: REGRESSIONS",
+             3: "gate: INCONCLUSIVE (noise cannot be told from regression)"}[code]
+    table = Table(title=title)
+    for col in ("variant", "backend", "batch", "baseline samples/s", "samples/s", "Δ throughput (95% CI)",
+                "baseline acc", "acc", "Δ acc (95% CI)", "budget (acc pts / thr %)", "problem"):
         table.add_column(col)
     for r in rows:
         table.add_row(r.name, r.backend, str(r.batch_size), _fmt(r.baseline_throughput, 1), _fmt(r.throughput, 1),
-                      _fmt(r.throughput_change_pct, 1, "%", True), _fmt(r.baseline_accuracy, 2),
-                      _fmt(r.accuracy, 2), _fmt(r.accuracy_change, 2, signed=True),
+                      _fmt(r.throughput_change_pct, 1, "%", True) + _ci(r.throughput_change_ci, 1),
+                      _fmt(r.baseline_accuracy, 2), _fmt(r.accuracy, 2),
+                      _fmt(r.accuracy_change, 2, signed=True) + _ci(r.accuracy_change_ci, 2),
                       f"{r.budget.max_accuracy_drop:g} / {r.budget.max_throughput_drop:g}%",
-                      escape("; ".join(r.problems) or "ok"))
+                      escape("; ".join(r.problems or r.unsure) or "ok"))
     console.print(table)
-    if not result.passed:
+    if code == 1:
         console.print(f"[red]{len(result.regressions)} of {len(result.rows)} variant(s) regressed[/]")
-        return 1
-    console.print(f"[green]{len(result.rows)} variant(s) within budget[/]")
-    return 0
+    elif code == 3:
+        console.print(f"[yellow]inconclusive: re-run on a quieter machine or time longer ({len(result.inconclusive)} "
+                      f"of {len(result.rows)} variant(s) straddle their budget; none regressed)[/]")
+    else:
+        console.print(f"[green]{len(result.rows)} variant(s) within budget[/]")
+    return code
+
+
+def _ci(ci: tuple[float, float] | None, digits: int) -> str:
+    return "" if ci is None else f" ({ci[0]:+.{digits}f}…{ci[1]:+.{digits}f})"

@@ -18,6 +18,9 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
     g.add_argument("--variants", default=None, help="comma-separated variants (overrides [recipe] variants)")
     g.add_argument("--min-duration", type=float, default=None, metavar="S",
                    help="minimum timed seconds per variant (overrides [bench] min_duration_s)")
+    g.add_argument("--strict", action="store_true",
+                   help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
+                        "(marked ✗) or failed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,12 +63,15 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     result = Pipeline(recipe, out, progress=progress).run()
     console = Console()
     if not console.is_terminal:  # piped/CI output: don't squeeze the table into 80 columns
-        console = Console(width=160)
+        console = Console(width=200)
     console.print(render_table(result.report))
     for kind, path in result.paths.items():
         console.print(f"[dim]{kind}:[/] {path}")
     total = sum(result.stage_seconds.values())
     console.print(f"[dim]done in {total:.1f} s[/]")
+    from trtopt.cli.cmd_bench import check_strict
+
+    check_strict(result.report, getattr(args, "strict", False))
     return 0
 
 
