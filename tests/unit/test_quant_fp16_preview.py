@@ -105,7 +105,7 @@ def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
     fp32 = save_onnx(m, tmp_path / "fp32.onnx")
     bad = save_onnx(convert_fp16(m), tmp_path / "fp16.onnx")
     good = save_onnx(convert_fp16(m, source=NumpySource({"x": x})), tmp_path / "fp16_checked.onnx")
-    cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=2)
+    cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=5)
     rep = bench_models([fp32, bad, good], ["onnxruntime"], cfg, data={"x": x})
     rows = {v.name: v for v in rep.variants}
     assert rows["fp16"].precision == "fp16" and rows["fp16"].status == "failed"
