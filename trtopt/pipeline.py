@@ -195,6 +195,18 @@ class Pipeline:
         return artifacts
 
     # -- benchmark -----------------------------------------------------------------
+    @staticmethod
+    def _reference_for(variant: str, refs: dict) -> tuple[object, bool]:
+        """``(FP32 outputs to compare with, judge them against the fidelity tolerance?)``.
+
+        A 2:4 variant's quantization is judged against the pruned FP32 model (same weights); the pruned
+        FP32 model itself is a different model than the dense one, so its fidelity to it is reported,
+        not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
+        """
+        if variant == "sparse24-fp32" or (VARIANTS[variant][0] and "sparse24-fp32" not in refs):
+            return refs.get("fp32"), False
+        return refs.get("sparse24-fp32" if VARIANTS[variant][0] else "fp32"), True
+
     def _bench_variant(self, variant: str, path: Path, workload, reference, stack) -> tuple[list, object]:
         """Open (kept open on ``stack`` until every variant is timed) and evaluate one variant; rows untimed."""
         from trtopt.benchmark import VariantResult, evaluate
@@ -202,8 +214,11 @@ class Pipeline:
         sparse, precision, fp16_rest = VARIANTS[variant]
         bcfg = self.recipe.bench
         runner = stack.enter_context(self._open(variant, path, workload))
+        reference, judged = reference
+        from trtopt.benchmark.fidelity import Tolerance
+
         acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance())
+                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance() if judged else Tolerance())
         results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
                                  sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
                                  artifact=str(path), status="ok", reason="",
@@ -290,7 +305,7 @@ class Pipeline:
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
                                    self.recipe.workload))
         artifacts = self._prepare(workload)
-        variants, reference = [], None
+        variants, refs = [], {}
         self._timed = []
         with ExitStack() as stack:  # runners stay open: all variants are timed together, interleaved
             for v in self.recipe.run.variants:
@@ -299,13 +314,13 @@ class Pipeline:
                     continue
                 try:
                     res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
-                                           lambda v=v, ref=reference: self._bench_variant(v, artifacts[v], workload,
-                                                                                          ref, stack))
+                                           lambda v=v: self._bench_variant(v, artifacts[v], workload,
+                                                                           self._reference_for(v, refs), stack))
                 except TrtoptError as exc:
                     variants += self._failed_variant(v, str(exc))
                     continue
-                if v == "fp32":
-                    reference = acc.outputs
+                if v in ("fp32", "sparse24-fp32"):
+                    refs[v] = acc.outputs
                 variants += res
             if self._timed:
                 self._stage("timing", f"{len(self._timed)} variant(s) in interleaved rounds",

@@ -118,3 +118,13 @@ def test_every_variant_graph_is_buildable_by_tensorrt_plan(demo_run, weak_typing
         assert plan.strongly_typed, variant  # precision comes from the graph on both versions
         assert ("SPARSE_WEIGHTS" in plan.builder_flags) == variant.startswith("sparse24"), variant
         assert "INT8" not in plan.builder_flags and not plan.calibrator, variant
+
+
+def test_sparse_variants_are_judged_against_the_pruned_fp32_model():
+    from trtopt.pipeline import Pipeline
+
+    refs = {"fp32": "dense", "sparse24-fp32": "pruned"}
+    assert Pipeline._reference_for("int8", refs) == ("dense", True)
+    assert Pipeline._reference_for("sparse24-int8", refs) == ("pruned", True)
+    assert Pipeline._reference_for("sparse24-fp32", refs) == ("dense", False)  # pruning: accuracy decides
+    assert Pipeline._reference_for("sparse24-int8", {"fp32": "dense"}) == ("dense", False)
