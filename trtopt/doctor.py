@@ -78,15 +78,10 @@ class DoctorReport:
 
 def _load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[str]]:
     """Load the graph without weight bytes from external files; return (model, external data files)."""
+    from trtopt.onnx_graph import load_graph_only
+
     p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p} is a directory, not an ONNX model file")
-    if not p.is_file():
-        raise InputError(f"model file not found: {p}")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
+    model = load_graph_only(p)
     if not model.graph.node:
         raise InputError(f"{p} is not a valid ONNX model (empty graph)")
     files = sorted({e.value for g in _graphs(model.graph) for t in g.initializer

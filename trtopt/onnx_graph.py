@@ -30,6 +30,23 @@ from trtopt.onnx_io import (  # noqa: F401  (re-exported: the file-level helpers
 )
 
 
+def load_graph_only(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load a model's graph without the bytes of external-data tensors, with one clear error per fault.
+
+    Raises:
+        InputError: ``path`` is a directory, missing, or not an ONNX model.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p} is a directory, not an ONNX model file")
+    if not p.is_file():
+        raise InputError(f"model file not found: {p}")
+    try:
+        return onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
+
+
 def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelProto:
     """Load an ONNX model, raising one clear :class:`InputError` if it is missing or corrupt.
 
@@ -44,14 +61,7 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
         The model proto, with external tensors loaded into memory.
     """
     p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p} is a directory, not an ONNX model file")
-    if not p.is_file():
-        raise InputError(f"model file not found: {p}")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from exc
+    model = load_graph_only(p)
     if uses_external_data(model):
         try:
             load_external_tensors(model, p.parent.resolve())
