@@ -57,6 +57,9 @@ def test_fragile_layer_is_kept_in_float_and_the_result_meets_the_tolerance(tmp_p
     quantized = {n.name for n in res.model.graph.node if n.op_type == "Gemm"
                  and any(i.endswith("_dequantized") for i in n.input)}
     assert "/first/Gemm" not in quantized and quantized  # the rest stays INT8
+    from trtopt.quant.summary import read_summary
+
+    assert read_summary(res.model)["kept_float"]["/first/Gemm"].startswith("fidelity guard (sensitivity rank 1 of")
 
 
 def test_a_model_within_tolerance_is_left_all_int8(tmp_path):

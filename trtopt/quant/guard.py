@@ -115,6 +115,20 @@ class GuardResult:
                 "kept_modules": self.kept_modules, "sensitivity": self.sensitivity, "fidelity": self.fidelity}
 
 
+def _relabel(model: onnx.ModelProto, reasons: dict[str, str]) -> None:
+    """Say in the stored Q/DQ summary why the guard, not the user, kept these layers in float."""
+    import json
+
+    from trtopt.quant.summary import SUMMARY_KEY
+
+    for p in model.metadata_props:
+        if p.key == SUMMARY_KEY:
+            summary = json.loads(p.value)
+            kept = summary.get("kept_float", {})
+            kept.update({n: r for n, r in reasons.items() if n in kept})
+            p.value = json.dumps(summary)
+
+
 def wilson_upper(agree_pct: float, n: int, z: float = 1.96) -> float:
     """Upper end (percent) of the Wilson score interval of an agreement rate measured on ``n`` trials.
 
@@ -256,6 +270,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
             lo = mid
     result.model, _, result.fidelity = tried[hi]
     result.kept_nodes = order[:hi]
+    _relabel(result.model, {n: f"fidelity guard (sensitivity rank {k} of {len(order)})"
+                            for k, n in enumerate(result.kept_nodes, 1)})
     result.kept_modules = [module_name(n) for n in result.kept_nodes]
     log.info("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
                 hi, len(order), n)
