@@ -195,6 +195,10 @@ def _print_guard(console, res) -> None:
                       markup=False, highlight=False)
         return
     mods = [m for m in res.kept_modules if m]
+    if any(v.startswith("top1_agreement") for v in res.violations_all):
+        console.print("fidelity guard: per-sample top-1 agreement on fewer than 1000 samples is judged by its 95% "
+                      "upper bound (Wilson), against half the tolerance's allowed loss (99.5%)",
+                      markup=False, highlight=False)
     console.print(f"fidelity guard: all-INT8 missed the tolerance ({'; '.join(res.violations_all[:2])}); kept "
                   f"{len(res.kept_nodes)} most sensitive layer(s) in float: {', '.join(res.kept_nodes[:6])}"
                   + (" ..." if len(res.kept_nodes) > 6 else "") + (f" (modules {', '.join(mods[:6])})" if mods else ""),
