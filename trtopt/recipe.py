@@ -51,7 +51,7 @@ class RunConfig:
             and is always included.
         backend: Runtime to benchmark on: ``onnxruntime`` (CPU default), ``tensorrt``,
             ``tensorrt-rtx`` (TensorRT for RTX: builds without a GPU, runs on an RTX GPU) or ``torch``.
-        out: Output folder; default ``bench/results/<name>``.
+        out: Output folder; default ``runs/<name>`` (relative to the working folder; ignored by git).
     """
 
     name: str = "recipe"

@@ -20,7 +20,7 @@ def demo_recipe_path() -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser("demo", help=HELP, description=HELP)
-    add_run_args(p, "bench/results/digits-demo")
+    add_run_args(p, "runs/digits-demo; the committed example: --out bench/results/digits-demo")
     p.set_defaults(func=run)
 
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``run`` subcommand."""
     p = sub.add_parser("run", help=HELP, description=HELP)
     p.add_argument("recipe", metavar="RECIPE.toml", type=Path, help="recipe file (see bench/recipes/)")
-    add_run_args(p, "bench/results/<recipe name>")
+    add_run_args(p, "runs/<recipe name>")
     p.set_defaults(func=run)
 
 
@@ -57,7 +57,8 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         from trtopt.backends.tensorrt.flavour import import_tensorrt
 
         import_tensorrt(recipe.run.backend)  # one line naming the extra when it is missing
-    out = args.out or Path(recipe.run.out or Path("bench") / "results" / recipe.run.name)
+    # default under ./runs (ignored by git): running the README's command leaves a clone clean
+    out = args.out or Path(recipe.run.out or Path("runs") / recipe.run.name)
     progress = StageProgress()
     progress("recipe", f"{recipe.run.name} ({recipe_path}) -> {out}")
     result = Pipeline(recipe, out, progress=progress).run()
