@@ -29,6 +29,7 @@ from trtopt.benchmark.timing import (
     TimingResult,
     _check_batch,
     _gpu_callable,
+    gpu_event_loop,
     runner_device,
     runner_threads,
     summarize,
@@ -135,22 +136,7 @@ def _cpu_block(fn: Callable[[], object], clock: Callable[[], int], min_n: int, m
 
 
 def _gpu_block(fn: Callable[[], object], min_n: int, max_n: int, min_s: float) -> tuple[list[float], float]:
-    import torch  # only GPU runners reach this
-
-    torch.cuda.synchronize()  # the previous variant's queued work must not land in this block
-    pairs = []
-    host0 = time.perf_counter()
-    while True:
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        pairs.append((s, e))
-        n = len(pairs)
-        if n >= max_n or (n >= min_n and time.perf_counter() - host0 >= min_s):
-            break
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in pairs], pairs[0][0].elapsed_time(pairs[-1][1]) * 1e-3
+    return gpu_event_loop(fn, lambda n, secs: n >= max_n or (n >= min_n and secs >= min_s))
 
 
 def _warmup(fn: Callable[[], object], n: int, gpu: bool, clock: Callable[[], int], probe_s: float) -> float:

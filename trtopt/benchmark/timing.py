@@ -192,10 +192,15 @@ def _time_cpu(fn: Callable[[], object], cfg: BenchConfig, clock: Callable[[], in
     return [x * 1e-6 for x in lat_ns], (t1 - start) * 1e-9
 
 
-def _time_gpu(fn: Callable[[], object], cfg: BenchConfig) -> tuple[list[float], float]:
+def gpu_event_loop(fn: Callable[[], object], done: Callable[[int, float], bool]) -> tuple[list[float], float]:
+    """Time ``fn`` with CUDA events until ``done(iterations, host seconds)``; return (ms per call, span s).
+
+    Synchronizes first (queued work of whatever ran before must not land in the timed span) and
+    last (events are read only after the GPU reached them). Shared by sequential and interleaved timing.
+    """
     import torch  # only GPU runners reach this
 
-    done = _iteration_plan(cfg)
+    torch.cuda.synchronize()
     pairs = []
     host0 = time.perf_counter()
     while True:
@@ -207,8 +212,11 @@ def _time_gpu(fn: Callable[[], object], cfg: BenchConfig) -> tuple[list[float], 
         if done(len(pairs), time.perf_counter() - host0):
             break
     torch.cuda.synchronize()
-    lat = [s.elapsed_time(e) for s, e in pairs]
-    return lat, pairs[0][0].elapsed_time(pairs[-1][1]) * 1e-3
+    return [s.elapsed_time(e) for s, e in pairs], pairs[0][0].elapsed_time(pairs[-1][1]) * 1e-3
+
+
+def _time_gpu(fn: Callable[[], object], cfg: BenchConfig) -> tuple[list[float], float]:
+    return gpu_event_loop(fn, _iteration_plan(cfg))
 
 
 def _gpu_callable(runner: Any, feeds: Mapping[str, np.ndarray], mode: str) -> tuple[Callable[[], object], str]:
