@@ -46,7 +46,8 @@ class ExportConfig:
         object.__setattr__(self, "output_names", tuple(self.output_names))
 
 
-def export_onnx(model, sample_input, path: str | os.PathLike[str], config: ExportConfig | None = None) -> Path:
+def export_onnx(model, sample_input, path: str | os.PathLike[str], config: ExportConfig | None = None,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
     """Export a PyTorch module to ONNX, check it, and write it atomically.
 
     Args:
@@ -54,6 +55,9 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
         sample_input: A tensor, or a tuple of tensors, matching ``config.input_names``.
         path: Destination ``.onnx`` file.
         config: Export options.
+        dynamic_axes: Explicit ``{name: {axis: dim name}}`` (from input specs); replaces
+            ``config.dynamic_batch``'s axis-0-only rule for the inputs (outputs keep a dynamic axis 0
+            when any input's axis 0 is dynamic).
 
     Returns:
         The written path.
@@ -71,6 +75,9 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
     if len(args) != len(cfg.input_names):
         raise ConfigError(f"{len(args)} sample inputs but {len(cfg.input_names)} input names")
     axes = {n: {0: "batch"} for n in (*cfg.input_names, *cfg.output_names)} if cfg.dynamic_batch else None
+    if dynamic_axes is not None:
+        batch = next((ax[0] for ax in dynamic_axes.values() if 0 in ax), None)
+        axes = {**dynamic_axes, **({n: {0: batch} for n in cfg.output_names} if batch else {})}
     was_training = model.training
     model.eval()
     with atomic_path(path) as tmp:
@@ -88,3 +95,34 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
     model.train(was_training)
     log.info("exported %s (opset %d)", path, cfg.opset)
     return Path(path)
+
+
+def export_with_specs(model, specs, path: str | os.PathLike[str], config: ExportConfig | None = None) -> Path:
+    """Export ``model`` with example inputs, names and dynamic axes taken from input specs.
+
+    Args:
+        model: ``torch.nn.Module``; ``forward`` takes the inputs in ``specs`` order.
+        specs: :class:`~trtopt.inputs.InputSpec` per input.
+        path: Destination ``.onnx``.
+        config: Opset, output names, constant folding (input names come from ``specs``).
+
+    Returns:
+        The written path.
+
+    Raises:
+        InputError: The forward or the exporter fails on the declared inputs.
+    """
+    from dataclasses import replace
+
+    from trtopt.inputs import dynamic_axes, example_tensors
+    from trtopt.models.reference import check_forward
+
+    cfg = config or ExportConfig()
+    outs = check_forward(model, specs)
+    names = cfg.output_names
+    if names == ExportConfig().output_names and len(outs) > 1:
+        names = tuple(f"output_{i}" for i in range(len(outs)))
+    if len(names) != len(outs):
+        raise ConfigError(f"{len(names)} output name(s) {list(names)} for a model with {len(outs)} output(s)")
+    cfg = replace(cfg, input_names=tuple(s.name for s in specs), output_names=names)
+    return export_onnx(model, example_tensors(specs), path, cfg, dynamic_axes=dynamic_axes(specs))

@@ -1,0 +1,185 @@
+"""The one data format: a NumPy ``.npz`` with one array per model input plus optional ``labels``.
+
+Used by every stage that takes data (prune, fine-tune, calibrate, quantize, bench, gate); the rules
+are in ``docs/data-format.md``:
+
+- one array per input, named like the input, **samples on axis 0**, all the same length;
+- ``labels`` (aliases ``label``, ``y``): one entry per sample, for fine-tuning and the task metric;
+- ``static:<name>``: a per-call constant input (recurrent state, scalar), passed unchanged with
+  every call and never cut into batches.
+
+Files are read with ``allow_pickle=False``; every problem is reported in words with the file name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trtopt.errors import InputError
+
+#: keys holding labels (the first one present wins)
+LABEL_KEYS = ("labels", "label", "y")
+#: key prefix of per-call constant inputs
+STATIC_PREFIX = "static:"
+
+
+@dataclass
+class Dataset:
+    """Arrays read from a ``.npz`` (or built in memory).
+
+    Attributes:
+        inputs: Batched inputs, name -> array with samples on axis 0.
+        labels: One label (or target array) per sample, or ``None``.
+        static: Per-call constant inputs, name -> array (never batched).
+        source: File name or description, for messages.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    static: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        lengths = {k: len(v) for k, v in self.inputs.items() if np.ndim(v) > 0}
+        scalars = sorted(k for k, v in self.inputs.items() if np.ndim(v) == 0)
+        if scalars:
+            raise InputError(f"{self.source}: input(s) {scalars} are scalars; store per-call constants as "
+                             f"'{STATIC_PREFIX}<name>'")
+        if self.labels is not None:
+            lengths["labels"] = len(self.labels)
+        if len(set(lengths.values())) > 1:
+            raise InputError(f"{self.source}: arrays have different numbers of samples on axis 0: {lengths}")
+        if not self.inputs:
+            raise InputError(f"{self.source}: no input arrays (found only {sorted(self.static) or 'labels'})")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """Samples ``idx`` of every batched input, plus the static inputs, as one feed dict."""
+        return {**{k: v[idx] for k, v in self.inputs.items()}, **self.static}
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """Every sample as one feed dict (static inputs included)."""
+        return {**self.inputs, **self.static}
+
+    def check(self, specs: Sequence[Any], *, need_labels: bool = False) -> Dataset:
+        """Check the arrays against input specs (:class:`~trtopt.inputs.InputSpec`); cast floats.
+
+        Float data is cast to the spec's float type; integer and bool data must match exactly.
+
+        Returns:
+            ``self``, with float arrays cast in place.
+
+        Raises:
+            InputError: A missing or unknown input, wrong dtype, rank or fixed dim, or missing labels.
+        """
+        names = {s.name for s in specs}
+        given = set(self.inputs) | set(self.static)
+        missing, unknown = sorted(names - given), sorted(given - names)
+        if missing:
+            raise InputError(f"{self.source}: no array for input(s) {missing} (the model takes {sorted(names)}; "
+                             "name each array like its input)")
+        if unknown:
+            raise InputError(f"{self.source}: array(s) {unknown} are not model inputs (inputs: {sorted(names)}; "
+                             f"labels go in 'labels')")
+        for s in specs:
+            static = s.name in self.static
+            arr = self.static[s.name] if static else self.inputs[s.name]
+            arr = _cast(arr, s, self.source)
+            if arr.ndim != len(s.dims):
+                raise InputError(f"{self.source}: '{s.name}' has shape {list(arr.shape)} (rank {arr.ndim}); the "
+                                 f"model input is {'x'.join(map(str, s.dims)) or 'a scalar'} (rank {len(s.dims)})")
+            for ax, (d, n) in enumerate(zip(s.dims, arr.shape)):
+                if ax == 0 and not static and d.dynamic:
+                    continue
+                if not d.dynamic and n != d.opt:
+                    raise InputError(f"{self.source}: '{s.name}' has size {n} on axis {ax}; the model fixes it "
+                                     f"to {d.opt} (shape {list(arr.shape)} vs {'x'.join(map(str, s.dims))})")
+                if d.dynamic and not d.min <= n <= d.max:
+                    raise InputError(f"{self.source}: '{s.name}' has size {n} on axis {ax}, outside the declared "
+                                     f"range {d.min}..{d.max}")
+            (self.static if static else self.inputs)[s.name] = arr
+        if need_labels and self.labels is None:
+            raise InputError(f"{self.source}: no 'labels' array (needed here: one label per sample)")
+        return self
+
+
+def _cast(arr: np.ndarray, spec: Any, source: str) -> np.ndarray:
+    want = np.dtype(spec.np_dtype)
+    if arr.dtype == want:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating):
+        return arr.astype(want)
+    raise InputError(f"{source}: '{spec.name}' is {arr.dtype}; the model input is {want} "
+                     f"(save it with .astype(np.{want}))")
+
+
+def load_npz(path: str | os.PathLike[str], static: Sequence[str] = ()) -> Dataset:
+    """Read a data ``.npz``.
+
+    Args:
+        path: The file (``np.savez`` / ``np.savez_compressed``).
+        static: Input names to treat as per-call constants even without the ``static:`` prefix.
+
+    Returns:
+        The dataset (not yet checked against a model: see :meth:`Dataset.check`).
+
+    Raises:
+        InputError: Missing file, a folder, not an ``.npz``, pickled objects, no inputs, different
+            sample counts.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"data file {p} is a directory, not a .npz file")
+    if not p.is_file():
+        raise InputError(f"data file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise InputError(f"{p} holds a single array, not a .npz archive: save it with "
+                                 f"np.savez('{p.stem}.npz', <input name>=array, labels=...)")
+            arrays = {k: z[k] for k in z.files}
+    except InputError:
+        raise
+    except ValueError as exc:
+        msg = "holds pickled Python objects (object arrays)" if "pickle" in str(exc) else str(exc)
+        raise InputError(f"{p}: cannot read it as .npz: {msg}; store plain numeric arrays") from None
+    except (OSError, EOFError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else "corrupt"
+        raise InputError(f"{p} is not a readable .npz archive ({why})") from None
+    label_key = next((k for k in LABEL_KEYS if k in arrays), None)
+    labels = arrays.pop(label_key) if label_key else None
+    stat = {k[len(STATIC_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(STATIC_PREFIX)}
+    for k in static:
+        if k in arrays:
+            stat[k] = arrays.pop(k)
+        elif k not in stat:
+            raise InputError(f"{p}: --static-input '{k}' is not an array in the file (arrays: {sorted(arrays)})")
+    for k in LABEL_KEYS:
+        arrays.pop(k, None)
+    return Dataset(inputs=arrays, labels=labels, static=stat, source=p.name)
+
+
+def save_npz(path: str | os.PathLike[str], inputs: Mapping[str, np.ndarray], labels: np.ndarray | None = None,
+             static: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write a data ``.npz`` in the format :func:`load_npz` reads (atomically).
+
+    Returns:
+        The written path.
+    """
+    from trtopt.fileio import atomic_path
+
+    arrays = {**inputs, **{f"{STATIC_PREFIX}{k}": v for k, v in (static or {}).items()}}
+    if labels is not None:
+        arrays["labels"] = labels
+    Dataset(inputs=dict(inputs), labels=labels, static=dict(static or {}), source=str(path))  # validate first
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return Path(path)
