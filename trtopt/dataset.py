@@ -141,10 +141,11 @@ def load_npz(path: str | os.PathLike[str], static: Sequence[str] = ()) -> Datase
     if not p.is_file():
         raise InputError(f"data file not found: {p}")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise InputError(f"{p} holds a single array, not a .npz archive: save it with "
-                                 f"np.savez('{p.stem}.npz', <input name>=array, labels=...)")
+        z = np.load(p, allow_pickle=False)
+        if not hasattr(z, "files"):
+            raise InputError(f"{p} holds a single array, not a .npz archive: save it with "
+                             f"np.savez('{p.stem}.npz', <input name>=array, labels=...)")
+        with z:
             arrays = {k: z[k] for k in z.files}
     except InputError:
         raise
