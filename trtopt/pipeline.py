@@ -310,9 +310,12 @@ class Pipeline:
         if self.recipe.run.backend != "onnxruntime":
             return
         from trtopt.backends.tensorrt.variants import engine_summary
+        from trtopt.inputs import profile_shapes
 
+        specs = getattr(self.workload, "specs", None)
+        options = {"shapes": profile_shapes(specs)} if specs and profile_shapes(specs) else {}
         info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
-                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines"))
+                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines", **options))
         for r in results:
             r.extra["engine"] = info
 
