@@ -177,3 +177,27 @@ def test_cli_run_bad_factory_is_one_line_exit_2(tmp_path, userpkg, capsys):
     assert code == 2
     assert "nope" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _dynamic_width_onnx(path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    g = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2], keepdims=0)], "g", [x], [y])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_onnx_with_an_unsized_dynamic_axis_needs_specs_or_data(tmp_path):
+    path = _dynamic_width_onnx(tmp_path / "w.onnx")
+    base = {"recipe": {"variants": ["fp32"]}, "bench": FAST_BENCH}
+    rec = trtopt.recipe_from_dict({**base, "workload": {"model": str(path)}})
+    with pytest.raises(InputError, match=r"'x' axis 2 \('W'\) is dynamic.*W=16..64..128"):
+        trtopt.Pipeline(rec, tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()
+    # declared: runs, and random inputs use the declared OPT width; the FP32 output is the graph's own
+    out = tmp_path / "ok"
+    res = trtopt.run_recipe({**base, "workload": {"model": str(path), "inputs": ["x:float32:batchx3xW=4..8..16"],
+                                                  "num_eval": 4, "num_calib": 4}}, out)
+    assert res.report.variants[0].status == "ok", res.report.variants[0].reason

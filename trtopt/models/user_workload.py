@@ -100,6 +100,14 @@ def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
         specs = tuple(sorted(specs, key=lambda s: order.index(s.name)))
     else:
         specs = graph_specs
+        # a dynamic axis other than the batch has no known size: random inputs would guess 1
+        unsized = [(s.name, ax, d.name) for s in specs for ax, d in enumerate(s.dims) if ax > 0 and d.dynamic]
+        if unsized and not (cfg.calib_data and cfg.eval_data):
+            name, ax, dim = unsized[0]
+            example = next(str(s) for s in specs if s.name == name).replace(f"{dim}=1..1..1", f"{dim}=16..64..128")
+            raise InputError(f"{path}: input '{name}' axis {ax} ('{dim}') is dynamic with no known size: declare every "
+                             f"input in workload.inputs with its range (e.g. \"{example}\") or give calib_data and "
+                             "eval_data")
     outs = tuple(o.name for o in proto.graph.output)
     if cfg.output_names and tuple(cfg.output_names) != outs:
         raise InputError(f"workload.output_names {list(cfg.output_names)} differ from the ONNX model's outputs "
@@ -164,7 +172,7 @@ def load_user_workload(cfg: Any) -> Any:
     if ref.is_onnx:
         description += f". {ONNX_NOTE}"
     return Workload(
-        name=Path(ref.value).stem if ref.kind != "factory" else ref.value.rpartition(":")[2],
+        name=Path(ref.value).stem if ref.kind != "factory" else ref.value,
         model=model, input_name=specs[0].name, output_name=outs[0],
         example=pack({k: v[:1] for k, v in eval_x.items()}), calib=pack(calib), eval_x=pack(eval_x),
         eval_y=eval_y, train_x=pack(train_x), train_y=train_y, description=description,
