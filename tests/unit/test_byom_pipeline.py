@@ -277,3 +277,24 @@ def test_missing_inputs_key_and_missing_data_file_are_config_errors(tmp_path, us
         trtopt.recipe_from_dict(_recipe(userpkg, eval_data=str(tmp_path / "nope.npz")))
     with pytest.raises(ConfigError, match="train_data"):
         trtopt.recipe_from_dict({**_recipe(userpkg), "finetune": {"epochs": 1}})
+
+
+def test_sparsegpt_calibrates_a_two_input_model_from_the_calib_npz(tmp_path, userpkg):
+    _write_data(tmp_path / "data")
+    rec = {**_recipe(userpkg, calib_data=str(tmp_path / "data" / "calib.npz"), num_eval=8),
+           "prune": {"method": "sparsegpt", "min_params": 0}}
+    rec["recipe"] = {"name": "sg", "variants": ["fp32", "sparse24-fp32"]}
+    out = tmp_path / "out"
+    trtopt.Pipeline(trtopt.recipe_from_dict(rec), out).run()
+    v = _variants(out)
+    assert v["sparse24-fp32"]["status"] == "ok", v
+    from onnx import numpy_helper
+
+    sparse = onnx.load(str(out / "models" / "sparse-fp32.onnx"))
+    dense = onnx.load(str(out / "models" / "dense-fp32.onnx"))
+    pick = lambda m: next(numpy_helper.to_array(t) for t in m.graph.initializer if t.name == "fc1.weight")  # noqa: E731
+    w = pick(sparse)
+    assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+    # SparseGPT updates the kept weights (OBS compensation): not just a mask of the dense weights
+    kept = w != 0
+    assert not np.allclose(w[kept], pick(dense)[kept])

@@ -193,7 +193,7 @@ def test_onnx_with_an_unsized_dynamic_axis_needs_specs_or_data(tmp_path):
     path = _dynamic_width_onnx(tmp_path / "w.onnx")
     base = {"recipe": {"variants": ["fp32"]}, "bench": FAST_BENCH}
     rec = trtopt.recipe_from_dict({**base, "workload": {"model": str(path)}})
-    with pytest.raises(InputError, match=r"'x' axis 2 \('W'\) is dynamic.*W=16..64..128"):
+    with pytest.raises(InputError, match=r"'x' axis 2 \('W'\) is dynamic.*x:float32:batchx3xW=16..64..128"):
         trtopt.Pipeline(rec, tmp_path / "out").run()
     assert not (tmp_path / "out").exists()
     # declared: runs, and random inputs use the declared OPT width; the FP32 output is the graph's own

@@ -104,7 +104,11 @@ def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
         unsized = [(s.name, ax, d.name) for s in specs for ax, d in enumerate(s.dims) if ax > 0 and d.dynamic]
         if unsized and not (cfg.calib_data and cfg.eval_data):
             name, ax, dim = unsized[0]
-            example = next(str(s) for s in specs if s.name == name).replace(f"{dim}=1..1..1", f"{dim}=16..64..128")
+            spec = next(s for s in specs if s.name == name)
+            dims = ["batch" if a == 0 and d.dynamic else str(d) if not d.dynamic else
+                    f"{d.name if d.name and d.name.isidentifier() else f'd{a}'}=16..64..128"
+                    for a, d in enumerate(spec.dims)]
+            example = f"{name}:{spec.dtype}:{'x'.join(dims)}"
             raise InputError(f"{path}: input '{name}' axis {ax} ('{dim}') is dynamic with no known size: declare every "
                              f"input in workload.inputs with its range (e.g. \"{example}\") or give calib_data and "
                              "eval_data")
