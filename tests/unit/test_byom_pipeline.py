@@ -209,8 +209,13 @@ def test_onnx_model_skips_sparse_variants_with_a_note(tmp_path, userpkg):
 
 
 def test_relative_data_paths_resolve_against_the_recipe_folder(tmp_path, userpkg, monkeypatch):
+    import importlib
+
+    import torch
+
     folder = tmp_path / "project"
     _write_data(folder / "data")
+    torch.save(importlib.import_module(f"{userpkg}.mod").make().state_dict(), folder / "w.pt")
     toml = folder / "recipe.toml"
     toml.write_text(textwrap.dedent(f"""
         [recipe]
@@ -221,6 +226,7 @@ def test_relative_data_paths_resolve_against_the_recipe_folder(tmp_path, userpkg
         inputs = {json.dumps(SPECS)}
         calib_data = "data/calib.npz"
         eval_data = "data/eval.npz"
+        weights = "w.pt"
     """))
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -228,6 +234,11 @@ def test_relative_data_paths_resolve_against_the_recipe_folder(tmp_path, userpkg
     rec = trtopt.load_recipe(toml)
     assert rec.workload.calib_data == str(folder.resolve() / "data" / "calib.npz")
     assert rec.workload.eval_data == str(folder.resolve() / "data" / "eval.npz")
+    assert rec.workload.weights == str(folder.resolve() / "w.pt")
+    from trtopt.models.workloads import load_workload
+
+    wl = load_workload(rec.workload)  # reads the data (and weights) from the recipe's folder, not the CWD
+    assert wl.count(wl.eval_x) == 24 and wl.eval_y is not None
     with pytest.raises(InputError, match="not found"):  # relative to the CWD it would not exist either way
         trtopt.recipe_from_dict({"workload": {"model": f"{userpkg}.mod:make", "inputs": SPECS,
                                               "calib_data": "data/calib.npz"}})
