@@ -65,6 +65,7 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.notes: dict[str, dict] = {}
         self.failed: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
 
     def _stage(self, name: str, detail: str, fn: Callable[[], object]) -> object:
         self.progress(name, detail)
@@ -75,6 +76,11 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------
     def _torch_models(self, workload) -> dict[str, object]:
+        if workload.onnx_path is not None:  # the user's .onnx: nothing to prune, fine-tune or export
+            from trtopt.models.user_workload import ONNX_NOTE
+
+            self.notes["onnx"] = ONNX_NOTE
+            return {}
         models = {"dense": workload.model}
         if not self.recipe.run.needs_sparse:
             return models
@@ -85,9 +91,10 @@ class Pipeline:
         if self.recipe.prune.method == "sparsegpt":
             import torch
 
-            feeds = workload.as_feeds(workload.calib)
+            feeds = workload.as_feeds(workload.calib)  # forward-argument order (the specs' order)
             n = workload.count(workload.calib)
-            calib = [tuple(torch.from_numpy(v[i : i + 64]) for v in feeds.values()) for i in range(0, n, 64)]
+            calib = [tuple(torch.from_numpy(np.ascontiguousarray(v[i : i + 64])) for v in feeds.values())
+                     for i in range(0, n, 64)]
             calib = [c[0] if len(c) == 1 else c for c in calib]
         report = self._stage("prune", f"2:4 {self.recipe.prune.method}",
                              lambda: prune_(sparse, self.recipe.prune, calib_inputs=calib))
@@ -110,9 +117,21 @@ class Pipeline:
     def _export(self, workload, models: dict[str, object]) -> dict[str, Path]:
         import torch
 
-        from trtopt.export import ExportConfig, export_onnx
+        from trtopt.export import ExportConfig, export_onnx, export_with_specs
 
+        if workload.onnx_path is not None:
+            return {"dense": workload.onnx_path}
         cfg = self.recipe.export
+        if workload.specs is not None:  # a user's model: names, example inputs and dynamic axes from its specs
+            from dataclasses import replace
+
+            cfg = replace(cfg, output_names=workload.outputs)
+            return {
+                kind: self._stage("export", f"{kind} FP32 -> ONNX",
+                                  lambda m=m, kind=kind: export_with_specs(m, workload.specs,
+                                                                           self.models_dir / f"{kind}-fp32.onnx", cfg))
+                for kind, m in models.items()
+            }
         example = workload.as_feeds(workload.example)
         if cfg.input_names == ExportConfig().input_names:
             cfg = ExportConfig(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
@@ -131,7 +150,7 @@ class Pipeline:
 
         tables = {}
         needs = {("sparse" if VARIANTS[v][0] else "dense") for v in self.recipe.run.variants
-                 if VARIANTS[v][1] == "int8"}
+                 if VARIANTS[v][1] == "int8" and v not in self.skipped}
         for kind in sorted(needs):
             src = NumpySource(workload.as_feeds(workload.calib), batch_size=32, seed=self.recipe.workload.seed)
             detail = f"{kind}: {self.recipe.calibrate.method} on {workload.count(workload.calib)} samples"
@@ -185,9 +204,17 @@ class Pipeline:
         models = self._torch_models(workload)
         self.torch_models = models
         fp32 = self._export(workload, models)
+        if workload.onnx_path is not None:
+            from trtopt.models.user_workload import ONNX_NOTE
+
+            for v in self.recipe.run.variants:
+                if VARIANTS[v][0]:
+                    self.skipped[v] = f"{ONNX_NOTE}; 2:4 variants need pruning"
         tables = self._calibrate(workload, fp32)
         artifacts: dict[str, Path] = {}
         for v in self.recipe.run.variants:
+            if v in self.skipped:
+                continue
             try:
                 artifacts[v] = self._stage("quantize", f"{v} model", lambda v=v: self._variant_model(v, fp32, tables))
             except TrtoptError as exc:
@@ -218,7 +245,8 @@ class Pipeline:
         from trtopt.benchmark.fidelity import Tolerance
 
         acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance() if judged else Tolerance())
+                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance() if judged else Tolerance(),
+                       metric=bcfg.metric)
         results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
                                  sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
                                  artifact=str(path), status="ok", reason="",
@@ -255,19 +283,23 @@ class Pipeline:
         inputs = tuple(workload.as_feeds(workload.example))
         # 2:4 semi-structured kernels exist on CUDA only; on CPU the sparse model runs dense.
         return TorchRunner(model, precision=precision, sparse24=sparse and _cuda_available(),
-                           input_names=inputs, output_names=(workload.output_name,))
+                           input_names=inputs, output_names=workload.outputs)
 
     def _backend_options(self, variant: str) -> dict:
         """Backend-specific runner options for a variant's prepared ONNX model."""
         if self.recipe.run.backend not in ("tensorrt", "tensorrt-rtx"):
             return {}
         from trtopt.backends.tensorrt import BuildConfig
+        from trtopt.inputs import profile_shapes
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
         # strongly typed; the build precision only names what the graph holds.
         trt_precision = "int8+fp16" if fp16_rest else precision
-        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend)
+        # a user's model: the optimization profile (min/opt/max of every dynamic axis) from its input specs
+        specs = getattr(getattr(self, "workload", None), "specs", None)
+        shapes = profile_shapes(specs) if specs else ()
+        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend, shapes=shapes)
         return {"config": cfg, "engine_dir": self.out / "engines"}
 
     def _attach_engine(self, variant: str, path: Path, results: list) -> None:
@@ -278,19 +310,22 @@ class Pipeline:
         if self.recipe.run.backend != "onnxruntime":
             return
         from trtopt.backends.tensorrt.variants import engine_summary
+        from trtopt.inputs import profile_shapes
 
+        specs = getattr(self.workload, "specs", None)
+        options = {"shapes": profile_shapes(specs)} if specs and profile_shapes(specs) else {}
         info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
-                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines"))
+                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines", **options))
         for r in results:
             r.extra["engine"] = info
 
-    def _failed_variant(self, variant: str, reason: str) -> list:
+    def _failed_variant(self, variant: str, reason: str, status: str = "failed") -> list:
         from trtopt.benchmark import VariantResult
 
         sparse, precision, _ = VARIANTS[variant]
         return [VariantResult(name=variant, backend=self.recipe.run.backend, precision=precision,
                               sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=None,
-                              artifact=None, status="failed", reason=reason)
+                              artifact=None, status=status, reason=reason)
                 for bs in self.recipe.bench.batch_sizes]
 
     def run(self) -> PipelineResult:
@@ -309,6 +344,9 @@ class Pipeline:
         self._timed = []
         with ExitStack() as stack:  # runners stay open: all variants are timed together, interleaved
             for v in self.recipe.run.variants:
+                if v in self.skipped:
+                    variants += self._failed_variant(v, self.skipped[v], status="skipped")
+                    continue
                 if v not in artifacts:
                     variants += self._failed_variant(v, self.failed.get(v, "not built"))
                     continue
@@ -333,3 +371,31 @@ class Pipeline:
         report.finalize()
         paths = self._stage("report", str(self.out), lambda: write_report(report, self.out))
         return PipelineResult(report=report, paths=dict(paths), stage_seconds=dict(self.timings))
+
+
+def run_recipe(recipe: str | Path | dict | Recipe, out: str | Path | None = None,
+               progress: Progress | None = None) -> PipelineResult:
+    """Load (when needed) and run a recipe: the one-call Python API.
+
+    Args:
+        recipe: A ``.toml`` path, a dict of tables (as :func:`trtopt.recipe.recipe_from_dict` takes;
+            relative paths relative to the current folder) or a parsed :class:`~trtopt.recipe.Recipe`.
+        out: Output folder; default ``[recipe] out`` or ``runs/<recipe name>``.
+        progress: Optional ``(stage, detail)`` callback.
+
+    Returns:
+        The :class:`PipelineResult` (report, written paths, stage seconds).
+
+    Raises:
+        ConfigError / InputError: A bad recipe, model or data file (before any stage writes a file).
+    """
+    from trtopt.recipe import load_recipe, recipe_from_dict
+
+    if isinstance(recipe, dict):
+        rec = recipe_from_dict(recipe)
+    elif isinstance(recipe, Recipe):
+        rec = recipe
+    else:
+        rec = load_recipe(recipe)
+    dest = Path(out) if out is not None else Path(rec.run.out or Path("runs") / rec.run.name)
+    return Pipeline(rec, dest, progress=progress).run()

@@ -122,27 +122,64 @@ def _build(cls: type, table: dict[str, Any], section: str, source: str):
         raise ConfigError(f"[{section}] of {source}: {exc}") from None
 
 
-def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
-    """Build a :class:`Recipe` from parsed TOML.
+#: ``[workload]`` keys holding file paths (resolved against the recipe's folder)
+_PATH_KEYS = ("weights", "calib_data", "eval_data", "train_data")
+
+
+def _resolve_paths(table: Any, base_dir: Path) -> Any:
+    """``[workload]`` with relative file paths made relative to ``base_dir`` (the recipe's folder, not the CWD).
+
+    ``model`` is a path only when it names a ``.pt``/``.pth``/``.onnx`` file (not a factory or built-in name).
+    """
+    if not isinstance(table, dict):
+        return table
+    out = dict(table)
+    keys = [k for k in _PATH_KEYS if isinstance(out.get(k), str) and out[k]]
+    model = out.get("model")
+    if isinstance(model, str) and Path(model).suffix.lower() in (".pt", ".pth", ".onnx") and ":" not in model:
+        keys.append("model")
+    for k in keys:
+        p = Path(out[k]).expanduser()
+        out[k] = str(p if p.is_absolute() else base_dir / p)
+    return out
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<dict>",
+                     base_dir: str | os.PathLike[str] | None = None) -> Recipe:
+    """Build a :class:`Recipe` from parsed TOML (or a plain dict, from Python).
 
     Args:
         data: Top-level TOML tables.
         source: Where the data came from, for error messages.
+        base_dir: Folder that relative ``[workload]`` file paths (``model`` files, ``weights``,
+            ``*_data``) are relative to; ``None``: the current folder.
 
     Returns:
         The recipe.
 
     Raises:
-        ConfigError: Unknown table or key, or an invalid value.
+        ConfigError: Unknown table or key, or an invalid value (a user's PyTorch model without
+            ``inputs``, ``[finetune]`` for a user's PyTorch model without ``train_data``).
+        InputError: A model, weights or data file named in ``[workload]`` does not exist.
     """
     classes = _section_classes()
     unknown = sorted(set(data) - set(classes))
     if unknown:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)} in {source} (known: {', '.join(classes)})")
+    if base_dir is not None and "workload" in data:
+        data = {**data, "workload": _resolve_paths(data["workload"], Path(base_dir))}
     built = {name: _build(cls, data.get(name, {}), name, source) for name, cls in classes.items()}
     built["run"] = built.pop("recipe")
     if "finetune" not in data:
         built["finetune"] = None
+    wl = built["workload"]
+    if (built["finetune"] is not None and not wl.is_builtin and not wl.train_data
+            and not str(wl.model).lower().endswith(".onnx")):
+        raise ConfigError(f"[finetune] in {source} needs workload.train_data (an .npz with the training inputs and "
+                          "labels) for your own model")
+    if built["run"].backend == "torch" and str(wl.model).lower().endswith(".onnx"):
+        raise ConfigError(f"backend 'torch' in {source} needs a PyTorch model; {wl.model} is ONNX (use onnxruntime, "
+                          "tensorrt or tensorrt-rtx)")
     return Recipe(source=source, **built)
 
 
@@ -156,8 +193,10 @@ def load_recipe(path: str | os.PathLike[str], overrides: dict[str, dict[str, Any
     Returns:
         The recipe.
 
+    Relative file paths in ``[workload]`` are relative to the recipe's folder.
+
     Raises:
-        InputError: Missing or unparsable file.
+        InputError: Missing or unparsable file; a file named in ``[workload]`` is missing.
         ConfigError: Unknown table/key or invalid value.
     """
     p = Path(path)
@@ -169,4 +208,4 @@ def load_recipe(path: str | os.PathLike[str], overrides: dict[str, dict[str, Any
         raise InputError(f"{p} is not valid TOML: {exc}") from None
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
-    return recipe_from_dict(data, source=p.name)
+    return recipe_from_dict(data, source=p.name, base_dir=p.resolve().parent)

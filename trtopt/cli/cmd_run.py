@@ -6,6 +6,12 @@ import argparse
 from pathlib import Path
 
 HELP = "run a pipeline from a TOML recipe (workload -> variants -> benchmark report)"
+EPILOG = """\
+your own model ([workload], see docs/your-model.md):
+  model = "mypkg.models:make"   (factory; or "model.pt", "model.onnx")
+  inputs = ["input_ids:int64:batchx128:0..30522", "attention_mask:int64:batchx128:0..2"]
+  calib_data = "calib.npz"      eval_data = "eval.npz"      train_data = "train.npz"  (docs/data-format.md)
+without calib_data/eval_data, random inputs from the specs are used (and the report says so)"""
 
 
 def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
@@ -25,8 +31,10 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``run`` subcommand."""
-    p = sub.add_parser("run", help=HELP, description=HELP)
-    p.add_argument("recipe", metavar="RECIPE.toml", type=Path, help="recipe file (see bench/recipes/)")
+    p = sub.add_parser("run", help=HELP, description=HELP, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", metavar="RECIPE.toml", type=Path,
+                   help="recipe file (see bench/recipes/); relative paths in it are relative to its folder")
     add_run_args(p, "runs/<recipe name>")
     p.set_defaults(func=run)
 

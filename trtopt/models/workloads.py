@@ -3,13 +3,16 @@
 A workload yields an FP32 PyTorch model, example inputs for export, calibration inputs and
 evaluation inputs (with labels when the task has them). ``digits_cnn`` is trained here in
 seconds on real data; the vision architectures use random weights and are throughput-only,
-which reports state explicitly.
+which reports state explicitly. Any other ``model`` is the user's own (``pkg.mod:fn``, a
+``torch.save``'d ``.pt`` or an ``.onnx``), built by :mod:`trtopt.models.user_workload` from input
+specs and ``.npz`` data (``docs/your-model.md``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +24,9 @@ class WorkloadConfig:
     """The ``[workload]`` table of a recipe.
 
     Attributes:
-        model: Workload name (see :data:`WORKLOADS`).
+        model: Built-in workload name (see :data:`WORKLOADS`) or the user's model: ``pkg.mod:fn``
+            (a factory returning a ``torch.nn.Module``), ``model.pt`` (``torch.save``'d module) or
+            ``model.onnx`` (:class:`~trtopt.models.reference.ModelRef`).
         seed: Seed for data split, weights and training.
         train_epochs: Training epochs (digits only).
         width: First-conv width (digits only).
@@ -29,6 +34,16 @@ class WorkloadConfig:
         num_calib: Calibration samples.
         num_eval: Evaluation samples (random-input and text workloads).
         seq_len: Tokens per sentence (text workloads; padded/truncated to this length).
+        weights: State dict (``torch.load(weights_only=True)``) for a factory ``model``.
+        inputs: One input spec per model input (``name:dtype:DIMS[:LOW..HIGH]``, see
+            :mod:`trtopt.inputs`), in ``forward`` order; required for a user's PyTorch model,
+            optional for ``.onnx`` (default: read from the graph).
+        output_names: Graph output names for the export (default ``output`` / ``output_0..``).
+        calib_data: Calibration ``.npz`` (``docs/data-format.md``); default: random inputs from the specs.
+        eval_data: Evaluation ``.npz`` (its ``labels`` feed the task metric); default: random inputs.
+        train_data: Training ``.npz`` with ``labels`` for ``[finetune]``; default: no fine-tuning.
+
+    Paths in a recipe file are relative to the recipe's folder (:func:`trtopt.recipe.load_recipe`).
     """
 
     model: str = "digits_cnn"
@@ -39,13 +54,38 @@ class WorkloadConfig:
     num_calib: int = 256
     num_eval: int = 64
     seq_len: int = 64
+    weights: str | None = None
+    inputs: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    calib_data: str | None = None
+    eval_data: str | None = None
+    train_data: str | None = None
 
     def __post_init__(self) -> None:
-        if self.model not in WORKLOADS:
-            raise ConfigError(f"unknown workload model '{self.model}' (choose from {', '.join(sorted(WORKLOADS))})")
         for k in ("train_epochs", "width", "image_size", "num_calib", "num_eval", "seq_len"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"workload.{k} must be positive, got {getattr(self, k)}")
+        for k in ("inputs", "output_names"):
+            v = getattr(self, k)
+            v = (v,) if isinstance(v, str) else tuple(v)
+            if not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"workload.{k} must be a list of strings, got {v!r}")
+            object.__setattr__(self, k, v)
+        if self.is_builtin:
+            extra = [k for k in ("weights", "inputs", "output_names", "calib_data", "eval_data", "train_data")
+                     if getattr(self, k)]
+            if extra:
+                raise ConfigError(f"workload.{', workload.'.join(extra)} apply to your own model, not to the built-in "
+                                  f"workload '{self.model}'")
+            return
+        from trtopt.models.user_workload import validate_config
+
+        validate_config(self)
+
+    @property
+    def is_builtin(self) -> bool:
+        """Whether ``model`` names a built-in workload (model + data come with trtopt)."""
+        return self.model in WORKLOADS
 
 
 @dataclass
@@ -65,6 +105,11 @@ class Workload:
         train_x: Training inputs for masked fine-tuning, or ``None``.
         train_y: Training labels, or ``None``.
         description: One line for reports (data source, weights provenance).
+        extra: More keys for the report's ``workload`` block.
+        specs: Input specs (:class:`~trtopt.inputs.InputSpec`) of a user's model, or ``None`` (built-in:
+            export from :attr:`example`, batch axis dynamic only).
+        output_names: Graph output names of a multi-output user model (``()``: :attr:`output_name`).
+        onnx_path: The user's ``.onnx`` model (``model`` is then ``None``: no PyTorch stages).
     """
 
     name: str
@@ -79,6 +124,14 @@ class Workload:
     train_y: np.ndarray | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
+    specs: tuple | None = None
+    output_names: tuple[str, ...] = ()
+    onnx_path: Path | None = None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Graph output names (``output_names``, or the single :attr:`output_name`)."""
+        return self.output_names or (self.output_name,)
 
     def as_feeds(self, data: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Return ``data`` as input name -> array (single-input workloads hold a bare array).
@@ -171,7 +224,16 @@ def load_workload(cfg: WorkloadConfig) -> Workload:
 
     Returns:
         The workload (the digits model is trained on the way).
+
+    Raises:
+        InputError: The user's model does not import or load, its forward fails on the declared
+            inputs, the specs contradict an ``.onnx`` model, or a data file is missing or does not
+            match the specs (all checked here, before any stage writes a file).
     """
+    if not cfg.is_builtin:
+        from trtopt.models.user_workload import load_user_workload
+
+        return load_user_workload(cfg)
     return WORKLOADS[cfg.model](cfg)
 
 

@@ -124,8 +124,11 @@ INSTALL_HINT = "pip install 'trtopt[tensorrt-rtx]'"
 
 
 def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
-                   engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
+                   engine_dir: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
     """Build ``variant`` ahead of time for RTX GPUs and summarise it for the demo table's engine column.
+
+    ``options`` are further :class:`~trtopt.backends.tensorrt.config.BuildConfig` fields (e.g. ``shapes``,
+    the optimization profile of a model with dynamic axes besides the batch).
 
     Returns:
         ``{"text": "0.9 MB · 5/5 INT8", ...}`` (compute layers compiled INT8 / quantized; FP16 or FP32
@@ -136,7 +139,7 @@ def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
 
     if importlib.util.find_spec("tensorrt_rtx") is None:
         return {"text": INSTALL_HINT, "status": "not installed"}
-    b = build_variant(recipe, variant, onnx_path, engine_dir)
+    b = build_variant(recipe, variant, onnx_path, engine_dir, **options)
     if b.status != "ok":
         return {"text": f"build failed: {b.reason}"[:200], "status": "failed", "reason": b.reason}
     n = sum((b.compute or {}).values())

@@ -1,0 +1,203 @@
+"""Issue 13: the recipe's [workload] for the user's own model: forms, paths, profiles, Python API, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+import trtopt
+from trtopt.errors import ConfigError, InputError
+
+SPECS = ["input_ids:int64:batchxseq=4..12..16:0..50", "attention_mask:int64:batchxseq=4..12..16:0..2"]
+FAST_BENCH = {"batch_sizes": [4], "warmup": 1, "iterations": 5, "rounds": 5, "min_rounds": 5}
+
+MODEL_SRC = textwrap.dedent("""
+    import torch
+
+
+    class Enc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(50, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.emb(input_ids)
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return self.fc((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+    def make():
+        torch.manual_seed(0)
+        return Enc()
+""")
+
+
+@pytest.fixture()
+def userpkg(tmp_path, monkeypatch):
+    name = f"byomrec_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / name / "mod.py").write_text(MODEL_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_import_trtopt_exports_the_recipe_api_lazily():
+    code = ("import sys, trtopt\n"
+            "assert 'torch' not in sys.modules and 'trtopt.pipeline' not in sys.modules\n"
+            "assert {'Pipeline', 'run_recipe', 'recipe_from_dict', 'load_recipe'} <= set(dir(trtopt))\n"
+            "from trtopt.pipeline import Pipeline, run_recipe\n"
+            "assert trtopt.Pipeline is Pipeline and trtopt.run_recipe is run_recipe\n"
+            "print('LAZY-OK')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "LAZY-OK" in res.stdout, res.stderr
+    with pytest.raises(AttributeError):
+        trtopt.no_such_name  # noqa: B018
+
+
+def test_tensorrt_profile_comes_from_the_specs(userpkg):
+    from types import SimpleNamespace
+
+    from trtopt.inputs import parse_input_specs
+    from trtopt.pipeline import Pipeline
+
+    rec = trtopt.recipe_from_dict({"recipe": {"backend": "tensorrt-rtx", "variants": ["fp32", "int8"]},
+                                   "workload": {"model": f"{userpkg}.mod:make", "inputs": SPECS}})
+    p = Pipeline(rec, "unused")
+    p.workload = SimpleNamespace(specs=parse_input_specs(SPECS))
+    cfg = p._backend_options("int8")["config"]
+    # batch: bare name = 1..1..32; seq = 4..12..16 (min..opt..max)
+    assert cfg.shapes == ("input_ids:1x4,1x12,32x16", "attention_mask:1x4,1x12,32x16")
+    assert cfg.precision == "int8"
+
+
+def test_dynamic_sequence_axis_is_exported_and_built(tmp_path, userpkg):
+    out = tmp_path / "out"
+    res = trtopt.run_recipe({"recipe": {"name": "seq", "variants": ["fp32"]},
+                             "workload": {"model": f"{userpkg}.mod:make", "inputs": SPECS, "num_calib": 8,
+                                          "num_eval": 8},
+                             "bench": FAST_BENCH}, out)
+    m = onnx.load(str(out / "models" / "dense-fp32.onnx"))
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
+    assert dims == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
+    # a sequence length other than the export's runs in ONNX Runtime (the axis really is dynamic)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "models" / "dense-fp32.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": np.ones((2, 16), np.int64), "attention_mask": np.ones((2, 16), np.int64)})
+    assert got[0].shape == (2, 3)
+    row = res.report.variants[0]
+    assert row.status == "ok"
+    if importlib.util.find_spec("tensorrt_rtx") is not None:  # the RTX engine column gets the profile too
+        assert row.extra["engine"]["status"] == "ok", row.extra["engine"]
+
+
+def test_builtin_workloads_refuse_user_model_keys():
+    with pytest.raises(ConfigError, match="not to the built-in workload 'digits_cnn'"):
+        trtopt.recipe_from_dict({"workload": {"model": "digits_cnn", "inputs": ["x:float32:batchx64"]}})
+    assert trtopt.recipe_from_dict({"workload": {"model": "resnet18"}}).workload.is_builtin
+
+
+def test_unknown_model_form_lists_forms_and_builtins():
+    with pytest.raises(ConfigError, match="package.module:function.*digits_cnn"):
+        trtopt.recipe_from_dict({"workload": {"model": "resnet1000"}})
+
+
+def test_torch_backend_with_an_onnx_model_is_refused(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ConfigError, match="backend 'torch'"):
+        trtopt.recipe_from_dict({"recipe": {"backend": "torch"}, "workload": {"model": str(tmp_path / "m.onnx")}})
+
+
+def test_saved_module_and_onnx_paths_resolve_against_the_recipe_folder(tmp_path, userpkg, monkeypatch):
+    import importlib
+
+    import torch
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    torch.save(importlib.import_module(f"{userpkg}.mod").make(), proj / "enc.pt")
+    (proj / "r.toml").write_text(textwrap.dedent(f"""
+        [recipe]
+        variants = ["fp32"]
+        [workload]
+        model = "enc.pt"
+        inputs = {json.dumps(SPECS)}
+        output_names = ["scores"]
+        num_calib = 8
+        num_eval = 8
+        [bench]
+        batch_sizes = [4]
+        warmup = 1
+        iterations = 5
+        rounds = 5
+        min_rounds = 5
+    """))
+    monkeypatch.chdir(tmp_path)
+    rec = trtopt.load_recipe(proj / "r.toml")
+    assert rec.workload.model == str(proj.resolve() / "enc.pt")
+    out = tmp_path / "out"
+    trtopt.Pipeline(rec, out).run()
+    m = onnx.load(str(out / "models" / "dense-fp32.onnx"))
+    assert [o.name for o in m.graph.output] == ["scores"]
+
+
+def test_output_names_count_must_match_the_model(tmp_path, userpkg):
+    rec = trtopt.recipe_from_dict({"recipe": {"variants": ["fp32"]},
+                                   "workload": {"model": f"{userpkg}.mod:make", "inputs": SPECS,
+                                                "output_names": ["a", "b"]}})
+    with pytest.raises(InputError, match="output_names has 2"):
+        trtopt.Pipeline(rec, tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_bad_factory_is_one_line_exit_2(tmp_path, userpkg, capsys):
+    from trtopt.cli.main import main
+
+    (tmp_path / "r.toml").write_text(textwrap.dedent(f"""
+        [recipe]
+        variants = ["fp32"]
+        [workload]
+        model = "{userpkg}.mod:nope"
+        inputs = {json.dumps(SPECS)}
+    """))
+    code = main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nope" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _dynamic_width_onnx(path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    g = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2], keepdims=0)], "g", [x], [y])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_onnx_with_an_unsized_dynamic_axis_needs_specs_or_data(tmp_path):
+    path = _dynamic_width_onnx(tmp_path / "w.onnx")
+    base = {"recipe": {"variants": ["fp32"]}, "bench": FAST_BENCH}
+    rec = trtopt.recipe_from_dict({**base, "workload": {"model": str(path)}})
+    with pytest.raises(InputError, match=r"'x' axis 2 \('W'\) is dynamic.*x:float32:batchx3xW=16..64..128"):
+        trtopt.Pipeline(rec, tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()
+    # declared: runs, and random inputs use the declared OPT width; the FP32 output is the graph's own
+    out = tmp_path / "ok"
+    res = trtopt.run_recipe({**base, "workload": {"model": str(path), "inputs": ["x:float32:batchx3xW=4..8..16"],
+                                                  "num_eval": 4, "num_calib": 4}}, out)
+    assert res.report.variants[0].status == "ok", res.report.variants[0].reason
