@@ -84,7 +84,12 @@ def _acc(v: dict[str, Any]) -> str:
         return _fid_summary(fid) + fail
     ci = a.get("ci95")
     band = f" ({as_float(ci[0]):.1f}–{as_float(ci[1]):.1f})" if ci else ""
-    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip() + band + fail
+    name = a.get("metric", "")
+    if a.get("ref"):  # a user's metric, in its own units, then the built-in ones that apply next to it
+        others = [f"{as_float(val):.2f}% {k}" for k, val in (a.get("metrics") or {}).items() if k != name]
+        arrow = "" if a.get("higher_is_better", True) else " ↓"
+        return " / ".join([f"{as_float(a['value']):.4g} {name}{arrow}", *others]) + fail
+    return f"{as_float(a['value']):.2f}% {name}".strip() + band + fail
 
 
 def table_rows(report: Any) -> list[list[str]]:
