@@ -95,7 +95,7 @@ def load_overrides(path: str | os.PathLike[str]) -> Overrides:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"overrides file not found: {p}")
+        raise InputError(f"overrides file {p} is a directory" if p.is_dir() else f"overrides file not found: {p}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -245,7 +245,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"report not found: {p}")
+        raise InputError(f"report {p} is a directory" if p.is_dir() else f"report not found: {p}")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
