@@ -209,8 +209,11 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str:
-    """Return ``report.md``: results table, fidelity table, timing notes, environment, plots."""
+def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_note: str | None = None) -> str:
+    """Return ``report.md``: results table, fidelity table, timing notes, environment, plots.
+
+    ``plot_note`` (e.g. ``plots skipped: ...``) goes under a Plots heading when no plot was written.
+    """
     data = _data(report)
     wl = data.get("workload") or {}
     lines = [f"# trtopt benchmark: {wl.get('name', 'model')}", "",
@@ -267,6 +270,8 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
     if pngs:
         lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()] + [""]
+    elif plot_note:
+        lines += ["## Plots", "", plot_note, ""]
     return "\n".join(lines)
 
 
