@@ -10,6 +10,7 @@ axis TensorRT prunes. Without evaluation data the inputs are random
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -125,7 +126,11 @@ def bench_specs(model_path: str | os.PathLike[str], declared: Sequence[Any] = ()
 def _hint_dim(ax: int, d: Any) -> str:
     if not d.dynamic:
         return str(d.opt)
-    return "batch" if ax == 0 else f"{d.name or f'd{ax}'}=16..128"
+    if ax == 0:
+        return "batch"
+    # graph names like '?' or 'p2o.DynamicDimension.1' are not --input dim names
+    name = d.name if d.name and re.fullmatch(r"[A-Za-z_]\w*", d.name) else f"d{ax}"
+    return f"{name}=16..128"
 
 
 def random_feeds(specs: Sequence[Any], n: int, seed: int = 0) -> dict[str, np.ndarray]:
