@@ -188,3 +188,13 @@ def test_input_contradicting_the_model_is_one_line(tmp_path, capsys):
     rc = _bench(tmp_path, model, tmp_path / "o", "--input", "ids:float32:batchx8")
     err = capsys.readouterr().err
     assert rc == 2 and "declared float32 but the model takes int64" in err
+
+
+def test_dynamic_dim_hint_is_a_valid_input_spec_for_paddle_style_names(tmp_path, capsys):
+    """Paddle2ONNX names dims '?' / 'p2o.DynamicDimension.1': the suggested --input must parse and run."""
+    model = _embedding(tmp_path / "emb.onnx", seq="p2o.DynamicDimension.1", rows=50)
+    assert _bench(tmp_path, model, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    hint = err.split("pass --input ")[1].split(" ")[0]
+    assert hint == "ids:int64:batchxd1=16..128"
+    assert _bench(tmp_path, model, tmp_path / "o", "--input", hint) == 0
