@@ -2,13 +2,18 @@
 
 Nothing here imports a heavy module at import time. ``require`` imports on demand and
 turns an ``ImportError`` into :class:`~trtopt.errors.MissingDependencyError` naming the
-pip extra that provides the module.
+pip extra that provides the module, with the install command that fits how trtopt was
+installed (:func:`install_hint`): ``pip install -e ".[extra]"`` in a clone, ``pip install
+'trtopt[extra]'`` from a package index.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import json
+from pathlib import Path
 from types import ModuleType
 
 from trtopt.errors import MissingDependencyError
@@ -62,3 +67,47 @@ def require(module: str, extra: str | None = None, detail: str = "") -> ModuleTy
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(top, extra or EXTRAS.get(top, top), detail or str(exc)) from exc
+
+
+def from_source(package_dir: str | Path, direct_url: str | None) -> bool:
+    """Whether trtopt runs from a source checkout (a clone, ``pip install -e .``, ``PYTHONPATH``).
+
+    Args:
+        package_dir: Folder of the imported ``trtopt`` package.
+        direct_url: Text of the installed distribution's ``direct_url.json`` (PEP 610), or ``None``.
+
+    Returns:
+        True when the package is not under ``site-packages``/``dist-packages`` (an editable install
+        or a checkout on the path), or the distribution records an editable install.
+    """
+    parts = set(Path(package_dir).resolve().parts)
+    if not parts & {"site-packages", "dist-packages"}:
+        return True
+    try:
+        return bool(json.loads(direct_url or "{}").get("dir_info", {}).get("editable", False))
+    except (ValueError, AttributeError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def installed_from_source() -> bool:
+    """:func:`from_source` for the running trtopt (read once)."""
+    import importlib.metadata
+
+    import trtopt
+
+    try:
+        direct_url = importlib.metadata.distribution("trtopt").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        direct_url = None
+    return from_source(Path(trtopt.__file__).parent, direct_url)
+
+
+def install_hint(extra: str) -> str:
+    """The command installing a trtopt extra, fitting how trtopt was installed.
+
+    Returns:
+        ``pip install -e ".[extra]"`` (run in the clone) for a source checkout or editable install,
+        else ``pip install 'trtopt[extra]'``.
+    """
+    return f'pip install -e ".[{extra}]"' if installed_from_source() else f"pip install 'trtopt[{extra}]'"

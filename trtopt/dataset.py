@@ -141,18 +141,22 @@ def load_npz(path: str | os.PathLike[str], static: Sequence[str] = ()) -> Datase
     if not p.is_file():
         raise InputError(f"data file not found: {p}")
     try:
-        z = np.load(p, allow_pickle=False)
-        if not hasattr(z, "files"):
-            raise InputError(f"{p} holds a single array, not a .npz archive: save it with "
-                             f"np.savez('{p.stem}.npz', <input name>=array, labels=...)")
-        with z:
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise InputError(f"cannot read data file {p} ({exc.strerror or exc})") from None
+    if magic.startswith(b"\x93NUMPY"):
+        raise InputError(f"{p} holds a single array, not a .npz archive: save it with "
+                         f"np.savez('{p.stem}.npz', <input name>=array, labels=...)")
+    if not magic.startswith(b"PK"):  # an .npz is a zip archive
+        raise InputError(f"{p} is not a readable .npz archive (not a zip file: write it with np.savez)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except InputError:
-        raise
     except ValueError as exc:
         msg = "holds pickled Python objects (object arrays)" if "pickle" in str(exc) else str(exc)
         raise InputError(f"{p}: cannot read it as .npz: {msg}; store plain numeric arrays") from None
-    except (OSError, EOFError) as exc:
+    except Exception as exc:  # OSError, EOFError, zipfile.BadZipFile on a truncated or corrupt archive
         why = str(exc).splitlines()[0] if str(exc) else "corrupt"
         raise InputError(f"{p} is not a readable .npz archive ({why})") from None
     label_key = next((k for k in LABEL_KEYS if k in arrays), None)

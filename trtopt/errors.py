@@ -34,7 +34,9 @@ class MissingDependencyError(TrtoptError):
     def __init__(self, module: str, extra: str, detail: str = "") -> None:
         self.module = module
         self.extra = extra
-        msg = f"{module} is not installed: install the [{extra}] extra (pip install 'trtopt[{extra}]')"
+        from trtopt._optional import install_hint  # here: _optional imports this module
+
+        msg = f"{module} is not installed: install the [{extra}] extra ({install_hint(extra)})"
         if detail:
             msg = f"{msg}; {detail}"
         super().__init__(msg)

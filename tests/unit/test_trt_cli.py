@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
+from trtopt._optional import install_hint
 from trtopt.cli.main import main
 
 
@@ -21,7 +23,7 @@ def test_build_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
                "--shapes", "input:1x1x8x8,8x1x8x8,32x1x8x8", "--engine-dir", str(tmp_path / "engines")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert len(err) == 1 and "pip install 'trtopt[tensorrt]'" in err[0]
+    assert len(err) == 1 and install_hint("tensorrt") in err[0]
     assert not (tmp_path / "engines").exists()  # nothing half-written
 
 
@@ -29,7 +31,7 @@ def test_build_rtx_without_the_extra_names_it(tmp_path, capsys):
     rc = main(["build", str(tmp_path / "m.onnx"), "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert len(err) == 1 and "pip install 'trtopt[tensorrt-rtx]'" in err[0]
+    assert len(err) == 1 and install_hint("tensorrt-rtx") in err[0]
     assert not (tmp_path / "e").exists()
 
 
@@ -48,7 +50,7 @@ def test_open_runner_and_build_engine_raise_missing_dependency(tmp_path):
     from trtopt.backends.tensorrt import build_engine
     from trtopt.errors import MissingDependencyError
 
-    with pytest.raises(MissingDependencyError, match=r"pip install 'trtopt\[tensorrt\]'"):
+    with pytest.raises(MissingDependencyError, match=re.escape(install_hint("tensorrt"))):
         open_runner("tensorrt", tmp_path / "m.engine")
     with pytest.raises(MissingDependencyError, match="tensorrt"):
         build_engine(tmp_path / "m.onnx")

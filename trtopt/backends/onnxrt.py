@@ -53,7 +53,7 @@ def make_session(
     if not isinstance(model, bytes):
         path = Path(model)
         if not path.is_file():
-            raise InputError(f"model file not found: {path}")
+            raise InputError(f"model file {path} is a directory" if path.is_dir() else f"model file not found: {path}")
         model = str(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads

@@ -45,7 +45,7 @@ def _load_module(model: Any, workload_kwargs: Mapping[str, Any]) -> tuple[Any, s
     if text.endswith((".pt", ".pth")):
         path = Path(text)
         if not path.is_file():
-            raise InputError(f"model file not found: {path}")
+            raise InputError(f"model file {path} is a directory" if path.is_dir() else f"model file not found: {path}")
         try:
             return torch.jit.load(str(path), map_location="cpu"), None, None
         except RuntimeError:

@@ -1,6 +1,7 @@
 """Accuracy against labels and fidelity against the FP32 outputs.
 
-The task metric (top-1 by default; pluggable via :func:`register_metric`) needs labels.
+The task metric (top-1 by default; pluggable via :func:`register_metric`, or a user's function
+given as ``package.module:function``, see :mod:`trtopt.benchmark.metric`) needs labels.
 Fidelity metrics compare a variant's outputs to FP32's and need no labels, so they are
 always available: top-1 agreement (per sample for ``(N, C)``, per position for sequence
 outputs ``(N, T, C)``), cosine similarity over the whole tensor and of the worst channel
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, ChannelSplit, Tolerance, fidelity
+from trtopt.benchmark.metric import Metric, resolve_metric
 from trtopt.errors import ConfigError, InputError
 
-__all__ = ["DEFAULT_TOLERANCE", "AccuracyResult", "ChannelSplit", "Tolerance", "evaluate", "fidelity",
+__all__ = ["DEFAULT_TOLERANCE", "AccuracyResult", "ChannelSplit", "Metric", "Tolerance", "evaluate", "fidelity",
            "known_metrics", "register_metric", "run_batched", "topk_accuracy"]
 
 #: metric(outputs, labels) -> value (percent for accuracies)
@@ -78,6 +80,15 @@ def known_metrics() -> list[str]:
     return sorted(_METRICS)
 
 
+def get_metric(metric: str | MetricFn | Metric) -> Metric:
+    """Resolve a metric name, ``package.module:function`` reference or callable (see :mod:`trtopt.benchmark.metric`).
+
+    Raises:
+        ConfigError: Unknown name. InputError: A reference that does not import.
+    """
+    return resolve_metric(metric, _METRICS)
+
+
 @dataclass(frozen=True)
 class AccuracyResult:
     """Accuracy and fidelity of one variant.
@@ -94,6 +105,10 @@ class AccuracyResult:
         samples: Labelled samples the metric was computed on (``None`` without labels).
         correct: Per-sample top-1 correctness (``top1`` only): the gate compares two runs image
             by image with it, and the Wilson interval of ``value`` comes from it.
+        ref: Import reference of a user's metric (``None`` for built-ins).
+        higher_is_better: Direction of ``metric`` (``False``: an error rate; the gate judges rises).
+        metrics: Every task metric computed, name -> value: the main one plus ``top1``/``top5``
+            where they apply next to a user's metric.
     """
 
     metric: str
@@ -106,6 +121,9 @@ class AccuracyResult:
     tolerances: dict[str, dict[str, float | None]] = field(default_factory=dict)
     samples: int | None = None
     correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ref: str | None = None
+    higher_is_better: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def fidelity_ok(self) -> bool | None:
@@ -121,6 +139,12 @@ class AccuracyResult:
             d["top5"] = self.top5
         if self.samples is not None:
             d["samples"] = self.samples
+        if self.ref is not None:
+            d["ref"] = self.ref
+        if not self.higher_is_better:
+            d["higher_is_better"] = False
+        if len(self.metrics) > 1:
+            d["metrics"] = dict(self.metrics)
         if self.correct is not None and self.correct.size:
             d["ci95"] = list(wilson_interval(int(self.correct.sum()), int(self.correct.size)))
             d["correct_bits"] = pack_bits(self.correct)
@@ -189,7 +213,9 @@ def evaluate(
         reference: FP32 outputs: an array (compared with the primary output) or output name to array.
         batch_size: Evaluation batch size.
         input_name: Input name when ``x`` is one array (default: the model's only input).
-        metric: Metric name or ``fn(outputs, labels) -> float``.
+        metric: Built-in name (``top1``), ``package.module:function`` (``fn(outputs: dict[str, ndarray],
+            labels) -> float``, see :mod:`trtopt.benchmark.metric`), a resolved
+            :class:`~trtopt.benchmark.metric.Metric`, or ``fn(primary_output, labels) -> float``.
         output_name: Primary output (default: the model's first output).
         tolerances: One tolerance for every output or output name to tolerance; ``None`` (or an
             output missing from the mapping) gets :data:`DEFAULT_TOLERANCE`, ``Tolerance()``
@@ -201,9 +227,11 @@ def evaluate(
         The accuracy result, including the primary output array for use as a later reference.
 
     Raises:
-        InputError: The metric does not apply to the outputs, or inputs/batch do not fit.
+        InputError: The metric does not apply to the outputs, raised or returned a non-number, or
+            inputs/batch do not fit.
         ConfigError: Unknown metric name.
     """
+    task = resolve_metric(metric, _METRICS) if labels is not None else None
     feeds = _as_feeds(x, runner, input_name)
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
@@ -212,17 +240,17 @@ def evaluate(
     if primary not in outs:
         raise InputError(f"no output named '{primary}' (outputs: {sorted(outs)})")
     main = outs[primary]
-    metric_name, value, top5, correct = "none", None, None, None
-    if labels is not None:
-        fn = metric if callable(metric) else _METRICS.get(metric)
-        if fn is None:
-            raise ConfigError(f"unknown metric '{metric}' (registered: {', '.join(sorted(_METRICS))})")
-        metric_name = getattr(fn, "__name__", "custom") if callable(metric) else metric
-        value = float(fn(main, np.asarray(labels)))
-        if metric_name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
+    metric_name, value, top5, correct, extra = "none", None, None, None, {}
+    if task is not None:
+        metric_name = task.name
+        value = task.compute(outs, primary, np.asarray(labels))
+        extra = {task.name: value}
+        if task.name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
             top5 = topk_accuracy(main, labels, 5)
-        if metric_name == "top1":  # value is valid, so labels fit: keep which samples were right
+        if task.name == "top1":  # value is valid, so labels fit: keep which samples were right
             correct = main.argmax(1) == np.asarray(labels).reshape(-1).astype(np.int64)
+        if not task.builtin:  # a user's metric: top-1/top-5 next to it where they apply
+            extra.update(_builtin_alongside(main, np.asarray(labels)))
     fid: dict[str, dict[str, Any]] = {}
     bad: dict[str, list[str]] = {}
     used: dict[str, dict[str, float | None]] = {}
@@ -239,4 +267,17 @@ def evaluate(
                 bad[name] = v
     return AccuracyResult(metric=metric_name, value=value, top5=top5, fidelity=fid, outputs=main,
                           all_outputs=outs, violations=bad, tolerances=used,
-                          samples=None if labels is None else len(main), correct=correct)
+                          samples=None if labels is None else len(main), correct=correct,
+                          ref=task.ref if task else None, higher_is_better=task.higher_is_better if task else True,
+                          metrics=extra)
+
+
+def _builtin_alongside(main: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``top1``/``top5`` of the primary output where they apply (class-id labels, (N, C) scores)."""
+    out: dict[str, float] = {}
+    for k in (1, 5):
+        try:
+            out[f"top{k}"] = topk_accuracy(main, labels, k)
+        except (InputError, ValueError, TypeError):
+            break
+    return out

@@ -29,7 +29,11 @@ class BenchConfig:
         cv_threshold: Coefficient of variation of the latencies above which a run is flagged
             unstable (trtexec warns above about 5%).
         eval_batch_size: Batch size for accuracy evaluation; 0 = the largest of ``batch_sizes``.
-        metric: Task metric name (``top1`` for classifiers; see :func:`trtopt.benchmark.register_metric`).
+        metric: Task metric: a built-in name (``top1``/``top5`` for classifiers; more with
+            :func:`trtopt.benchmark.register_metric`) or your function as ``package.module:function``,
+            called ``fn(outputs: dict[str, np.ndarray], labels: np.ndarray) -> float`` over the whole
+            evaluation set (higher is better unless ``fn.higher_is_better = False``; see
+            :mod:`trtopt.benchmark.metric`). Needs labels in the data.
         min_sqnr_db: Fidelity tolerance applied to every output (``None`` = the default).
         min_cosine: Fidelity tolerance applied to every output.
         max_abs_err: Fidelity tolerance applied to every output.
@@ -93,6 +97,10 @@ class BenchConfig:
         if self.min_rounds < 2 or self.rounds < self.min_rounds:
             raise ConfigError(f"bench.rounds ({self.rounds}) must be >= bench.min_rounds ({self.min_rounds}), "
                               "which must be >= 2")
+        from trtopt.benchmark.accuracy import known_metrics
+        from trtopt.benchmark.metric import check_metric_name
+
+        check_metric_name(self.metric, known_metrics(), "bench.metric")  # form only: imported when benching
         if self.eval_batch_size < 0:
             raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
 

@@ -95,7 +95,7 @@ def load_overrides(path: str | os.PathLike[str]) -> Overrides:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"overrides file not found: {p}")
+        raise InputError(f"overrides file {p} is a directory" if p.is_dir() else f"overrides file not found: {p}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -188,6 +188,16 @@ def _acc(v: dict[str, Any]) -> float | None:
     return as_float((v.get("accuracy") or {}).get("value")) if v.get("status") == "ok" else None
 
 
+def _metric_name(v: dict[str, Any]) -> str:
+    name = str((v.get("accuracy") or {}).get("metric") or "accuracy")
+    return "accuracy" if name in ("top1", "top5") else f"metric {name}"
+
+
+def _higher_is_better(v: dict[str, Any]) -> bool:
+    """A user's metric with ``higher_is_better = False`` (an error rate) regresses when it rises."""
+    return (v.get("accuracy") or {}).get("higher_is_better", True) is not False
+
+
 def _fid_failed(v: dict[str, Any]) -> bool:
     return v.get("fidelity_ok") is False or bool(v.get("fidelity_violations"))
 
@@ -243,8 +253,11 @@ def _compare(cur: dict[str, Any], base: dict[str, Any], budget: Budget) -> GateR
         kind, msg = _verdict(ch, lo, hi, budget.max_accuracy_drop, "accuracy", " pts")
         (problems if kind == "regressed" else unsure if kind else []).append(
             f"{msg} ({lost} lost, {gained} gained of {cb.size})" if msg else msg)
-    elif achange is not None and -achange > budget.max_accuracy_drop:
-        problems.append(f"accuracy -{-achange:.2f} points > {budget.max_accuracy_drop:g} budget")
+    elif achange is not None and _higher_is_better(cur) and -achange > budget.max_accuracy_drop:
+        unit = f" -{-achange:.2f} points" if _metric_name(cur) == "accuracy" else f" -{-achange:.4g}"
+        problems.append(f"{_metric_name(cur)}{unit} > {budget.max_accuracy_drop:g} budget")
+    elif achange is not None and not _higher_is_better(cur) and achange > budget.max_accuracy_drop:
+        problems.append(f"{_metric_name(cur)} +{achange:.4g} (lower is better) > {budget.max_accuracy_drop:g} budget")
     if ab is not None and ac is None and cur["status"] == "ok":
         problems.append("accuracy missing (baseline had one)")
     if cur["status"] == "ok" and _fid_failed(cur) and not _fid_failed(base):

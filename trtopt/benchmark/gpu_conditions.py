@@ -116,7 +116,9 @@ class NvmlMonitor:
             self.status = "ok"
             return True
         except ImportError:
-            self.status = "unknown: nvidia-ml-py is not installed (pip install 'trtopt[gpu]')"
+            from trtopt._optional import install_hint
+
+            self.status = f"unknown: nvidia-ml-py is not installed ({install_hint('gpu')})"
         except Exception as exc:  # pynvml.NVMLError and driver problems: record, never crash a benchmark
             self.status = f"unknown: NVML unavailable ({exc})"
         return False

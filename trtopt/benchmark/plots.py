@@ -1,4 +1,4 @@
-"""PNG plots of a report (needs matplotlib, the ``plot`` extra; silently skipped without it).
+"""PNG plots of a report (needs matplotlib: a base dependency; skipped with a warning without it).
 
 Three figures: throughput vs accuracy with the Pareto front, one panel per batch size (a front
 across batch sizes compares unlike things), the latency distribution of every variant (from the
@@ -21,6 +21,23 @@ from trtopt.fileio import atomic_path
 from trtopt.log import get_logger
 
 log = get_logger(__name__)
+
+#: file names of the plots (a new report removes the ones it did not write: no stale PNG next to it)
+PLOT_FILES = {"plot_pareto": "pareto.png", "plot_latency": "latency.png", "plot_batch": "throughput_vs_batch.png"}
+#: the line shown on the console and in report.md when matplotlib is missing
+SKIPPED_NOTE = "plots skipped: matplotlib is not installed (install it: {hint})"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib can be imported (plots are written)."""
+    return is_installed("matplotlib")
+
+
+def skipped_note() -> str:
+    """``plots skipped: ...`` with the install command that fits how trtopt was installed."""
+    from trtopt._optional import install_hint
+
+    return SKIPPED_NOTE.format(hint=install_hint("plot"))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -196,8 +213,8 @@ def write_plots(report: Any, out_dir: Path) -> dict[str, Path]:
         ``plot_pareto`` / ``plot_latency`` / ``plot_batch`` to path, for the plots that apply;
         empty without matplotlib.
     """
-    if not is_installed("matplotlib"):
-        log.info("matplotlib not installed: no plots (pip install 'trtopt[plot]')")
+    if not plots_available():
+        log.warning(skipped_note())
         return {}
     import matplotlib
 
@@ -206,9 +223,8 @@ def write_plots(report: Any, out_dir: Path) -> dict[str, Path]:
 
     variants = _ok(report)
     out: dict[str, Path] = {}
-    for key, fn, name in (("plot_pareto", _pareto, "pareto.png"), ("plot_latency", _latency, "latency.png"),
-                          ("plot_batch", _batch, "throughput_vs_batch.png")):
-        path = fn(plt, variants, Path(out_dir) / name)
+    for key, fn in (("plot_pareto", _pareto), ("plot_latency", _latency), ("plot_batch", _batch)):
+        path = fn(plt, variants, Path(out_dir) / PLOT_FILES[key])
         if path is not None:
             out[key] = path
     return out

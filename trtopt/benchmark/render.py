@@ -84,7 +84,12 @@ def _acc(v: dict[str, Any]) -> str:
         return _fid_summary(fid) + fail
     ci = a.get("ci95")
     band = f" ({as_float(ci[0]):.1f}–{as_float(ci[1]):.1f})" if ci else ""
-    return f"{as_float(a['value']):.2f}% {a.get('metric', '')}".strip() + band + fail
+    name = a.get("metric", "")
+    if a.get("ref"):  # a user's metric, in its own units, then the built-in ones that apply next to it
+        others = [f"{as_float(val):.2f}% {k}" for k, val in (a.get("metrics") or {}).items() if k != name]
+        arrow = "" if a.get("higher_is_better", True) else " ↓"
+        return " / ".join([f"{as_float(a['value']):.4g} {name}{arrow}", *others]) + fail
+    return f"{as_float(a['value']):.2f}% {name}".strip() + band + fail
 
 
 def table_rows(report: Any) -> list[list[str]]:
@@ -204,8 +209,11 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str:
-    """Return ``report.md``: results table, fidelity table, timing notes, environment, plots."""
+def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_note: str | None = None) -> str:
+    """Return ``report.md``: results table, fidelity table, timing notes, environment, plots.
+
+    ``plot_note`` (e.g. ``plots skipped: ...``) goes under a Plots heading when no plot was written.
+    """
     data = _data(report)
     wl = data.get("workload") or {}
     lines = [f"# trtopt benchmark: {wl.get('name', 'model')}", "",
@@ -262,6 +270,8 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None) -> str
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
     if pngs:
         lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()] + [""]
+    elif plot_note:
+        lines += ["## Plots", "", plot_note, ""]
     return "\n".join(lines)
 
 

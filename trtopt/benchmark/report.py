@@ -245,7 +245,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"report not found: {p}")
+        raise InputError(f"report {p} is a directory" if p.is_dir() else f"report not found: {p}")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -287,6 +287,10 @@ def variant_key(v: dict[str, Any]) -> tuple[str, str, int]:
 def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and (with matplotlib) PNG plots, each atomically.
 
+    Plots this run did not write (``plots=False``, no matplotlib, a plot that does not apply) are
+    removed from ``out_dir`` so no stale PNG from an older run sits next to the new report; without
+    matplotlib ``report.md`` says ``plots skipped`` and how to install it.
+
     Args:
         report: The report (finalized here if it was not).
         out_dir: Output folder (created).
@@ -295,7 +299,7 @@ def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = 
     Returns:
         Kind (``json``, ``markdown``, ``plot_*``) to path.
     """
-    from trtopt.benchmark.plots import write_plots
+    from trtopt.benchmark.plots import PLOT_FILES, plots_available, skipped_note, write_plots
     from trtopt.benchmark.render import render_markdown
 
     out = Path(out_dir)
@@ -304,8 +308,13 @@ def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = 
     data = report.to_dict()
     check_schema(data, "generated report")
     paths: dict[str, Path] = {}
+    note = None
     if plots:
         paths.update(write_plots(report, out))
+        note = None if plots_available() else skipped_note()
+    for key, name in PLOT_FILES.items():  # a PNG from an older run must not sit next to this report
+        if key not in paths:
+            (out / name).unlink(missing_ok=True)
     paths["json"] = atomic_write_json(out / "report.json", data)
-    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data, plots=paths))
+    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data, plots=paths, plot_note=note))
     return paths

@@ -10,6 +10,7 @@ axis TensorRT prunes. Without evaluation data the inputs are random
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -18,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.benchmark.accuracy import evaluate, known_metrics
+from trtopt.benchmark.accuracy import evaluate, get_metric
 from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.environment import capture_environment
 from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.timing import measure
-from trtopt.errors import BackendUnavailableError, ConfigError, InputError, MissingDependencyError
+from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
 
 Progress = Callable[[str, str], None]
 
@@ -67,50 +68,100 @@ def fp16_overflow_reason(path: str | os.PathLike[str], data: Mapping[str, np.nda
 
 
 def load_eval_data(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Read an evaluation ``.npz``: input arrays by name plus optional ``labels``.
+    """Read an evaluation ``.npz`` (:func:`trtopt.dataset.load_npz`): input arrays by name plus optional labels.
+
+    A thin wrapper kept for callers of the older API; the format is ``docs/data-format.md``.
 
     Raises:
-        InputError: Missing/corrupt file, no inputs, or arrays of different lengths.
+        InputError: Missing/corrupt file, a folder, pickled arrays, no inputs, arrays of different
+            lengths, or ``static:`` arrays (bench feeds batched inputs only).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"data file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {p} as .npz: {exc}") from None
-    labels = arrays.pop("labels", None)
-    if not arrays:
-        raise InputError(f"{p} holds no input arrays (only {sorted(arrays) or 'labels'})")
-    lengths = {k: len(v) for k, v in arrays.items()} | ({"labels": len(labels)} if labels is not None else {})
-    if len(set(lengths.values())) != 1:
-        raise InputError(f"arrays in {p} have different lengths: {lengths}")
-    return arrays, labels
+    from trtopt.dataset import load_npz
+
+    ds = load_npz(path)
+    if ds.static:
+        raise InputError(f"{ds.source}: bench feeds batched inputs only; per-call constant array(s) "
+                         f"{sorted(ds.static)} ('static:' keys) are not supported here")
+    return ds.inputs, ds.labels
+
+
+def bench_specs(model_path: str | os.PathLike[str], declared: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """Input specs for random feeds of an ONNX model: the graph's, with ``--input`` declarations on top.
+
+    The graph gives names, dtypes, fixed dims and value ranges (token ids below the embedding
+    table's rows, masks 0/1: :func:`trtopt.inputs.specs_from_onnx`); a declared spec replaces the
+    graph's for its input (keeping the graph's value range when it declares none). A fixed axis 0 is
+    treated as the batch axis (samples), as the data format does.
+
+    Raises:
+        InputError: A declared spec contradicts the model, or a non-batch dim is dynamic and neither
+            declared nor given by data (the message says which ``--input`` to pass).
+    """
+    from trtopt.inputs import Dim, check_specs_against_onnx, specs_from_onnx
+    from trtopt.onnx_graph import load_onnx
+
+    model = load_onnx(model_path, check=False)
+    if declared:
+        check_specs_against_onnx(declared, model, where=f"--input for {Path(model_path).name}")
+    given = {s.name: s for s in declared}
+    out = []
+    for g in specs_from_onnx(model):
+        s = given.get(g.name)
+        if s is not None and s.low is None and g.low is not None:
+            s = replace(s, low=g.low, high=g.high)
+        if s is None:
+            dyn = [ax for ax, d in enumerate(g.dims) if ax > 0 and d.dynamic]
+            if dyn:
+                hint = "x".join(_hint_dim(ax, d) for ax, d in enumerate(g.dims))
+                raise InputError(f"input '{g.name}' of {Path(model_path).name} has dynamic dim(s) "
+                                 f"{[g.dims[ax].name for ax in dyn]} of unknown size: pass --input "
+                                 f"{g.name}:{g.dtype}:{hint} (your sizes) or --data EVAL.npz")
+            s = g
+        if s.dims and not s.dims[0].dynamic:  # a fixed batch (1, or -1 stored as 1) still holds samples
+            s = replace(s, dims=(Dim(1, 1, max(32, s.dims[0].opt), name="batch"), *s.dims[1:]))
+        out.append(s)
+    return tuple(out)
+
+
+def _hint_dim(ax: int, d: Any) -> str:
+    if not d.dynamic:
+        return str(d.opt)
+    if ax == 0:
+        return "batch"
+    # graph names like '?' or 'p2o.DynamicDimension.1' are not --input dim names
+    name = d.name if d.name and re.fullmatch(r"[A-Za-z_]\w*", d.name) else f"d{ax}"
+    return f"{name}=16..128"
 
 
 def random_feeds(specs: Sequence[Any], n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for ``specs`` with ``n`` samples (floats ~N(0,1), integers in [0, 100), bools True).
+    """Random inputs with ``n`` samples on axis 0 (see :func:`trtopt.inputs.random_feeds`).
+
+    Takes :class:`trtopt.inputs.InputSpec` (value ranges respected: token ids below the embedding
+    rows, masks ones) or a runner's input specs (``name``, ``shape``, ``dtype``; integers then get
+    ones, a valid index of any table).
 
     Raises:
-        InputError: A non-batch dimension is dynamic (its size is unknown without data).
+        InputError: A non-batch dimension is dynamic (its size is unknown without data or ``--input``).
     """
-    rng = np.random.default_rng(seed)
-    feeds = {}
+    from trtopt.inputs import DTYPES, Dim, InputSpec
+    from trtopt.inputs import random_feeds as feeds_of
+
+    conv = []
     for s in specs:
-        rest = s.shape[1:]
+        if isinstance(s, InputSpec):
+            conv.append(s)
+            continue
         if not s.shape:
             raise InputError(f"the shape of input '{s.name}' is unknown: pass --data EVAL.npz")
-        if any(not isinstance(d, int) or d < 0 for d in rest):
-            raise InputError(f"input '{s.name}' has dynamic dimensions {list(s.shape)}: pass --data EVAL.npz")
-        shape = (n, *rest)
-        if np.issubdtype(s.dtype, np.floating):
-            feeds[s.name] = rng.standard_normal(shape).astype(s.dtype)
-        elif s.dtype == np.bool_:
-            feeds[s.name] = np.ones(shape, dtype=bool)
-        else:
-            feeds[s.name] = rng.integers(0, 100, size=shape).astype(s.dtype)
-    return feeds
+        if any(not isinstance(d, int) or d < 0 for d in list(s.shape)[1:]):
+            raise InputError(f"input '{s.name}' has dynamic dimensions {list(s.shape or [])}: pass --input "
+                             f"{s.name}:DTYPE:batchxseq=16..128 or --data EVAL.npz")
+        dtype = next((k for k, v in DTYPES.items() if np.dtype(v) == np.dtype(s.dtype)), None)
+        if dtype is None:
+            raise InputError(f"input '{s.name}' has dtype {s.dtype}, which random feeds cannot fill: pass --data")
+        dims = tuple(Dim(1, 1, 32, name="batch") if ax == 0 else Dim(d, d, d) for ax, d in enumerate(s.shape))
+        conv.append(InputSpec(s.name, dtype, dims))
+    return feeds_of(conv, n, seed=seed)
 
 
 def fixed_batch(runner: Any) -> int | None:
@@ -143,7 +194,7 @@ def _skipped(name: str, backend: str, precision: str, sparsity: str, cfg: BenchC
 
 
 def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-                 reference: Any, metric: str, label: str) -> Any:
+                 reference: Any, metric: Any, label: str) -> Any:
     """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner."""
     check_batches(runner, cfg.batch_sizes, label)
     runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
@@ -153,7 +204,7 @@ def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], 
 
 
 def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,
-              data: Mapping[str, np.ndarray], labels: np.ndarray | None, reference: Any, metric: str
+              data: Mapping[str, np.ndarray], labels: np.ndarray | None, reference: Any, metric: Any
               ) -> tuple[list[VariantResult], Any]:
     """Evaluate then time one active runner at every batch size; returns rows and the accuracy.
 
@@ -180,7 +231,7 @@ def _unique_names(paths: list[str]) -> list[str]:
 def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[str], cfg: BenchConfig, *,
                  data: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
                  metric: str = "top1", num_samples: int = 64, runner_kwargs: Mapping[str, Any] | None = None,
-                 progress: Progress | None = None) -> Report:
+                 progress: Progress | None = None, input_specs: Sequence[Any] = ()) -> Report:
     """Benchmark every model on every backend at every batch size.
 
     Args:
@@ -189,8 +240,11 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         cfg: Timing settings and batch sizes.
         data: Evaluation inputs by name, or ``None`` for random inputs.
         labels: Labels for the task metric.
-        metric: Task metric name (used only with labels).
+        metric: Task metric: a built-in name (used only with labels) or ``package.module:function``
+            (needs labels; see :mod:`trtopt.benchmark.metric`).
         num_samples: Random evaluation samples when ``data`` is ``None``.
+        input_specs: :class:`trtopt.inputs.InputSpec` declarations (``--input``) for random feeds:
+            sizes of dynamic dims and value ranges, checked against each ONNX model.
         runner_kwargs: Backend name to keyword arguments for :func:`open_runner`.
         progress: ``progress(stage, detail)`` callback.
 
@@ -201,9 +255,12 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         InputError: Bad model, data or batch size; MissingDependencyError when no backend is available.
     """
     from trtopt.backends import open_runner
+    from trtopt.refs import is_import_ref
 
-    if labels is not None and metric not in known_metrics():
-        raise ConfigError(f"unknown metric '{metric}' (registered: {', '.join(known_metrics())})")
+    if labels is None and isinstance(metric, str) and is_import_ref(metric):
+        raise InputError(f"metric '{metric}' needs labels: pass --data EVAL.npz holding a 'labels' array "
+                         "(see docs/data-format.md)")
+    task = get_metric(metric) if labels is not None else None  # a bad reference fails before any work
     progress = progress or (lambda _s, _d: None)
     variants: list[VariantResult] = []
     reference, unavailable = None, {}
@@ -235,8 +292,9 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                     variants += _skipped(name, backend, precision, sparsity, cfg, path, str(exc))
                     continue
                 stack.callback(runner.__exit__, None, None, None)
-                feeds = data if data is not None else random_feeds(runner.input_specs(), num_samples)
-                acc = evaluate_one(runner, cfg, feeds, labels, reference, metric, f"'{path}'")
+                feeds = data if data is not None else random_feeds(
+                    bench_specs(path, input_specs) if path.endswith(".onnx") else runner.input_specs(), num_samples)
+                acc = evaluate_one(runner, cfg, feeds, labels, reference, task or metric, f"'{path}'")
                 rows = [VariantResult(name, runner.backend, precision, sparsity, bs, None, acc, path, "ok", "",
                                       extra={"runner": runner.describe()}) for bs in cfg.batch_sizes]
                 overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
@@ -264,7 +322,8 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
 
 
 def layerwise_all(models: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                  data: Mapping[str, np.ndarray] | None = None, num_samples: int = 32) -> dict[str, list[Any]]:
+                  data: Mapping[str, np.ndarray] | None = None, num_samples: int = 32,
+                  input_specs: Sequence[Any] = ()) -> dict[str, list[Any]]:
     """Compare every later ONNX model layer by layer with the first; write ``layerwise/<name>.json``.
 
     Args:
@@ -272,11 +331,11 @@ def layerwise_all(models: Sequence[str | os.PathLike[str]], out_dir: str | os.Pa
         out_dir: Report folder.
         data: Inputs (the first ``num_samples`` are used), or ``None`` for random inputs.
         num_samples: Samples to compare on.
+        input_specs: ``--input`` declarations for random inputs (see :func:`bench_specs`).
 
     Returns:
         Model name to its ranked :class:`~trtopt.benchmark.layerwise.LayerError` list.
     """
-    from trtopt.backends.onnxrt import OnnxRuntimeRunner
     from trtopt.benchmark.layerwise import compare_layers
     from trtopt.fileio import atomic_write_json
 
@@ -284,8 +343,7 @@ def layerwise_all(models: Sequence[str | os.PathLike[str]], out_dir: str | os.Pa
     if len(paths) < 2:
         raise InputError("layer-wise comparison needs the FP32 model and at least one more .onnx model")
     if data is None:
-        with OnnxRuntimeRunner(paths[0]) as r:
-            data = random_feeds(r.input_specs(), num_samples)
+        data = random_feeds(bench_specs(paths[0], input_specs), num_samples)
     feeds = {k: np.ascontiguousarray(v[:num_samples]) for k, v in data.items()}
     results = {}
     for path, name in zip(paths[1:], _unique_names(paths)[1:]):

@@ -90,27 +90,21 @@ class NumpySource:
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str], batch_size: int = 32, seed: int | None = 0,
                  max_samples: int = 0, exclude: Sequence[str] = (), static: Sequence[str] = ()) -> NumpySource:
-        """Load a ``.npz`` holding one array per model input (``exclude`` drops e.g. ``labels``).
+        """Load a ``.npz`` in the one data format (:func:`trtopt.dataset.load_npz`, docs/data-format.md).
 
-        Arrays named ``static:<input>`` (or named in ``static``) are per-call constants: passed
-        unchanged with every call instead of being cut into batches on axis 0 (see docs/data-format.md).
+        ``labels`` (``label``, ``y``) are dropped; ``exclude`` drops more arrays. Arrays named
+        ``static:<input>`` (or named in ``static``) are per-call constants: passed unchanged with
+        every call instead of being cut into batches on axis 0.
+
+        Raises:
+            InputError: Missing file, a folder, not an ``.npz``, pickled arrays, no inputs, different
+                sample counts, a ``static`` name not in the file.
         """
-        p = Path(path)
-        if p.is_dir():
-            raise InputError(f"calibration data {p} is a directory, not a .npz file")
-        if not p.is_file():
-            raise InputError(f"calibration data not found: {p}")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files if k not in exclude}
-        except Exception as exc:
-            raise InputError(f"{p} is not a readable .npz file ({type(exc).__name__})") from exc
-        unknown = sorted(set(static) - set(arrays))
-        if unknown:
-            raise InputError(f"{p}: static input(s) {unknown} are not in the file (it holds {sorted(arrays)})")
-        fixed = {k[len(STATIC_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATIC_PREFIX)}
-        fixed.update({k: arrays[k] for k in static})
-        batched = {k: v for k, v in arrays.items() if not k.startswith(STATIC_PREFIX) and k not in static}
+        from trtopt.dataset import load_npz
+
+        ds = load_npz(path, static=tuple(static))  # the one data format: errors in words naming the file
+        batched = {k: v for k, v in ds.inputs.items() if k not in exclude}
+        fixed = {k: v for k, v in ds.static.items() if k not in exclude}
         return cls(batched, batch_size=batch_size, seed=seed, max_samples=max_samples, static=fixed)
 
     def __len__(self) -> int:

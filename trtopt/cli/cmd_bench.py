@@ -3,8 +3,11 @@
 Writes DIR/report.json (schema trtopt.report/2), DIR/report.md and PNG plots (with matplotlib).
 All models of a batch size are timed together in interleaved rounds; speedups carry 95 % intervals.
 Put the FP32 model first: it is the fidelity reference. ``--data EVAL.npz`` holds the input
-arrays by name and an optional ``labels`` array; without it inputs are random (throughput and
-fidelity only).
+arrays by name and an optional ``labels`` array (docs/data-format.md); without it inputs are random
+(throughput and fidelity only), drawn from the graph's input specs (token ids below the embedding
+table's rows, masks ones) with ``--input`` giving sizes of dynamic dims and value ranges.
+``--metric`` is a built-in name (top1, top5) or your function ``package.module:function`` taking
+``(outputs: dict[str, ndarray], labels) -> float`` (see :mod:`trtopt.benchmark.metric`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", type=Path, default=None, metavar="EVAL.npz",
                    help="evaluation inputs by input name plus optional 'labels'")
     g.add_argument("--metric", default=None,
-                   help="task metric; needs 'labels' in --data (default top1 when labels exist)")
+                   help="task metric: top1, top5 or your function package.module:function taking (outputs by "
+                        "output name, labels) and returning a float; needs 'labels' in --data (default top1 when "
+                        "labels exist)")
+    g.add_argument("--input", dest="inputs", action="append", default=[], metavar="SPEC",
+                   help="random inputs without --data: NAME:DTYPE:DIMS[:LOW..HIGH], e.g. "
+                        "input_ids:int64:batchxseq=16..128:0..30522 (sizes of dynamic dims, value range); repeatable")
     g.add_argument("--min-sqnr", type=float, default=None, metavar="DB",
                    help="fidelity tolerance: flag outputs whose SQNR vs the first model is below DB (default: none)")
     g.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.benchmark.suite import bench_models, layerwise_all, load_eval_data
     from trtopt.cli.args import parse_int_list
     from trtopt.errors import ConfigError, InputError
+    from trtopt.inputs import parse_input_specs
 
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown backend(s) {unknown or [args.backend]} (choose from {', '.join(BACKENDS)})")
     for m in args.models:
         if m.endswith(".onnx") and not Path(m).is_file():
-            raise InputError(f"model file not found: {m}")
+            raise InputError(f"model file {m} is a directory" if Path(m).is_dir() else f"model file not found: {m}")
     if args.out is None:
         raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
@@ -89,16 +98,19 @@ def run(args: argparse.Namespace) -> int:
                       min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine)
     if args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
+    specs = parse_input_specs(args.inputs)
     data, labels = load_eval_data(args.data) if args.data else (None, None)
     if args.metric and labels is None:
-        raise ConfigError(f"--metric {args.metric} needs labels: add a 'labels' array to the --data .npz")
+        raise InputError(f"--metric {args.metric} needs labels: " + (
+            f"{args.data} has no 'labels' array (add one: docs/data-format.md)" if args.data
+            else "pass --data EVAL.npz holding the inputs and a 'labels' array (docs/data-format.md)"))
     torch_kw = {"precision": args.precision, "sparse24": args.sparse24}
     if args.device:
         torch_kw["device"] = args.device
     kwargs = {"onnxruntime": {"intra_op_threads": args.threads}, "torch": torch_kw}
     console = Console(stderr=True)
     report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric or "top1",
-                          num_samples=args.num_samples, runner_kwargs=kwargs,
+                          num_samples=args.num_samples, runner_kwargs=kwargs, input_specs=specs,
                           progress=lambda s, d: console.print(f"[dim]{s}:[/] {d}"))
     if args.data:
         report.workload["data"] = str(args.data)
@@ -108,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         out.print(f"[dim]{kind}:[/] {path}")
     if args.layerwise:
-        _print_layerwise(out, layerwise_all(args.models, args.out, data), args.top)
+        _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs), args.top)
     check_strict(report, args.strict)
     return 0
 

@@ -51,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(max_accuracy_drop=parse_percent(args.max_accuracy_drop, "--max-accuracy-drop"),
                     max_throughput_drop=parse_percent(args.max_throughput_drop, "--max-throughput-drop"))
     overrides = load_overrides(args.overrides) if args.overrides else Overrides()
-    result = gate(load_report(args.report), load_report(args.baseline), budget, overrides)
+    report = load_report(args.report)
+    result = gate(report, load_report(args.baseline), budget, overrides)
     console = Console() if sys.stdout.isatty() else Console(width=200)  # CI logs: do not truncate
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
+    for name, lower in _user_metrics(report):
+        console.print(f"[dim]acc columns: metric {escape(name)} in its own units; the accuracy budget applies to it "
+                      f"({'a rise: lower is better' if lower else 'a drop: higher is better'})[/]")
     code = result.exit_code
     rows = {0: result.rows, 1: result.regressions, 3: result.inconclusive}[code]
     title = {0: "gate: all variants within budget", 1: "gate: REGRESSIONS",
@@ -66,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(r.name, r.backend, str(r.batch_size), _fmt(r.baseline_throughput, 1), _fmt(r.throughput, 1),
                       _fmt(r.throughput_change_pct, 1, "%", True) + _ci(r.throughput_change_ci, 1),
-                      _fmt(r.baseline_accuracy, 2), _fmt(r.accuracy, 2),
-                      _fmt(r.accuracy_change, 2, signed=True) + _ci(r.accuracy_change_ci, 2),
+                      _fmt_acc(r.baseline_accuracy), _fmt_acc(r.accuracy),
+                      _fmt_acc(r.accuracy_change, signed=True) + _ci(r.accuracy_change_ci, 2),
                       f"{r.budget.max_accuracy_drop:g} / {r.budget.max_throughput_drop:g}%",
                       escape("; ".join(r.problems or r.unsure) or "ok"))
     console.print(table)
@@ -79,6 +83,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(f"[green]{len(result.rows)} variant(s) within budget[/]")
     return code
+
+
+def _fmt_acc(v: float | None, signed: bool = False) -> str:
+    """Percent points with 2 decimals; a user's metric in 0..1 keeps 4 significant digits."""
+    if v is None or abs(v) >= 1 or v == 0:
+        return _fmt(v, 2, signed=signed)
+    return f"{v:+.4g}" if signed else f"{v:.4g}"
+
+
+def _user_metrics(report: dict) -> list[tuple[str, bool]]:
+    """(name, lower is better) of the metrics given by reference (``pkg.mod:fn``) in a report."""
+    seen = {}
+    for v in report.get("variants", []):
+        a = v.get("accuracy") or {}
+        if a.get("ref"):
+            seen[str(a.get("metric"))] = a.get("higher_is_better", True) is False
+    return sorted(seen.items())
 
 
 def _ci(ci: tuple[float, float] | None, digits: int) -> str:

@@ -51,19 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_npz(path: Path) -> tuple[dict, object]:
-    import numpy as np
+    """``--eval``: the one data format (:func:`trtopt.dataset.load_npz`): inputs by name plus optional labels."""
+    from trtopt.dataset import load_npz
 
-    from trtopt.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"evaluation data not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise InputError(f"{path} is not a readable .npz file ({type(exc).__name__})") from exc
-    labels = next((arrays.pop(k) for k in ("labels", "label", "y") if k in arrays), None)
-    return arrays, labels
+    ds = load_npz(path)
+    return ds.feeds(), ds.labels
 
 
 def _table(path: Path, model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,6 +63,23 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     log.setLevel(level)
 
 
+#: exit code when stdout's reader went away (`trtopt ... | head`): 128 + SIGPIPE, as a shell reports it
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+
+    The reader of a pipe (``| head``) closed it: what is left to print has nowhere to go. This is
+    the approach of the Python documentation (``signal`` module, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
@@ -69,8 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments (without the program name); ``sys.argv[1:]`` by default.
 
     Returns:
-        Process exit code: 0 success, 1 gate regression, 2 user error.
+        Process exit code: 0 success, 1 gate regression, 2 user error, 3 inconclusive gate,
+        141 when stdout's reader closed the pipe (``trtopt ... | head``; quietly, no traceback).
     """
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here for buffered output
+        return rc
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -137,7 +137,7 @@ def _load_weights(model: Any, path: Path, factory: str) -> None:
     import torch
 
     if not path.is_file():
-        raise InputError(f"weights file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+        raise InputError(f"weights file {path} is a directory" if path.is_dir() else f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

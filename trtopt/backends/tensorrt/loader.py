@@ -267,7 +267,8 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     trt = import_tensorrt(config.backend)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
-        raise InputError(f"ONNX model not found: {onnx_path}")
+        raise InputError(f"ONNX model {onnx_path} is a directory" if onnx_path.is_dir()
+                         else f"ONNX model not found: {onnx_path}")
     onnx_bytes = onnx_path.read_bytes()
     info = graph_info(onnx_bytes)
     features = detect_features(lambda dotted: has_attr_chain(trt, dotted))

@@ -79,7 +79,7 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"engine manifest not found: {p}")
+        raise InputError(f"engine manifest {p} is a directory" if p.is_dir() else f"engine manifest not found: {p}")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

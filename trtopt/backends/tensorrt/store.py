@@ -93,7 +93,7 @@ def check_engine_file(path: str | os.PathLike[str]) -> bytes:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"engine file not found: {p}")
+        raise InputError(f"engine file {p} is a directory" if p.is_dir() else f"engine file not found: {p}")
     data = p.read_bytes()
     if len(data) < 64:
         raise InputError(f"{p} is not a TensorRT engine ({len(data)} bytes)")
