@@ -22,6 +22,13 @@ class InputError(TrtoptError):
     """A missing, unreadable or corrupt input file, or data of the wrong shape/dtype."""
 
 
+class MetricError(InputError):
+    """The user's task metric raised or returned a non-number.
+
+    It fails the whole run (every variant would fail the same way), never just one variant.
+    """
+
+
 class MissingDependencyError(TrtoptError):
     """An optional dependency is not installed.
 

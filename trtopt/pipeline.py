@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtopt.errors import TrtoptError
+from trtopt.errors import MetricError, TrtoptError
 from trtopt.log import get_logger
 from trtopt.recipe import VARIANTS, Recipe
 
@@ -328,6 +328,16 @@ class Pipeline:
                               artifact=None, status=status, reason=reason)
                 for bs in self.recipe.bench.batch_sizes]
 
+    def _check_metric(self, workload) -> None:
+        """Resolve ``[bench] metric`` before any stage writes: a user metric needs labels in ``eval_data``."""
+        from trtopt.benchmark.accuracy import get_metric
+        from trtopt.errors import ConfigError
+
+        metric = get_metric(self.recipe.bench.metric)
+        if not metric.builtin and workload.eval_y is None:
+            raise ConfigError(f"[bench] metric = '{metric.ref}' needs labels: give [workload] eval_data with a "
+                              "'labels' array")
+
     def run(self) -> PipelineResult:
         """Run every stage and write the report.
 
@@ -339,6 +349,7 @@ class Pipeline:
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
                                    self.recipe.workload))
+        self._check_metric(workload)
         artifacts = self._prepare(workload)
         variants, refs = [], {}
         self._timed = []
@@ -354,6 +365,8 @@ class Pipeline:
                     res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
                                            lambda v=v: self._bench_variant(v, artifacts[v], workload,
                                                                            self._reference_for(v, refs), stack))
+                except MetricError:
+                    raise  # the user's metric fails every variant alike: one line, exit 2, no report
                 except TrtoptError as exc:
                     variants += self._failed_variant(v, str(exc))
                     continue

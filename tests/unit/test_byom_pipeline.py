@@ -309,3 +309,50 @@ def test_sparsegpt_calibrates_a_two_input_model_from_the_calib_npz(tmp_path, use
     # SparseGPT updates the kept weights (OBS compensation): not just a mask of the dense weights
     kept = w != 0
     assert not np.allclose(w[kept], pick(dense)[kept])
+
+
+METRICS_SRC = textwrap.dedent("""
+    import numpy as np
+
+
+    def first_token_match(outputs, labels):
+        (logits,) = outputs.values()
+        return float(100.0 * np.mean(logits.argmax(1) == labels))
+
+
+    def explodes(outputs, labels):
+        raise KeyError("boxes")
+""")
+
+
+def test_recipe_metric_by_reference_is_reported(tmp_path, userpkg):
+    (tmp_path / userpkg / "metrics.py").write_text(METRICS_SRC)
+    _write_data(tmp_path / "data")
+    rec = _recipe(userpkg, calib_data="data/calib.npz", eval_data="data/eval.npz")
+    rec["bench"] = {**FAST_BENCH, "metric": f"{userpkg}.metrics:first_token_match"}
+    out = tmp_path / "out"
+    trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), out).run()
+    v = _variants(out)
+    acc = v["fp32"]["accuracy"]
+    assert acc["metric"] == "first_token_match" and acc["ref"] == f"{userpkg}.metrics:first_token_match"
+    # the same number as the built-in top-1 on these labels: computed by the user's function, end to end
+    rec["bench"] = FAST_BENCH
+    trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), tmp_path / "out2").run()
+    assert acc["value"] == pytest.approx(_variants(tmp_path / "out2")["fp32"]["accuracy"]["value"])
+
+
+def test_recipe_metric_raising_or_without_labels_stops_the_run(tmp_path, userpkg):
+    (tmp_path / userpkg / "metrics.py").write_text(METRICS_SRC)
+    _write_data(tmp_path / "data")
+    rec = _recipe(userpkg, calib_data="data/calib.npz", eval_data="data/eval.npz")
+    rec["recipe"]["variants"] = ["fp32"]
+    rec["bench"] = {**FAST_BENCH, "metric": f"{userpkg}.metrics:explodes"}
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"metric '.*explodes' raised KeyError: 'boxes'"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), out).run()
+    assert not (out / "report.json").exists() and not (out / "report.md").exists()
+    rec["workload"] = {k: v for k, v in rec["workload"].items() if k != "eval_data"}
+    out2 = tmp_path / "out2"
+    with pytest.raises(ConfigError, match="needs labels"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), out2).run()
+    assert not out2.exists() or not any(out2.rglob("*.onnx"))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.errors import ConfigError, InputError
+from trtopt.errors import ConfigError, MetricError
 from trtopt.refs import describe_exception, import_callable, is_import_ref
 
 __all__ = ["Metric", "check_metric_name", "resolve_metric"]
@@ -77,14 +77,14 @@ class Metric:
         try:
             value = self.fn(dict(outputs), labels)
         except Exception as exc:  # user code: one line, never a traceback
-            raise InputError(f"metric '{self.ref}' raised {describe_exception(exc)}") from None
+            raise MetricError(f"metric '{self.ref}' raised {describe_exception(exc)}") from None
         if isinstance(value, np.ndarray) and value.size == 1:
             value = value.reshape(()).item()
         if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-            raise InputError(f"metric '{self.ref}' returned {type(value).__name__} {_short(value)}, not a number "
+            raise MetricError(f"metric '{self.ref}' returned {type(value).__name__} {_short(value)}, not a number "
                              "(a metric returns one float)")
         if not math.isfinite(float(value)):
-            raise InputError(f"metric '{self.ref}' returned {float(value)}, not a finite number")
+            raise MetricError(f"metric '{self.ref}' returned {float(value)}, not a finite number")
         return float(value)
 
 
