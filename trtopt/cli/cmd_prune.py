@@ -232,6 +232,12 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     src = load_source(args, "prune")
     data, specs, ft = _load_data(args, src, ft)
+    from trtopt.refs import import_callable, is_import_ref
+
+    if args.finetune_epochs > 0 and is_import_ref(ft.loss):  # user code imports now, not after pruning
+        import_callable(ft.loss, "loss")
+    if args.finetune_epochs > 0 and ft.data is not None:
+        import_callable(ft.data, "training data factory")
     if args.method == "sparsegpt" and data.calib is None and args.masks is None:
         raise ConfigError("--method sparsegpt needs calibration inputs: pass --calib CALIB.npz (one array per "
                           "input) or --data TRAIN.npz")
