@@ -262,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         need_teacher = args.distill_alpha is not None or ft.loss == "kd" or (ft.loss == "auto" and data.train_y
                                                                               is None and data.train_x is not None)
         history = finetune_masked(model, report, data.train_x, data.train_y, ft,
-                                  teacher=teacher if need_teacher else None)
+                                  teacher=teacher if need_teacher else None,
+                                  on_epoch=None if getattr(args, "quiet", False) else _epoch_line)
         if data.eval_y is not None:
             metrics["fine-tuned"] = evaluate(model, data.eval_x, data.eval_y)
     ok = history.masks_intact if history is not None else not masks_intact(model, report.masks)
@@ -279,6 +280,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary_lines(summary)))
     return 0
+
+
+def _epoch_line(rec: dict) -> None:
+    """One stderr line per fine-tune epoch (stdout stays for the summary / --json)."""
+    import sys
+
+    acc = f", train accuracy {rec['train_accuracy']:.2f}%" if "train_accuracy" in rec else ""
+    print(f"fine-tune epoch {rec['epoch']}/{rec['epochs']}: loss {rec['loss']:.4f}{acc}", file=sys.stderr, flush=True)
 
 
 def _save(args, model, report, specs, src, data) -> None:

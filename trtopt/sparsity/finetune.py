@@ -14,7 +14,7 @@ passed to ``forward`` positionally in dict order) with labels, or a dataloader f
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from trtopt.errors import ConfigError, InputError
@@ -146,7 +146,7 @@ def _progress(total: int):
 
 
 def finetune_masked(model, report, x_train=None, y_train=None, config: FinetuneConfig | None = None,
-                    teacher=None) -> FinetuneHistory:
+                    teacher=None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FinetuneHistory:
     """Fine-tune a pruned model with its 2:4 masks held fixed at every optimizer step.
 
     Args:
@@ -160,6 +160,9 @@ def finetune_masked(model, report, x_train=None, y_train=None, config: FinetuneC
             ``None`` for ``kd``.
         config: Epochs, learning rate, batch size, seed, loss, distillation weight and temperature.
         teacher: The dense model; required for ``loss = "kd"`` and when ``config.distill_alpha`` is set.
+        on_epoch: Called with each epoch's record (``epoch``, ``epochs``, ``loss``, ...) when it ends (the CLI
+            prints one line per epoch when stderr is not a terminal; on a terminal a progress bar with the
+            running loss is shown instead).
 
     Returns:
         A :class:`FinetuneHistory`: one dict per epoch (``epoch``, ``loss`` = mean training loss,
@@ -251,6 +254,8 @@ def finetune_masked(model, report, x_train=None, y_train=None, config: FinetuneC
                 rec["train_accuracy"] = 100.0 * correct / count
             history.append(rec)
             log.info("masked fine-tune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, rec["loss"])
+            if on_epoch is not None and bar is None:
+                on_epoch({**rec, "epochs": cfg.epochs})
     finally:
         if bar:
             bar.stop()
