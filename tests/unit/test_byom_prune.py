@@ -191,6 +191,8 @@ def test_kd_without_labels_and_mse_auto(project):
     x = np.random.default_rng(0).standard_normal((16, 8, 6, 6)).astype(np.float32)
     hist = finetune_masked(model, report, x, None, FinetuneConfig(epochs=1, loss="kd"), teacher=teacher)
     assert hist.loss_name == "kd" and hist.masks_intact
+    hist = finetune_masked(model, report, x, None, FinetuneConfig(epochs=1), teacher=teacher)
+    assert hist.loss_name == "kd"  # auto without labels but with a teacher = pure distillation
     with torch.no_grad():
         y = teacher(torch.from_numpy(x)).numpy()  # dense float targets shaped like the output -> auto = mse
     hist = finetune_masked(model, report, x, y, FinetuneConfig(epochs=1))

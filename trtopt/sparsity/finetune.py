@@ -89,7 +89,8 @@ def _factory_batches(ref: str) -> Any:
         iter(data)
     except Exception as exc:
         raise InputError(f"training data factory '{ref}' raised {describe_exception(exc)}") from None
-    return list(data) if iter(data) is data else data  # a generator would be empty from epoch 2 on
+    # a generator would be empty from epoch 2 on, and the LR schedule needs the number of batches
+    return data if hasattr(data, "__len__") and iter(data) is not data else list(data)
 
 
 def _unpack(batch, ref: str):
@@ -179,7 +180,8 @@ def finetune_masked(model, report, x_train=None, y_train=None, config: FinetuneC
     masks = report if isinstance(report, dict) else report.masks
     if cfg.distill_alpha is not None and teacher is None:
         raise ConfigError("finetune.distill_alpha is set but no teacher model was given")
-    if teacher is not None and cfg.distill_alpha is None and cfg.loss != "kd":
+    pure_kd = cfg.loss == "kd" or (cfg.loss == "auto" and y_train is None and cfg.data is None)
+    if teacher is not None and cfg.distill_alpha is None and not pure_kd:
         log.warning("a teacher was given but finetune.distill_alpha is not set: training on labels only")
         teacher = None
     gen = torch.Generator().manual_seed(cfg.seed)
