@@ -280,6 +280,21 @@ def test_outputs_checked_before_work_and_written_all_or_nothing(project, capsys,
     assert not out.exists() or not any(out.iterdir())  # not p.pt without masks or report
 
 
+def test_calib_npy_still_read_for_one_input_with_a_deprecation_note(project, capsys):
+    torch.save(torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)), "net.pt")
+    np.save("good.npy", np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32))
+    np.save("bad.npy", np.zeros((16, 3, 5), np.float32))
+    assert main(["prune", "--module", "net.pt", "--method", "sparsegpt", "--calib", "good.npy", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["summary"]["pruned"] == 2 and "deprecated" in cap.err
+    # wrong shape: one line naming the input and both shapes (used to be a RuntimeError traceback, exit 1)
+    assert main(["prune", "--module", "net.pt", "--input-shape", "1,32", "--method", "sparsegpt",
+                 "--calib", "bad.npy"]) == 2
+    assert "'input' has shape [16, 3, 5]" in _one_line(capsys)
+    assert main(["prune", "--module", "net.pt", "--method", "sparsegpt", "--calib", "bad.npy"]) == 2
+    assert "shape [16, 3, 5]" in _one_line(capsys)
+
+
 # -- --exclude: one syntax (glob over the whole name, or re:REGEX) in prune and quantize ----------------
 def test_quantize_exclude_is_a_glob_with_re_prefix():
     import re

@@ -116,8 +116,6 @@ def _calib(args, specs, model):
     if path.suffix.lower() != ".npy":
         x, _ = _npz(path, specs, "--calib")
         return _batches(x), specs
-    get_logger(__name__).warning("--calib %s: a .npy is deprecated; use a .npz with one array per input "
-                                 "(np.savez('calib.npz', %s=x))", path, specs[0].name if specs else "input")
     if not path.is_file():
         raise InputError(f"calibration file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
@@ -139,6 +137,8 @@ def _calib(args, specs, model):
         raise ConfigError(f"--calib {path}: a .npy holds one input but the model takes {len(specs)}; "
                           "use a .npz with one array per input")
     ds = Dataset({specs[0].name: arr}, source=path.name).check(specs)
+    get_logger(__name__).warning("--calib %s: a .npy is deprecated; use a .npz with one array per input "
+                                 "(np.savez('calib.npz', %s=x))", path, specs[0].name)
     return torch.from_numpy(np.ascontiguousarray(ds.inputs[specs[0].name])), specs
 
 
