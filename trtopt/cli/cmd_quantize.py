@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fp16-rest", action="store_true", help="INT8 + FP16 for everything not in INT8 (opset 19)")
     s = p.add_argument_group("Selection")
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="regex of node names to leave unquantized / in FP32 with --fp16 (repeatable)")
+                   help="node names to leave unquantized / in FP32 with --fp16 (repeatable): a glob matching the "
+                        "whole name ('*/attention/*', '/fc*'), or re:REGEX searched in it; the same syntax as "
+                        "`trtopt prune --exclude` (a regex without re: is refused with the re: spelling)")
     s.add_argument("--exclude-op-type", action="append", default=[], metavar="OP", help="op type to leave unquantized")
     s.add_argument("--per-tensor-weights", action="store_true", help="per-tensor weight scales (default per-channel)")
     s.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
@@ -80,6 +82,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
     if args.fp16 and args.smoothquant:
         raise ConfigError("--smoothquant applies to INT8 quantization (--calib)")
+    from trtopt.quant.config import exclude_to_regex
+
+    exclude_to_regex(args.exclude)  # a bad pattern fails before the model is read
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.fileio import atomic_write_json
     from trtopt.onnx_graph import save_onnx
     from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
+    from trtopt.quant.config import exclude_to_regex
 
     _check(args)
     err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
@@ -102,12 +108,12 @@ def run(args: argparse.Namespace) -> int:
         if args.calib_data else None
     if args.fp16:
         with err.status("converting to FP16"):
-            out = convert_fp16(model, FP16Config(node_block_list=tuple(args.exclude)), source=src)
+            out = convert_fp16(model, FP16Config(node_block_list=exclude_to_regex(args.exclude)), source=src)
         _print_fp16(err, out, checked=src is not None)
         print(save_onnx(out, args.out))
         return 0
     table = _table(args.calib, model)
-    cfg = QuantizeConfig(exclude_nodes=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
+    cfg = QuantizeConfig(exclude=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
                          per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest,
                          smoothquant_alpha=args.smoothquant)
     if args.max_accuracy_drop is None:

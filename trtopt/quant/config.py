@@ -25,6 +25,38 @@ def _check_regexes(patterns: tuple[str, ...], what: str) -> None:
             raise ConfigError(f"{what}: invalid regular expression '{p}' ({exc})") from None
 
 
+#: characters that mark a pattern as a regular expression written where a glob is expected
+_REGEX_MARKS = ("^", "$", "\\", ".*", ".+")
+
+
+def exclude_to_regex(patterns: tuple[str, ...] | list[str], what: str = "--exclude") -> tuple[str, ...]:
+    r"""Translate user exclusion patterns into regular expressions for ``re.search`` on node names.
+
+    The syntax is the same as ``trtopt prune --exclude``: an fnmatch glob matched against the WHOLE
+    node name (``*/attention/*``, ``/fc*``), or ``re:<regex>`` searched anywhere in it. A glob that
+    looks like a regular expression (contains ``^``, ``$``, ``\``, ``.*`` or ``.+``: quantize took
+    regexes before) is refused with the ``re:`` spelling, rather than silently matching nothing.
+
+    Raises:
+        ConfigError: A pattern is empty, looks like a regex without ``re:``, or is a bad regex.
+    """
+    import fnmatch
+
+    out = []
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise ConfigError(f"{what}: patterns must be non-empty strings, got {p!r}")
+        if p.startswith("re:"):
+            _check_regexes((p[3:],), what)
+            out.append(p[3:])
+            continue
+        if any(m in p for m in _REGEX_MARKS):
+            raise ConfigError(f"{what} '{p}' looks like a regular expression; patterns are globs matching the whole "
+                              f"node name (e.g. '*/fc*'): write 're:{p}' for a regex")
+        out.append("^" + fnmatch.translate(p))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     """Explicit (Q/DQ) INT8 quantization following TensorRT's placement rules (brief §4.2).
@@ -34,7 +66,11 @@ class QuantizeConfig:
         per_channel: Per-output-channel weight scales (else per-tensor).
         quantize_residual_add: Quantize the skip input of residual Adds so TensorRT fuses
             the Add into the conv with an INT8 output (ModelOpt's rule).
-        exclude_nodes: Regular expressions (``re.search``) of node names left unquantized.
+        exclude: Node names left unquantized, the user-facing syntax (recipes, ``--exclude``): an
+            fnmatch glob over the whole name or ``re:<regex>`` (see :func:`exclude_to_regex`); merged
+            into ``exclude_nodes``.
+        exclude_nodes: Regular expressions (``re.search``) of node names left unquantized (the
+            internal form; searches such as the fidelity guard append exact-name patterns here).
         exclude_op_types: Op types left unquantized.
         fp16_rest: Convert everything not in INT8 to FP16 (graph I/O stays FP32); raises the
             opset to 19 so Q/DQ scales can be FP16 (TensorRT 11's "INT8 + FP16" path).
@@ -57,6 +93,7 @@ class QuantizeConfig:
     op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
     per_channel: bool = True
     quantize_residual_add: bool = True
+    exclude: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     fp16_rest: bool = False
@@ -66,7 +103,7 @@ class QuantizeConfig:
     fidelity_guard: bool = True
 
     def __post_init__(self) -> None:
-        for f in ("op_types", "exclude_nodes", "exclude_op_types"):
+        for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types"):
             val = getattr(self, f)
             if isinstance(val, str):
                 val = (val,)
@@ -75,6 +112,8 @@ class QuantizeConfig:
         if unknown:
             raise ConfigError(f"quantize.op_types supports Conv, ConvTranspose, Gemm, MatMul; got {sorted(unknown)}")
         _check_regexes(self.exclude_nodes, "quantize.exclude_nodes")
+        extra = tuple(r for r in exclude_to_regex(self.exclude, "quantize.exclude") if r not in self.exclude_nodes)
+        object.__setattr__(self, "exclude_nodes", self.exclude_nodes + extra)
         if self.weight_storage not in ("float", "int8"):
             raise ConfigError(f"quantize.weight_storage must be 'float' or 'int8', got '{self.weight_storage}'")
         if not self.min_amax > 0:

@@ -16,6 +16,8 @@ from trtopt.errors import ConfigError
 METHODS = ("magnitude", "permutation", "sparsegpt")
 #: the only sparsity pattern TensorRT's sparse tensor cores execute
 SUPPORTED_PATTERN = "2:4"
+#: built-in fine-tuning losses (besides a ``package.module:function`` reference)
+LOSSES = ("auto", "ce", "mse", "kd")
 
 
 def check_pattern(pattern: str) -> None:
@@ -112,6 +114,13 @@ class FinetuneConfig:
             teacher with ``loss = alpha * CE + (1 - alpha) * T^2 * KL(soft_teacher || soft_student)``.
         temperature: Softmax temperature ``T`` of the distillation targets.
         weight_decay: Adam weight decay.
+        loss: ``auto`` (``ce`` when the labels are integers and the output is ``[N, C]``, else ``mse``),
+            ``ce`` (cross-entropy on class labels), ``mse`` (regression / dense targets), ``kd`` (pure
+            distillation from the teacher, no labels) or ``package.module:function`` called as
+            ``fn(outputs, labels) -> scalar tensor`` (``outputs``: the model's tensor or tuple).
+        data: ``package.module:function`` returning an iterable of ``(inputs, labels)`` batches
+            (inputs: a tensor, a tuple of tensors or a dict, passed to ``forward`` positionally);
+            used instead of the arrays when set.
     """
 
     epochs: int = 5
@@ -121,8 +130,17 @@ class FinetuneConfig:
     distill_alpha: float | None = None
     temperature: float = 4.0
     weight_decay: float = 0.0
+    loss: str = "auto"
+    data: str | None = None
 
     def __post_init__(self) -> None:
+        from trtopt.refs import is_import_ref
+
+        if self.loss not in LOSSES and not is_import_ref(str(self.loss)):
+            raise ConfigError(f"finetune.loss must be one of {', '.join(LOSSES)} or package.module:function, "
+                              f"got '{self.loss}'")
+        if self.data is not None and not is_import_ref(str(self.data)):
+            raise ConfigError(f"finetune.data must be a dataloader factory package.module:function, got '{self.data}'")
         if not isinstance(self.epochs, int) or self.epochs < 0:
             raise ConfigError(f"finetune.epochs must be a non-negative integer, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:
