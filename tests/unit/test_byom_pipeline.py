@@ -167,7 +167,6 @@ def test_single_input_user_model_prunes_and_finetunes(tmp_path, userpkg):
     assert ((groups != 0).sum(-1) <= 2).all()  # 2:4 pattern kept through fine-tuning and export
 
 
-@pytest.mark.xfail(strict=False, reason="needs h/prune (finetune_masked with dict inputs)")
 def test_two_input_user_model_finetunes(tmp_path, userpkg):
     tr = _token_data(32, 3)
     np.savez(tmp_path / "train.npz", **tr, labels=(tr["input_ids"][:, 0] % CLASSES).astype(np.int64))
