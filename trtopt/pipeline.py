@@ -102,15 +102,18 @@ class Pipeline:
         self.notes["prune"] = {"method": self.recipe.prune.method, "pruned_layers": len(pruned),
                                "layers": len(report.layers)}
         ft = self.recipe.finetune
-        if ft is not None and workload.train_x is not None:
+        if ft is not None and (workload.train_x is not None or ft.data is not None):
             from trtopt.models.digits import torch_threads
 
-            teacher = workload.model if ft.distill_alpha is not None else None
+            teacher = workload.model if ft.distill_alpha is not None or ft.loss == "kd" else None
             detail = f"masked fine-tune, {ft.epochs} epochs" + (" + distillation" if teacher is not None else "")
             with torch_threads(1):
-                self._stage("finetune", detail,
-                            lambda: finetune_masked(sparse, report, workload.train_x, workload.train_y, ft,
-                                                    teacher=teacher))
+                hist = self._stage("finetune", detail,
+                                   lambda: finetune_masked(sparse, report, workload.train_x, workload.train_y, ft,
+                                                           teacher=teacher))
+            self.notes["finetune"] = {"epochs": ft.epochs, "loss": getattr(hist, "loss_name", None),
+                                      "final_loss": round(hist[-1]["loss"], 6) if hist else None,
+                                      "masks_intact": getattr(hist, "masks_intact", None)}
         models["sparse"] = sparse.eval()
         return models
 

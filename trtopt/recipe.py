@@ -173,10 +173,10 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>",
     if "finetune" not in data:
         built["finetune"] = None
     wl = built["workload"]
-    if (built["finetune"] is not None and not wl.is_builtin and not wl.train_data
+    if (built["finetune"] is not None and not wl.is_builtin and not wl.train_data and built["finetune"].data is None
             and not str(wl.model).lower().endswith(".onnx")):
         raise ConfigError(f"[finetune] in {source} needs workload.train_data (an .npz with the training inputs and "
-                          "labels) for your own model")
+                          "labels) or finetune.data (a dataloader factory package.module:function) for your own model")
     if built["run"].backend == "torch" and str(wl.model).lower().endswith(".onnx"):
         raise ConfigError(f"backend 'torch' in {source} needs a PyTorch model; {wl.model} is ONNX (use onnxruntime, "
                           "tensorrt or tensorrt-rtx)")

@@ -355,3 +355,18 @@ def test_recipe_metric_raising_or_without_labels_stops_the_run(tmp_path, userpkg
     with pytest.raises(ConfigError, match="needs labels"):
         trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), out2).run()
     assert not out2.exists() or not any(out2.rglob("*.onnx"))
+
+
+def test_finetune_by_distillation_needs_no_labels_and_records_intact_masks(tmp_path, userpkg):
+    tr = _token_data(32, 3)
+    np.savez(tmp_path / "train.npz", **tr)  # no labels: loss "kd" distils from the dense model
+    rec = {**_recipe(userpkg, train_data="train.npz", num_calib=16, num_eval=8),
+           "prune": {"method": "magnitude", "min_params": 0}, "finetune": {"epochs": 1, "loss": "kd"}}
+    rec["recipe"] = {"name": "kd", "variants": ["fp32", "sparse24-fp32"]}
+    result = trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), tmp_path / "out").run()
+    ft = result.report.workload["stages"]["finetune"]
+    assert ft["loss"] == "kd" and ft["masks_intact"] is True and ft["final_loss"] >= 0
+    assert _variants(tmp_path / "out")["sparse24-fp32"]["status"] == "ok"
+    rec["finetune"] = {"epochs": 1, "loss": "ce"}  # cross-entropy needs the labels the file lacks: one line
+    with pytest.raises(InputError, match="label"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), tmp_path / "out2").run()

@@ -164,8 +164,11 @@ def load_user_workload(cfg: Any) -> Any:
                          "fidelity vs FP32 only, no task accuracy")
     train_x = train_y = None
     if cfg.train_data:
-        train_x, train_y = _data(cfg.train_data, specs, "train_data", need_labels=True)
-        notes["train"] = f"{Path(cfg.train_data).name} ({len(train_y)} samples)"
+        # labels are optional here: finetune.loss = "kd" distils from the dense model without them, and
+        # finetune_masked names the missing labels when its loss needs them
+        train_x, train_y = _data(cfg.train_data, specs, "train_data")
+        n = len(next(iter(train_x.values()))) if isinstance(train_x, dict) else len(train_x)
+        notes["train"] = f"{Path(cfg.train_data).name} ({n} samples{'' if train_y is not None else ', no labels'})"
     single = len(specs) == 1
 
     def pack(feeds: dict[str, np.ndarray] | None) -> Any:
