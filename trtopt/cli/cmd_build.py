@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("Shapes and builder")
     s.add_argument("--shapes", nargs="+", action="extend", default=[], metavar="NAME:MIN,OPT,MAX",
                    help="optimization profile per dynamic input, e.g. input:1x3x224x224,8x3x224x224,32x3x224x224")
+    s.add_argument("--input", action="append", default=[], metavar="SPEC", dest="inputs",
+                   help="input spec NAME:DTYPE:SHAPE as in export/prune (e.g. ids:int64:batch=1..8..32xseq=16..128): "
+                        "the profile's MIN/OPT/MAX come from its dim ranges; --shapes wins for an input it names")
     s.add_argument("--workspace-mib", type=int, default=0, help="workspace limit in MiB (0 = TensorRT default)")
     s.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5 (default 3)")
     s.add_argument("--timing-cache", type=Path, default=None, help="timing cache file to load and update")
@@ -48,6 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _profile(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--shapes`` entries plus the profile of every ``--input`` spec that ``--shapes`` does not name."""
+    if not args.inputs:
+        return tuple(args.shapes)
+    from trtopt.inputs import check_specs_against_onnx, parse_input_specs, profile_shapes
+    from trtopt.onnx_graph import load_graph_only
+
+    specs = parse_input_specs(args.inputs)
+    check_specs_against_onnx(specs, load_graph_only(args.model))
+    named = {s.split(":", 1)[0] for s in args.shapes}
+    return (*args.shapes, *(p for p in profile_shapes(specs) if p.split(":", 1)[0] not in named))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt build``."""
     from trtopt.backends.tensorrt.config import parse_compute_capabilities
@@ -59,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     from trtopt.backends.tensorrt import BuildConfig, build_engine
 
+    shapes = _profile(args)
     config = BuildConfig(backend=args.backend, compute_capabilities=targets, strict=args.strict,
-                         precision=args.precision, sparsity=args.sparsity, shapes=tuple(args.shapes),
+                         precision=args.precision, sparsity=args.sparsity, shapes=shapes,
                          workspace_mib=args.workspace_mib, optimization_level=args.opt_level,
                          timing_cache=str(args.timing_cache or ""), version_compatible=args.version_compatible,
                          hardware_compat=args.hardware_compat, dla_core=args.dla_core, tf32=args.tf32)
