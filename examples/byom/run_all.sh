@@ -27,7 +27,7 @@ mkdir -p "$R" runs/encoder
 
 # 3. 2:4 prune + masked fine-tune with the project's loss, export of the sparse model
 trtopt prune --model byom_models.detector:make_detector --weights weights/detector.pt \
-  --input image:float32:batchx1x32x32 --data data/det_train.npz --calib data/det_calib.npz \
+  --input image:float32:batchx1x32x32 --data data/det_train.npz \
   --method magnitude --finetune-epochs 3 --loss byom_models.losses:detection_loss \
   --out-module "$R/sparse.pt" --out-masks "$R/masks.pt" --onnx "$R/sparse24-fp32.onnx" --report "$R/prune.json"
 

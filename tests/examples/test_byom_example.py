@@ -296,7 +296,7 @@ def test_cli_prune_finetune_custom_loss(project: Path) -> None:
     from onnx import numpy_helper
 
     _trtopt(project, "prune", "--model", "byom_models.detector:make_detector", "--weights", "weights/detector.pt",
-            "--input", DET_SPEC, "--data", "data/det_train.npz", "--calib", "data/det_calib.npz",
+            "--input", DET_SPEC, "--data", "data/det_train.npz",
             "--finetune-epochs", "1", "--loss", "byom_models.losses:detection_loss",
             "--out-masks", "runs/masks.pt", "--onnx", "runs/sparse24-fp32.onnx", "--report", "runs/prune.json")
     m = onnx.load(project / "runs" / "sparse24-fp32.onnx")
