@@ -188,7 +188,7 @@ class Pipeline:
                 from trtopt.quant.guard import guard_fidelity
 
                 res = guard_fidelity(fp32[kind], tables[kind], self.workload.as_feeds(self.workload.calib), qcfg,
-                                     tolerance=self.recipe.bench.tolerance())
+                                     tolerance=self.recipe.bench.output_tolerances())
                 model = res.model
                 self.notes.setdefault("fidelity_guard", {})[variant] = {
                     "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
@@ -248,7 +248,7 @@ class Pipeline:
         from trtopt.benchmark.fidelity import Tolerance
 
         acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.tolerance() if judged else Tolerance(),
+                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.output_tolerances() if judged else Tolerance(),
                        metric=bcfg.metric)
         results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
                                  sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,

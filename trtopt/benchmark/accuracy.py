@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, ChannelSplit, Tolerance, fidelity
+from trtopt.benchmark.fidelity import (
+    DEFAULT_TOLERANCE,
+    ChannelSplit,
+    Tolerance,
+    check_tolerance_names,
+    fidelity,
+    tolerance_for,
+)
 from trtopt.benchmark.metric import Metric, resolve_metric
 from trtopt.errors import ConfigError, InputError
 
@@ -256,12 +263,12 @@ def evaluate(
     used: dict[str, dict[str, float | None]] = {}
     if reference is not None:
         refs = reference if isinstance(reference, Mapping) else {primary: reference}
+        check_tolerance_names(tolerances, list(outs))
         for name, ref in refs.items():
             if name not in outs:
                 raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
             fid[name] = fidelity(np.asarray(ref), outs[name], (channel_splits or {}).get(name))
-            tol = tolerances.get(name) if isinstance(tolerances, Mapping) else tolerances
-            tol = DEFAULT_TOLERANCE if tol is None else tol
+            tol = tolerance_for(tolerances, name)
             used[name] = tol.to_dict()
             if v := tol.violations(fid[name]):
                 bad[name] = v

@@ -40,6 +40,8 @@ class BenchConfig:
         min_top1_agreement: Fidelity tolerance (percent) applied to every classifier output
             (per sample) and sequence output (per position).
         min_channel_cosine: Fidelity tolerance on the worst channel's cosine.
+        regression_outputs: Outputs whose argmax means nothing (box coordinates, embeddings, any
+            regression value): judged by cosine and worst-channel cosine, not by top-1 agreement.
         rounds: Most interleaved rounds per comparison (issue 14): the variants of one comparison
             are timed round-robin, each getting ``min_duration_s / rounds`` (or ``iterations /
             rounds``) per round; fewer rounds are run when one iteration does not fit.
@@ -66,6 +68,7 @@ class BenchConfig:
     max_abs_err: float | None = None
     min_top1_agreement: float | None = None
     min_channel_cosine: float | None = None
+    regression_outputs: tuple[str, ...] = ()
     rounds: int = 20
     min_rounds: int = 5
     seed: int | None = None
@@ -101,6 +104,11 @@ class BenchConfig:
         from trtopt.benchmark.metric import check_metric_name
 
         check_metric_name(self.metric, known_metrics(), "bench.metric")  # form only: imported when benching
+        if isinstance(self.regression_outputs, str):
+            object.__setattr__(self, "regression_outputs", (self.regression_outputs,))
+        object.__setattr__(self, "regression_outputs", tuple(self.regression_outputs))
+        if not all(isinstance(n, str) and n for n in self.regression_outputs):
+            raise ConfigError(f"bench.regression_outputs must be output names, got {list(self.regression_outputs)}")
         if self.eval_batch_size < 0:
             raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
 
@@ -114,6 +122,12 @@ class BenchConfig:
 
         keys = ("min_sqnr_db", "min_cosine", "max_abs_err", "min_top1_agreement", "min_channel_cosine")
         return DEFAULT_TOLERANCE.merged(**{k: getattr(self, k) for k in keys})
+
+    def output_tolerances(self):  # -> Tolerance | dict[str, Tolerance]
+        """:meth:`tolerance` for every output, without the argmax-agreement check on ``regression_outputs``."""
+        from trtopt.benchmark.fidelity import with_regression_outputs
+
+        return with_regression_outputs(self.tolerance(), self.regression_outputs)
 
     @property
     def effective_eval_batch_size(self) -> int:

@@ -100,6 +100,43 @@ class Tolerance:
 #: ``min_top1_agreement=0``.
 DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1_agreement=99.0, min_channel_cosine=0.99)
 
+def tolerance_for(tolerances: Tolerance | Mapping[str, Tolerance] | None, name: str) -> Tolerance:
+    """The tolerance of output ``name``.
+
+    Args:
+        tolerances: One tolerance for every output, or output name -> tolerance where the key ``"*"``
+            is the default for outputs not named; ``None`` = :data:`DEFAULT_TOLERANCE`.
+        name: Output name.
+    """
+    tol = tolerances.get(name, tolerances.get("*")) if isinstance(tolerances, Mapping) else tolerances
+    return DEFAULT_TOLERANCE if tol is None else tol
+
+
+def check_tolerance_names(tolerances: Tolerance | Mapping[str, Tolerance] | None, outputs: Sequence[str]) -> None:
+    """Raise when per-output tolerances name an output the model does not have (a typo would be ignored).
+
+    Raises:
+        ConfigError: Naming the unknown output(s) and the model's outputs.
+    """
+    if isinstance(tolerances, Mapping):
+        unknown = sorted(set(tolerances) - set(outputs) - {"*"})
+        if unknown:
+            raise ConfigError(f"tolerance / regression output(s) {unknown} are not outputs of the model "
+                              f"(outputs: {list(outputs)})")
+
+
+def with_regression_outputs(tol: Tolerance, regression_outputs: Sequence[str]) -> Tolerance | dict[str, Tolerance]:
+    """``tol`` for every output, except no top-1/position agreement check on ``regression_outputs``.
+
+    Why: an argmax over box coordinates, an embedding or any regression output means nothing; such an
+    output is judged by its whole-tensor and worst-channel cosine only (a ``[N, 4]`` box output would
+    otherwise be read as a 4-class classifier and fail on ties between nearly equal coordinates).
+    """
+    if not regression_outputs:
+        return tol
+    return {"*": tol, **{n: replace(tol, min_top1_agreement=None) for n in regression_outputs}}
+
+
 #: The automatic per-channel check only splits an axis of at most this many channels (output
 #: heads, box coordinates + scores, classes); wider axes (vocabularies, feature maps) stay whole.
 MAX_AUTO_CHANNELS = 64

@@ -200,7 +200,7 @@ def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], 
     runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
     eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
     return evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
-                    tolerances=cfg.tolerance())
+                    tolerances=cfg.output_tolerances())
 
 
 def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,

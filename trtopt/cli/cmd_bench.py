@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-cosine", type=float, default=None, metavar="COS",
                    help="fidelity tolerance: flag outputs whose cosine, or worst channel's cosine, is below COS "
                         "(default 0.99; -1 accepts any)")
+    g.add_argument("--regression-output", action="append", default=[], metavar="NAME",
+                   help="output whose argmax means nothing (boxes, embeddings, regression values): judged by cosine "
+                        "and worst-channel cosine only, not top-1 agreement; repeatable")
     g.add_argument("--num-samples", type=int, default=64, help="random samples without --data (default 64)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     g.add_argument("--device", default=None, help="torch backend: cpu or cuda (default: cuda when available)")
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
-                      min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine)
+                      min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine,
+                      regression_outputs=tuple(args.regression_output))
     if args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     specs = parse_input_specs(args.inputs)

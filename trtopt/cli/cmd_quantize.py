@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "top-1 / per-position agreement >= 99.5%%, judged with its 95%% upper bound on small "
                         "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
                         "the all-INT8 model instead")
+    s.add_argument("--regression-output", action="append", default=[], metavar="NAME",
+                   help="output whose argmax means nothing (boxes, embeddings, regression values): judged by cosine "
+                        "and worst-channel cosine only, not top-1 agreement; repeatable")
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
@@ -130,8 +133,11 @@ def run(args: argparse.Namespace) -> int:
             from trtopt.quant.guard import guard_fidelity
 
             with err.status("inserting Q/DQ") as status:
+                from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, with_regression_outputs
+
+                tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
                 res = guard_fidelity(model, table, guard_in[0], cfg, fp16_ranges=ranges, static=guard_in[1],
-                                     progress=status.update)
+                                     progress=status.update, tolerance=tol)
             out = res.model
             _print_guard(err, res)
         _print_summary(err, out)

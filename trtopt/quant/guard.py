@@ -189,7 +189,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         table: Calibration table for it.
         inputs: Calibration inputs by name, samples on axis 0 (the first ``max_samples`` are used).
         config: Q/DQ options (its exclusions stay; with ``fp16_rest`` kept layers run in FP16).
-        tolerance: A :class:`trtopt.benchmark.fidelity.Tolerance` (default: ``DEFAULT_TOLERANCE``); the
+        tolerance: A :class:`trtopt.benchmark.fidelity.Tolerance` (default: ``DEFAULT_TOLERANCE``), or output
+            name -> tolerance with ``"*"`` as the default (:func:`~trtopt.benchmark.fidelity.tolerance_for`); the
             guard aims at half its allowed loss on the calibration data (:func:`in_sample_target`).
         max_samples: Samples to measure on (bounds the cost: L + O(log L) model runs on them); fewer
             when a sample is large (at most :data:`MAX_ELEMENTS` input values in all). A classifier
@@ -207,9 +208,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         InputError: No samples; or even the most INT8-tolerant layers alone miss the tolerance
             (quantizing this model to INT8 would break it: use FP16, or set a looser tolerance).
     """
-    from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity
+    from trtopt.benchmark.fidelity import check_tolerance_names, fidelity, tolerance_for
 
-    tol = in_sample_target(tolerance or DEFAULT_TOLERANCE)
     cfg = config or QuantizeConfig()
     say = progress or (lambda msg: None)
     batched = {k: np.asarray(v) for k, v in inputs.items() if k not in static}
@@ -220,12 +220,14 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     feeds = {k: (np.asarray(v) if k in static else np.asarray(v)[:take]) for k, v in inputs.items()}
     n = next(v.shape[0] for k, v in feeds.items() if k not in static)
     fp32 = as_model(model)
+    check_tolerance_names(tolerance, [o.name for o in fp32.graph.output])
+    tols = [in_sample_target(tolerance_for(tolerance, o.name)) for o in fp32.graph.output]
     ref = predict_all(fp32, feeds, batch_size, static)
 
     def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], list[np.ndarray]]:
         outs = predict_all(m, feeds, batch_size, static)
         fids = [fidelity(r, y) for r, y in zip(ref, outs)]
-        return [v for r, f in zip(ref, fids) for v in tol.violations(significant(f, r.shape))], fids, outs
+        return [v for r, f, t in zip(ref, fids, tols) for v in t.violations(significant(f, r.shape))], fids, outs
 
     full = quantize_qdq(fp32, table, cfg, fp16_ranges=fp16_ranges)
     bad, fids, _ = judge(full)
