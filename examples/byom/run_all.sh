@@ -29,11 +29,12 @@ mkdir -p "$R" runs/encoder
 trtopt prune --model byom_models.detector:make_detector --weights weights/detector.pt \
   --input image:float32:batchx1x32x32 --data data/det_train.npz \
   --method magnitude --finetune-epochs 3 --loss byom_models.losses:detection_loss \
+  --output-name boxes --output-name logits \
   --out-module "$R/sparse.pt" --out-masks "$R/masks.pt" --onnx "$R/sparse24-fp32.onnx" --report "$R/prune.json"
 
 # 4. export of the dense model
 trtopt export --model byom_models.detector:make_detector --weights weights/detector.pt \
-  --input image:float32:batchx1x32x32 --out "$R/fp32.onnx"
+  --input image:float32:batchx1x32x32 --output-name boxes --output-name logits --out "$R/fp32.onnx"
 
 # 5. calibration (entropy/auto ranges) of the dense and the sparse model
 trtopt calibrate "$R/fp32.onnx" --data data/det_calib.npz --out "$R/calib"
@@ -41,22 +42,23 @@ trtopt calibrate "$R/sparse24-fp32.onnx" --data data/det_calib.npz --out "$R/cal
 
 # 6. quantization: FP16, INT8 (Q/DQ), sparse INT8
 trtopt quantize "$R/fp32.onnx" --fp16 --calib-data data/det_calib.npz --out "$R/fp16.onnx"
-trtopt quantize "$R/fp32.onnx" --calib "$R/calib/fp32.calib.json" --out "$R/int8.onnx"
-trtopt quantize "$R/sparse24-fp32.onnx" --calib "$R/calib/sparse24-fp32.calib.json" --out "$R/sparse24-int8.onnx"
+trtopt quantize "$R/fp32.onnx" --calib "$R/calib/fp32.calib.json" --regression-output boxes --out "$R/int8.onnx"
+trtopt quantize "$R/sparse24-fp32.onnx" --calib "$R/calib/sparse24-fp32.calib.json" --regression-output boxes --out "$R/sparse24-int8.onnx"
 
 # 7. TensorRT-RTX engines (ahead of time, no GPU needed), where TensorRT-RTX is installed
 if "$PY" -c "import tensorrt_rtx" 2>/dev/null; then
   trtopt build --backend tensorrt-rtx --precision int8 "$R/int8.onnx" \
-    --shapes image:1x1x32x32,64x1x32x32,64x1x32x32 --engine-dir "$R/engines"
+    --input image:float32:batch=1..64..64x1x32x32 --engine-dir "$R/engines"
   trtopt build --backend tensorrt-rtx --precision int8 --sparsity "$R/sparse24-int8.onnx" \
-    --shapes image:1x1x32x32,64x1x32x32,64x1x32x32 --engine-dir "$R/engines"
+    --input image:float32:batch=1..64..64x1x32x32 --engine-dir "$R/engines"
 else
   echo "build: skipped (TensorRT-RTX not installed: pip install -e \".[tensorrt-rtx]\")"
 fi
 
 # 8. benchmark on ONNX Runtime with the project's metric (hit rate)
 trtopt bench "$R/fp32.onnx" "$R/fp16.onnx" "$R/int8.onnx" "$R/sparse24-fp32.onnx" "$R/sparse24-int8.onnx" \
-  --data data/det_eval.npz --metric byom_models.metrics:hit_rate --batch 64 --min-duration 0.5 --out "$R/bench"
+  --data data/det_eval.npz --metric byom_models.metrics:hit_rate --regression-output boxes \
+  --batch 64 --min-duration 0.5 --out "$R/bench"
 
 # 9a. the same chain as one command: the detector recipe
 trtopt run recipes/detector.toml --out runs/detector-recipe

@@ -2,7 +2,7 @@
 
 The example is copied into a temporary folder (so nothing is written into the clone), its own
 scripts make the data and train both models (small sizes), and trtopt's commands run on the
-result. Stages that need CLI options being added on other branches are ``xfail`` until merged.
+result. The whole documented chain runs in CI through ``examples/byom/run_all.sh`` (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "byom"
 DET_SPEC = "image:float32:batchx1x32x32"
 ENC_SPECS = ("input_ids:int64:batchx32", "attention_mask:int64:batchx32")
-PENDING = "needs h/{} (new CLI options / recipe keys, merged by the lead)"
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -277,7 +276,6 @@ def test_bench_script_reads_the_stages_of_run_all() -> None:
 # --- stages that need the new options (other branches) ------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING.format("prune"))
 def test_cli_export_two_inputs(project: Path) -> None:
     """`trtopt export --model REF --weights W --input ... --input ...` writes a two-input ONNX model."""
     import onnx
@@ -289,7 +287,6 @@ def test_cli_export_two_inputs(project: Path) -> None:
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in m.graph.input)
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING.format("prune"))
 def test_cli_prune_finetune_custom_loss(project: Path) -> None:
     """`trtopt prune --model ... --data ... --loss pkg.mod:fn` leaves an exact 2:4 sparse ONNX model."""
     import onnx
@@ -309,7 +306,6 @@ def test_cli_prune_finetune_custom_loss(project: Path) -> None:
     assert sparse >= 3
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING.format("metric"))
 def test_cli_bench_custom_metric(project: Path, dense_onnx: dict[str, Path]) -> None:
     """`trtopt bench --metric byom_models.metrics:hit_rate` reports the hit rate computed from ONNX Runtime."""
     _trtopt(project, "bench", str(dense_onnx["det"]), "--data", "data/det_eval.npz",
@@ -322,7 +318,6 @@ def test_cli_bench_custom_metric(project: Path, dense_onnx: dict[str, Path]) -> 
     assert v["accuracy"]["value"] == pytest.approx(expected)
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING.format("pipeline"))
 def test_recipe_run_encoder(project: Path) -> None:
     """`trtopt run recipes/encoder.toml` (factory, two int64 inputs, data paths relative to the recipe)."""
     _trtopt(project, "run", "recipes/encoder.toml", "--variants", "fp32,sparse24-int8", "--min-duration", "0.05",

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out-module", type=Path, default=None, help="save the pruned module (torch.save)")
     g.add_argument("--out-masks", type=Path, default=None, help="save the 2:4 masks (.pt)")
     g.add_argument("--onnx", type=Path, default=None, help="export the pruned model to ONNX (needs --input)")
+    g.add_argument("--output-name", action="append", default=[], metavar="NAME", dest="output_names",
+                   help="ONNX output name for --onnx, once per output in order (as in export)")
     g.add_argument("--report", type=Path, default=None, help="write the summary and per-layer report as JSON")
     g.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
@@ -311,10 +313,11 @@ def _save(args, model, report, specs, src, data) -> None:
                 raise InputError(f"cannot save the pruned module to {args.out_module}: {describe_exception(exc)} "
                                  "(keep --out-masks and rebuild it from its factory)") from None
         if "onnx" in tmp:
-            from trtopt.export import export_onnx, export_with_specs
+            from trtopt.export import ExportConfig, export_onnx, export_with_specs
 
             if specs:
-                export_with_specs(model, specs, tmp["onnx"])
+                names = tuple(args.output_names) or ExportConfig().output_names
+                export_with_specs(model, specs, tmp["onnx"], ExportConfig(output_names=names))
             else:
                 export_onnx(model, torch.from_numpy(src.workload.example), tmp["onnx"])
         if "out_masks" in tmp:
