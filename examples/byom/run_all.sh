@@ -58,6 +58,7 @@ fi
 # 8. benchmark on ONNX Runtime with the project's metric (hit rate)
 trtopt bench "$R/fp32.onnx" "$R/fp16.onnx" "$R/int8.onnx" "$R/sparse24-fp32.onnx" "$R/sparse24-int8.onnx" \
   --data data/det_eval.npz --metric byom_models.metrics:hit_rate --regression-output boxes \
+  --reference sparse24-fp32=none --reference sparse24-int8=sparse24-fp32 \
   --batch 64 --min-duration 0.5 --out "$R/bench"
 
 # 9a. the same chain as one command: the detector recipe

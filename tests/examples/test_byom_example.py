@@ -326,3 +326,25 @@ def test_recipe_run_encoder(project: Path) -> None:
     names = {v["name"]: v for v in report["variants"]}
     assert {"fp32", "sparse24-int8"} <= set(names)
     assert all(v["status"] == "ok" and v["accuracy"]["metric"] == "top1" for v in names.values())
+
+
+def test_run_all_sh_end_to_end(tmp_path: Path) -> None:
+    """The documented chain, exactly as run_all.sh runs it (full-size data; about 1.5 min on 2 cores)."""
+    dest = tmp_path / "byom"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("data", "weights", "runs", "__pycache__"))
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(["bash", "run_all.sh"], cwd=dest, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    prune = json.loads((dest / "runs/detector/prune.json").read_text())
+    assert prune["summary"]["masks_intact"] is True, prune["summary"]
+    bench = {v["name"]: v for v in json.loads((dest / "runs/detector/bench/report.json").read_text())["variants"]}
+    recipe = {v["name"]: v for v in json.loads((dest / "runs/detector-recipe/report.json").read_text())["variants"]}
+    for rows in (bench, recipe):
+        assert set(rows) == {"fp32", "fp16", "int8", "sparse24-fp32", "sparse24-int8"}
+        assert all(r["status"] == "ok" for r in rows.values()), {k: r["reason"] for k, r in rows.items()}
+        assert rows["fp32"]["accuracy"]["metric"] == "hit_rate" and rows["fp32"]["accuracy"]["value"] > 50
+        # the pruned + fine-tuned model keeps the task: within 5 points of the dense hit rate
+        assert rows["sparse24-int8"]["accuracy"]["value"] > rows["fp32"]["accuracy"]["value"] - 5
+    assert "within budget" in proc.stdout + proc.stderr  # step 10: the gate passed
+    enc = {v["name"]: v for v in json.loads((dest / "runs/encoder-recipe/report.json").read_text())["variants"]}
+    assert enc["fp32"]["accuracy"]["metric"] == "top1" and enc["fp32"]["accuracy"]["value"] > 50

@@ -194,13 +194,18 @@ def _skipped(name: str, backend: str, precision: str, sparsity: str, cfg: BenchC
 
 
 def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-                 reference: Any, metric: Any, label: str) -> Any:
-    """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner."""
+                 reference: Any, metric: Any, label: str, judged: bool = True) -> Any:
+    """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner.
+
+    ``judged=False`` reports the fidelity to ``reference`` without checking it against a tolerance.
+    """
     check_batches(runner, cfg.batch_sizes, label)
     runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
     eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
+    from trtopt.benchmark.fidelity import Tolerance
+
     return evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
-                    tolerances=cfg.output_tolerances())
+                    tolerances=cfg.output_tolerances() if judged else Tolerance())
 
 
 def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,
@@ -219,6 +224,24 @@ def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: s
     return rows, acc
 
 
+def _check_references(references: Mapping[str, str], names: list[str]) -> None:
+    """Each ``variant=reference`` pair names models of this run, the reference given before the variant.
+
+    Raises:
+        ConfigError: Unknown names, or a reference that comes later (its outputs are not known yet).
+    """
+    from trtopt.errors import ConfigError
+
+    for variant, ref in references.items():
+        if variant not in names:
+            raise ConfigError(f"--reference {variant}={ref}: no model named '{variant}' (models: {', '.join(names)})")
+        if ref == "none":
+            continue
+        if ref not in names or names.index(ref) >= names.index(variant):
+            raise ConfigError(f"--reference {variant}={ref}: the reference must be a model given before "
+                              f"'{variant}' (models in order: {', '.join(names)}), or 'none'")
+
+
 def _unique_names(paths: list[str]) -> list[str]:
     stems = [Path(p).stem if p.endswith((".onnx", ".pt")) or os.sep in p else p for p in paths]
     out = []
@@ -231,7 +254,8 @@ def _unique_names(paths: list[str]) -> list[str]:
 def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[str], cfg: BenchConfig, *,
                  data: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
                  metric: str = "top1", num_samples: int = 64, runner_kwargs: Mapping[str, Any] | None = None,
-                 progress: Progress | None = None, input_specs: Sequence[Any] = ()) -> Report:
+                 progress: Progress | None = None, input_specs: Sequence[Any] = (),
+                 references: Mapping[str, str] | None = None) -> Report:
     """Benchmark every model on every backend at every batch size.
 
     Args:
@@ -246,6 +270,11 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         input_specs: :class:`trtopt.inputs.InputSpec` declarations (``--input``) for random feeds:
             sizes of dynamic dims and value ranges, checked against each ONNX model.
         runner_kwargs: Backend name to keyword arguments for :func:`open_runner`.
+        references: Variant name -> the earlier variant whose outputs it is judged against (default:
+            the first model), or ``"none"``: fidelity to the first model reported, not judged (a 2:4-pruned
+            model is a different model than the dense one: its task metric says whether pruning worked,
+            and its INT8 variant is judged against it: ``{"sparse24-fp32": "none",
+            "sparse24-int8": "sparse24-fp32"}``).
         progress: ``progress(stage, detail)`` callback.
 
     Returns:
@@ -264,7 +293,10 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     progress = progress or (lambda _s, _d: None)
     variants: list[VariantResult] = []
     reference, unavailable = None, {}
+    outputs_of: dict[tuple[str, str], Any] = {}
     names = _unique_names([str(m) for m in models])
+    references = dict(references or {})
+    _check_references(references, names)
     # Every runner stays open until all are timed: the variants of a batch size are timed together in
     # interleaved rounds (issue 14), so drift and neighbours hit them alike.
     with ExitStack() as stack:
@@ -294,7 +326,11 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                 stack.callback(runner.__exit__, None, None, None)
                 feeds = data if data is not None else random_feeds(
                     bench_specs(path, input_specs) if path.endswith(".onnx") else runner.input_specs(), num_samples)
-                acc = evaluate_one(runner, cfg, feeds, labels, reference, task or metric, f"'{path}'")
+                ref_name = references.get(name)
+                ref = outputs_of.get((backend, ref_name), reference) if ref_name not in (None, "none") else reference
+                acc = evaluate_one(runner, cfg, feeds, labels, ref, task or metric, f"'{path}'",
+                                   judged=ref_name != "none")
+                outputs_of[(backend, name)] = acc.all_outputs
                 rows = [VariantResult(name, runner.backend, precision, sparsity, bs, None, acc, path, "ok", "",
                                       extra={"runner": runner.describe()}) for bs in cfg.batch_sizes]
                 overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
@@ -317,7 +353,8 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         raise next(iter(unavailable.values()))
     workload = {"name": Path(str(models[0])).stem, "models": [str(m) for m in models],
                 "data": "given" if data is not None else "random inputs: throughput and fidelity only",
-                "labels": labels is not None, "reference": "first model (fidelity baseline)"}
+                "labels": labels is not None, "reference": "first model (fidelity baseline)",
+                **({"references": references} if references else {})}
     return Report(environment=capture_environment(), workload=workload, variants=variants).finalize()
 
 

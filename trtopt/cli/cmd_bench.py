@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-cosine", type=float, default=None, metavar="COS",
                    help="fidelity tolerance: flag outputs whose cosine, or worst channel's cosine, is below COS "
                         "(default 0.99; -1 accepts any)")
+    g.add_argument("--reference", action="append", default=[], metavar="VARIANT=REF",
+                   help="judge VARIANT (a model's file stem) against the outputs of REF, a model given before it, "
+                        "instead of the first model; VARIANT=none reports its fidelity to the first model without "
+                        "judging it (a 2:4-pruned model is another model: sparse24-fp32=none "
+                        "sparse24-int8=sparse24-fp32); repeatable")
     g.add_argument("--regression-output", action="append", default=[], metavar="NAME",
                    help="output whose argmax means nothing (boxes, embeddings, regression values): judged by cosine "
                         "and worst-channel cosine only, not top-1 agreement; repeatable")
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric or "top1",
                           num_samples=args.num_samples, runner_kwargs=kwargs, input_specs=specs,
+                          references=_parse_references(args.reference),
                           progress=lambda s, d: console.print(f"[dim]{s}:[/] {d}"))
     if args.data:
         report.workload["data"] = str(args.data)
@@ -127,6 +133,19 @@ def run(args: argparse.Namespace) -> int:
         _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs), args.top)
     check_strict(report, args.strict)
     return 0
+
+
+def _parse_references(items: list[str]) -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b"}`` with a one-line error for a malformed item."""
+    from trtopt.errors import ConfigError
+
+    out = {}
+    for item in items:
+        variant, sep, ref = item.partition("=")
+        if not sep or not variant or not ref:
+            raise ConfigError(f"--reference must be VARIANT=REF (or VARIANT=none), got '{item}'")
+        out[variant] = ref
+    return out
 
 
 def check_strict(report, strict: bool) -> None:
