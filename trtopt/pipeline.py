@@ -374,7 +374,7 @@ class Pipeline:
                     variants += self._failed_variant(v, str(exc))
                     continue
                 if v in ("fp32", "sparse24-fp32"):
-                    refs[v] = acc.outputs
+                    refs[v] = acc.all_outputs  # every output is judged, not only the first
                 variants += res
             if self._timed:
                 self._stage("timing", f"{len(self._timed)} variant(s) in interleaved rounds",

@@ -370,3 +370,38 @@ def test_finetune_by_distillation_needs_no_labels_and_records_intact_masks(tmp_p
     rec["finetune"] = {"epochs": 1, "loss": "ce"}  # cross-entropy needs the labels the file lacks: one line
     with pytest.raises(InputError, match="label"):
         trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), tmp_path / "out2").run()
+
+
+TWO_OUTPUTS_SRC = textwrap.dedent("""
+    import torch
+
+
+    class BoxesAndLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body = torch.nn.Linear(8, 32)
+            self.boxes = torch.nn.Linear(32, 4)
+            self.logits = torch.nn.Linear(32, 5)
+
+        def forward(self, x):
+            h = torch.nn.functional.silu(self.body(x))
+            return torch.sigmoid(self.boxes(h)), self.logits(h)
+
+
+    def make():
+        return BoxesAndLogits()
+""")
+
+
+def test_every_output_of_a_multi_output_model_is_compared(tmp_path, userpkg):
+    (tmp_path / userpkg / "two.py").write_text(TWO_OUTPUTS_SRC)
+    rec = {"recipe": {"name": "two", "variants": ["fp32", "fp16"]},
+           "workload": {"model": f"{userpkg}.two:make", "inputs": ["x:float32:batchx8"],
+                        "output_names": ["boxes", "logits"], "num_calib": 16, "num_eval": 16},
+           "bench": {**FAST_BENCH, "regression_outputs": ["boxes"]}}
+    trtopt.Pipeline(trtopt.recipe_from_dict(rec), tmp_path / "out").run()
+    fp16 = _variants(tmp_path / "out")["fp16"]
+    assert set(fp16["fidelity"]) == {"boxes", "logits"}, fp16["fidelity"]
+    tols = fp16["fidelity_tolerances"]  # boxes are a regression output: no argmax-agreement floor there
+    assert tols["boxes"]["min_top1_agreement"] is None and tols["logits"]["min_top1_agreement"] == 99.0

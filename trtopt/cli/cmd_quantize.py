@@ -185,6 +185,11 @@ def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str
             log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
                         "pass --calib-data CALIB.npz", path)
             return None
+    if not static:  # every sample: the guard picks its own seeded subset (the same as the recipe pipeline's)
+        from trtopt.dataset import load_npz
+
+        arrays = load_npz(path).inputs
+        return validate_batch(arrays, model_input_specs(model), where=f"calibration data {path}"), ()
     src = NumpySource.from_npz(path, batch_size=64, seed=0, exclude=("labels", "label", "y"), static=static)
     batch = next(iter(src))
     n = next(iter(batch.values())).shape[0]

@@ -217,7 +217,11 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         raise InputError("the fidelity guard needs calibration samples (none given)")
     per_sample = max(1, sum(int(np.prod(v.shape[1:])) for v in batched.values()))
     take = len(next(iter(batched.values()))) if static else max(1, min(max_samples, MAX_ELEMENTS // per_sample))
-    feeds = {k: (np.asarray(v) if k in static else np.asarray(v)[:take]) for k, v in inputs.items()}
+    total = len(next(iter(batched.values())))
+    # a seeded spread over the whole file, not its first rows (files are often sorted by class): the CLI
+    # and the recipe pipeline, given the same data, judge the same samples and keep the same layers
+    idx = np.sort(np.random.default_rng(0).permutation(total)[:take]) if take < total else np.arange(total)
+    feeds = {k: (np.asarray(v) if k in static else np.asarray(v)[idx]) for k, v in inputs.items()}
     n = next(v.shape[0] for k, v in feeds.items() if k not in static)
     fp32 = as_model(model)
     check_tolerance_names(tolerance, [o.name for o in fp32.graph.output])
