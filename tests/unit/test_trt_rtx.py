@@ -210,7 +210,8 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
 def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     import importlib.util
 
-    from trtopt.backends.tensorrt.variants import INSTALL_HINT, engine_summary
+    from trtopt._optional import install_hint
+    from trtopt.backends.tensorrt.variants import engine_summary
 
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
     info = engine_summary("t", "int8", q, tmp_path / "engines")
@@ -220,7 +221,8 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     assert engine_summary("t", "fp16", h, tmp_path / "engines")["text"].endswith("· 1/1 FP16")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorrt_rtx" else real(n, *a))
-    assert engine_summary("t", "int8", q, tmp_path / "e2") == {"text": INSTALL_HINT, "status": "not installed"}
+    assert engine_summary("t", "int8", q, tmp_path / "e2") == {"text": install_hint("tensorrt-rtx"),
+                                                                          "status": "not installed"}
 
 
 def test_report_table_and_markdown_gain_the_engine_column():

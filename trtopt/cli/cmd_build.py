@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arg(p)
     p.add_argument("--backend", choices=FLAVOURS, default="tensorrt",
                    help="tensorrt (TensorRT 10/11; TensorRT for RTX if only that is installed) or tensorrt-rtx "
-                        "(TensorRT for RTX: builds ahead of time without a GPU; pip install 'trtopt[tensorrt-rtx]')")
+                        "(TensorRT for RTX: builds ahead of time without a GPU; install the [tensorrt-rtx] extra)")
     p.add_argument("--compute-capability", default=None, metavar="SM,...",
                    help="TensorRT-RTX target GPUs, e.g. sm80,sm86,sm89,sm120 (default: TensorRT-RTX's own "
                         "defaults, Ampere and later; sm75 only when asked: Turing cannot compile FP32 GEMMs)")

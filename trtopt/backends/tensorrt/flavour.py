@@ -48,8 +48,10 @@ def import_tensorrt(backend: str = "tensorrt") -> Any:
         try:
             import tensorrt_rtx
         except ImportError:
+            from trtopt._optional import install_hint
+
             raise MissingDependencyError("tensorrt", "tensorrt", f"needed for --backend tensorrt ({exc}); "
-                                         "or pip install 'trtopt[tensorrt-rtx]' to build for RTX GPUs") from exc
+                                         f"or {install_hint('tensorrt-rtx')} to build for RTX GPUs") from exc
         log.info("TensorRT 10/11 is not installed; building with TensorRT for RTX %s", tensorrt_rtx.__version__)
         return tensorrt_rtx
     return tensorrt

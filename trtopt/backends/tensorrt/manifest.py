@@ -97,6 +97,7 @@ def manifest_flavour(manifest: dict[str, Any]) -> str:
 def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what: str
                      ) -> IncompatibleArtifactError | None:
     """The error for an engine built by the other TensorRT flavour (RTX vs 10/11), before deserializing it."""
+    from trtopt._optional import install_hint
     from trtopt.backends.tensorrt.flavour import label
 
     built = manifest_flavour(manifest)
@@ -105,7 +106,7 @@ def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what:
     extra = "tensorrt-rtx" if built == "tensorrt-rtx" else "tensorrt"
     return IncompatibleArtifactError(
         f"{what} was built by {label(built, str(manifest.get('tensorrt', {}).get('version') or '?'))} and cannot be "
-        f"loaded by {label(flavour, version)}: load it with pip install 'trtopt[{extra}]' or rebuild it")
+        f"loaded by {label(flavour, version)}: load it with {install_hint(extra)} or rebuild it")
 
 
 def check_manifest(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any], arch: str | None = None

@@ -329,8 +329,10 @@ def plan_build(config: BuildConfig, features: Features, info: GraphInfo, has_cal
     if features.rtx:
         hw, targets = rtx_plan_rules(config, notes)
     elif config.compute_capabilities:
+        from trtopt._optional import install_hint
+
         raise ConfigError("--compute-capability chooses TensorRT for RTX targets; this is TensorRT 10/11, which "
-                          "builds for the local GPU (use --backend tensorrt-rtx: pip install 'trtopt[tensorrt-rtx]')")
+                          f"builds for the local GPU (use --backend tensorrt-rtx: {install_hint('tensorrt-rtx')})")
     if hw == "SAME_COMPUTE_CAPABILITY" and not features.same_compute_capability:
         raise ConfigError("hardware_compat same_compute_capability needs TensorRT 10.9 or newer")
     return BuildPlan(targets=targets, rtx=features.rtx, strongly_typed=strong,

@@ -120,7 +120,6 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
 
 
 #: What the demo table says where TensorRT for RTX is not installed.
-INSTALL_HINT = "pip install 'trtopt[tensorrt-rtx]'"
 
 
 def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
@@ -132,13 +131,15 @@ def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
 
     Returns:
         ``{"text": "0.9 MB · 5/5 INT8", ...}`` (compute layers compiled INT8 / quantized; FP16 or FP32
-        graphs: ``"0.5 MB · 5/5 FP16"``), ``{"text": INSTALL_HINT}`` without TensorRT for RTX, or
+        graphs: ``"0.5 MB · 5/5 FP16"``), ``{"text": <install command>}`` without TensorRT for RTX, or
         ``{"text": "build failed: ..."}``. Never raises for a build failure: the benchmark stands.
     """
     import importlib.util
 
     if importlib.util.find_spec("tensorrt_rtx") is None:
-        return {"text": INSTALL_HINT, "status": "not installed"}
+        from trtopt._optional import install_hint
+
+        return {"text": install_hint("tensorrt-rtx"), "status": "not installed"}
     b = build_variant(recipe, variant, onnx_path, engine_dir, **options)
     if b.status != "ok":
         return {"text": f"build failed: {b.reason}"[:200], "status": "failed", "reason": b.reason}
