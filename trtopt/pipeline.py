@@ -348,6 +348,9 @@ class Pipeline:
             The report, written paths and per-stage wall times.
         """
         from trtopt.benchmark import Report, capture_environment, write_report
+        from trtopt.fileio import check_writable
+
+        check_writable(self.out, folder=True)  # before minutes of training and calibration, not after
 
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(

@@ -405,3 +405,12 @@ def test_every_output_of_a_multi_output_model_is_compared(tmp_path, userpkg):
     assert set(fp16["fidelity"]) == {"boxes", "logits"}, fp16["fidelity"]
     tols = fp16["fidelity_tolerances"]  # boxes are a regression output: no argmax-agreement floor there
     assert tols["boxes"]["min_top1_agreement"] is None and tols["logits"]["min_top1_agreement"] == 99.0
+
+
+def test_unwritable_out_is_reported_before_any_stage(tmp_path, userpkg):
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    stages = []
+    with pytest.raises(InputError, match="is an existing file"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(_recipe(userpkg)), tmp_path / "taken",
+                        progress=lambda s, d: stages.append(s)).run()
+    assert stages == []
