@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
                 tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
                 res = guard_fidelity(model, table, guard_in[0], cfg, fp16_ranges=ranges, static=guard_in[1],
-                                     progress=status.update, tolerance=tol)
+                                     progress=status.update if err.is_terminal else _line(err), tolerance=tol)
             out = res.model
             _print_guard(err, res)
         _print_summary(err, out)
@@ -157,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.report, res.summary())
     print(save_onnx(res.model, args.out))
     return 0
+
+
+def _line(console):
+    """Progress as plain lines where there is no terminal for a spinner (CI logs, pipes): long guard runs show life."""
+    return lambda msg: console.print(msg, highlight=False, markup=False)
 
 
 def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str, ...]] | None:
