@@ -120,8 +120,8 @@ def export_with_specs(model, specs, path: str | os.PathLike[str], config: Export
     cfg = config or ExportConfig()
     outs = check_forward(model, specs)
     names = cfg.output_names
-    if names == ExportConfig().output_names and len(outs) > 1:
-        names = tuple(f"output_{i}" for i in range(len(outs)))
+    if names == ExportConfig().output_names:  # not chosen: the same neutral names as a recipe's user model
+        names = ("output",) if len(outs) == 1 else tuple(f"output_{i}" for i in range(len(outs)))
     if len(names) != len(outs):
         raise ConfigError(f"{len(names)} output name(s) {list(names)} for a model with {len(outs)} output(s)")
     cfg = replace(cfg, input_names=tuple(s.name for s in specs), output_names=names)

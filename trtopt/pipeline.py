@@ -332,10 +332,16 @@ class Pipeline:
                 for bs in self.recipe.bench.batch_sizes]
 
     def _check_metric(self, workload) -> None:
-        """Resolve ``[bench] metric`` before any stage writes: a user metric needs labels in ``eval_data``."""
+        """Check the ``[bench]`` table against the model before any stage writes.
+
+        ``regression_outputs`` must name outputs of the model, and ``metric`` must resolve (a user
+        metric needs labels in ``eval_data``).
+        """
         from trtopt.benchmark.accuracy import get_metric
+        from trtopt.benchmark.fidelity import check_tolerance_names
         from trtopt.errors import ConfigError
 
+        check_tolerance_names(self.recipe.bench.output_tolerances(), list(workload.outputs))
         metric = get_metric(self.recipe.bench.metric)
         if not metric.builtin and workload.eval_y is None:
             raise ConfigError(f"[bench] metric = '{metric.ref}' needs labels: give [workload] eval_data with a "
@@ -346,11 +352,29 @@ class Pipeline:
 
         Returns:
             The report, written paths and per-stage wall times.
+
+        Raises:
+            TrtoptError: A user error (bad model, data, metric, configuration); the folders this run
+                created under the output folder are removed first, so no half-finished run is left.
         """
-        from trtopt.benchmark import Report, capture_environment, write_report
         from trtopt.fileio import check_writable
 
         check_writable(self.out, folder=True)  # before minutes of training and calibration, not after
+        existed = {p for p in (self.out, self.models_dir, self.calib_dir, self.out / "engines") if p.exists()}
+        try:
+            return self._run()
+        except TrtoptError:
+            import shutil
+
+            for p in (self.models_dir, self.calib_dir, self.out / "engines"):
+                if p not in existed:
+                    shutil.rmtree(p, ignore_errors=True)
+            if self.out not in existed and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
+            raise
+
+    def _run(self) -> PipelineResult:
+        from trtopt.benchmark import Report, capture_environment, write_report
 
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(

@@ -350,6 +350,7 @@ def test_recipe_metric_raising_or_without_labels_stops_the_run(tmp_path, userpkg
     with pytest.raises(InputError, match=r"metric '.*explodes' raised KeyError: 'boxes'"):
         trtopt.Pipeline(trtopt.recipe_from_dict(rec, base_dir=tmp_path), out).run()
     assert not (out / "report.json").exists() and not (out / "report.md").exists()
+    assert not out.exists()  # the models and tables written before the metric ran are removed too
     rec["workload"] = {k: v for k, v in rec["workload"].items() if k != "eval_data"}
     out2 = tmp_path / "out2"
     with pytest.raises(ConfigError, match="needs labels"):
@@ -414,3 +415,32 @@ def test_unwritable_out_is_reported_before_any_stage(tmp_path, userpkg):
         trtopt.Pipeline(trtopt.recipe_from_dict(_recipe(userpkg)), tmp_path / "taken",
                         progress=lambda s, d: stages.append(s)).run()
     assert stages == []
+
+
+def test_inputs_in_another_order_than_forward_are_refused(tmp_path, userpkg):
+    swapped = [SPECS[1], SPECS[0]]  # attention_mask first: would feed the mask into the ids and still run
+    with pytest.raises(InputError, match=r"workload.inputs: inputs are declared in the order \['attention_mask', "
+                                         r"'input_ids'\] but forward takes \(input_ids, attention_mask\)"):
+        trtopt.Pipeline(trtopt.recipe_from_dict({**_recipe(userpkg), "workload": {
+            "model": f"{userpkg}.mod:make", "inputs": swapped}}), tmp_path / "out").run()
+    from trtopt.cli.main import main
+
+    rc = main(["export", "--model", f"{userpkg}.mod:make", "--input", swapped[0], "--input", swapped[1],
+               "--out", str(tmp_path / "x.onnx")])
+    assert rc == 2 and not (tmp_path / "x.onnx").exists()
+
+
+def test_unknown_regression_output_in_a_recipe_is_an_error_up_front(tmp_path, userpkg):
+    rec = {**_recipe(userpkg), "bench": {**FAST_BENCH, "regression_outputs": ["logits"]}}  # the output is "output"
+    stages = []
+    with pytest.raises(ConfigError, match=r"\['logits'\] are not outputs of the model \(outputs: \['output'\]\)"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(rec), tmp_path / "out", progress=lambda s, d: stages.append(s)).run()
+    assert stages == ["workload"] and not (tmp_path / "out").exists()
+
+
+def test_cli_export_and_recipe_name_a_single_output_alike(tmp_path, userpkg):
+    from trtopt.cli.main import main
+
+    assert main(["export", "--model", f"{userpkg}.mod:make", *[a for s in SPECS for a in ("--input", s)],
+                 "--out", str(tmp_path / "x.onnx")]) == 0
+    assert [o.name for o in onnx.load(str(tmp_path / "x.onnx")).graph.output] == ["output"]

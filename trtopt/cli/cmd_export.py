@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output .onnx path")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--output-name", action="append", default=[], metavar="NAME", dest="output_names",
-                   help="graph output name, once per output in order (default: logits, or output_0.. for several)")
+                   help="graph output name, once per output in order (default: output, or output_0.. for several)")
     p.add_argument("--static-batch", action="store_true",
                    help="with --input-shape/--workload: do not make the batch axis dynamic (--input declares its "
                         "own dynamic axes)")

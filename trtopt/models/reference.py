@@ -154,19 +154,51 @@ def _load_weights(model: Any, path: Path, factory: str) -> None:
                          f"{' '.join(str(exc).split())[:300]}") from None
 
 
-def check_forward(model: Any, specs: Sequence[Any], ref: str = "model") -> tuple[Any, ...]:
+def check_input_order(model: Any, specs: Sequence[Any], where: str = "--input") -> None:
+    """Refuse specs whose names are ``forward``'s parameter names in another order.
+
+    Inputs are passed positionally (ONNX export has no keywords), so ``attention_mask`` declared
+    before ``input_ids`` would feed the mask into the ids and still run, giving a wrong model.
+    Names that are not all ``forward`` parameters cannot be checked (``*args``, other names).
+
+    Raises:
+        InputError: Naming both orders.
+    """
+    import inspect
+
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return
+    params = [p.name for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [s.name for s in specs]
+    if set(names) <= set(params) and names != params[: len(names)]:
+        raise InputError(f"{where}: inputs are declared in the order {names} but forward takes "
+                         f"({', '.join(params)}): declare them in forward's order (they are passed by position)")
+
+
+def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: str = "--input") -> tuple[Any, ...]:
     """Run ``model`` once on example inputs built from ``specs`` (OPT shapes, batch 1).
+
+    Args:
+        model: The ``torch.nn.Module``.
+        specs: One :class:`~trtopt.inputs.InputSpec` per ``forward`` argument, in order.
+        ref: The model reference, for messages.
+        where: Where the specs came from (``--input``, ``workload.inputs``), for messages.
 
     Returns:
         The outputs as a tuple of tensors.
 
     Raises:
-        InputError: The forward fails on the declared inputs (names the shapes and the fix).
+        InputError: The specs name ``forward``'s parameters in another order, or the forward fails on
+            the declared inputs (names the shapes and the fix).
     """
     import torch
 
     from trtopt.inputs import example_tensors
 
+    check_input_order(model, specs, where)
     args = example_tensors(specs)
     try:
         with torch.no_grad():
@@ -174,7 +206,7 @@ def check_forward(model: Any, specs: Sequence[Any], ref: str = "model") -> tuple
     except Exception as exc:
         shown = ", ".join(str(s) for s in specs)
         raise InputError(f"{ref}: forward failed on the declared inputs ({shown}): {describe_exception(exc)}; "
-                         "check --input (order = forward's arguments, dtype, shape)") from None
+                         f"check {where} (order = forward's arguments, dtype, shape)") from None
     outs = out if isinstance(out, tuple | list) else (out,)
     if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
         raise InputError(f"{ref}: forward must return a tensor or a tuple of tensors, got {type(out).__name__}")

@@ -144,7 +144,7 @@ def load_user_workload(cfg: Any) -> Any:
 
         specs = parse_input_specs(cfg.inputs)
         model = load_model(ref)
-        outs = _output_names(cfg, len(check_forward(model, specs, ref=f"model '{cfg.model}'")))
+        outs = _output_names(cfg, len(check_forward(model, specs, ref=f"model '{cfg.model}'", where="workload.inputs")))
         kind = "PyTorch factory" if ref.kind == "factory" else "torch.save'd module"
     notes: dict[str, str] = {}
     if cfg.calib_data:
