@@ -45,6 +45,19 @@ def test_closed_pipe_exits_quietly_without_traceback(tmp_path):
     assert res.returncode == 141  # 128 + SIGPIPE, as a shell reports a closed pipe
 
 
+@pytest.mark.parametrize("json_out", [False, True])
+def test_closed_pipe_on_rich_output_is_not_exit_1(tmp_path, json_out):
+    """rich's own closed-pipe handling exits 1, which `trtopt gate` uses for "regression": it must read 141."""
+    model = _chain(tmp_path / "chain.onnx", 220)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    flag = " --json" if json_out else ""
+    cmd = f"'{sys.executable}' -m trtopt.cli.main inspect sparsity '{model}'{flag} | head -c 10 > /dev/null"
+    res = subprocess.run(["bash", "-c", f"{cmd}; exit ${{PIPESTATUS[0]}}"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 141
+
+
 def _dir_cases(d: Path):
     from trtopt.backends.onnxrt import OnnxRuntimeRunner
     from trtopt.benchmark.gate import load_overrides

@@ -97,6 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except SystemExit as exc:
+        # rich handles a closed pipe itself: it points stdout at /dev/null and raises SystemExit(1),
+        # which would read as "gate: regression" (exit 1); report the broken pipe instead
+        if exc.code == 1 and _stdout_is_devnull():
+            return EXIT_BROKEN_PIPE
+        raise
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino, out.st_rdev) == (null.st_dev, null.st_ino, null.st_rdev)
 
 
 def _main(argv: Sequence[str] | None) -> int:
