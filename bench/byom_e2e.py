@@ -6,7 +6,7 @@ script's preamble (interpreter, ``PYTHONPATH``, the ``trtopt`` shim), and its wa
 around the process. A failing stage is recorded (exit code, last lines of its output) and, with
 ``--keep-going`` (default), the later stages still run; a stage that needs a failed one fails too.
 
-Run:  python bench/byom_e2e.py [--out bench/results/byom] [--fast] [--stop-on-error]
+Run:  python bench/byom_e2e.py [--out bench/results/byom] [--stop-on-error]
 Writes OUT/stages.json (the stage table), OUT/report.json (stages, environment, the metric and
 throughput of every variant from the bench and recipe reports) and OUT/report.md.
 Exit 0 when every stage passed, 1 otherwise.
@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT.relative_to(ROOT)})")
-    ap.add_argument("--fast", action="store_true", help="smaller data and fewer epochs (BYOM_FAST=1)")
     ap.add_argument("--stop-on-error", action="store_true", help="stop at the first failed stage")
     ap.add_argument("--only", default=None, help="comma list of stage keys to run (e.g. 1,2,4,5)")
     args = ap.parse_args(argv)
@@ -146,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    if args.fast:
-        env["BYOM_FAST"] = "1"
     with open(args.out / "stages.log", "w", encoding="utf-8") as log:
         for s in stages:
             if only is not None and s.key not in only:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                          timing_cache=str(args.timing_cache or ""), version_compatible=args.version_compatible,
                          hardware_compat=args.hardware_compat, dla_core=args.dla_core, tf32=args.tf32)
     res = build_engine(args.model, config, engine_dir=args.engine_dir, calibration=args.calib, rebuild=args.rebuild)
-    console = Console()
+    console = Console(soft_wrap=True)  # engine paths on one line (CI logs, grep)
     sp = res.data.get("sparsity") or {}
     console.print(f"{'reused' if res.reused else 'built'} engine: {res.engine}")
     console.print(f"manifest: {res.manifest}")

@@ -281,6 +281,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         print("\n".join(summary_lines(summary)))
+    if not any(getattr(args, k) for k in ("out_module", "out_masks", "onnx", "report")):
+        import logging
+
+        logging.getLogger("trtopt.prune").warning(
+            "nothing saved: pass --onnx, --out-masks, --out-module or --report to keep the pruned model")
     return 0
 
 

@@ -16,7 +16,7 @@ class StageProgress:
     """
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)  # never split a path mid-line in CI logs
         self.t0 = time.perf_counter()
 
     def __call__(self, stage: str, detail: str) -> None:

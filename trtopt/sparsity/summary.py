@@ -77,8 +77,9 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     when = "after fine-tuning" if s["finetuned"] else "after pruning"
     lines.append(f"  masks intact {when}: {'yes' if s['masks_intact'] else 'NO'}")
     m = s.get("metrics") or {}
-    for key, label, fmt in (("accuracy", "accuracy", "{:.2f}%"), ("loss", "loss", "{:.4f}")):
+    on = f" on {s['metrics_on']}" if s.get("metrics_on") else ""
+    for key, label, fmt in (("accuracy", "accuracy", "{:.2f}%"), ("loss", "task loss", "{:.4f}")):
         vals = [(stage, v[key]) for stage, v in m.items() if key in v]
         if vals:
-            lines.append(f"  {label}: " + " -> ".join(f"{stage} {fmt.format(v)}" for stage, v in vals))
+            lines.append(f"  {label}{on}: " + " -> ".join(f"{stage} {fmt.format(v)}" for stage, v in vals))
     return lines
