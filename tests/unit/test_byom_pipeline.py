@@ -444,3 +444,9 @@ def test_cli_export_and_recipe_name_a_single_output_alike(tmp_path, userpkg):
     assert main(["export", "--model", f"{userpkg}.mod:make", *[a for s in SPECS for a in ("--input", s)],
                  "--out", str(tmp_path / "x.onnx")]) == 0
     assert [o.name for o in onnx.load(str(tmp_path / "x.onnx")).graph.output] == ["output"]
+
+
+def test_bench_batch_sizes_outside_the_declared_batch_range(tmp_path, userpkg):
+    rec = {**_recipe(userpkg), "bench": {**FAST_BENCH, "batch_sizes": [64]}}  # SPECS' batch: 1..32
+    with pytest.raises(ConfigError, match=r"batch_sizes \[64\] are outside input 'input_ids''s batch range 1..32"):
+        trtopt.Pipeline(trtopt.recipe_from_dict(rec), tmp_path / "out").run()
