@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from byom_testpkg import token_net  # noqa: E402
+
 from trtopt.cli.main import main  # noqa: E402
 
 PROJECT = '''
@@ -19,20 +21,7 @@ import torch
 from torch import nn
 
 
-class TokenNet(nn.Module):
-    """Two inputs: token ids [N, T] and a 0/1 mask [N, T] -> [N, 4] (masked mean of embeddings)."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(50, 32)
-        self.fc1 = nn.Linear(32, 64)
-        self.fc2 = nn.Linear(64, 4)
-
-    def forward(self, ids, mask):
-        m = mask.unsqueeze(-1).to(torch.float32)
-        h = (self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.fc2(torch.relu(self.fc1(h)))
-
+{token_net}
 
 class SiluNet(nn.Module):
     def __init__(self):
@@ -69,7 +58,7 @@ def project(tmp_path, monkeypatch):
     pkg = tmp_path / "byom_export_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "models.py").write_text(textwrap.dedent(PROJECT))
+    (pkg / "models.py").write_text(textwrap.dedent(PROJECT).replace("{token_net}", token_net()))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     yield tmp_path

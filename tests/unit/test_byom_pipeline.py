@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from byom_testpkg import make_package
+
 import trtopt
 from trtopt.errors import ConfigError, InputError
 
@@ -65,12 +67,7 @@ MODEL_SRC = textwrap.dedent(f"""
 @pytest.fixture()
 def userpkg(tmp_path, monkeypatch):
     """A user package ``byompkg_<n>`` importable from tmp_path; returns its name."""
-    name = f"byompkg_{abs(hash(str(tmp_path))) % 10**8}"
-    (tmp_path / name).mkdir()
-    (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / name / "mod.py").write_text(MODEL_SRC)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+    return make_package(tmp_path, monkeypatch, {"mod": MODEL_SRC})
 
 
 def _token_data(n: int, seed: int) -> dict[str, np.ndarray]:

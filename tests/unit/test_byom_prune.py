@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from byom_testpkg import token_net  # noqa: E402
+
 from trtopt.cli.main import main  # noqa: E402
 from trtopt.errors import ConfigError, InputError  # noqa: E402
 from trtopt.sparsity import FinetuneConfig, PruneConfig, check_2to4, finetune_masked, prune_  # noqa: E402
@@ -26,20 +28,7 @@ from torch import nn
 CALLS = []
 
 
-class TokenNet(nn.Module):
-    """Token ids [N, 16] and a 0/1 mask [N, 16] -> 4 logits (masked mean of embeddings, two Linear layers)."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(50, 32)
-        self.fc1 = nn.Linear(32, 64)
-        self.fc2 = nn.Linear(64, 4)
-
-    def forward(self, ids, mask):
-        m = mask.unsqueeze(-1).to(torch.float32)
-        h = (self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.fc2(torch.relu(self.fc1(h)))
-
+{token_net}
 
 class SiluNet(nn.Module):
     """[N, 8, 6, 6] -> [N, 16, 6, 6] dense output (a regression head, not a classifier)."""
@@ -100,7 +89,7 @@ def project(tmp_path, monkeypatch):
     pkg = tmp_path / "byom_prune_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "models.py").write_text(textwrap.dedent(PROJECT))
+    (pkg / "models.py").write_text(textwrap.dedent(PROJECT).replace("{token_net}", token_net()))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)

@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from byom_testpkg import make_package
+
 import trtopt
 from trtopt.errors import ConfigError, InputError
 
@@ -45,12 +47,7 @@ MODEL_SRC = textwrap.dedent("""
 
 @pytest.fixture()
 def userpkg(tmp_path, monkeypatch):
-    name = f"byomrec_{abs(hash(str(tmp_path))) % 10**8}"
-    (tmp_path / name).mkdir()
-    (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / name / "mod.py").write_text(MODEL_SRC)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+    return make_package(tmp_path, monkeypatch, {"mod": MODEL_SRC}, name=f"byomrec_{abs(hash(str(tmp_path))) % 10**8}")
 
 
 def test_import_trtopt_exports_the_recipe_api_lazily():
