@@ -208,7 +208,7 @@ def test_missing_input_message_names_graph_dims_and_the_input_spec_form(tmp_path
         resolve_profiles(info, BuildConfig(shapes=("input_ids:1x8,4x16,8x32",)))
     msg = str(e.value)
     assert "input 'attention_mask' has dynamic dimensions (batch, mask_len)" in msg
-    assert "--input attention_mask:int64:batch=1..8..32xmask_len=1..8..32" in msg and "--shapes attention_mask:" in msg
+    assert "--input attention_mask:int64:batch=1..4..8xmask_len=1..8..32" in msg and "--shapes attention_mask:" in msg
 
 
 # -- 5. lock files and empty engine dirs ------------------------------------------------------------------
@@ -233,3 +233,42 @@ def test_failed_build_leaves_no_engine_dir_and_success_leaves_no_lock(tmp_path, 
     pre.mkdir()
     assert main(["build", str(bad_model), "--backend", "tensorrt-rtx", "--engine-dir", str(pre)]) == 2
     assert pre.is_dir() and not any(pre.iterdir())  # a folder the user made stays, without a lock
+
+
+def test_placeholder_rename_keeps_external_data_working(tmp_path, capsys):
+    """The parser gets the renamed bytes with the file's path: weights in a separate file still load."""
+    _rtx()
+    w = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["p"], axes=[2, 3], keepdims=0),
+                           helper.make_node("MatMul", ["p", "w"], ["y"])], "ext",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["?", 5])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "ext.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data",
+              size_threshold=0)
+    assert (tmp_path / "ext.data").is_file() and not onnx.load(str(path), load_external_data=False).graph.initializer[
+        0].raw_data
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e"),
+               "--input", "x:float32:batch=1..2..4x3x16x40"])
+    assert rc == 0, capsys.readouterr().err
+    assert _manifest(tmp_path / "e")["profiles"]["x"]["opt"] == [2, 3, 16, 40]
+
+
+def test_missing_profile_message_shows_placeholder_dims_as_unknown_and_a_spec_that_parses(tmp_path):
+    from trtopt.backends.tensorrt.config import BuildConfig
+    from trtopt.backends.tensorrt.loader import _unnamed, prepare_for_parser
+    from trtopt.backends.tensorrt.plan import graph_info, resolve_profiles
+    from trtopt.errors import ConfigError
+    from trtopt.inputs import parse_input_spec
+
+    path = _qmark_model(tmp_path / "q.onnx")
+    data, renamed = prepare_for_parser(path.read_bytes(), "q.onnx")
+    assert set(renamed) == {"x[2]", "x[3]"}
+    with pytest.raises(ConfigError) as e:
+        resolve_profiles(_unnamed(graph_info(data), renamed), BuildConfig())
+    msg = str(e.value)
+    assert "input 'x' has dynamic dimensions (?, 3, ?, ?)" in msg
+    spec = msg.split("--input ", 1)[1].split(" ", 1)[0]
+    assert parse_input_spec(spec).shape("max") == (32, 3, 32, 32)

@@ -273,8 +273,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         raise InputError(f"ONNX model {onnx_path} is a directory" if onnx_path.is_dir()
                          else f"ONNX model not found: {onnx_path}")
     file_bytes = onnx_path.read_bytes()
-    onnx_bytes = prepare_for_parser(file_bytes, onnx_path.name)  # what TensorRT parses (same path: external data)
-    info = graph_info(onnx_bytes)
+    # what TensorRT parses (given the same path, so external data still loads)
+    onnx_bytes, renamed = prepare_for_parser(file_bytes, onnx_path.name)
+    info = _unnamed(graph_info(onnx_bytes), renamed)
     features = detect_features(lambda dotted: has_attr_chain(trt, dotted))
     if features.rtx and (calibration is not None or calib_source is not None):
         raise ConfigError("TensorRT for RTX has no INT8 calibrators: build a Q/DQ model made by `trtopt quantize`")
@@ -333,8 +334,11 @@ def src_is_default(source: str) -> bool:
     return source.startswith("default batch")
 
 
-def prepare_for_parser(onnx_bytes: bytes, what: str) -> bytes:
+def prepare_for_parser(onnx_bytes: bytes, what: str) -> tuple[bytes, dict[str, str]]:
     """The bytes TensorRT parses: placeholder dim names (``"?"``) made unique, else ``onnx_bytes`` unchanged.
+
+    Returns:
+        ``(bytes, {"x[2]": "x_dim2", ...})`` (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`).
 
     TensorRT reads equal dim names as one dimension; Paddle2ONNX names every unknown dim ``"?"``
     (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`). The file on disk is not changed, and
@@ -353,10 +357,24 @@ def prepare_for_parser(onnx_bytes: bytes, what: str) -> bytes:
         raise InputError(f"{what} is not a valid ONNX model ({type(exc).__name__})") from exc
     fixed, renamed = with_unique_placeholder_dims(model)
     if not renamed:
-        return onnx_bytes
+        return onnx_bytes, {}
     log.info("%s: placeholder dim names renamed for TensorRT (unknown dims are not one shared dim): %s", what,
              ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
-    return fixed.SerializeToString()
+    return fixed.SerializeToString(), renamed
+
+
+def _unnamed(info: Any, renamed: Mapping[str, str]) -> Any:
+    """``info`` with the axes renamed by :func:`prepare_for_parser` shown as unnamed (``?``) in messages.
+
+    A renamed axis is unique, so it shares its range with no other input either way.
+    """
+    if not renamed:
+        return info
+    import dataclasses
+
+    names = {k: tuple(None if f"{k}[{ax}]" in renamed else n for ax, n in enumerate(v))
+             for k, v in info.dim_names.items()}
+    return dataclasses.replace(info, dim_names=names)
 
 
 def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: BuildConfig, what: str

@@ -218,7 +218,7 @@ def resolve_profiles_with_sources(info: GraphInfo, config: BuildConfig
             if derived is not None:
                 out[name], sources[name] = derived
             elif any(d < 0 for d in dims[1:]):
-                raise ConfigError(_missing_profile_message(name, dims, info))
+                raise ConfigError(_missing_profile_message(name, dims, info, ranges))
             else:
                 out[name] = tuple((b, *dims[1:]) for b in config.default_batch)  # type: ignore[assignment]
                 sources[name] = f"default batch {list(config.default_batch)}"
@@ -266,18 +266,29 @@ def _derive(name: str, dims: Sequence[int], info: GraphInfo,
     return (mn, opt, mx), f"dims {', '.join(used)} of {', '.join(sources)}"
 
 
-def _missing_profile_message(name: str, dims: Sequence[int], info: GraphInfo) -> str:
-    """One line naming the input, its dims as the graph names them, and both ways to give a profile."""
+def _missing_profile_message(name: str, dims: Sequence[int], info: GraphInfo,
+                             ranges: Mapping[str, tuple[tuple[int, int, int], str]]) -> str:
+    """One line naming the input, its dims as the graph names them, and both ways to give a profile.
+
+    The suggested ``--input`` spec carries the range a named dim already has from another input.
+    """
     names = info.dim_names.get(name) or (None,) * len(dims)
     shown = "(" + ", ".join(str(d) if d > 0 else (n or "?") for d, n in zip(dims, names)) + ")"
-    spec = "x".join(str(d) if d > 0 else f"{n}=1..8..32" if n and _SPEC_NAME.match(n) else "1..8..32"
-                    for d, n in zip(dims, names))
+
+    def dim(d: int, n: str | None) -> str:
+        if d > 0:
+            return str(d)
+        rng = "..".join(map(str, ranges[n][0])) if n in ranges else "1..8..32"
+        return f"{n}={rng}" if n and _SPEC_NAME.match(n) else rng
+
+    # a spec's dims are split at "x": a graph dim name holding an x is left out of the suggestion
+    spec = "x".join(dim(d, n) if n or ax else dim(d, "batch") for ax, (d, n) in enumerate(zip(dims, names)))
     dtype = info.dtypes.get(name, "float32")
     return (f"input '{name}' has dynamic dimensions {shown}: pass --input {name}:{dtype}:{spec} (your ranges) "
             f"or --shapes {name}:MIN,OPT,MAX (e.g. {name}:{_example(dims)})")
 
 
-_SPEC_NAME = re.compile(r"^[A-Za-z_][\w]*$")
+_SPEC_NAME = re.compile(r"^[A-Za-wyz_][A-Za-wyz0-9_]*$")
 
 
 def _fmt(dims: Sequence[int]) -> str:
