@@ -186,6 +186,15 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
     if odd_dims:
         out.append(Finding("dim-values", "info", f"dims stored as -1/0 ({', '.join(odd_dims)}) are treated as "
                            "dynamic", "", {"dims": odd_dims}))
+    from trtopt.onnx_graph import placeholder_dims
+
+    placeholders = [f"{t}[{ax}]={name!r}" for t, ax, name in placeholder_dims(model)]
+    if placeholders:
+        out.append(Finding("placeholder-dims", "info", f"dims named only by a placeholder ({', '.join(placeholders)}):"
+                           " TensorRT would read equal names as one shared dim, so `trtopt build` gives each a unique "
+                           "name before parsing (renamed for TensorRT; the file is unchanged)",
+                           "give each of them a range with --input NAME:DTYPE:DIMS (or --shapes) when building",
+                           {"dims": placeholders}))
     if non_batch:
         out.append(Finding("non-batch-inputs", "warn", f"inputs that may not carry samples on axis 0: "
                            f"{', '.join(non_batch)}",

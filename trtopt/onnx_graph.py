@@ -653,3 +653,57 @@ def source_producer(graph: onnx.GraphProto, tensor: str, through: frozenset[str]
         seen.add(nxt)
         node = prod.get(nxt)
     return node
+
+
+# -- placeholder dim names (TensorRT parse; owner: tensorrt backend, issue 13) ----------------------------
+# TensorRT's ONNX parser treats equal ``dim_param`` names as ONE dimension across the whole network: a
+# dim named ``batch`` on two inputs must have one size. Paddle2ONNX names EVERY unknown dim ``"?"``, so a
+# classifier input ``[-1, 3, "?", "?"]`` reads as "H and W are the same dim" and a 48x192 profile
+# contradicts it. ``"?"`` and ``""`` mean "unknown", never "shared": they get unique names before parsing.
+# Generated names (``unk__123``, ``p2o.DynamicDimension.0``, ``batch``) are real names and stay.
+
+#: ``dim_param`` values that mean "unknown size", not a name shared between axes.
+PLACEHOLDER_DIM_NAMES = frozenset({"?", ""})
+
+
+def placeholder_dims(model: onnx.ModelProto) -> list[tuple[str, int, str]]:
+    """Graph input/output dims whose ``dim_param`` is a placeholder (:data:`PLACEHOLDER_DIM_NAMES`).
+
+    Returns:
+        ``(tensor name, axis, dim_param)`` per such dim, inputs first, in graph order.
+    """
+    g = model.graph
+    return [(vi.name, ax, d.dim_param) for vi in list(g.input) + list(g.output)
+            for ax, d in enumerate(vi.type.tensor_type.shape.dim)
+            if d.HasField("dim_param") and d.dim_param.strip() in PLACEHOLDER_DIM_NAMES]
+
+
+def with_unique_placeholder_dims(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``model`` itself, or a copy whose placeholder dim names are unique (``<tensor>_dim<axis>``).
+
+    Only graph inputs and outputs are renamed (what a parser reads as the network's I/O); the model is
+    not otherwise changed, so external-data references stay valid when it is parsed with its path.
+
+    Returns:
+        ``(model or copy, {"x[2]": "x_dim2", ...})``; the dict is empty when nothing needed a name.
+    """
+    if not placeholder_dims(model):
+        return model, {}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    taken = {d.dim_param for vi in list(g.input) + list(g.output) for d in vi.type.tensor_type.shape.dim
+             if d.HasField("dim_param")}
+    renamed: dict[str, str] = {}
+    for vi in list(g.input) + list(g.output):
+        for ax, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not (d.HasField("dim_param") and d.dim_param.strip() in PLACEHOLDER_DIM_NAMES):
+                continue
+            base = new = f"{vi.name}_dim{ax}"
+            k = 1
+            while new in taken:
+                new, k = f"{base}_{k}", k + 1
+            taken.add(new)
+            d.dim_param = new
+            renamed[f"{vi.name}[{ax}]"] = new
+    return out, renamed

@@ -87,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"{'reused' if res.reused else 'built'} engine: {res.engine}")
     console.print(f"manifest: {res.manifest}")
     if args.sparsity and sp:
-        console.print(f"sparsity: {sp.get('summary')}")
+        console.print(f"sparsity: {sp.get('summary')}", highlight=False)
+    fmt = lambda t: "x".join(map(str, t))  # noqa: E731
+    for name, prof in (res.data.get("profiles") or {}).items():
+        if prof.get("source") != "--shapes":  # say where a profile the user did not give came from
+            console.print(f"profile {name}: {fmt(prof['min'])}, {fmt(prof['opt'])}, {fmt(prof['max'])} "
+                          f"(from {prof.get('source')})", highlight=False)
     compiled = res.data.get("compiled") or {}
     if compiled:
         console.print(compiled.get("summary", ""), highlight=False)

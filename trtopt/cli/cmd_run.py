@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "run a pipeline from a TOML recipe (workload -> variants -> benchmark report)"
 EPILOG = """\
@@ -26,7 +27,7 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
                    help="minimum timed seconds per variant (overrides [bench] min_duration_s)")
     g.add_argument("--strict", action="store_true",
                    help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
-                        "(marked ✗) or failed")
+                        "(marked ✗) or failed, or when a variant's TensorRT-RTX engine build failed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     """Load, run and print a recipe (shared by ``run`` and ``demo``)."""
     from rich.console import Console
+    from rich.markup import escape
 
     from trtopt.benchmark import render_table
     from trtopt.cli.progress import StageProgress
@@ -78,10 +80,33 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         console.print(f"[dim]{kind}:[/] {path}")
     total = sum(result.stage_seconds.values())
     console.print(f"[dim]done in {total:.1f} s[/]")
-    from trtopt.cli.cmd_bench import check_strict
+    failures = engine_failures(result.report)
+    for line in failures:  # one line each, also without --strict: a failed build must not read as a result
+        console.print(f"[bold red]engine build failed[/]: {escape(line)}")
+    if getattr(args, "strict", False):
+        from trtopt.benchmark.report import strict_problems
+        from trtopt.errors import GateFailure
 
-    check_strict(result.report, getattr(args, "strict", False))
+        problems = strict_problems(result.report) + [f"engine build failed: {f}" for f in failures]
+        if problems:
+            raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))
     return 0
+
+
+def engine_failures(report: Any) -> list[str]:
+    """``"variant: reason"`` (first line of the reason) per variant whose engine-column build failed.
+
+    The engine column (:func:`trtopt.backends.tensorrt.variants.engine_summary`) sits in each report
+    row's ``extra["engine"]``; a variant benchmarked at several batch sizes is listed once.
+    """
+    data = report.to_dict() if hasattr(report, "to_dict") else report
+    out: dict[str, str] = {}
+    for v in data.get("variants", []):
+        eng = (v.get("extra") or {}).get("engine")
+        if isinstance(eng, dict) and eng.get("status") == "failed" and v["name"] not in out:
+            reason = str(eng.get("reason") or eng.get("text") or "unknown error").strip()
+            out[v["name"]] = reason.splitlines()[0] if reason else "unknown error"
+    return [f"{name}: {reason}" for name, reason in out.items()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,15 +35,18 @@ from trtopt.backends.tensorrt.plan import (
     graph_info,
     has_attr_chain,
     nv_tensorrt_version,
-    parse_shapes,
     plan_build,
-    resolve_profiles,
+    resolve_profiles_with_sources,
 )
 from trtopt.errors import BuildError, ConfigError, InputError
 from trtopt.fileio import atomic_write_bytes, sha256_bytes
 from trtopt.log import get_logger
 
 log = get_logger(__name__)
+
+
+#: Why a TensorRT-RTX build cannot count sparse layers (shown instead of "0 layers eligible, 0 picked").
+RTX_SPARSITY_UNKNOWN = "TensorRT-RTX does not report sparse tactic choices in an ahead-of-time build"
 
 
 @dataclass
@@ -269,8 +272,10 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     if not onnx_path.is_file():
         raise InputError(f"ONNX model {onnx_path} is a directory" if onnx_path.is_dir()
                          else f"ONNX model not found: {onnx_path}")
-    onnx_bytes = onnx_path.read_bytes()
-    info = graph_info(onnx_bytes)
+    file_bytes = onnx_path.read_bytes()
+    # what TensorRT parses (given the same path, so external data still loads)
+    onnx_bytes, renamed = prepare_for_parser(file_bytes, onnx_path.name)
+    info = _unnamed(graph_info(onnx_bytes), renamed)
     features = detect_features(lambda dotted: has_attr_chain(trt, dotted))
     if features.rtx and (calibration is not None or calib_source is not None):
         raise ConfigError("TensorRT for RTX has no INT8 calibrators: build a Q/DQ model made by `trtopt quantize`")
@@ -278,17 +283,21 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     store = EngineStore(engine_dir)
     calib = _calibration(calibration, calib_source, nv, onnx_bytes, None)
     plan = plan_build(config, features, info, has_calibration=bool(calib))
-    profiles = resolve_profiles(info, config)
-    for name in sorted(set(profiles) - set(parse_shapes(config.shapes))):
-        log.info("optimization profile for dynamic input '%s' made from the default batch %s (set --shapes to change)",
-                 name, list(config.default_batch))
+    profiles, sources = resolve_profiles_with_sources(info, config)
+    for name in sorted(n for n, src in sources.items() if src != "--shapes"):
+        if src_is_default(sources[name]):
+            log.info("optimization profile for dynamic input '%s' made from the default batch %s (set --shapes to "
+                     "change)", name, list(config.default_batch))
+        else:
+            log.info("optimization profile for input '%s' derived from the named %s: %s", name, sources[name],
+                     " -> ".join("x".join(map(str, s)) for s in profiles[name]))
     env = (rtx_environment(trt, plan.targets or RTX_DEFAULT_TARGETS, not plan.targets) if features.rtx
            else runtime_environment(trt))
-    onnx_sha = sha256_bytes(onnx_bytes)
+    onnx_sha = sha256_bytes(file_bytes)
     key = cache_key(onnx_sha, config, plan, profiles, f"{flavour_of(trt)} {trt.__version__}", env["gpu"],
                     calib.get("sha256", ""))
     entry = store.entry(key, onnx_path.stem, config.precision, config.sparsity)
-    with store.lock(key):
+    with store.building(key):
         found = None if rebuild else store.lookup(entry, key)
         if found is not None:
             log.info("reusing engine %s", entry.engine)
@@ -306,8 +315,10 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
         else:
             io, layers, detailed = describe_engine(trt, data, str(entry.engine), host_code=config.version_compatible)
         compiled = _compiled_report(onnx_bytes, detailed, config, onnx_path.name)
-        sections = _sections(data, entry.engine.name, onnx_path, onnx_sha, info, profiles, calib, config)
+        sections = _sections(data, entry.engine.name, onnx_path, onnx_sha, info, profiles, calib, config, sources)
         sparsity = merge_inspector_sparsity(parse_sparsity_log(lines), layers)
+        if features.rtx:  # its AOT build prints no (Sparsity) lines: "0 eligible" would read as "nothing to gain"
+            sparsity.unknown_reason = RTX_SPARSITY_UNKNOWN
         manifest = make_manifest(key, env, {"options": config.to_dict(), "plan": plan.to_dict()}, **sections, io=io,
                                  sparsity=sparsity.to_dict(), build_seconds=round(seconds, 3),
                                  parse_seconds=round(extra["parse_seconds"], 3),
@@ -316,6 +327,54 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
                                  log_warnings=[ln for ln in lines if ln.startswith("WARNING")][:50])
         store.save(entry, data, manifest)
     return BuildResult(entry.engine, entry.manifest, manifest, reused=False)
+
+
+def src_is_default(source: str) -> bool:
+    """Whether a profile source (see :func:`resolve_profiles_with_sources`) is the default batch range."""
+    return source.startswith("default batch")
+
+
+def prepare_for_parser(onnx_bytes: bytes, what: str) -> tuple[bytes, dict[str, str]]:
+    """The bytes TensorRT parses: placeholder dim names (``"?"``) made unique, else ``onnx_bytes`` unchanged.
+
+    Returns:
+        ``(bytes, {"x[2]": "x_dim2", ...})`` (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`).
+
+    TensorRT reads equal dim names as one dimension; Paddle2ONNX names every unknown dim ``"?"``
+    (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`). The file on disk is not changed, and
+    external-data references stay as they are (the parser is given the file's path).
+
+    Raises:
+        InputError: The bytes are not an ONNX model.
+    """
+    import onnx
+
+    from trtopt.onnx_graph import with_unique_placeholder_dims
+
+    try:
+        model = onnx.load_from_string(onnx_bytes)
+    except Exception as exc:
+        raise InputError(f"{what} is not a valid ONNX model ({type(exc).__name__})") from exc
+    fixed, renamed = with_unique_placeholder_dims(model)
+    if not renamed:
+        return onnx_bytes, {}
+    log.info("%s: placeholder dim names renamed for TensorRT (unknown dims are not one shared dim): %s", what,
+             ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
+    return fixed.SerializeToString(), renamed
+
+
+def _unnamed(info: Any, renamed: Mapping[str, str]) -> Any:
+    """``info`` with the axes renamed by :func:`prepare_for_parser` shown as unnamed (``?``) in messages.
+
+    A renamed axis is unique, so it shares its range with no other input either way.
+    """
+    if not renamed:
+        return info
+    import dataclasses
+
+    names = {k: tuple(None if f"{k}[{ax}]" in renamed else n for ax, n in enumerate(v))
+             for k, v in info.dim_names.items()}
+    return dataclasses.replace(info, dim_names=names)
 
 
 def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: BuildConfig, what: str
@@ -332,14 +391,13 @@ def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: Bu
 
 
 def _sections(data: bytes, engine_name: str, onnx_path: Path, onnx_sha: str, info: Any,
-              profiles: Mapping[str, tuple[Shape, Shape, Shape]], calib: Mapping[str, Any], config: BuildConfig
-              ) -> dict[str, Any]:
+              profiles: Mapping[str, tuple[Shape, Shape, Shape]], calib: Mapping[str, Any], config: BuildConfig,
+              sources: Mapping[str, str]) -> dict[str, Any]:
     """Manifest sections describing the inputs of a build (brief §8); profiles say where they came from."""
-    given = parse_shapes(config.shapes)
     return {"engine": {"file": engine_name, "sha256": sha256_bytes(data), "bytes": len(data)},
             "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "has_qdq": info.has_qdq, "has_fp16": info.has_fp16},
             "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2]),
-                             "source": "--shapes" if k in given else f"default batch {list(config.default_batch)}"}
+                             "source": sources.get(k, f"default batch {list(config.default_batch)}")}
                          for k, v in profiles.items()},
             "calibration": {k: v for k, v in calib.items() if k in ("path", "sha256", "header", "cache_out",
                                                                      "calibrator", "batches")} or None,

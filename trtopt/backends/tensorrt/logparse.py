@@ -33,18 +33,27 @@ class SparsityReport:
         eligible: Layer names from the "eligible" log line (in log order, unique).
         picked: Layer names from the "picked sparse implementation" line, plus inspector layers whose
             tactic or sparsity key says sparse.
+        reported: Some ``(Sparsity)`` log line was seen (False: TensorRT said nothing either way).
+        unknown_reason: Set by the caller when an unreported build cannot count (e.g. a TensorRT-RTX
+            ahead-of-time build, which prints no sparse tactic choices); the summary then says
+            "unknown (...)" instead of a misleading "0 layers eligible".
     """
 
     eligible: list[str] = field(default_factory=list)
     picked: list[str] = field(default_factory=list)
+    reported: bool = False
+    unknown_reason: str = ""
 
     def summary(self) -> str:
-        """E.g. ``"12 layers eligible, 3 picked"``."""
+        """E.g. ``"12 layers eligible, 3 picked"``, or ``"unknown (<reason>)"`` when nothing could be counted."""
+        if self.unknown_reason and not self.reported and not self.picked:
+            return f"unknown ({self.unknown_reason})"
         return f"{len(self.eligible)} layers eligible, {len(self.picked)} picked"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for manifests."""
-        return {"eligible": self.eligible, "picked": self.picked, "summary": self.summary()}
+        return {"eligible": self.eligible, "picked": self.picked, "reported": self.reported,
+                "summary": self.summary()}
 
 
 def _split_layers(text: str) -> list[str]:
@@ -66,6 +75,7 @@ def parse_sparsity_log(lines: Iterable[str]) -> SparsityReport:
         for pattern, dest in ((_ELIGIBLE, rep.eligible), (_PICKED, rep.picked)):
             m = pattern.search(line.rstrip())
             if m:
+                rep.reported = True
                 dest.extend(n for n in _split_layers(m.group(1)) if n not in dest)
     return rep
 

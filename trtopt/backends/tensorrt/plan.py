@@ -93,11 +93,15 @@ class GraphInfo:
         inputs: Input name -> shape (``-1`` for a dynamic axis), initializers excluded.
         has_qdq: The graph holds QuantizeLinear/DequantizeLinear (explicit INT8).
         has_fp16: Some tensor, input or initializer is float16 (an FP16-typed graph).
+        dim_names: Input name -> the ``dim_param`` of each axis (``None`` where unnamed).
+        dtypes: Input name -> spec dtype name (``float32``, ``int64``, ...), for messages.
     """
 
     inputs: dict[str, tuple[int, ...]]
     has_qdq: bool = False
     has_fp16: bool = False
+    dim_names: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
 
 
 def graph_info(model_bytes: bytes) -> GraphInfo:
@@ -112,17 +116,22 @@ def graph_info(model_bytes: bytes) -> GraphInfo:
         raise InputError(f"not a valid ONNX model ({type(exc).__name__})") from exc
     g = model.graph
     inits = {i.name for i in g.initializer}
-    inputs = {}
+    from trtopt.onnx_graph import model_computes_fp16, value_dim_names
+
+    inputs, names, dtypes = {}, {}, {}
     for vi in g.input:
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
         inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
-    from trtopt.onnx_graph import model_computes_fp16
+        names[vi.name] = value_dim_names(vi)
+        elem = vi.type.tensor_type.elem_type
+        dtypes[vi.name] = "bool" if elem == onnx.TensorProto.BOOL else (
+            onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "float32")
 
     has_fp16 = model_computes_fp16(model)  # Constant-node weights and subgraphs count too
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
-    return GraphInfo(inputs=inputs, has_qdq=has_qdq, has_fp16=has_fp16)
+    return GraphInfo(inputs=inputs, has_qdq=has_qdq, has_fp16=has_fp16, dim_names=names, dtypes=dtypes)
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -176,29 +185,110 @@ def resolve_profiles(info: GraphInfo, config: BuildConfig) -> dict[str, tuple[Sh
         ConfigError: Unknown input, shape that contradicts a static dimension, a dynamic input
             (beyond the batch axis) without ``--shapes``, or varying shapes on a DLA build.
     """
+    return resolve_profiles_with_sources(info, config)[0]
+
+
+def resolve_profiles_with_sources(info: GraphInfo, config: BuildConfig
+                                  ) -> tuple[dict[str, tuple[Shape, Shape, Shape]], dict[str, str]]:
+    """:func:`resolve_profiles` plus where each profile came from (for the manifest and the build notes).
+
+    An input that ``config.shapes`` does not name, with dynamic axes beyond the batch, gets its profile
+    from the inputs that are named when every one of its dynamic axes carries a ``dim_param`` that a
+    named input also carries: TensorRT treats equal dim names as one dimension, so ``attention_mask``
+    ``[batch, seq]`` must take the range that ``input_ids`` ``[batch, seq]`` was given.
+
+    Returns:
+        ``(profiles, {input: "--shapes" | "default batch [..]" | "dims batch, seq of input_ids"})``.
+    """
     given = parse_shapes(config.shapes)
     unknown = sorted(set(given) - set(info.inputs))
     if unknown:
         raise ConfigError(f"--shapes names unknown input(s) {unknown}; model inputs: {sorted(info.inputs)}")
-    out = {}
+    ranges = _named_ranges(info, given)
+    out, sources = {}, {}
     for name, dims in info.inputs.items():
         if name in given:
             for s in given[name]:
                 if len(s) != len(dims) or any(d > 0 and d != v for d, v in zip(dims, s)):
                     raise ConfigError(f"--shapes {name}: {'x'.join(map(str, s))} does not fit the model's "
                                       f"shape {_fmt(dims)}")
-            out[name] = given[name]
+            out[name], sources[name] = given[name], "--shapes"
         elif any(d < 0 for d in dims):
-            if any(d < 0 for d in dims[1:]):
-                raise ConfigError(f"input '{name}' has dynamic dimensions {_fmt(dims)}: pass "
-                                  f"--shapes {name}:MIN,OPT,MAX (e.g. {name}:{_example(dims)})")
-            out[name] = tuple((b, *dims[1:]) for b in config.default_batch)  # type: ignore[assignment]
+            derived = _derive(name, dims, info, ranges)
+            if derived is not None:
+                out[name], sources[name] = derived
+            elif any(d < 0 for d in dims[1:]):
+                raise ConfigError(_missing_profile_message(name, dims, info, ranges))
+            else:
+                out[name] = tuple((b, *dims[1:]) for b in config.default_batch)  # type: ignore[assignment]
+                sources[name] = f"default batch {list(config.default_batch)}"
     if config.dla_core >= 0:
         dynamic = sorted(n for n, (mn, _opt, mx) in out.items() if mn != mx)
         if dynamic:
             raise ConfigError(f"DLA needs static shapes (min = opt = max) but {dynamic} vary: pass --shapes "
                               f"{dynamic[0]}:SHAPE")
+    return out, sources
+
+
+def _named_ranges(info: GraphInfo, given: Mapping[str, tuple[Shape, Shape, Shape]]
+                  ) -> dict[str, tuple[tuple[int, int, int], str]]:
+    """``{dim name: ((min, opt, max), input it was read from)}`` from the named axes of the given profiles."""
+    out: dict[str, tuple[tuple[int, int, int], str]] = {}
+    for name, (mn, opt, mx) in given.items():
+        for ax, dim in enumerate(info.dim_names.get(name, ())):
+            if dim and ax < len(mn) and dim not in out:  # first given input wins; TensorRT checks the rest
+                out[dim] = ((mn[ax], opt[ax], mx[ax]), name)
     return out
+
+
+def _derive(name: str, dims: Sequence[int], info: GraphInfo,
+            ranges: Mapping[str, tuple[tuple[int, int, int], str]]) -> tuple[tuple[Shape, Shape, Shape], str] | None:
+    """The profile of ``name`` from named dims shared with given inputs, or None unless every dynamic axis is."""
+    names = info.dim_names.get(name, ())
+    if len(names) != len(dims) or not ranges:
+        return None
+    shapes: list[list[int]] = [[], [], []]
+    used, sources = [], []
+    for ax, d in enumerate(dims):
+        if d > 0:
+            for s in shapes:
+                s.append(d)
+            continue
+        if names[ax] not in ranges:
+            return None
+        rng, src = ranges[names[ax]]
+        for s, v in zip(shapes, rng):
+            s.append(v)
+        used.append(str(names[ax]))
+        if src not in sources:
+            sources.append(src)
+    mn, opt, mx = (tuple(s) for s in shapes)
+    return (mn, opt, mx), f"dims {', '.join(used)} of {', '.join(sources)}"
+
+
+def _missing_profile_message(name: str, dims: Sequence[int], info: GraphInfo,
+                             ranges: Mapping[str, tuple[tuple[int, int, int], str]]) -> str:
+    """One line naming the input, its dims as the graph names them, and both ways to give a profile.
+
+    The suggested ``--input`` spec carries the range a named dim already has from another input.
+    """
+    names = info.dim_names.get(name) or (None,) * len(dims)
+    shown = "(" + ", ".join(str(d) if d > 0 else (n or "?") for d, n in zip(dims, names)) + ")"
+
+    def dim(d: int, n: str | None) -> str:
+        if d > 0:
+            return str(d)
+        rng = "..".join(map(str, ranges[n][0])) if n in ranges else "1..8..32"
+        return f"{n}={rng}" if n and _SPEC_NAME.match(n) else rng
+
+    # a spec's dims are split at "x": a graph dim name holding an x is left out of the suggestion
+    spec = "x".join(dim(d, n) if n or ax else dim(d, "batch") for ax, (d, n) in enumerate(zip(dims, names)))
+    dtype = info.dtypes.get(name, "float32")
+    return (f"input '{name}' has dynamic dimensions {shown}: pass --input {name}:{dtype}:{spec} (your ranges) "
+            f"or --shapes {name}:MIN,OPT,MAX (e.g. {name}:{_example(dims)})")
+
+
+_SPEC_NAME = re.compile(r"^[A-Za-wyz_][A-Za-wyz0-9_]*$")
 
 
 def _fmt(dims: Sequence[int]) -> str:

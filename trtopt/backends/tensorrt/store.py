@@ -7,8 +7,10 @@ Builds of the same key are serialized with a file lock, so two processes never b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,28 @@ class EngineStore:
 
         ensure_dir(self.root)
         return FileLock(str(self.root / f".{key[:16]}.lock"), timeout=timeout)
+
+    @contextlib.contextmanager
+    def building(self, key: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the build lock of ``key``, then (success or failure) remove the lock file.
+
+        The store folder itself is removed too when this call created it and it is still empty (a failed
+        first build leaves no empty ``--engine-dir``).
+
+        Removing the lock file is safe for correctness: engine and manifest are written atomically and
+        :meth:`lookup` checks the key, so at worst a racing process builds the same key once more.
+        """
+        created = not self.root.exists()
+        lock = self.lock(key, timeout)
+        try:
+            with lock:
+                yield
+        finally:
+            with contextlib.suppress(OSError):
+                Path(lock.lock_file).unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):  # not empty (an engine, another process's files): keep it
+                    self.root.rmdir()
 
     def save(self, entry: StoreEntry, engine_bytes: bytes, manifest: dict[str, Any]) -> StoreEntry:
         """Write the engine, then the manifest, each atomically; an interrupted manifest write removes the engine.
