@@ -96,8 +96,8 @@ class Dataset:
         given = set(self.inputs) | set(self.static)
         missing, unknown = sorted(names - given), sorted(given - names)
         if missing:
-            raise InputError(f"{self.source}: no array for input(s) {missing} (the model takes {sorted(names)}; "
-                             "name each array like its input)")
+            raise InputError(f"{self.source}: no array for input(s) {missing} (the file's arrays {sorted(given)} "
+                             f"do not match the model's inputs {sorted(names)}; name each array like its input)")
         if unknown:
             raise InputError(f"{self.source}: array(s) {unknown} are not model inputs (inputs: {sorted(names)}; "
                              f"labels go in 'labels')")
