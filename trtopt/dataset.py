@@ -52,7 +52,10 @@ class Dataset:
             raise InputError(f"{self.source}: input(s) {scalars} are scalars; store per-call constants as "
                              f"'{STATIC_PREFIX}<name>'")
         if self.labels is not None:
+            if np.ndim(self.labels) == 0:
+                raise InputError(f"{self.source}: 'labels' is a scalar; store one label per sample (axis 0)")
             lengths["labels"] = len(self.labels)
+            _check_finite_labels(self.labels, self.source)
         if len(set(lengths.values())) > 1:
             raise InputError(f"{self.source}: arrays have different numbers of samples on axis 0: {lengths}")
         if not self.inputs:
@@ -69,10 +72,19 @@ class Dataset:
         """Every sample as one feed dict (static inputs included)."""
         return {**self.inputs, **self.static}
 
-    def check(self, specs: Sequence[Any], *, need_labels: bool = False) -> Dataset:
-        """Check the arrays against input specs (:class:`~trtopt.inputs.InputSpec`); cast floats.
+    def check(self, specs: Sequence[Any], *, need_labels: bool = False, ranges: bool = True) -> Dataset:
+        """Check the whole file's arrays against input specs (:class:`~trtopt.inputs.InputSpec`); cast floats.
 
         Float data is cast to the spec's float type; integer and bool data must match exactly.
+        Every message names the file (``source``) and the file's array shape, never a batch's.
+
+        Args:
+            specs: One spec per model input.
+            need_labels: A ``labels`` array is required.
+            ranges: Enforce the declared ``min..max`` of dynamic dims (specs a user declared). ``False``
+                for specs read from a graph (:meth:`check_onnx`): a dim the graph leaves dynamic has no
+                known range there (``specs_from_onnx`` gives it ``1..1..1``), so any size is accepted,
+                and axis 0 of batched inputs always holds samples (a fixed batch is cut into calls).
 
         Returns:
             ``self``, with float arrays cast in place.
@@ -84,8 +96,8 @@ class Dataset:
         given = set(self.inputs) | set(self.static)
         missing, unknown = sorted(names - given), sorted(given - names)
         if missing:
-            raise InputError(f"{self.source}: no array for input(s) {missing} (the model takes {sorted(names)}; "
-                             "name each array like its input)")
+            raise InputError(f"{self.source}: no array for input(s) {missing} (the file's arrays {sorted(given)} "
+                             f"do not match the model's inputs {sorted(names)}; name each array like its input)")
         if unknown:
             raise InputError(f"{self.source}: array(s) {unknown} are not model inputs (inputs: {sorted(names)}; "
                              f"labels go in 'labels')")
@@ -93,22 +105,69 @@ class Dataset:
             static = s.name in self.static
             arr = self.static[s.name] if static else self.inputs[s.name]
             arr = _cast(arr, s, self.source)
+            want = _dims_text(s.dims, ranges)
             if arr.ndim != len(s.dims):
                 raise InputError(f"{self.source}: '{s.name}' has shape {list(arr.shape)} (rank {arr.ndim}); the "
-                                 f"model input is {'x'.join(map(str, s.dims)) or 'a scalar'} (rank {len(s.dims)})")
+                                 f"model input is {want or 'a scalar'} (rank {len(s.dims)})")
             for ax, (d, n) in enumerate(zip(s.dims, arr.shape)):
-                if ax == 0 and not static and d.dynamic:
-                    continue
+                if ax == 0 and not static and (d.dynamic or not ranges):
+                    continue  # samples on axis 0
                 if not d.dynamic and n != d.opt:
                     raise InputError(f"{self.source}: '{s.name}' has size {n} on axis {ax}; the model fixes it "
-                                     f"to {d.opt} (shape {list(arr.shape)} vs {'x'.join(map(str, s.dims))})")
-                if d.dynamic and not d.min <= n <= d.max:
+                                     f"to {d.opt} (shape {list(arr.shape)} vs {want})")
+                if ranges and d.dynamic and not d.min <= n <= d.max:
                     raise InputError(f"{self.source}: '{s.name}' has size {n} on axis {ax}, outside the declared "
-                                     f"range {d.min}..{d.max}")
+                                     f"range {d.min}..{d.max} (shape {list(arr.shape)})")
             (self.static if static else self.inputs)[s.name] = arr
         if need_labels and self.labels is None:
             raise InputError(f"{self.source}: no 'labels' array (needed here: one label per sample)")
         return self
+
+    def check_onnx(self, model: Any, *, need_labels: bool = False) -> Dataset:
+        """Check the whole file against an ONNX model's inputs before the first batch (see :meth:`check`).
+
+        The graph gives names, dtypes, ranks and fixed dims (:func:`trtopt.inputs.specs_from_onnx`);
+        dims it leaves dynamic accept any size. A model with an input dtype trtopt does not declare
+        (uint8, float64, ...) is left to the per-batch checks of the stage.
+
+        Args:
+            model: ``.onnx`` path (read without external-data weights) or ``onnx.ModelProto``.
+            need_labels: A ``labels`` array is required.
+
+        Returns:
+            ``self``, with float arrays cast to the model's float types.
+
+        Raises:
+            InputError: The data cannot feed the model (names, dtype, rank, fixed dims), naming the file.
+        """
+        from trtopt.inputs import specs_from_onnx
+
+        if not hasattr(model, "graph"):
+            from trtopt.onnx_graph import load_graph_only
+
+            model = load_graph_only(model)
+        try:
+            specs = specs_from_onnx(model)
+        except InputError:  # an input dtype outside trtopt.inputs.DTYPES: per-batch checks handle it
+            return self
+        return self.check(specs, need_labels=need_labels, ranges=False)
+
+
+def _dims_text(dims: Sequence[Any], ranges: bool) -> str:
+    """``Nx1x8x8``-style text of spec dims; graph dims (``ranges=False``) show a dynamic dim by name."""
+    if ranges:
+        return "x".join(map(str, dims))
+    return "x".join(str(d.opt) if not d.dynamic else (d.name or "?") for d in dims)
+
+
+def _check_finite_labels(labels: Any, source: str) -> None:
+    """Raise naming ``source`` when float labels hold NaN/Inf (a NaN label never matches: accuracy 0, silently)."""
+    arr = np.asarray(labels)
+    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise InputError(f"{source}: 'labels' holds {bad} NaN/Inf value(s) of {arr.size}; every label must be "
+                             "a finite number")
 
 
 def _cast(arr: np.ndarray, spec: Any, source: str) -> np.ndarray:

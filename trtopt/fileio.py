@@ -96,8 +96,8 @@ def check_writable(dest: str | os.PathLike[str], folder: bool = False) -> Path:
     try:
         with tempfile.NamedTemporaryFile(dir=where, prefix=".trtopt-probe-"):
             pass
-    except OSError as exc:
-        raise InputError(f"cannot write to {where}: {exc.strerror or exc}") from None
+    except OSError as exc:  # name what was asked for, and the folder on its way that refuses
+        raise InputError(f"cannot write {p}: {where} does not accept new files ({exc.strerror or exc})") from None
     return p
 
 

@@ -22,12 +22,17 @@ import numpy as np
 from trtopt.benchmark.accuracy import evaluate, get_metric
 from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.environment import capture_environment
+from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.timing import measure
 from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
 
 Progress = Callable[[str, str], None]
+
+#: report.md / report.json note of a run without evaluation data
+RANDOM_INPUTS_NOTE = ("Random inputs drawn from the input specs (no evaluation data): throughput and fidelity only; "
+                      "fidelity on random inputs can differ from real data.")
 
 
 def describe_onnx(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -67,14 +72,18 @@ def fp16_overflow_reason(path: str | os.PathLike[str], data: Mapping[str, np.nda
     return f"overflows in FP16 arithmetic (hidden by ONNX Runtime's CPU float32 kernels): {found[0]}" if found else ""
 
 
-def load_eval_data(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def load_eval_data(path: str | os.PathLike[str], models: Sequence[str | os.PathLike[str]] = ()
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Read an evaluation ``.npz`` (:func:`trtopt.dataset.load_npz`): input arrays by name plus optional labels.
 
-    A thin wrapper kept for callers of the older API; the format is ``docs/data-format.md``.
+    The format is ``docs/data-format.md``. The whole file is checked against every ``.onnx`` model in
+    ``models`` before anything runs (:meth:`trtopt.dataset.Dataset.check_onnx`), so a wrong array is
+    reported naming the file and its shape (not a batch's, after the first model's evaluation).
 
     Raises:
         InputError: Missing/corrupt file, a folder, pickled arrays, no inputs, arrays of different
-            lengths, or ``static:`` arrays (bench feeds batched inputs only).
+            lengths, ``static:`` arrays (bench feeds batched inputs only), or arrays that cannot feed
+            one of the models (names, dtype, rank, fixed dims).
     """
     from trtopt.dataset import load_npz
 
@@ -82,6 +91,9 @@ def load_eval_data(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray],
     if ds.static:
         raise InputError(f"{ds.source}: bench feeds batched inputs only; per-call constant array(s) "
                          f"{sorted(ds.static)} ('static:' keys) are not supported here")
+    for m in models:
+        if str(m).endswith(".onnx"):
+            ds.check_onnx(m)
     return ds.inputs, ds.labels
 
 
@@ -242,6 +254,26 @@ def _check_references(references: Mapping[str, str], names: list[str]) -> None:
                               f"'{variant}' (models in order: {', '.join(names)}), or 'none'")
 
 
+def _check_output_names(models: Sequence[str | os.PathLike[str]], cfg: BenchConfig) -> bool:
+    """Check ``--regression-output`` / per-output tolerance names against the first model's outputs.
+
+    Done before any evaluation when the first model is an ``.onnx`` file (read without its weights).
+
+    Returns:
+        Whether the names were checked (``False``: the first model is not ONNX; check after it ran).
+
+    Raises:
+        ConfigError: A name that is not an output of the first model.
+    """
+    first = str(models[0]) if models else ""
+    if not first.endswith(".onnx"):
+        return False
+    from trtopt.onnx_graph import load_graph_only
+
+    check_tolerance_names(cfg.output_tolerances(), [o.name for o in load_graph_only(first).graph.output])
+    return True
+
+
 def _unique_names(paths: list[str]) -> list[str]:
     stems = [Path(p).stem if p.endswith((".onnx", ".pt")) or os.sep in p else p for p in paths]
     out = []
@@ -297,6 +329,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     names = _unique_names([str(m) for m in models])
     references = dict(references or {})
     _check_references(references, names)
+    names_checked = _check_output_names(models, cfg)  # whatever the number of models: a typo is never ignored
     # Every runner stays open until all are timed: the variants of a batch size are timed together in
     # interleaved rounds (issue 14), so drift and neighbours hit them alike.
     with ExitStack() as stack:
@@ -338,6 +371,9 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                     rows = [replace(r, status="failed", reason=overflow) for r in rows]
                 else:
                     timed.append((len(variants), runner, f"{name} ({backend})", feeds))
+                if not names_checked:  # not an .onnx first model: its outputs are known once it ran
+                    check_tolerance_names(cfg.output_tolerances(), list(acc.all_outputs))
+                    names_checked = True
                 reference = acc.all_outputs if reference is None else reference
                 variants += rows
         if timed:
@@ -352,6 +388,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     if len(unavailable) == len(set(backends)):
         raise next(iter(unavailable.values()))
     workload = {"name": Path(str(models[0])).stem, "models": [str(m) for m in models],
+                **({} if data is not None else {"description": RANDOM_INPUTS_NOTE}),
                 "data": "given" if data is not None else "random inputs: throughput and fidelity only",
                 "labels": labels is not None, "reference": "first model (fidelity baseline)",
                 **({"references": references} if references else {})}

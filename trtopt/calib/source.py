@@ -51,10 +51,12 @@ class NumpySource:
         seed: Seed of the sample permutation; ``None`` keeps the stored order.
         max_samples: Use only the first ``max_samples`` samples of the permutation (0 = all).
         static: Input name -> array passed unchanged with every call (not batched, not shuffled).
+        source: Where the arrays came from (a file name), named in error messages.
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32, seed: int | None = 0,
-                 max_samples: int = 0, static: Mapping[str, np.ndarray] | None = None) -> None:
+                 max_samples: int = 0, static: Mapping[str, np.ndarray] | None = None,
+                 source: str = "calibration data") -> None:
         if not arrays:
             raise InputError("calibration data holds no batched arrays" if static else
                              "calibration data holds no arrays")
@@ -77,7 +79,7 @@ class NumpySource:
         if self.num_samples == 0:
             raise InputError("calibration data holds no samples")
         for k, v in {**self.arrays, **self.static_inputs}.items():
-            check_finite(k, v)
+            check_finite(k, v, source)
         order = np.arange(self.num_samples)
         if seed is not None:
             order = np.random.default_rng(seed).permutation(self.num_samples)
@@ -89,23 +91,30 @@ class NumpySource:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str], batch_size: int = 32, seed: int | None = 0,
-                 max_samples: int = 0, exclude: Sequence[str] = (), static: Sequence[str] = ()) -> NumpySource:
+                 max_samples: int = 0, exclude: Sequence[str] = (), static: Sequence[str] = (),
+                 model: Any = None) -> NumpySource:
         """Load a ``.npz`` in the one data format (:func:`trtopt.dataset.load_npz`, docs/data-format.md).
 
         ``labels`` (``label``, ``y``) are dropped; ``exclude`` drops more arrays. Arrays named
         ``static:<input>`` (or named in ``static``) are per-call constants: passed unchanged with
-        every call instead of being cut into batches on axis 0.
+        every call instead of being cut into batches on axis 0. With ``model`` (an ``.onnx`` path or
+        ModelProto) the whole file is checked against the model's inputs first
+        (:meth:`trtopt.dataset.Dataset.check_onnx`), so a wrong array is reported with the file's
+        name and shape instead of a batch's.
 
         Raises:
             InputError: Missing file, a folder, not an ``.npz``, pickled arrays, no inputs, different
-                sample counts, a ``static`` name not in the file.
+                sample counts, a ``static`` name not in the file, data that cannot feed ``model``.
         """
-        from trtopt.dataset import load_npz
+        from trtopt.dataset import Dataset, load_npz
 
         ds = load_npz(path, static=tuple(static))  # the one data format: errors in words naming the file
         batched = {k: v for k, v in ds.inputs.items() if k not in exclude}
         fixed = {k: v for k, v in ds.static.items() if k not in exclude}
-        return cls(batched, batch_size=batch_size, seed=seed, max_samples=max_samples, static=fixed)
+        if model is not None and batched:
+            ds = Dataset(batched, static=fixed, source=ds.source).check_onnx(model)
+            batched, fixed = ds.inputs, ds.static
+        return cls(batched, batch_size=batch_size, seed=seed, max_samples=max_samples, static=fixed, source=ds.source)
 
     def __len__(self) -> int:
         return (self.num_samples + self.batch_size - 1) // self.batch_size

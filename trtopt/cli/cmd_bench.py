@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"model file {m} is a directory" if Path(m).is_dir() else f"model file not found: {m}")
     if args.out is None:
         raise ConfigError("--out DIR is required (trtopt bench never writes to the current folder by default)")
+    from trtopt.fileio import check_writable
+
+    check_writable(args.out, folder=True)  # before the evaluation and timing, not after
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     specs = parse_input_specs(args.inputs)
-    data, labels = load_eval_data(args.data) if args.data else (None, None)
+    data, labels = load_eval_data(args.data, args.models) if args.data else (None, None)
     if args.metric and labels is None:
         raise InputError(f"--metric {args.metric} needs labels: " + (
             f"{args.data} has no 'labels' array (add one: docs/data-format.md)" if args.data
@@ -131,8 +134,31 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[dim]{kind}:[/] {path}")
     if args.layerwise:
         _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs), args.top)
+    hint = random_inputs_hint(report)  # random inputs: a fidelity failure may be the inputs, not the model
+    if hint:
+        console.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
     check_strict(report, args.strict)
     return 0
+
+
+#: printed when a bench run on random inputs has a variant outside its fidelity tolerance (issue 13: INT8
+#: calibrated on [0, 1] images, judged on standard-normal inputs, looks broken when it is not)
+RANDOM_INPUTS_HINT = ("fidelity on random inputs can differ from real data: pass --data EVAL.npz, or "
+                      "--input NAME:DTYPE:SHAPE:LOW..HIGH with the value range of real inputs")
+
+
+def random_inputs_hint(report) -> str | None:
+    """:data:`RANDOM_INPUTS_HINT` when ``report`` ran on random inputs and a variant is outside its fidelity tolerance.
+
+    Returns:
+        The hint line, or ``None`` (evaluation data given, or every judged variant within tolerance).
+    """
+    data = report.to_dict() if hasattr(report, "to_dict") else report
+    if not str((data.get("workload") or {}).get("data", "")).startswith("random inputs"):
+        return None  # evaluation data given (the CLI records its path there)
+    bad = any(v.get("status") == "ok" and (v.get("fidelity_ok") is False or v.get("fidelity_violations"))
+              for v in data.get("variants", []))
+    return RANDOM_INPUTS_HINT if bad else None
 
 
 def _parse_references(items: list[str]) -> dict[str, str]:

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.out, folder=True)
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
-                               exclude=("labels", "label", "y"), static=tuple(args.static_input))
+                               exclude=("labels", "label", "y"), static=tuple(args.static_input),
+                               model=args.model)  # the whole file against the model, before the first batch
     err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
     with Progress(TextColumn("[bold cyan]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:

@@ -55,11 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_npz(path: Path) -> tuple[dict, object]:
-    """``--eval``: the one data format (:func:`trtopt.dataset.load_npz`): inputs by name plus optional labels."""
+def _load_npz(path: Path, model) -> tuple[dict, object]:
+    """``--eval``: the one data format (:func:`trtopt.dataset.load_npz`): inputs by name plus optional labels.
+
+    The whole file is checked against the model first: errors name the file and its arrays' shapes.
+    """
     from trtopt.dataset import load_npz
 
-    ds = load_npz(path)
+    ds = load_npz(path).check_onnx(model)
     return ds.feeds(), ds.labels
 
 
@@ -107,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.fileio import check_writable
 
     check_writable(args.out)  # before minutes of work, not after
-    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input)) \
-        if args.calib_data else None
+    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input),
+                               model=model) if args.calib_data else None
     if args.fp16:
         with err.status("converting to FP16"):
             out = convert_fp16(model, FP16Config(node_block_list=exclude_to_regex(args.exclude)), source=src)
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(err, out)
         print(save_onnx(out, args.out))
         return 0
-    inputs, labels = _load_npz(args.eval)
+    inputs, labels = _load_npz(args.eval, model)
     from trtopt.calib.collect import as_model
     from trtopt.calib.source import model_input_specs, validate_batch
 
