@@ -23,6 +23,13 @@ def add_out_arg(parser: argparse.ArgumentParser, default: str | None, help_: str
                         required=required, help=help_)
 
 
+def add_regression_output_arg(group) -> None:
+    """Add ``--regression-output NAME`` (repeatable) to an argument group (bench, quantize)."""
+    group.add_argument("--regression-output", action="append", default=[], metavar="NAME",
+                       help="output whose argmax means nothing (boxes, embeddings, regression values): judged by "
+                            "cosine and worst-channel cosine only, not top-1 agreement; repeatable")
+
+
 def parse_int_list(text: str, what: str = "value") -> list[int]:
     """Parse ``"1,8,32"`` into ``[1, 8, 32]`` with a clear error.
 

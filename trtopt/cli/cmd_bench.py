@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from trtopt.cli.args import add_regression_output_arg
+
 HELP = "benchmark ONNX models (throughput, latency, accuracy and fidelity vs the first model) into a report"
 
 
@@ -50,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "instead of the first model; VARIANT=none reports its fidelity to the first model without "
                         "judging it (a 2:4-pruned model is another model: sparse24-fp32=none "
                         "sparse24-int8=sparse24-fp32); repeatable")
-    g.add_argument("--regression-output", action="append", default=[], metavar="NAME",
-                   help="output whose argmax means nothing (boxes, embeddings, regression values): judged by cosine "
-                        "and worst-channel cosine only, not top-1 agreement; repeatable")
+    add_regression_output_arg(g)
     g.add_argument("--num-samples", type=int, default=64, help="random samples without --data (default 64)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     g.add_argument("--device", default=None, help="torch backend: cpu or cuda (default: cuda when available)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtopt.cli.args import add_model_arg
+from trtopt.cli.args import add_model_arg, add_regression_output_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "top-1 / per-position agreement >= 99.5%%, judged with its 95%% upper bound on small "
                         "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
                         "the all-INT8 model instead")
-    s.add_argument("--regression-output", action="append", default=[], metavar="NAME",
-                   help="output whose argmax means nothing (boxes, embeddings, regression values): judged by cosine "
-                        "and worst-channel cosine only, not top-1 agreement; repeatable")
+    add_regression_output_arg(s)
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
