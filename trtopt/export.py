@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trtopt.errors import ConfigError, InputError
@@ -27,21 +27,22 @@ class ExportConfig:
         opset: ONNX opset (13..21). 17+ keeps LayerNorm one node.
         dynamic_batch: Make axis 0 of every input/output dynamic (``batch``).
         input_names: Graph input names, in ``forward`` argument order.
-        output_names: Graph output names.
+        output_names: Graph output names; empty = automatic: ``logits`` for :func:`export_onnx` (built-in
+            workloads), ``output`` (one output) or ``output_0, output_1, ...`` for :func:`export_with_specs`.
         constant_folding: Fold constants (BatchNorm into Conv, etc.).
     """
 
     opset: int = 17
     dynamic_batch: bool = True
     input_names: tuple[str, ...] = ("input",)
-    output_names: tuple[str, ...] = ("logits",)
+    output_names: tuple[str, ...] = ()
     constant_folding: bool = True
 
     def __post_init__(self) -> None:
         if not 13 <= self.opset <= 21:
             raise ConfigError(f"export.opset must be between 13 and 21, got {self.opset}")
-        if not self.input_names or not self.output_names:
-            raise ConfigError("export.input_names and export.output_names must not be empty")
+        if not self.input_names:
+            raise ConfigError("export.input_names must not be empty")
         object.__setattr__(self, "input_names", tuple(self.input_names))
         object.__setattr__(self, "output_names", tuple(self.output_names))
 
@@ -74,6 +75,8 @@ def export_onnx(model, sample_input, path: str | os.PathLike[str], config: Expor
     args = sample_input if isinstance(sample_input, tuple) else (sample_input,)
     if len(args) != len(cfg.input_names):
         raise ConfigError(f"{len(args)} sample inputs but {len(cfg.input_names)} input names")
+    if not cfg.output_names:
+        cfg = replace(cfg, output_names=("logits",))
     axes = {n: {0: "batch"} for n in (*cfg.input_names, *cfg.output_names)} if cfg.dynamic_batch else None
     if dynamic_axes is not None:
         batch = next((ax[0] for ax in dynamic_axes.values() if 0 in ax), None)
@@ -112,16 +115,13 @@ def export_with_specs(model, specs, path: str | os.PathLike[str], config: Export
     Raises:
         InputError: The forward or the exporter fails on the declared inputs.
     """
-    from dataclasses import replace
-
     from trtopt.inputs import dynamic_axes, example_tensors
     from trtopt.models.reference import check_forward
 
     cfg = config or ExportConfig()
     outs = check_forward(model, specs)
-    names = cfg.output_names
-    if names == ExportConfig().output_names:  # not chosen: the same neutral names as a recipe's user model
-        names = ("output",) if len(outs) == 1 else tuple(f"output_{i}" for i in range(len(outs)))
+    names = cfg.output_names  # not chosen: the same neutral names as a recipe's user model
+    names = names or (("output",) if len(outs) == 1 else tuple(f"output_{i}" for i in range(len(outs))))
     if len(names) != len(outs):
         raise ConfigError(f"{len(names)} output name(s) {list(names)} for a model with {len(outs)} output(s)")
     cfg = replace(cfg, input_names=tuple(s.name for s in specs), output_names=names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import textwrap
 
@@ -447,3 +448,10 @@ def test_bench_batch_sizes_outside_the_declared_batch_range(tmp_path, userpkg):
     rec = {**_recipe(userpkg), "bench": {**FAST_BENCH, "batch_sizes": [64]}}  # SPECS' batch: 1..32
     with pytest.raises(ConfigError, match=r"batch_sizes \[64\] are outside input 'input_ids''s batch range 1..32"):
         trtopt.Pipeline(trtopt.recipe_from_dict(rec), tmp_path / "out").run()
+    # a name the user gives is kept, whatever it is (also the old default "logits")
+    from trtopt.export import ExportConfig, export_with_specs
+    from trtopt.inputs import parse_input_specs
+
+    model = importlib.import_module(f"{userpkg}.mod").make()
+    export_with_specs(model, parse_input_specs(SPECS), tmp_path / "y.onnx", ExportConfig(output_names=("logits",)))
+    assert [o.name for o in onnx.load(str(tmp_path / "y.onnx")).graph.output] == ["logits"]

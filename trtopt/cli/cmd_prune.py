@@ -321,7 +321,7 @@ def _save(args, model, report, specs, src, data) -> None:
             from trtopt.export import ExportConfig, export_onnx, export_with_specs
 
             if specs:
-                names = tuple(args.output_names) or ExportConfig().output_names
+                names = tuple(args.output_names)
                 export_with_specs(model, specs, tmp["onnx"], ExportConfig(output_names=names))
             else:
                 export_onnx(model, torch.from_numpy(src.workload.example), tmp["onnx"])
