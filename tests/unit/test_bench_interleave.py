@@ -114,9 +114,14 @@ def test_rounds_are_round_robin_blocks_with_a_random_start_and_exact_counts():
     assert all(t.iterations == 12 and len(t.round_sps) == 6 for t in res.values())
 
 
-def test_budget_too_short_for_five_rounds_is_one_clear_line():
-    with pytest.raises(ConfigError, match=r"too short for 5 interleaved rounds .*'slow'.*--min-duration 0\.5"):
-        plan_rounds(BenchConfig(min_duration_s=0.3), {"fast": 0.001, "slow": 0.1})
+def test_budget_too_short_for_five_rounds_is_extended_with_a_warning(caplog):
+    # a positive budget is a minimum (trtexec's --duration): 5 rounds of the slowest variant, +20 %
+    with caplog.at_level("WARNING", logger="trtopt"):
+        plan = plan_rounds(BenchConfig(min_duration_s=0.3), {"fast": 0.001, "slow": 0.1})
+    assert plan.rounds == 5 and plan.block_s == pytest.approx(0.12)
+    assert any("too short for 5 interleaved rounds" in r.message and "'slow'" in r.message for r in caplog.records)
+    with pytest.raises(ConfigError, match=r"too short for 5 interleaved rounds .*--min-duration 0\.6"):
+        plan_rounds(BenchConfig(min_duration_s=0.0), {"fast": 0.001, "slow": 0.1})
     with pytest.raises(ConfigError, match="too few for 5 interleaved rounds"):
         plan_rounds(BenchConfig(iterations=3), {"a": 0.001})
     plan = plan_rounds(BenchConfig(min_duration_s=1.0, rounds=20), {"a": 0.001, "b": 0.1})

@@ -198,3 +198,25 @@ def test_onnx_with_an_unsized_dynamic_axis_needs_specs_or_data(tmp_path):
     res = trtopt.run_recipe({**base, "workload": {"model": str(path), "inputs": ["x:float32:batchx3xW=4..8..16"],
                                                   "num_eval": 4, "num_calib": 4}}, out)
     assert res.report.variants[0].status == "ok", res.report.variants[0].reason
+
+
+def test_onnx_with_a_dynamic_sequence_takes_its_size_from_the_data(tmp_path, userpkg):
+    """No workload.inputs: the graph gives names and dtypes, calib_data/eval_data the sequence length."""
+    from trtopt.export import export_with_specs
+    from trtopt.inputs import parse_input_specs
+
+    model = importlib.import_module(f"{userpkg}.mod").make()
+    path = export_with_specs(model, parse_input_specs(SPECS), tmp_path / "enc.onnx")  # [batch, seq] inputs
+    rng = np.random.default_rng(0)
+    for name, n in (("calib", 16), ("eval", 8)):
+        np.savez(tmp_path / f"{name}.npz", input_ids=rng.integers(0, 50, (n, 10)).astype(np.int64),
+                 attention_mask=np.ones((n, 10), np.int64))
+    res = trtopt.run_recipe({"recipe": {"name": "seq", "variants": ["fp32", "int8"]},
+                             "workload": {"model": str(path), "calib_data": str(tmp_path / "calib.npz"),
+                                          "eval_data": str(tmp_path / "eval.npz")},
+                             "bench": FAST_BENCH}, tmp_path / "out")
+    rows = {v.name: v for v in res.report.variants}
+    assert rows["fp32"].status == "ok" and rows["int8"].status == "ok", {k: v.reason for k, v in rows.items()}
+    assert "input_ids:int64:batch=1..1..32xseq=10" in " ".join(res.report.workload["input_specs"])
+    if importlib.util.find_spec("tensorrt_rtx") is not None:  # the engine column's profile has seq = 10
+        assert rows["int8"].extra["engine"]["status"] == "ok", rows["int8"].extra["engine"]

@@ -94,7 +94,8 @@ def plan_rounds(cfg: BenchConfig, iteration_s: Mapping[str, float]) -> RoundPlan
         iteration_s: Variant label to its estimated seconds per iteration (from the warm-up).
 
     Raises:
-        ConfigError: The budget does not fit ``cfg.min_rounds`` rounds (one line, with what would).
+        ConfigError: A zero budget, or too few counted iterations for ``cfg.min_rounds`` rounds (one line, with
+            what would). A positive budget too short for them is extended to fit (with a warning).
     """
     if cfg.iterations is not None:
         r = min(cfg.rounds, cfg.iterations)
@@ -108,13 +109,20 @@ def plan_rounds(cfg: BenchConfig, iteration_s: Mapping[str, float]) -> RoundPlan
     est = max(est, 1e-9)
     fit = math.floor(cfg.min_duration_s / est) if est > 0 else cfg.rounds
     r = min(cfg.rounds, fit, cfg.max_iterations)
+    budget = cfg.min_duration_s
     if r < cfg.min_rounds:
-        need = cfg.min_rounds * est
-        raise ConfigError(f"a time budget of {cfg.min_duration_s:g} s per variant is too short for {cfg.min_rounds} "
-                          f"interleaved rounds (one iteration of '{slowest}' takes {1e3 * est:.1f} ms): use "
-                          f"--min-duration {math.ceil(need * 100) / 100:g} or more")
-    return RoundPlan(r, cfg.min_duration_s / r, max(1, math.ceil(cfg.min_iterations / r)),
-                     max(1, cfg.max_iterations // r))
+        need = math.ceil(cfg.min_rounds * est * 1.2 * 100) / 100
+        if cfg.min_duration_s <= 0:
+            raise ConfigError(f"a time budget of {cfg.min_duration_s:g} s per variant is too short for "
+                              f"{cfg.min_rounds} interleaved rounds (one iteration of '{slowest}' takes "
+                              f"{1e3 * est:.1f} ms): use --min-duration {need:g} or more")
+        # The budget is a minimum (as trtexec's --duration): a slow variant, or a loaded machine, gets the
+        # fewest rounds a comparison needs rather than a failed run after all the work before the timing.
+        log.warning("a time budget of %g s per variant is too short for %d interleaved rounds (one iteration of "
+                    "'%s' takes %.1f ms): timing %g s per variant instead", cfg.min_duration_s, cfg.min_rounds,
+                    slowest, 1e3 * est, need)
+        r, budget = cfg.min_rounds, need
+    return RoundPlan(r, budget / r, max(1, math.ceil(cfg.min_iterations / r)), max(1, cfg.max_iterations // r))
 
 
 def _cpu_block(fn: Callable[[], object], clock: Callable[[], int], min_n: int, max_n: int,

@@ -62,11 +62,15 @@ def _need_file(path: str, what: str) -> None:
         raise InputError(f"{what} file not found: {p}")
 
 
-def _data(path: str, specs: tuple, what: str, need_labels: bool = False) -> tuple[dict[str, np.ndarray], Any]:
-    """Read a data ``.npz`` checked against the specs: ``(feeds in spec order, labels or None)``."""
+def _data(path: str, specs: tuple, what: str, need_labels: bool = False,
+          ranges: bool = True) -> tuple[dict[str, np.ndarray], Any]:
+    """Read a data ``.npz`` checked against the specs: ``(feeds in spec order, labels or None)``.
+
+    ``ranges=False`` for specs read from an ONNX graph: a dim the graph leaves open takes any size.
+    """
     from trtopt.dataset import load_npz
 
-    ds = load_npz(path).check(specs, need_labels=need_labels)
+    ds = load_npz(path).check(specs, need_labels=need_labels, ranges=ranges)
     if ds.static:
         raise InputError(f"workload.{what} {path}: per-call constant ('static:') inputs {sorted(ds.static)} are not "
                          "supported in recipes yet; store them batched (samples on axis 0)")
@@ -80,6 +84,21 @@ def _output_names(cfg: Any, n_outputs: int) -> tuple[str, ...]:
                              f"but the model returns {n_outputs} output(s)")
         return tuple(cfg.output_names)
     return ("output",) if n_outputs == 1 else tuple(f"output_{i}" for i in range(n_outputs))
+
+
+def _sized_by(specs: tuple, feeds: dict[str, np.ndarray]) -> tuple:
+    """Specs whose open non-batch dims (read from a graph) take the data's size (for profiles and random feeds)."""
+    from dataclasses import replace
+
+    from trtopt.inputs import Dim
+
+    out = []
+    for s in specs:
+        shape = feeds[s.name].shape
+        dims = tuple(Dim(shape[ax], shape[ax], shape[ax], name=d.name) if ax > 0 and d.dynamic and d.max == 1 else d
+                     for ax, d in enumerate(s.dims))
+        out.append(replace(s, dims=dims))
+    return tuple(out)
 
 
 def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
@@ -147,15 +166,18 @@ def load_user_workload(cfg: Any) -> Any:
         outs = _output_names(cfg, len(check_forward(model, specs, ref=f"model '{cfg.model}'", where="workload.inputs")))
         kind = "PyTorch factory" if ref.kind == "factory" else "torch.save'd module"
     notes: dict[str, str] = {}
+    declared = not (ref.is_onnx and not cfg.inputs)  # specs read from the graph: the data sizes its open dims
     if cfg.calib_data:
-        calib, _ = _data(cfg.calib_data, specs, "calib_data")
+        calib, _ = _data(cfg.calib_data, specs, "calib_data", ranges=declared)
+        if not declared:
+            specs = _sized_by(specs, calib)
         notes["calib"] = f"{Path(cfg.calib_data).name} ({len(next(iter(calib.values())))} samples)"
     else:
         calib = random_feeds(specs, cfg.num_calib, seed=cfg.seed)
         notes["calib"] = f"random inputs ({cfg.num_calib} samples drawn from the input specs)"
     eval_y = None
     if cfg.eval_data:
-        eval_x, eval_y = _data(cfg.eval_data, specs, "eval_data")
+        eval_x, eval_y = _data(cfg.eval_data, specs, "eval_data", ranges=declared)
         notes["eval"] = (f"{Path(cfg.eval_data).name} ({len(next(iter(eval_x.values())))} samples, "
                          f"{'with labels' if eval_y is not None else 'no labels: fidelity only'})")
     else:
@@ -166,7 +188,7 @@ def load_user_workload(cfg: Any) -> Any:
     if cfg.train_data:
         # labels are optional here: finetune.loss = "kd" distils from the dense model without them, and
         # finetune_masked names the missing labels when its loss needs them
-        train_x, train_y = _data(cfg.train_data, specs, "train_data")
+        train_x, train_y = _data(cfg.train_data, specs, "train_data", ranges=declared)
         n = len(next(iter(train_x.values()))) if isinstance(train_x, dict) else len(train_x)
         notes["train"] = f"{Path(cfg.train_data).name} ({n} samples{'' if train_y is not None else ', no labels'})"
     single = len(specs) == 1
