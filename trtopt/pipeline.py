@@ -344,10 +344,11 @@ class Pipeline:
         check_tolerance_names(self.recipe.bench.output_tolerances(), list(workload.outputs))
         for s in getattr(workload, "specs", None) or ():  # timed batch sizes inside the declared batch range
             d = s.dims[0] if s.dims else None
-            if d is not None and d.dynamic and not all(d.min <= b <= d.max for b in self.recipe.bench.batch_sizes):
+            bs = self.recipe.bench.batch_sizes
+            if d is not None and d.dynamic and not all(d.min <= b <= d.max for b in bs):
                 raise ConfigError(f"[bench] batch_sizes {list(self.recipe.bench.batch_sizes)} are outside input "
                                   f"'{s.name}''s batch range {d.min}..{d.max} (workload.inputs: {s}); widen the range, "
-                                  f"e.g. batch=1..8..64, or time other batch sizes")
+                                  f"e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
         metric = get_metric(self.recipe.bench.metric)
         if not metric.builtin and workload.eval_y is None:
             raise ConfigError(f"[bench] metric = '{metric.ref}' needs labels: give [workload] eval_data with a "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.cli.main import main
@@ -64,3 +65,16 @@ def test_reference_must_be_an_earlier_model(tmp_path, capsys):
         rc = main(["bench", str(a), str(b), "--out", str(tmp_path / "o"), "--reference", ref, "--no-plots"])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_models_with_other_output_names_are_refused_before_any_work(tmp_path, capsys):
+    w = np.eye(16, 10)
+    a = _linear(tmp_path / "a.onnx", w)
+    m = onnx.load(str(a))
+    m.graph.output[0].name = "logits"
+    m.graph.node[0].output[0] = "logits"
+    b = save_onnx(m, tmp_path / "b.onnx")
+    rc = main(["bench", str(a), str(b), "--out", str(tmp_path / "o"), "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "has outputs ['logits'] but the first model" in err and "--output-name" in err
+    assert "bench: a on" not in err  # refused before evaluating anything

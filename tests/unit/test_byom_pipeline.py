@@ -455,3 +455,26 @@ def test_bench_batch_sizes_outside_the_declared_batch_range(tmp_path, userpkg):
     model = importlib.import_module(f"{userpkg}.mod").make()
     export_with_specs(model, parse_input_specs(SPECS), tmp_path / "y.onnx", ExportConfig(output_names=("logits",)))
     assert [o.name for o in onnx.load(str(tmp_path / "y.onnx")).graph.output] == ["logits"]
+
+
+def test_run_strict_fails_when_a_requested_variant_was_skipped(tmp_path, userpkg, capsys):
+    from trtopt.cli.main import main
+
+    path = _export_onnx(userpkg, tmp_path / "enc.onnx")
+    (tmp_path / "r.toml").write_text(textwrap.dedent(f"""
+        [recipe]
+        variants = ["fp32", "sparse24-fp32"]
+        [workload]
+        model = "{path.name}"
+        num_calib = 8
+        num_eval = 8
+        [bench]
+        batch_sizes = [4]
+        warmup = 1
+        iterations = 5
+        rounds = 5
+        min_rounds = 5
+    """))
+    assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "b"), "--strict"]) == 1
+    assert "sparse24-fp32: skipped" in capsys.readouterr().err

@@ -270,7 +270,14 @@ def _check_output_names(models: Sequence[str | os.PathLike[str]], cfg: BenchConf
         return False
     from trtopt.onnx_graph import load_graph_only
 
-    check_tolerance_names(cfg.output_tolerances(), [o.name for o in load_graph_only(first).graph.output])
+    names = [o.name for o in load_graph_only(first).graph.output]
+    check_tolerance_names(cfg.output_tolerances(), names)
+    for m in models[1:]:  # every model is compared output by output with the first: the names must match
+        if str(m).endswith(".onnx") and Path(m).is_file():
+            other = [o.name for o in load_graph_only(m).graph.output]
+            if sorted(other) != sorted(names):
+                raise InputError(f"{m} has outputs {other} but the first model {first} (the fidelity reference) has "
+                                 f"{names}: export them with the same output names (--output-name)")
     return True
 
 

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console() if sys.stdout.isatty() else Console(width=200)
     out.print(render_table(report))
     for kind, path in paths.items():
-        out.print(f"[dim]{kind}:[/] {path}")
+        out.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     if args.layerwise:
         _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs), args.top)
     hint = random_inputs_hint(report)  # random inputs: a fidelity failure may be the inputs, not the model

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     choose_collector(cfg)  # a bad --device / missing CUDA fails here, before any progress output
     from trtopt.fileio import check_writable
 
+    if Path(args.out).suffix.lower() in (".json", ".cache"):
+        raise ConfigError(f"--out {args.out} names a file, but --out is the output folder: the table is written "
+                          f"as <model>.calib.json and .calib.cache inside it (e.g. --out {Path(args.out).parent})")
     check_writable(args.out, folder=True)
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
                                exclude=("labels", "label", "y"), static=tuple(args.static_input),

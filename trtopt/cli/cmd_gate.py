@@ -18,7 +18,7 @@ HELP = "fail (exit 1) when a report regresses against a baseline report beyond a
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``gate`` subcommand."""
     p = sub.add_parser("gate", help=HELP, description=HELP + ". Exit 0 within budget, 1 regression, 2 bad input, "
-                       "3 inconclusive (a 95%% interval straddles the budget: re-run on a quieter machine or time "
+                       "3 inconclusive (a 95% interval straddles the budget: re-run on a quieter machine or time "
                        "longer).")
     p.add_argument("report", metavar="REPORT.json", type=Path, help="report to check (trtopt.report/1 or /2)")
     p.add_argument("--baseline", metavar="BASELINE.json", type=Path, required=True, help="baseline report")

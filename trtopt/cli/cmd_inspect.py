@@ -40,7 +40,9 @@ def _print_tables(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # warnings and node names on one line when piped
+    if not console.is_terminal:  # piped/CI: do not squeeze the table into 80 columns
+        console = Console(width=200, soft_wrap=True)
     table = Table(title=f"2:4 sparsity: {report.model}", show_lines=False)
     for col in ("node", "op", "weight shape", "axis", "eligible", "2:4", "groups ok", "size", "note"):
         table.add_column(col, overflow="fold")

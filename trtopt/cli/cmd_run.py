@@ -27,7 +27,8 @@ def add_run_args(p: argparse.ArgumentParser, default_out_hint: str) -> None:
                    help="minimum timed seconds per variant (overrides [bench] min_duration_s)")
     g.add_argument("--strict", action="store_true",
                    help="exit 1 (after writing the report) when a variant is outside its fidelity tolerance "
-                        "(marked ✗) or failed, or when a variant's TensorRT-RTX engine build failed")
+                        "(marked ✗), failed or was skipped (e.g. sparse24-* of an .onnx model), or when a "
+                        "variant's TensorRT-RTX engine build failed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +78,7 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         console = Console(width=200)
     console.print(render_table(result.report))
     for kind, path in result.paths.items():
-        console.print(f"[dim]{kind}:[/] {path}")
+        console.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     total = sum(result.stage_seconds.values())
     console.print(f"[dim]done in {total:.1f} s[/]")
     failures = engine_failures(result.report)
@@ -87,7 +88,9 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         from trtopt.benchmark.report import strict_problems
         from trtopt.errors import GateFailure
 
-        problems = strict_problems(result.report) + [f"engine build failed: {f}" for f in failures]
+        skipped = {v.name: v.reason for v in result.report.variants if v.status == "skipped"}  # asked for, not run
+        problems = (strict_problems(result.report) + [f"engine build failed: {f}" for f in failures]
+                    + [f"{name}: skipped: {reason}" for name, reason in skipped.items()])
         if problems:
             raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))
     return 0
