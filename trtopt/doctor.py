@@ -213,13 +213,15 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
     top = model.graph
     quant = {op: ops[op] for op in QUANT_OPS if ops[op]}
     if quant:
-        out.append(Finding("already-quantized", "error", f"the graph is already quantized ({quant})",
+        # a warning, not an error: trtopt's own INT8 models look like this, and build / bench take them
+        out.append(Finding("already-quantized", "warn", f"the graph is already quantized ({quant})",
                            "INT8 calibration/quantization refuse it: quantize the FP32 model instead, or build "
-                           "this one as it is", quant))
+                           "and bench this one as it is", quant))
     fp16 = _float16_share(top)
     if fp16:
-        out.append(Finding("float16-graph", "error", f"the graph computes in float16 ({fp16})",
-                           "quantize the FP32 model (use --fp16-rest for INT8 + FP16)", {"float16": fp16}))
+        out.append(Finding("float16-graph", "warn", f"the graph computes in float16 ({fp16})",
+                           "calibrate/quantize refuse it: quantize the FP32 model (use --fp16-rest for INT8 + FP16); "
+                           "build and bench take this one as it is", {"float16": fp16}))
     weighted_top = sum(1 for n in top.node if n.op_type in WEIGHTED_OPS)
     sub = [(p, sum(1 for n in sg.node if n.op_type in WEIGHTED_OPS)) for p, sg in graphs if p]
     inside = [(p, k) for p, k in sub if k]
@@ -234,6 +236,8 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
         out.append(Finding("control-flow", "info", f"{len(graphs) - 1} If/Loop/Scan subgraph(s) without weighted "
                            "layers: left as they are", ""))
     consts = constant_names(top)
+    # a weight behind DequantizeLinear (a Q/DQ model) is still a constant weight
+    consts |= {n.output[0] for n in top.node if n.op_type == "DequantizeLinear" and n.input[0] in consts}
     w_const = sum(1 for n in top.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in consts)
     out.append(Finding("weighted-layers", "info" if weighted_top else "error",
                        f"{weighted_top} Conv/ConvTranspose/Gemm/MatMul in the main graph, {w_const} with constant "

@@ -73,17 +73,18 @@ def test_constants_beyond_fp16_range_found_in_constant_nodes_and_subgraphs(tmp_p
     assert f.severity == "warn" and f.detail["constants"][0].startswith("big ")
 
 
-def test_already_quantized_and_float16_graphs_are_errors(tmp_path):
+def test_already_quantized_and_float16_graphs_are_warnings(tmp_path):
+    """trtopt's own INT8/FP16 models look like this: calibrate/quantize refuse them, build and bench take them."""
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     q = [helper.make_node("QuantizeLinear", ["y", "s"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s"], ["d"])]
     m = _conv_model(extra_nodes=q, extra_inits=[s])
     m.graph.output[0].name = "d"
     onnx.save(m, tmp_path / "q.onnx")
-    assert _codes(diagnose(tmp_path / "q.onnx"))["already-quantized"] == "error"
+    assert _codes(diagnose(tmp_path / "q.onnx"))["already-quantized"] == "warn"
     m16 = _conv_model(dtype=TensorProto.FLOAT16)
     m16.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float16), "W"))
     onnx.save(m16, tmp_path / "h.onnx")
-    assert _codes(diagnose(tmp_path / "h.onnx"))["float16-graph"] == "error"
+    assert _codes(diagnose(tmp_path / "h.onnx"))["float16-graph"] == "warn"
     assert "float16-graph" not in _codes(diagnose(tmp_path / "q.onnx"))
 
 
@@ -122,8 +123,13 @@ def test_cli_json_strict_and_bad_input(tmp_path, capsys):
                                  helper.make_node("DequantizeLinear", ["q", "s"], ["d"])], extra_inits=[s])
     m.graph.output[0].name = "d"
     onnx.save(m, tmp_path / "q.onnx")
-    assert main(["doctor", str(tmp_path / "q.onnx")]) == 0
-    assert main(["doctor", str(tmp_path / "q.onnx"), "--strict"]) == 1
+    assert main(["doctor", str(tmp_path / "q.onnx"), "--strict"]) == 0  # warnings only
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu.onnx")
+    assert main(["doctor", str(tmp_path / "relu.onnx")]) == 0  # an error finding: nothing to quantize
+    assert main(["doctor", str(tmp_path / "relu.onnx"), "--strict"]) == 1
     capsys.readouterr()
     assert main(["doctor", str(tmp_path)]) == 2
     err = capsys.readouterr().err
