@@ -33,11 +33,6 @@ class SiluNet(nn.Module):
         return self.body(x)
 
 
-def tokens():
-    torch.manual_seed(0)
-    return TokenNet()
-
-
 def silu():
     torch.manual_seed(0)
     return SiluNet()

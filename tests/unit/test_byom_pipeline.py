@@ -13,14 +13,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from byom_testpkg import make_package
+from byom_testpkg import FAST_BENCH, FAST_BENCH_TOML, make_package
 
 import trtopt
 from trtopt.errors import ConfigError, InputError
 
 VOCAB, SEQ, CLASSES = 50, 12, 4
 SPECS = [f"input_ids:int64:batchx{SEQ}:0..{VOCAB}", f"attention_mask:int64:batchx{SEQ}:0..2"]
-FAST_BENCH = {"batch_sizes": [4], "warmup": 1, "iterations": 5, "rounds": 5, "min_rounds": 5}
 
 MODEL_SRC = textwrap.dedent(f"""
     import torch
@@ -468,13 +467,7 @@ def test_run_strict_fails_when_a_requested_variant_was_skipped(tmp_path, userpkg
         model = "{path.name}"
         num_calib = 8
         num_eval = 8
-        [bench]
-        batch_sizes = [4]
-        warmup = 1
-        iterations = 5
-        rounds = 5
-        min_rounds = 5
-    """))
+    """) + FAST_BENCH_TOML)
     assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "a")]) == 0
     assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "b"), "--strict"]) == 1
     assert "sparse24-fp32: skipped" in capsys.readouterr().err

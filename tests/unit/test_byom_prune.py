@@ -51,11 +51,6 @@ class Tamper(TokenNet):
         return self
 
 
-def tokens():
-    torch.manual_seed(0)
-    return TokenNet()
-
-
 def silu():
     torch.manual_seed(0)
     return SiluNet()

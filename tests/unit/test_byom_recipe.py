@@ -15,13 +15,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from byom_testpkg import make_package
+from byom_testpkg import FAST_BENCH, FAST_BENCH_TOML, make_package
 
 import trtopt
 from trtopt.errors import ConfigError, InputError
 
 SPECS = ["input_ids:int64:batchxseq=4..12..16:0..50", "attention_mask:int64:batchxseq=4..12..16:0..2"]
-FAST_BENCH = {"batch_sizes": [4], "warmup": 1, "iterations": 5, "rounds": 5, "min_rounds": 5}
 
 MODEL_SRC = textwrap.dedent("""
     import torch
@@ -134,13 +133,7 @@ def test_saved_module_and_onnx_paths_resolve_against_the_recipe_folder(tmp_path,
         output_names = ["scores"]
         num_calib = 8
         num_eval = 8
-        [bench]
-        batch_sizes = [4]
-        warmup = 1
-        iterations = 5
-        rounds = 5
-        min_rounds = 5
-    """))
+    """) + FAST_BENCH_TOML)
     monkeypatch.chdir(tmp_path)
     rec = trtopt.load_recipe(proj / "r.toml")
     assert rec.workload.model == str(proj.resolve() / "enc.pt")
