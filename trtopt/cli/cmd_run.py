@@ -88,7 +88,8 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         from trtopt.benchmark.report import strict_problems
         from trtopt.errors import GateFailure
 
-        skipped = {v.name: v.reason for v in result.report.variants if v.status == "skipped"}  # asked for, not run
+        data = result.report.to_dict() if hasattr(result.report, "to_dict") else result.report
+        skipped = {v["name"]: v.get("reason") for v in data["variants"] if v["status"] == "skipped"}  # asked, not run
         problems = (strict_problems(result.report) + [f"engine build failed: {f}" for f in failures]
                     + [f"{name}: skipped: {reason}" for name, reason in skipped.items()])
         if problems:
