@@ -54,6 +54,16 @@ def qdq_gemm_matmul():
     return _model(nodes, inits, [("x", F, ["N", 64])], [("y", F, ["N", 16])])
 
 
+def qdq_deconv():
+    """x[N,32,8,8] -> Q/DQ -> ConvTranspose(16, 2x2, stride 2; Q/DQ weights per channel on axis 1) -> y."""
+    w = RNG.normal(0, 0.1, (32, 16, 2, 2)).astype(np.float32)
+    inits = [_t(w, "w"), _t(np.float32(0.02), "s"), _t(np.int8(0), "z"), _t(np.full(16, 0.003, np.float32), "ws"),
+             _t(np.zeros(16, np.int8), "wz")]
+    nodes = [*_qdq("x", "s", "z", "xd"), *_qdq("w", "ws", "wz", "wd", axis=1),
+             helper.make_node("ConvTranspose", ["xd", "wd"], ["y"], strides=[2, 2], name="/up/ConvTranspose")]
+    return _model(nodes, inits, [("x", F, ["N", 32, 8, 8])], [("y", F, ["N", 16, 16, 16])])
+
+
 def fp16_conv():
     """FP16 graph: x(float) -> Cast fp16 -> Conv -> Relu -> Cast float -> y."""
     w = RNG.normal(0, 0.3, (16, 16, 3, 3)).astype(np.float16)

@@ -97,6 +97,29 @@ def test_weak_typed_flags_never_planned_without_weak_typing():
                 assert plan.strongly_typed and not plan.calibrator
 
 
+@pytest.mark.parametrize(("info", "holds"), [(FP32, "fp32"), (FP16, "fp16"), (QDQ, "int8"), (QDQ16, "int8+fp16")])
+def test_default_precision_is_the_graphs_own_types_on_every_feature_set(info, holds):
+    assert BuildConfig().precision == "auto"
+    for features in (TRT10, TRT11, Features(weak_typing=False, rtx=True)):
+        plan = plan_build(BuildConfig(), features, info)  # no --precision: nothing to refuse, no builder flag
+        assert plan.strongly_typed and plan.builder_flags == () and not plan.calibrator, (features, info)
+        explicit = plan_build(BuildConfig(precision=holds), features, info)
+        assert (plan.strongly_typed, plan.builder_flags) == (explicit.strongly_typed, explicit.builder_flags)
+
+
+def test_graph_precision_names_what_the_graph_holds():
+    from trtopt.backends.tensorrt.config import graph_precision
+
+    assert graph_precision(True, False) == ("int8", "Q/DQ INT8, FP32 elsewhere")
+    assert graph_precision(True, True)[0] == "int8+fp16" and graph_precision(False, True)[0] == "fp16"
+    assert graph_precision(False, False)[0] == "fp32"
+
+
+def test_explicit_fp32_on_a_qdq_graph_says_what_it_holds_and_to_leave_precision_out():
+    with pytest.raises(ConfigError, match=r"holds Q/DQ INT8, FP32 elsewhere.*leave --precision out"):
+        _plan("fp32", TRT11, QDQ)
+
+
 def test_int8_on_strongly_typed_trt_without_qdq_suggests_quantize():
     with pytest.raises(ConfigError, match=r"trtopt quantize") as exc:
         _plan("int8", TRT11, FP32, calib=True)
@@ -114,8 +137,10 @@ def test_implicit_int8_without_calibration_is_a_clear_error():
 
 
 def test_fp32_on_a_typed_graph_is_refused_not_silently_rewritten():
-    with pytest.raises(ConfigError, match="Q/DQ or FP16"):
+    with pytest.raises(ConfigError, match="holds Q/DQ INT8"):
         _plan("fp32", TRT10, QDQ)
+    with pytest.raises(ConfigError, match="holds FP16 tensors"):
+        _plan("fp32", TRT10, FP16)
 
 
 def test_tf32_opt_in_and_sparsity_and_compat_flags():

@@ -76,10 +76,23 @@ def test_rtx_skips_unsupported_settings_and_rejects_impossible_ones(tmp_path):
 
 def test_wrong_compute_capability_is_one_line_exit_2(tmp_path, capsys):
     path = _save(G.qdq_conv(), tmp_path)
-    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--compute-capability", "sm90",
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--compute-capability", "sm99",
                "--engine-dir", str(tmp_path / "e")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "unknown compute capability 'sm90'" in err[0]
+    assert rc == 2 and len(err) == 1 and "unknown compute capability 'sm99'" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(("target", "says"), [("sm87", ["Jetson AGX Orin", "no aarch64 wheel", "JetPack 6",
+                                                         "--backend tensorrt"]),
+                                               ("sm90", ["Hopper: H100", "TensorRT 10/11", "--backend tensorrt"])])
+def test_jetson_and_hopper_targets_name_the_runtime_to_build_with(tmp_path, capsys, target, says):
+    path = _save(G.qdq_conv(), tmp_path)
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--compute-capability", target,
+               "--engine-dir", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{target} (" in err[0] and "is not a TensorRT for RTX target" in err[0]
+    assert all(s in err[0] for s in says), err[0]
     assert not (tmp_path / "e").exists()
 
 
@@ -239,3 +252,88 @@ def test_report_table_and_markdown_gain_the_engine_column():
     assert [c.header for c in t.columns][-1] == ENGINE_COLUMN
     md = render_markdown(report)
     assert ENGINE_COLUMN in md and "| 0.9 MB · 5/5 INT8 |" in md
+
+
+# -- precision from the graph ------------------------------------------------------------------
+@pytest.mark.parametrize(("model", "precision", "holds", "compiled"), [
+    (G.qdq_conv, "int8", "Q/DQ INT8, FP32 elsewhere", {"INT8": 1}),
+    (G.fp16_conv, "fp16", "FP16 tensors", {"FP16": 1})])
+def test_default_flags_build_what_the_graph_holds_and_say_so(tmp_path, capsys, model, precision, holds, compiled):
+    path = _save(model(), tmp_path)
+    rc = main(["build", str(path), "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"precision: {precision} (from the graph: {holds})" in out
+    manifest = json.loads(next((tmp_path / "e").glob("*.json")).read_text())
+    assert manifest["build"]["options"]["precision"] == precision
+    assert manifest["build"]["precision"] == {"requested": "auto", "built": precision, "graph": holds}
+    assert manifest["compiled"]["compute_precisions"] == compiled
+    # asking for the same precision by name gives the same engine: the stored one is reused
+    named = build_engine(path, BuildConfig(backend="tensorrt-rtx", precision=precision), engine_dir=tmp_path / "e")
+    assert named.reused and named.engine.name == next((tmp_path / "e").glob("*.engine")).name
+
+
+# -- targets: Turing (sm75) ----------------------------------------------------------------------
+def test_sm75_builds_fp32_typed_qdq_gemm_and_matmul_in_int8(tmp_path):
+    res = _build(G.qdq_gemm_matmul(), tmp_path, compute_capabilities=("sm75",))
+    c = res.data["compiled"]
+    assert {n["node"]: n["compiled"] for n in c["nodes"]} == {"/fc1/Gemm": "INT8", "/fc2/MatMul": "INT8"}
+    assert res.data["targets"]["SM75"]["fp16_islands"] == ["/fc1/Gemm", "/fc2/MatMul"]
+
+
+def test_sm75_builds_the_float_classifier_in_fp16_and_says_up_front_that_convs_stay_float(tmp_path, caplog):
+    path = G.tiny_conv_net(tmp_path / "q.onnx", qdq=True)  # Q/DQ conv, classifier Gemm kept in float
+    with caplog.at_level("WARNING", logger="trtopt"):
+        res = build_engine(path, BuildConfig(backend="tensorrt-rtx", compute_capabilities=("sm75",)),
+                           engine_dir=tmp_path / "engines")
+    nodes = {n["node"]: n["compiled"] for n in res.data["compiled"]["nodes"]}
+    assert nodes == {"/features/0/Conv": "FP32", "/classifier/Gemm": "FP16"}
+    first = [r.getMessage() for r in caplog.records]
+    assert any("1 of 1 quantized layers are convolutions, which compile in float" in m and "TensorRT 10" in m
+               for m in first), first
+
+
+def test_sm75_refuses_up_front_what_cannot_compile(tmp_path):
+    fp32 = G.tiny_conv_net(tmp_path / "f.onnx")  # an FP32 model: its Gemm cannot be FP32 on Turing
+    with pytest.raises(ConfigError, match=r"FP32 Gemm/MatMul cannot compile .*trtopt quantize MODEL.onnx --fp16.*"
+                                          r"/classifier/Gemm"):
+        build_engine(fp32, BuildConfig(backend="tensorrt-rtx", compute_capabilities=("sm75",)),
+                     engine_dir=tmp_path / "e1")
+    q = G.tiny_conv_net(tmp_path / "q.onnx", qdq=True)
+    with pytest.raises(ConfigError, match=r"--strict: sm75: .*convolutions.*TensorRT 10"):
+        build_engine(q, BuildConfig(backend="tensorrt-rtx", compute_capabilities=("sm75",), strict=True),
+                     engine_dir=tmp_path / "e2")
+    assert not list(tmp_path.glob("e*/*.engine"))
+
+
+def test_sm75_among_other_targets_warns_that_every_target_gets_its_limits(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="trtopt"):
+        res = _build(G.qdq_conv(), tmp_path, compute_capabilities=("sm75", "sm86"))
+    assert res.data["compiled"]["int8"] == 0  # one layer list for both targets: the conv is float
+    assert any("build sm75 as an engine of its own" in r.getMessage() for r in caplog.records)
+
+
+def test_a_runner_opened_on_a_qdq_model_builds_it_with_its_own_types(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from trtopt.backends import open_runner
+
+    path = _save(G.qdq_conv(), tmp_path)  # what `trtopt bench int8.onnx --backend tensorrt-rtx` opens
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"), \
+            open_runner("tensorrt-rtx", path, engine_dir=tmp_path / "e"):
+        pass
+    manifest = json.loads(next((tmp_path / "e").glob("*.json")).read_text())
+    assert manifest["build"]["options"]["precision"] == "int8" and manifest["compiled"]["int8"] == 1
+
+
+def test_quantized_deconvolution_is_said_up_front_to_compile_float_on_every_target(tmp_path, caplog):
+    path = _save(G.qdq_deconv(), tmp_path)
+    with caplog.at_level("WARNING", logger="trtopt"):
+        res = build_engine(path, BuildConfig(backend="tensorrt-rtx"), engine_dir=tmp_path / "e")
+    assert [(n["node"], n["compiled"]) for n in res.data["compiled"]["nodes"]] == [("/up/ConvTranspose", "FP32")]
+    assert res.data["targets"]["float_deconvs"] == ["/up/ConvTranspose"]
+    assert any("no INT8 deconvolution in TensorRT-RTX" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match=r"--strict: 1 of 1 quantized layers are ConvTranspose"):
+        build_engine(path, BuildConfig(backend="tensorrt-rtx", strict=True), engine_dir=tmp_path / "strict")
+    assert not (tmp_path / "strict").exists() or not list((tmp_path / "strict").glob("*.engine"))

@@ -21,13 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(TensorRT for RTX: builds ahead of time without a GPU; install the [tensorrt-rtx] extra)")
     p.add_argument("--compute-capability", default=None, metavar="SM,...",
                    help="TensorRT-RTX target GPUs, e.g. sm80,sm86,sm89,sm120 (default: TensorRT-RTX's own "
-                        "defaults, Ampere and later; sm75 only when asked: Turing cannot compile FP32 GEMMs)")
+                        "defaults, Ampere and later; sm75 only when asked: Turing has no INT8 convolution and no "
+                        "FP32 GEMM there; `trtopt inspect targets MODEL.onnx` says what compiles on each)")
     p.add_argument("--strict", action="store_true",
                    help="fail when a layer quantized in the ONNX graph compiles in float (default: warn)")
     g = p.add_argument_group("Precision")
-    g.add_argument("--precision", choices=("fp32", "fp16", "int8", "int8+fp16", "best"), default="fp32",
-                   help="fp32 (TF32 off), fp16, int8, int8+fp16 or best; on TensorRT 11 the graph's types decide "
-                        "(build a Q/DQ or FP16 model made by `trtopt quantize`)")
+    g.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8", "int8+fp16", "best"), default="auto",
+                   help="auto (default): the graph's own types (a Q/DQ model builds INT8, an FP16 model FP16, an FP32 "
+                        "model FP32 with TF32 off); fp32, fp16, int8, int8+fp16 or best choose builder flags where "
+                        "TensorRT 10 builds an FP32 graph weakly typed (TensorRT 11 and RTX: the graph's types decide)")
     g.add_argument("--calib", type=Path, metavar="TABLE_OR_CACHE",
                    help="calibration table (.json) or TensorRT cache for implicit INT8 (TensorRT 10.x)")
     g.add_argument("--sparsity", action="store_true", help="enable 2:4 sparse tactics (SPARSE_WEIGHTS)")
@@ -86,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     sp = res.data.get("sparsity") or {}
     console.print(f"{'reused' if res.reused else 'built'} engine: {res.engine}")
     console.print(f"manifest: {res.manifest}")
+    prec = res.data.get("build", {}).get("precision") or {}
+    if prec:
+        source = "from the graph" if prec.get("requested") == "auto" else "--precision; the graph holds"
+        console.print(f"precision: {prec.get('built')} ({source}: {prec.get('graph')})", highlight=False)
     if args.sparsity and sp:
         console.print(f"sparsity: {sp.get('summary')}", highlight=False)
     fmt = lambda t: "x".join(map(str, t))  # noqa: E731

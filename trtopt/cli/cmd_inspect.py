@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "inspect a model (sparsity: 2:4 status + GPU pre-flight verdict; model: the doctor report)"
+HELP = ("inspect a model (sparsity: 2:4 status + GPU pre-flight verdict; model: the doctor report; targets: what "
+        "TensorRT for RTX compiles for each GPU)")
 GPU_CHOICES = ("t4", "orin", "a100", "h100", "auto")  # mirrors trtopt.sparsity.preflight (no import for -h)
 
 
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_doctor_args(topics.add_parser("model", help="the `trtopt doctor` report: what trtopt will do with a model",
                                       description="Same report as `trtopt doctor`."))
+    from trtopt.cli.cmd_targets import add_targets_topic
+
+    add_targets_topic(topics)
     p.set_defaults(func=lambda _args, _p=p: _p.print_help() or 2)
 
 

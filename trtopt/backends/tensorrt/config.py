@@ -7,7 +7,9 @@ from typing import Any
 
 from trtopt.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8+fp16", "best")
+#: ``auto`` (the default): the graph's own types decide, as in a strongly typed build (``trtexec
+#: --stronglyTyped``); the others choose builder flags where TensorRT 10 builds weakly typed.
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "int8+fp16", "best")
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
 PROFILING_VERBOSITY = ("detailed", "layer_names_only", "none")
 #: ``--backend`` names: ``tensorrt`` (TensorRT 10/11, else TensorRT for RTX when only that is installed)
@@ -17,6 +19,22 @@ FLAVOURS = ("tensorrt", "tensorrt-rtx")
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
 #: What TensorRT-RTX builds for when no target is set (Ampere and later; measured, facts doc).
 RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
+
+
+def graph_precision(has_qdq: bool, has_fp16: bool) -> tuple[str, str]:
+    """The precision a strongly typed build of a graph has, and what the graph holds, in words.
+
+    Args:
+        has_qdq: The graph holds QuantizeLinear/DequantizeLinear.
+        has_fp16: Some tensor of the graph is FP16.
+
+    Returns:
+        ``("int8", "Q/DQ INT8, FP32 elsewhere")``, ``("int8+fp16", ...)``, ``("fp16", "FP16")`` or
+        ``("fp32", "FP32")``.
+    """
+    if has_qdq:
+        return ("int8+fp16", "Q/DQ INT8, FP16 elsewhere") if has_fp16 else ("int8", "Q/DQ INT8, FP32 elsewhere")
+    return ("fp16", "FP16 tensors") if has_fp16 else ("fp32", "FP32 only")
 
 
 def parse_compute_capabilities(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -34,8 +52,10 @@ def parse_compute_capabilities(text: str | tuple[str, ...] | list[str]) -> tuple
         if not t.startswith("SM"):
             t = "SM" + t.replace(".", "")
         if t not in RTX_TARGETS:
-            raise ConfigError(f"unknown compute capability '{raw.strip()}': TensorRT for RTX targets "
-                              f"{', '.join(x.lower() for x in RTX_TARGETS)}")
+            from trtopt.backends.tensorrt.targets import GPUS, runtime_instead
+
+            known = f"{runtime_instead(t)}. " if t in GPUS else f"unknown compute capability '{raw.strip()}': "
+            raise ConfigError(f"{known}TensorRT for RTX targets {', '.join(x.lower() for x in RTX_TARGETS)}")
         if t not in out:
             out.append(t)
     if not out:
@@ -48,9 +68,11 @@ class BuildConfig:
     """How to build one TensorRT engine from an ONNX model.
 
     Attributes:
-        precision: ``fp32`` (TF32 off unless ``tf32``), ``fp16``, ``int8``, ``int8+fp16`` or ``best``.
-            On TensorRT 11 (strongly typed only) the graph's own types decide: FP16 needs an FP16
-            graph and INT8 a Q/DQ graph (``trtopt quantize``).
+        precision: ``auto`` (default: the graph's own types, :func:`graph_precision`: a Q/DQ graph
+            builds INT8, an FP16 graph FP16, an FP32 graph FP32 with TF32 off unless ``tf32``),
+            ``fp32``, ``fp16``, ``int8``, ``int8+fp16`` or ``best``. The explicit ones matter where
+            builder flags decide (TensorRT 10 weak typing on an FP32 graph); on TensorRT 11 and
+            TensorRT for RTX (strongly typed only) FP16 needs an FP16 graph and INT8 a Q/DQ graph.
         sparsity: Set ``BuilderFlag.SPARSE_WEIGHTS`` (2:4 structured-sparse tactics may be chosen).
         shapes: Optimization profile, one ``"input:MIN,OPT,MAX"`` (shapes as ``1x3x224x224``) or
             ``"input:SHAPE"`` (static) entry per dynamic input.
@@ -68,12 +90,13 @@ class BuildConfig:
         backend: ``tensorrt`` (TensorRT 10/11; TensorRT for RTX when only that is installed) or
             ``tensorrt-rtx`` (TensorRT for RTX; builds ahead of time without a GPU).
         compute_capabilities: TensorRT-RTX target architectures (``("SM86", "SM89")``; empty =
-            TensorRT-RTX's defaults, :data:`RTX_DEFAULT_TARGETS`). ``SM75`` (Turing) cannot compile FP32 GEMMs.
+            TensorRT-RTX's defaults, :data:`RTX_DEFAULT_TARGETS`). ``SM75`` (Turing) has no INT8
+            convolution and no FP32 GEMM there (:mod:`~trtopt.backends.tensorrt.targets`).
         strict: A Conv/ConvTranspose/Gemm/MatMul that is quantized in the ONNX graph but compiles in
             float is an error (default: a warning in the build report).
     """
 
-    precision: str = "fp32"
+    precision: str = "auto"
     sparsity: bool = False
     shapes: tuple[str, ...] = ()
     default_batch: tuple[int, int, int] = (1, 32, 64)

@@ -97,7 +97,8 @@ def rtx_plan_rules(config: BuildConfig, notes: list[str]) -> tuple[str, tuple[st
     if config.timing_cache:
         notes.append("timing cache skipped: a no-op in TensorRT for RTX (kernels are chosen on the GPU)")
     if "SM75" in config.compute_capabilities:
-        notes.append("SM75 (Turing) target: FP32 GEMM/conv cannot compile there; FP16 and INT8 can")
+        notes.append("SM75 (Turing) target: no INT8 convolution and no FP32 GEMM there "
+                     "(FP32 Gemm/MatMul built in FP16)")
     if not config.compute_capabilities:
         notes.append(f"TensorRT-RTX default targets ({', '.join(RTX_DEFAULT_TARGETS)})")
     return "NONE", tuple(config.compute_capabilities)

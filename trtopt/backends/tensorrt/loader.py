@@ -7,6 +7,7 @@ names for TensorRT objects follow :data:`~trtopt.backends.tensorrt.plan.INSTANCE
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
+from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig, graph_precision
 from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger, rtx_environment
 from trtopt.backends.tensorrt.layers import PrecisionReport, inspector_layers, parse_layers_block, precision_report
 from trtopt.backends.tensorrt.logparse import (
@@ -38,6 +39,7 @@ from trtopt.backends.tensorrt.plan import (
     plan_build,
     resolve_profiles_with_sources,
 )
+from trtopt.backends.tensorrt.targets import prepare_for_targets
 from trtopt.errors import BuildError, ConfigError, InputError
 from trtopt.fileio import atomic_write_bytes, sha256_bytes
 from trtopt.log import get_logger
@@ -250,7 +252,10 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
 
     Args:
         onnx_path: ONNX model (Q/DQ or FP16-typed graphs are built strongly typed).
-        config: Build options (default: FP32, TF32 off).
+        config: Build options (default: the graph's own precision, TF32 off). ``precision="auto"``
+            is recorded as the precision the graph holds (manifest ``build.precision``); TensorRT for
+            RTX targets get :func:`~trtopt.backends.tensorrt.targets.prepare_for_targets` (warnings up
+            front, FP16 islands for sm75, refusals; manifest ``targets``).
         engine_dir: Engine store folder.
         calibration: ``CalibrationTable`` JSON or TensorRT cache for implicit INT8 (10.x).
         calib_source: Calibration batches for implicit INT8 when no cache is given (10.x).
@@ -276,6 +281,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     # what TensorRT parses (given the same path, so external data still loads)
     onnx_bytes, renamed = prepare_for_parser(file_bytes, onnx_path.name)
     info = _unnamed(graph_info(onnx_bytes), renamed)
+    requested = config.precision
+    if requested == "auto":  # the graph's own types decide (strongly typed), recorded as the precision built
+        config = dataclasses.replace(config, precision=graph_precision(info.has_qdq, info.has_fp16)[0])
     features = detect_features(lambda dotted: has_attr_chain(trt, dotted))
     if features.rtx and (calibration is not None or calib_source is not None):
         raise ConfigError("TensorRT for RTX has no INT8 calibrators: build a Q/DQ model made by `trtopt quantize`")
@@ -297,6 +305,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     key = cache_key(onnx_sha, config, plan, profiles, f"{flavour_of(trt)} {trt.__version__}", env["gpu"],
                     calib.get("sha256", ""))
     entry = store.entry(key, onnx_path.stem, config.precision, config.sparsity)
+    report_bytes = onnx_bytes  # the compiled report is matched against the graph as the user wrote it
+    onnx_bytes, target_section = (prepare_for_targets(onnx_bytes, plan.targets, config.strict, onnx_path.name)
+                                  if features.rtx else (onnx_bytes, None))
     with store.building(key):
         found = None if rebuild else store.lookup(entry, key)
         if found is not None:
@@ -314,12 +325,15 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
             io, layers, detailed = extra["io"], [], parse_layers_block(extra["layers"])
         else:
             io, layers, detailed = describe_engine(trt, data, str(entry.engine), host_code=config.version_compatible)
-        compiled = _compiled_report(onnx_bytes, detailed, config, onnx_path.name)
+        compiled = _compiled_report(report_bytes, detailed, config, onnx_path.name)
         sections = _sections(data, entry.engine.name, onnx_path, onnx_sha, info, profiles, calib, config, sources)
         sparsity = merge_inspector_sparsity(parse_sparsity_log(lines), layers)
         if features.rtx:  # its AOT build prints no (Sparsity) lines: "0 eligible" would read as "nothing to gain"
             sparsity.unknown_reason = RTX_SPARSITY_UNKNOWN
-        manifest = make_manifest(key, env, {"options": config.to_dict(), "plan": plan.to_dict()}, **sections, io=io,
+        precision = {"requested": requested, "built": config.precision,
+                     "graph": graph_precision(info.has_qdq, info.has_fp16)[1]}
+        build = {"options": config.to_dict(), "plan": plan.to_dict(), "precision": precision}
+        manifest = make_manifest(key, env, build, **sections, io=io, targets=target_section,
                                  sparsity=sparsity.to_dict(), build_seconds=round(seconds, 3),
                                  parse_seconds=round(extra["parse_seconds"], 3),
                                  layers={"precisions": precision_counts(layers), "detail": layers or detailed},

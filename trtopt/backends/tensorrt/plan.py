@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from trtopt.backends.tensorrt.api import INSTANCE_VARS as INSTANCE_VARS
 from trtopt.backends.tensorrt.api import USED_API as USED_API
 from trtopt.backends.tensorrt.api import WEAK_TYPING_FUNCTIONS as WEAK_TYPING_FUNCTIONS
-from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.backends.tensorrt.config import BuildConfig, graph_precision
 from trtopt.backends.tensorrt.flavour import rtx_plan_rules
 from trtopt.errors import ConfigError
 from trtopt.fileio import sha256_bytes
@@ -348,10 +348,13 @@ def _precision_flags(precision: str, features: Features, info: GraphInfo, has_ca
                      ) -> tuple[bool, list[str], bool, list[str]]:
     """(strongly_typed, builder flags, calibrator, notes) for a precision; see :func:`plan_build`."""
     weak = features.weak_typing
+    if precision == "auto":  # the graph's own types, as a strongly typed build has them
+        precision = graph_precision(info.has_qdq, info.has_fp16)[0]
     if precision == "fp32":
         if info.has_qdq or info.has_fp16:
-            raise ConfigError("precision fp32 was asked but the model holds Q/DQ or FP16 tensors, which a "
-                              "strongly typed build keeps; build it with --precision int8/fp16 or use the FP32 model")
+            holds = graph_precision(info.has_qdq, info.has_fp16)[1]
+            raise ConfigError(f"precision fp32 was asked but the model holds {holds}, which a strongly typed build "
+                              "keeps: leave --precision out (the graph's own types decide) or build the FP32 model")
         return True, [], False, []
     if precision == "fp16":
         if info.has_fp16 and not info.has_qdq:
