@@ -22,7 +22,8 @@ from trtopt.errors import InputError
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
 
-    On any exception the temporary file is removed and ``dest`` is left untouched.
+    On any exception the temporary file is removed, ``dest`` is left untouched and the parent
+    folders created for it are removed again (when still empty).
 
     Args:
         dest: Final path of the artifact. Parent folders are created.
@@ -33,10 +34,12 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(dest)
     if dest.is_dir():
         raise InputError(f"cannot write {dest}: it is a directory")
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     except OSError as exc:
+        _remove_empty(created)
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
@@ -47,9 +50,23 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        _remove_empty(created)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) that are still empty; stop at the first that is not."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:

@@ -222,3 +222,116 @@ def test_sparsegpt_groups_layers_reading_the_same_input():
         prune_(b, PruneConfig(method="sparsegpt", min_params=0, include=(name,)), calib_inputs=calib)
     for name in ("q", "k", "v", "o"):
         torch.testing.assert_close(getattr(a, name).weight, getattr(b, name).weight)
+
+
+class AttentionNet(nn.Module):
+    """ids, 0/1 mask [N, 8] -> logits [N, 4]: an nn.TransformerEncoder (two layers) and a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, ids, mask):
+        return self.head(self.enc(self.emb(ids), src_key_padding_mask=mask == 0)[:, 0])
+
+
+def _attention_data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 50, (n, 8)).astype(np.int64)
+    mask = np.ones((n, 8), np.int64)
+    mask[::2, 5:] = 0
+    return {"ids": ids, "mask": mask}, (ids[:, 0] % 4).astype(np.int64)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "permutation", "sparsegpt"])
+def test_attention_input_projections_are_pruned_and_counted(method):
+    from trtopt.sparsity.summary import prune_summary, summary_lines
+
+    torch.manual_seed(0)
+    model = AttentionNet().eval()
+    x, _ = _attention_data()
+    calib = [(torch.from_numpy(x["ids"]), torch.from_numpy(x["mask"]))]
+    report = prune_(model, PruneConfig(method=method, min_params=0), calib_inputs=calib)
+    qkv = [f"enc.layers.{i}.self_attn.in_proj_weight" for i in (0, 1)]
+    by = {r.name: r for r in report.layers}
+    for name in qkv:
+        assert by[name].pruned and by[name].kind == "MultiheadAttention" and by[name].shape == (96, 32)
+        assert check_2to4(model.get_parameter(name), axis=1)
+    assert set(report.masks) == {r.name for r in report.layers if r.pruned}
+    if method == "sparsegpt":  # the feed-forward Linears got SparseGPT (the fused Transformer path skips their hooks)
+        fallback = report.notes["sparsegpt"]["fallback"]
+        assert {"enc.layers.1.linear1", "enc.layers.1.linear2"} <= set(report.notes["sparsegpt"]["rel_error"])
+        assert fallback[qkv[0]] == "SparseGPT: attention projection, magnitude used"
+        assert set(fallback) == {*qkv, "enc.layers.0.self_attn.out_proj", "enc.layers.1.self_attn.out_proj"}
+    s = prune_summary(model, report, masks_ok=True, finetuned=False)
+    assert s["pruned"] == len(report.masks) == 9  # in_proj, out_proj, linear1, linear2 per layer; the head
+    assert summary_lines(s)[0].startswith(f"2:4 pruning ({method}): 9 of 9 layers pruned")
+
+
+def test_attention_masks_survive_finetune_and_export_as_2to4_matmuls(tmp_path):
+    from trtopt.export import export_with_specs
+    from trtopt.inputs import parse_input_specs
+    from trtopt.sparsity import FinetuneConfig, finetune_masked, inspect_sparsity
+
+    torch.manual_seed(0)
+    model = AttentionNet()
+    report = prune_(model, PruneConfig(min_params=0))
+    x, y = _attention_data()
+    hist = finetune_masked(model, report, x, y, FinetuneConfig(epochs=2, lr=1e-2, batch_size=16))
+    assert hist.masks_intact
+    for name in ("enc.layers.0.self_attn.in_proj_weight", "enc.layers.1.self_attn.in_proj_weight"):
+        w = model.get_parameter(name).detach()
+        assert not bool(w[~report.masks[name]].any()) and check_2to4(w, axis=1)
+    path = export_with_specs(model.eval(), parse_input_specs(["ids:int64:batchx8:0..50", "mask:int64:batchx8:0..2"]),
+                             tmp_path / "p.onnx")
+    layers = {ly.node: ly for ly in inspect_sparsity(path).layers}
+    qkv = [n for n in layers if "self_attn/MatMul" in n]
+    assert len(qkv) == 2 and all(layers[n].compliant for n in qkv), {n: layers[n].reason for n in qkv}
+    assert all(ly.compliant for n, ly in layers.items() if not n.startswith("/head"))
+
+
+def test_attention_masks_load_from_a_mask_file(tmp_path):
+    from trtopt.sparsity import load_masks, save_masks
+    from trtopt.sparsity.masks import apply_masks_, validate_masks
+
+    torch.manual_seed(0)
+    pruned = AttentionNet()
+    report = prune_(pruned, PruneConfig(min_params=0, include=("*.self_attn",)))
+    assert sorted(report.masks) == ["enc.layers.0.self_attn.in_proj_weight", "enc.layers.1.self_attn.in_proj_weight"]
+    save_masks(report.masks, tmp_path / "m.pt")
+    torch.manual_seed(0)
+    fresh = AttentionNet()
+    masks = load_masks(tmp_path / "m.pt")
+    validate_masks(fresh, masks)
+    apply_masks_(fresh, masks)
+    torch.testing.assert_close(fresh.get_parameter("enc.layers.1.self_attn.in_proj_weight"),
+                               pruned.get_parameter("enc.layers.1.self_attn.in_proj_weight"))
+
+
+class SeqWithRecurrence(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1))
+        self.gru = nn.GRU(32, 32, batch_first=True)
+        self.fc = nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = self.features(x).mean(-1).transpose(1, 2)  # [N, H, 32]
+        return self.fc(self.gru(h)[0][:, -1])
+
+
+def test_summary_names_every_layer_kept_dense_with_its_reason_quoted():
+    from trtopt.sparsity.summary import prune_summary, summary_lines
+
+    model = SeqWithRecurrence()
+    report = prune_(model, PruneConfig(min_params=0))
+    by = {r.name: r for r in report.layers}
+    assert not by["gru"].pruned and "recurrent layer (GRU)" in by["gru"].reason
+    text = "\n".join(summary_lines(prune_summary(model, report, masks_ok=True, finetuned=False)))
+    assert text.startswith("2:4 pruning (magnitude): 2 of 4 layers pruned")
+    assert "first conv on 1 image channel(s): too few input channels for 2:4: 'features.0'" in text
+    assert "recurrent layer (GRU): TensorRT has no 2:4 kernels for it: 'gru'" in text
+    assert "pruned: 'features.2', 'fc'" in text

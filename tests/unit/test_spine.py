@@ -59,11 +59,16 @@ def test_corrupt_and_missing_models_are_input_errors(tmp_path):
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     dest = tmp_path / "out" / "model.onnx"
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "new" / "sub" / "model.onnx") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert not (tmp_path / "new").exists()  # nor the folders created for it
+    dest.parent.mkdir()
     with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
         tmp.write_text("half")
         raise RuntimeError("boom")
     assert not dest.exists()
-    assert list(dest.parent.iterdir()) == []
+    assert list(dest.parent.iterdir()) == []  # a folder that was there stays
     atomic_write_text(dest, "ok")
     assert dest.read_text() == "ok"
     assert [p.name for p in dest.parent.iterdir()] == ["model.onnx"]

@@ -186,7 +186,7 @@ def _prune(args, cfg, model, calib):
     from trtopt.errors import InputError
     from trtopt.refs import describe_exception
     from trtopt.sparsity import prune_
-    from trtopt.sparsity.masks import apply_masks_, kept_magnitude_share, load_masks, validate_masks
+    from trtopt.sparsity.masks import apply_masks_, kept_magnitude_share, load_masks, masked_weight, validate_masks
     from trtopt.sparsity.prune import PruneReport, classify_layers
 
     if args.masks is None:
@@ -203,7 +203,8 @@ def _prune(args, cfg, model, calib):
     for r in records:
         r.pruned = r.name in masks
         if r.pruned:
-            r.kept_magnitude_share = round(kept_magnitude_share(modules[r.name].weight, masks[r.name]), 6)
+            r.kept_magnitude_share = round(kept_magnitude_share(masked_weight(model, r.name, modules), masks[r.name]),
+                                           6)
         r.reason = "mask from file" if r.pruned else (r.reason or "not in the mask file")
     apply_masks_(model, masks)
     return PruneReport(method=f"masks:{args.masks.name}", layers=records, masks=masks)

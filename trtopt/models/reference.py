@@ -179,7 +179,9 @@ def check_input_order(model: Any, specs: Sequence[Any], where: str = "--input") 
 
 
 def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: str = "--input") -> tuple[Any, ...]:
-    """Run ``model`` once on example inputs built from ``specs`` (OPT shapes, batch 1).
+    """Run ``model`` once on example inputs built from ``specs`` (OPT shapes, batch 1), as the export will.
+
+    PyTorch's fused Transformer fast path is off for the call (:func:`trtopt.export.transformer_fastpath_off`).
 
     Args:
         model: The ``torch.nn.Module``.
@@ -196,12 +198,13 @@ def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: s
     """
     import torch
 
+    from trtopt.export import transformer_fastpath_off
     from trtopt.inputs import example_tensors
 
     check_input_order(model, specs, where)
     args = example_tensors(specs)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), transformer_fastpath_off():  # the computation the ONNX export records
             out = model(*args)
     except Exception as exc:
         shown = ", ".join(str(s) for s in specs)

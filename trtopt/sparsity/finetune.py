@@ -102,12 +102,14 @@ def _unpack(batch, ref: str):
 
 
 def _mask_params(model, masks: dict) -> list[tuple[str, Any, Any]]:
+    from trtopt.sparsity.masks import masked_weight
+
     modules = dict(model.named_modules())
     out = []
     for name, mask in masks.items():
-        if name not in modules or getattr(modules[name], "weight", None) is None:
+        w = masked_weight(model, name, modules)
+        if w is None:
             raise InputError(f"mask for '{name}' does not match the model: no such layer")
-        w = modules[name].weight
         if tuple(mask.shape) != tuple(w.shape):
             raise InputError(f"mask for '{name}' has shape {list(mask.shape)}, "
                              f"the weight has {list(w.shape)}")
@@ -274,6 +276,8 @@ def finetune_masked(model, report, x_train=None, y_train=None, config: FinetuneC
 def evaluate(model, x, y, batch_size: int = 256) -> dict[str, float]:
     """Mean loss (and top-1 accuracy in percent for classifiers) of ``model`` on labelled arrays.
 
+    PyTorch's fused Transformer fast path is off for the evaluation, as in the export.
+
     Args:
         model: A ``torch.nn.Module``.
         x: One array or a dict ``name -> array`` (samples on axis 0, passed positionally in order).
@@ -286,12 +290,14 @@ def evaluate(model, x, y, batch_size: int = 256) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
+    from trtopt.export import transformer_fastpath_off
+
     xs, yt = _inputs(x), _tensor(y, "labels")
     device = next(model.parameters()).device
     total, correct, n = 0.0, 0, len(yt)
     was = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), transformer_fastpath_off():  # what the exported graph computes
         for i in range(0, n, batch_size):
             out = first(_forward(model, tuple(t[i : i + batch_size] for t in xs), device, "evaluation data"))
             yb = yt[i : i + batch_size].to(device)

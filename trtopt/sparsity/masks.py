@@ -129,7 +129,7 @@ def kept_magnitude_share(weight, mask) -> float:
 
 
 def save_masks(masks: dict, path: str | os.PathLike[str]) -> None:
-    """Write a ``{module name: bool mask}`` dict atomically with ``torch.save``.
+    """Write a ``{layer name: bool mask}`` dict atomically with ``torch.save``.
 
     Args:
         masks: Masks as returned in :attr:`PruneReport.masks`.
@@ -171,12 +171,32 @@ def load_masks(path: str | os.PathLike[str]) -> dict:
     return data["masks"]
 
 
+def masked_weight(model, name: str, modules: dict | None = None):
+    """The weight a mask named ``name`` applies to, or ``None``.
+
+    Masks are keyed by layer: a module name means that module's ``weight`` (``features.3``,
+    ``enc.layers.0.self_attn.out_proj``); a parameter path means that parameter
+    (``enc.layers.0.self_attn.in_proj_weight``, the packed QKV projection of ``nn.MultiheadAttention``).
+
+    Args:
+        model: The ``torch.nn.Module``.
+        name: The mask's key.
+        modules: ``dict(model.named_modules())`` when the caller has it.
+    """
+    modules = dict(model.named_modules()) if modules is None else modules
+    if name in modules:
+        return getattr(modules[name], "weight", None)
+    owner, _, attr = name.rpartition(".")
+    mod = modules.get(owner)
+    return None if mod is None else mod._parameters.get(attr)
+
+
 def validate_masks(model, masks: dict, source: str = "mask file") -> None:
-    """Check that ``masks`` fit ``model``: known module names, weight shapes, 2:4 pattern.
+    """Check that ``masks`` fit ``model``: known layer names, weight shapes, 2:4 pattern.
 
     Args:
         model: The ``torch.nn.Module`` the masks are meant for.
-        masks: ``{module name: bool mask}``.
+        masks: ``{layer name: bool mask}`` (see :func:`masked_weight`).
         source: What the masks came from, for the message.
 
     Raises:
@@ -186,8 +206,7 @@ def validate_masks(model, masks: dict, source: str = "mask file") -> None:
     if not masks:
         raise InputError(f"{source} holds no masks")
     for name, mask in masks.items():
-        mod = modules.get(name)
-        weight = getattr(mod, "weight", None)
+        weight = masked_weight(model, name, modules)
         if weight is None:
             raise InputError(f"{source} does not match the model: no layer named '{name}' with a weight")
         if tuple(mask.shape) != tuple(weight.shape):
@@ -202,12 +221,12 @@ def apply_masks_(model, masks: dict) -> None:
 
     Args:
         model: The module holding the layers.
-        masks: ``{module name: bool keep-mask}``.
+        masks: ``{layer name: bool keep-mask}`` (see :func:`masked_weight`).
     """
     import torch
 
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, mask in masks.items():
-            w = modules[name].weight
+            w = masked_weight(model, name, modules)
             w.mul_(mask.to(device=w.device, dtype=w.dtype))

@@ -170,16 +170,18 @@ def preflight(layers: list[OnnxLayer], gpu: str = "auto") -> Preflight:
 
 
 def _torch_layers(model) -> list[OnnxLayer]:
-    """Conv/Linear weights of a torch module as :class:`OnnxLayer` records (axis 1, FLOPs = 2 x weights)."""
-    import torch.nn as nn
+    """Conv/Linear/attention-projection weights of a torch module as :class:`OnnxLayer` records.
 
+    Groups run along axis 1; FLOPs are counted as 2 x weights.
+    """
     from trtopt.sparsity.masks import compliant_group_share
+    from trtopt.sparsity.prune import layer_weights
 
     out = []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or getattr(mod, "weight", None) is None:
+    for name, kind, mod, weight, never in layer_weights(model):
+        if never:
             continue
-        w = mod.weight.detach()
+        w = weight.detach()
         red, k = w.shape[1], w.shape[0]
         groups = getattr(mod, "groups", 1)
         reason = (
@@ -198,8 +200,8 @@ def _torch_layers(model) -> list[OnnxLayer]:
         out.append(
             OnnxLayer(
                 node=name,
-                op=type(mod).__name__,
-                weight=f"{name}.weight",
+                op=kind,
+                weight=name if kind == "MultiheadAttention" else f"{name}.weight",
                 shape=list(w.shape),
                 axis=1,
                 eligible=groups == 1 and red % 4 == 0,

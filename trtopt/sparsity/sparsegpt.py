@@ -246,15 +246,15 @@ def sparsegpt_prune_(model, names: list[str], calib_inputs, cfg: PruneConfig) ->
         if _supported(modules[n]):
             notes["fallback"][n] = _supported(modules[n])
             masks[n] = magnitude_mask(modules[n].weight, axis=1)
-    if cfg.sparsegpt_sequential:
-        groups = _input_groups(model, todo, calib_inputs)
-    else:
-        groups = [todo]
-    try:
-        for group in groups:
-            hessians = _hessians(model, group, calib_inputs, stop_early=cfg.sparsegpt_sequential)
-            for n in group:
-                _prune_layer(n, modules[n].weight, hessians.get(n), cfg, masks, notes)
+    from trtopt.export import transformer_fastpath_off
+
+    try:  # without the fused Transformer path, whose kernels bypass the layers' hooks (and pass nested tensors)
+        with transformer_fastpath_off():
+            groups = _input_groups(model, todo, calib_inputs) if cfg.sparsegpt_sequential else [todo]
+            for group in groups:
+                hessians = _hessians(model, group, calib_inputs, stop_early=cfg.sparsegpt_sequential)
+                for n in group:
+                    _prune_layer(n, modules[n].weight, hessians.get(n), cfg, masks, notes)
     finally:
         model.train(was_training)
     return masks, notes

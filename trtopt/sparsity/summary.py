@@ -26,7 +26,8 @@ def prune_summary(model, report, masks_ok: bool, finetuned: bool,
 
     Returns:
         ``report.summary()`` plus ``zeroed_weights``, ``zeroed_share_all_weights`` (of every model
-        parameter), ``zeroed_share_conv_linear`` (of every Conv/Linear weight, the prunable kind),
+        parameter), ``zeroed_share_conv_linear`` (of every layer weight of the report: Conv, Linear,
+        attention projections and the layers kept dense),
         ``pruned_layers``, ``kept_layers`` (``{reason: [names]}``), ``masks_intact``, ``finetuned``, ``metrics``.
     """
     s = dict(report.summary())
@@ -57,23 +58,26 @@ def _numel(shape) -> int:
     return n
 
 
-def _names(names: list[str]) -> str:
-    more = f" (+{len(names) - _SHOW} more)" if len(names) > _SHOW else ""
-    return ", ".join(names[:_SHOW]) + more
+def _names(names: list[str], show: int | None = _SHOW) -> str:
+    """Quoted layer names (``'0', 'features.3'``: a Sequential's layers are numbers), ``+N more`` after ``show``."""
+    shown = names if show is None else names[:show]
+    more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
+    return ", ".join(f"'{n}'" for n in shown) + more
 
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
-    """Render :func:`prune_summary` as at most a screen of text lines."""
-    lines = [f"2:4 pruning ({s['method']}): {s['pruned']} of {s['layers']} Conv/Linear layers pruned"]
+    """Render :func:`prune_summary` as text lines: every layer kept dense is named, with its reason."""
+    lines = [f"2:4 pruning ({s['method']}): {s['pruned']} of {s['layers']} layers pruned "
+             "(Conv, Linear, attention projections)"]
     if s["pruned_layers"]:
         lines.append(f"  pruned: {_names(s['pruned_layers'])}")
     groups: dict[str, list[str]] = {}  # reasons that differ only in numbers share a line
     for reason, names in s["kept_layers"].items():
         groups.setdefault(re.sub(r"\d+", "#", reason), []).extend((reason, n) for n in names)
     for items in sorted(groups.values(), key=len, reverse=True):
-        lines.append(f"  kept ({len(items)}): {items[0][0]}: {_names([n for _, n in items])}")
+        lines.append(f"  kept dense ({len(items)}): {items[0][0]}: {_names([n for _, n in items], show=None)}")
     lines.append(f"  weights zeroed: {s['zeroed_weights']:,} = {100 * s['zeroed_share_all_weights']:.1f}% of all "
-                 f"weights, {100 * s['zeroed_share_conv_linear']:.1f}% of Conv/Linear weights")
+                 f"weights, {100 * s['zeroed_share_conv_linear']:.1f}% of layer weights")
     when = "after fine-tuning" if s["finetuned"] else "after pruning"
     lines.append(f"  masks intact {when}: {'yes' if s['masks_intact'] else 'NO'}")
     m = s.get("metrics") or {}
