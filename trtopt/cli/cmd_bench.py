@@ -103,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.fileio import check_writable
 
     check_writable(args.out, folder=True)  # before the evaluation and timing, not after
+    from trtopt.benchmark.plots import PLOT_FILES
+    from trtopt.fileio import check_not_input
+
+    check_not_input([args.out / n for n in ("report.json", "report.md", *PLOT_FILES.values())],
+                    [*args.models, args.data])
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,

@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     from trtopt.sparsity.preflight import inspect_sparsity
 
+    if args.out is not None:
+        from trtopt.fileio import check_writable
+
+        check_writable(args.out, inputs=[args.model])
     report = inspect_sparsity(args.model, gpu=args.gpu)
     _control_flow_verdict(report)
     data = report.to_dict()

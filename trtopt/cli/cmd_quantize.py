@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     model = as_model(args.model)
     from trtopt.fileio import check_writable
 
-    check_writable(args.out)  # before minutes of work, not after
+    inputs = [args.model, args.calib, args.calib_data, args.eval]
+    check_writable(args.out, inputs=inputs)  # before minutes of work, not after
+    if args.report:
+        check_writable(args.report, inputs=[*inputs, args.out], what="--report")
     src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input),
                                model=model) if args.calib_data else None
     if args.fp16:
