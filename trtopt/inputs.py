@@ -299,6 +299,32 @@ def check_specs_against_onnx(specs: Sequence[InputSpec], model: Any, where: str 
                 raise InputError(f"{where}: input '{s.name}' axis {ax} is {d} but the model fixes it to {gd.opt}")
 
 
+def check_batch_sizes(specs: Sequence[InputSpec], batch_sizes: Sequence[int], what: str = "--batch",
+                      where: str = "--input") -> None:
+    """Every batch size inside the declared batch range (axis 0, ``min..max``) of each spec.
+
+    The same check for ``trtopt bench --batch`` and a recipe's ``[bench] batch_sizes``: an engine's
+    optimization profile is built from these ranges, so a size outside them would not run there.
+
+    Args:
+        specs: Declared input specs (a fixed or range-less axis 0 accepts any size).
+        batch_sizes: Batch sizes to be timed.
+        what: The option or key holding ``batch_sizes``, for the message.
+        where: The option or key holding ``specs``, for the message.
+
+    Raises:
+        ConfigError: A batch size outside a declared range, with the range that would hold them.
+    """
+    from trtopt.errors import ConfigError
+
+    bs = list(batch_sizes)
+    for s in specs:
+        d = s.dims[0] if s.dims else None
+        if d is not None and d.dynamic and bs and not all(d.min <= b <= d.max for b in bs):
+            raise ConfigError(f"{what} {bs} are outside input '{s.name}''s batch range {d.min}..{d.max} ({where}: "
+                              f"{s}); widen the range, e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
+
+
 # -- feeds ------------------------------------------------------------------------------------
 def random_feeds(specs: Sequence[InputSpec], n: int, seed: int = 0,
                  sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:

@@ -340,15 +340,11 @@ class Pipeline:
         from trtopt.benchmark.accuracy import get_metric
         from trtopt.benchmark.fidelity import check_tolerance_names
         from trtopt.errors import ConfigError
+        from trtopt.inputs import check_batch_sizes
 
         check_tolerance_names(self.recipe.bench.output_tolerances(), list(workload.outputs))
-        for s in getattr(workload, "specs", None) or ():  # timed batch sizes inside the declared batch range
-            d = s.dims[0] if s.dims else None
-            bs = self.recipe.bench.batch_sizes
-            if d is not None and d.dynamic and not all(d.min <= b <= d.max for b in bs):
-                raise ConfigError(f"[bench] batch_sizes {list(self.recipe.bench.batch_sizes)} are outside input "
-                                  f"'{s.name}''s batch range {d.min}..{d.max} (workload.inputs: {s}); widen the range, "
-                                  f"e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
+        check_batch_sizes(getattr(workload, "specs", None) or (), self.recipe.bench.batch_sizes,
+                          "[bench] batch_sizes", "workload.inputs")
         metric = get_metric(self.recipe.bench.metric)
         if not metric.builtin and workload.eval_y is None:
             raise ConfigError(f"[bench] metric = '{metric.ref}' needs labels: give [workload] eval_data with a "
