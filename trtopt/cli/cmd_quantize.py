@@ -86,6 +86,22 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
     if args.fp16 and args.smoothquant:
         raise ConfigError("--smoothquant applies to INT8 quantization (--calib)")
+    from trtopt.cli.args import refuse_ignored
+
+    budget = args.max_accuracy_drop is not None
+    refuse_ignored([  # options this mode does not use: an error, never silently dropped
+        *((args.fp16 and bool(given), f"{name} applies to INT8 quantization (--calib), not to --fp16")
+          for name, given in (("--exclude-op-type", args.exclude_op_type), ("--per-tensor-weights",
+                              args.per_tensor_weights), ("--no-fidelity-guard", args.no_fidelity_guard),
+                              ("--regression-output", args.regression_output))),
+        *((budget and bool(given), f"{name} does not apply with --max-accuracy-drop (the budget measures on --eval, "
+                                   "not with the fidelity guard): drop one of them")
+          for name, given in (("--calib-data", args.calib_data), ("--static-input", args.static_input),
+                              ("--no-fidelity-guard", args.no_fidelity_guard),
+                              ("--regression-output", args.regression_output))),
+        (args.report is not None and not budget, "--report writes the accuracy-budget report: it needs "
+                                                 "--max-accuracy-drop and --eval"),
+    ])
     from trtopt.quant.config import exclude_to_regex
 
     exclude_to_regex(args.exclude)  # a bad pattern fails before the model is read
