@@ -13,7 +13,6 @@ table's rows, masks ones) with ``--input`` giving sizes of dynamic dims and valu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from trtopt.cli.args import add_regression_output_arg
@@ -137,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         report.workload["data"] = str(args.data)
     paths = write_report(report, args.out, plots=not args.no_plots)
-    out = Console() if sys.stdout.isatty() else Console(width=200)
-    out.print(render_table(report))
+    from trtopt.benchmark.render import OPTIONAL_COLUMNS
+    from trtopt.cli import tables
+
+    out = tables.console()  # a terminal's width, or (piped, CI) the table's own: no cell is cut
+    tables.print_table(out, render_table(report), OPTIONAL_COLUMNS)
     for kind, path in paths.items():
         out.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     if args.layerwise:
@@ -219,6 +221,7 @@ def _print_layerwise(console, results: dict, top: int) -> None:
     from rich.table import Table
 
     from trtopt.benchmark.layerwise import format_layers
+    from trtopt.cli.tables import print_table
 
     for name, layers in results.items():
         table = Table(title=f"layer-wise vs first model: {name} (worst {min(top, len(layers))} of {len(layers)})")
@@ -226,4 +229,4 @@ def _print_layerwise(console, results: dict, top: int) -> None:
             table.add_column(col)
         for row in format_layers(layers, top):
             table.add_row(*(escape(c) for c in row))
-        console.print(table)
+        print_table(console, table, ("module", "max abs err", "cosine", "SQNR dB"))

@@ -109,17 +109,16 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt quantize``."""
-    from rich.console import Console
-
     from trtopt.calib import NumpySource
     from trtopt.calib.collect import as_model
+    from trtopt.cli import tables
     from trtopt.fileio import atomic_write_json
     from trtopt.onnx_graph import save_onnx
     from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
     from trtopt.quant.config import exclude_to_regex
 
     _check(args)
-    err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
+    err = tables.console(stderr=True, soft_wrap=True)  # never split node names mid-line
     model = as_model(args.model)
     from trtopt.fileio import check_writable
 
@@ -282,12 +281,14 @@ def _print_fp16(console, model, checked: bool) -> None:
 def _print_budget(console, res) -> None:
     from rich.table import Table
 
+    from trtopt.cli.tables import print_table
+
     t = Table(title=f"accuracy budget ({res.metric}, max drop {res.max_drop} points)")
     for col in ("FP32", "all INT8", "final", "drop", "within budget"):
         t.add_column(col)
     t.add_row(f"{res.fp32:.3f}", f"{res.int8_all:.3f}", f"{res.final:.3f}", f"{res.fp32 - res.final:.3f}",
               "yes" if res.within_budget else "NO")
-    console.print(t)
+    print_table(console, t)
     if res.kept_nodes:
         k = Table(title="kept out of INT8 (worst first)")
         k.add_column("ONNX node")
@@ -295,4 +296,4 @@ def _print_budget(console, res) -> None:
         k.add_column("sensitivity")
         for n, mod in zip(res.kept_nodes, res.kept_modules):
             k.add_row(n, mod or "-", f"{res.sensitivity.get(n, 0):.3g}")
-        console.print(k)
+        print_table(console, k, ("PyTorch module",))
