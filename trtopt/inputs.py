@@ -312,10 +312,9 @@ def check_specs_against_onnx(specs: Sequence[InputSpec], model: Any, where: str 
 
 def check_batch_sizes(specs: Sequence[InputSpec], batch_sizes: Sequence[int], what: str = "--batch",
                       where: str = "--input") -> None:
-    """Every batch size inside the declared batch range (axis 0, ``min..max``) of each spec.
+    """Every batch size inside each spec's declared batch range (axis 0): ``bench --batch`` and ``[bench]``.
 
-    The same check for ``trtopt bench --batch`` and a recipe's ``[bench] batch_sizes``: an engine's
-    optimization profile is built from these ranges, so a size outside them would not run there.
+    An engine's optimization profile is built from these ranges: a size outside them would not run there.
 
     Args:
         specs: Declared input specs (a fixed or range-less axis 0 accepts any size).
@@ -326,8 +325,6 @@ def check_batch_sizes(specs: Sequence[InputSpec], batch_sizes: Sequence[int], wh
     Raises:
         ConfigError: A batch size outside a declared range, with the range that would hold them.
     """
-    from trtopt.errors import ConfigError
-
     bs = list(batch_sizes)
     for s in specs:
         d = s.dims[0] if s.dims else None
