@@ -90,7 +90,9 @@ class Dataset:
             ``self``, with float arrays cast in place.
 
         Raises:
-            InputError: A missing or unknown input, wrong dtype, rank or fixed dim, or missing labels.
+            InputError: A missing or unknown input, wrong dtype, rank or fixed dim, integer values
+                outside the spec's value range (token ids beyond the embedding table: checked here, so
+                ONNX Runtime never fails on them mid-run), or missing labels.
         """
         names = {s.name for s in specs}
         given = set(self.inputs) | set(self.static)
@@ -118,6 +120,7 @@ class Dataset:
                 if ranges and d.dynamic and not d.min <= n <= d.max:
                     raise InputError(f"{self.source}: '{s.name}' has size {n} on axis {ax}, outside the declared "
                                      f"range {d.min}..{d.max} (shape {list(arr.shape)})")
+            _check_values(arr, s, self.source, declared=ranges)
             (self.static if static else self.inputs)[s.name] = arr
         if need_labels and self.labels is None:
             raise InputError(f"{self.source}: no 'labels' array (needed here: one label per sample)")
@@ -168,6 +171,28 @@ def _check_finite_labels(labels: Any, source: str) -> None:
         if bad:
             raise InputError(f"{source}: 'labels' holds {bad} NaN/Inf value(s) of {arr.size}; every label must be "
                              "a finite number")
+
+
+def _check_values(arr: np.ndarray, spec: Any, source: str, declared: bool) -> None:
+    """Integer data inside the spec's value range ``low..high`` (``high`` excluded, as token ids below the vocabulary).
+
+    A graph's spec (``declared=False``) carries a range only for an embedding's index (its rows) and,
+    as a guess for random feeds, ``0..2`` for an input named like a mask: the guess is not enforced.
+    """
+    from trtopt.inputs import guessed_mask_range
+
+    if spec.low is None or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
+        return
+    if not declared and guessed_mask_range(spec):
+        return
+    why = f"declared {spec}" if declared else f"the model's embedding table has {int(spec.high)} rows"
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi >= spec.high:
+        raise InputError(f"{source}: '{spec.name}' holds values up to {hi}; they must be below {int(spec.high)} "
+                         f"({why})")
+    if lo < spec.low:
+        raise InputError(f"{source}: '{spec.name}' holds values down to {lo}; they must be at least {int(spec.low)} "
+                         f"({why})")
 
 
 def _cast(arr: np.ndarray, spec: Any, source: str) -> np.ndarray:

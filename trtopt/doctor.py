@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtopt.errors import InputError
-
 #: Ops whose weights TensorRT quantizes (the Q/DQ placement of :mod:`trtopt.quant.qdq`).
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: Ops that mark a graph as already quantized.
@@ -81,9 +79,7 @@ def _load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[str]]:
     from trtopt.onnx_graph import load_graph_only
 
     p = Path(path)
-    model = load_graph_only(p)
-    if not model.graph.node:
-        raise InputError(f"{p} is not a valid ONNX model (empty graph)")
+    model = load_graph_only(p)  # an empty graph is an error there, for every command alike
     files = sorted({e.value for g in _graphs(model.graph) for t in g.initializer
                     if t.data_location == onnx.TensorProto.EXTERNAL for e in t.external_data if e.key == "location"})
     return model, files

@@ -11,11 +11,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trtopt.errors import InputError
+from trtopt.errors import ConfigError, InputError
 
 
 @contextlib.contextmanager
@@ -86,7 +86,39 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def check_writable(dest: str | os.PathLike[str], folder: bool = False) -> Path:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name the same file (after resolving symlinks and ``..``; hard links too)."""
+    pa, pb = Path(a), Path(b)
+    with contextlib.suppress(OSError):
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    return pa.resolve() == pb.resolve()
+
+
+def check_not_input(outputs: Iterable[str | os.PathLike[str] | None],
+                    inputs: Iterable[str | os.PathLike[str] | None], what: str = "--out") -> None:
+    """Refuse to write over an input of the same command (``quantize x.onnx --out x.onnx``).
+
+    Args:
+        outputs: Files the command writes (``None`` entries are skipped).
+        inputs: Files it reads (model, weights, data, tables; ``None`` entries are skipped).
+        what: The option naming the output, for the message.
+
+    Raises:
+        ConfigError: An output is one of the inputs.
+    """
+    ins = [Path(i) for i in inputs if i is not None and str(i)]
+    for out in outputs:
+        if out is None:
+            continue
+        for i in ins:
+            if same_file(out, i):
+                raise ConfigError(f"{what} {out} is the input file {i}: trtopt never writes over its input; "
+                                  "write to another path")
+
+
+def check_writable(dest: str | os.PathLike[str], folder: bool = False,
+                   inputs: Iterable[str | os.PathLike[str] | None] = (), what: str = "--out") -> Path:
     """Fail fast: raise one clear :class:`InputError` unless ``dest`` can be written (checked before any work).
 
     Probes the nearest existing folder on the way with a temporary file (creating nothing), which
@@ -96,11 +128,20 @@ def check_writable(dest: str | os.PathLike[str], folder: bool = False) -> Path:
     Args:
         dest: Output file (or, with ``folder=True``, output folder).
         folder: ``dest`` is a folder.
+        inputs: The command's input files: an output file that is one of them is refused
+            (:func:`check_not_input`).
+        what: The option naming ``dest``, for messages.
 
     Returns:
         ``dest`` as a Path.
+
+    Raises:
+        ConfigError: ``dest`` is one of ``inputs``.
+        InputError: ``dest`` cannot be written.
     """
     p = Path(dest)
+    if not folder:
+        check_not_input([p], inputs, what)
     if folder and p.exists() and not p.is_dir():
         raise InputError(f"output folder {p} is an existing file")
     if not folder and p.is_dir():

@@ -277,12 +277,19 @@ def _graph_input_of(graph: Any, tensor: str) -> str | None:
     return tensor
 
 
+def guessed_mask_range(spec: InputSpec) -> bool:
+    """Whether a spec's value range is the ``0..2`` that :func:`specs_from_onnx` guesses for a mask-named input."""
+    return (spec.low, spec.high) == (0, 2) and "mask" in spec.name.lower()
+
+
 def check_specs_against_onnx(specs: Sequence[InputSpec], model: Any, where: str = "--input") -> None:
-    """Check declared specs against the graph's inputs: names, rank, dtype and fixed dims.
+    """Check declared specs against the graph's inputs: names, rank, dtype, fixed dims and index ranges.
 
     Raises:
-        InputError: Naming the input and what contradicts the model.
+        InputError: Naming the input and what contradicts the model (a value range past an
+            embedding table's rows: random token ids from it would fail in the runtime).
     """
+    rows = embedding_rows(model)
     graph = {s.name: s for s in specs_from_onnx(model)}
     unknown = sorted({s.name for s in specs} - set(graph))
     if unknown:
@@ -297,6 +304,33 @@ def check_specs_against_onnx(specs: Sequence[InputSpec], model: Any, where: str 
         for ax, (d, gd) in enumerate(zip(s.dims, g.dims)):
             if not gd.dynamic and (d.min != gd.opt or d.max != gd.opt):
                 raise InputError(f"{where}: input '{s.name}' axis {ax} is {d} but the model fixes it to {gd.opt}")
+        if s.name in rows and s.low is not None and (s.low < 0 or s.high > rows[s.name]):
+            raise InputError(f"{where}: input '{s.name}' declares values {_num(s.low)}..{_num(s.high)}, but it indexes "
+                             f"an embedding table of {rows[s.name]} rows: declare {s.name}:{s.dtype}:"
+                             f"{'x'.join(map(str, s.dims))}:0..{rows[s.name]}")
+
+
+def check_batch_sizes(specs: Sequence[InputSpec], batch_sizes: Sequence[int], what: str = "--batch",
+                      where: str = "--input") -> None:
+    """Every batch size inside each spec's declared batch range (axis 0): ``bench --batch`` and ``[bench]``.
+
+    An engine's optimization profile is built from these ranges: a size outside them would not run there.
+
+    Args:
+        specs: Declared input specs (a fixed or range-less axis 0 accepts any size).
+        batch_sizes: Batch sizes to be timed.
+        what: The option or key holding ``batch_sizes``, for the message.
+        where: The option or key holding ``specs``, for the message.
+
+    Raises:
+        ConfigError: A batch size outside a declared range, with the range that would hold them.
+    """
+    bs = list(batch_sizes)
+    for s in specs:
+        d = s.dims[0] if s.dims else None
+        if d is not None and d.dynamic and bs and not all(d.min <= b <= d.max for b in bs):
+            raise ConfigError(f"{what} {bs} are outside input '{s.name}''s batch range {d.min}..{d.max} ({where}: "
+                              f"{s}); widen the range, e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
 
 
 # -- feeds ------------------------------------------------------------------------------------
@@ -330,7 +364,7 @@ def random_feeds(specs: Sequence[InputSpec], n: int, seed: int = 0,
         elif np.issubdtype(dt, np.floating):
             arr = rng.standard_normal(shape) if s.low is None else rng.uniform(s.low, s.high, size=shape)
             feeds[s.name] = arr.astype(dt)
-        elif s.low is None or ((s.low, s.high) == (0, 2) and "mask" in s.name.lower()):
+        elif s.low is None or guessed_mask_range(s):
             feeds[s.name] = np.ones(shape, dtype=dt)
         else:
             feeds[s.name] = rng.integers(int(s.low), int(s.high), size=shape).astype(dt)

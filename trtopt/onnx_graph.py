@@ -33,8 +33,11 @@ from trtopt.onnx_io import (  # noqa: F401  (re-exported: the file-level helpers
 def load_graph_only(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load a model's graph without the bytes of external-data tensors, with one clear error per fault.
 
+    Every stage reads a model through here first (data checks, output names, the doctor), so an
+    empty file or a graph without nodes gets the same message in every command.
+
     Raises:
-        InputError: ``path`` is a directory, missing, or not an ONNX model.
+        InputError: ``path`` is a directory, missing, not an ONNX model, or a graph without nodes.
     """
     p = Path(path)
     if p.is_dir():
@@ -42,9 +45,12 @@ def load_graph_only(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if not p.is_file():
         raise InputError(f"model file not found: {p}")
     try:
-        return onnx.load(str(p), load_external_data=False)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise InputError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise InputError(f"{p} is not a valid ONNX model (empty graph)")
+    return model
 
 
 def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelProto:
@@ -68,8 +74,6 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
         except Exception as exc:
             raise InputError(f"{p}: cannot read its external data (expected beside the model): "
                              f"{first_error_line(exc)}") from exc
-    if not model.graph.node:
-        raise InputError(f"{p} is not a valid ONNX model (empty graph)")
     if check:
         try:
             # the checker reads the file itself: 3x faster than re-serializing the loaded proto

@@ -340,15 +340,11 @@ class Pipeline:
         from trtopt.benchmark.accuracy import get_metric
         from trtopt.benchmark.fidelity import check_tolerance_names
         from trtopt.errors import ConfigError
+        from trtopt.inputs import check_batch_sizes
 
         check_tolerance_names(self.recipe.bench.output_tolerances(), list(workload.outputs))
-        for s in getattr(workload, "specs", None) or ():  # timed batch sizes inside the declared batch range
-            d = s.dims[0] if s.dims else None
-            bs = self.recipe.bench.batch_sizes
-            if d is not None and d.dynamic and not all(d.min <= b <= d.max for b in bs):
-                raise ConfigError(f"[bench] batch_sizes {list(self.recipe.bench.batch_sizes)} are outside input "
-                                  f"'{s.name}''s batch range {d.min}..{d.max} (workload.inputs: {s}); widen the range, "
-                                  f"e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
+        check_batch_sizes(getattr(workload, "specs", None) or (), self.recipe.bench.batch_sizes,
+                          "[bench] batch_sizes", "workload.inputs")
         metric = get_metric(self.recipe.bench.metric)
         if not metric.builtin and workload.eval_y is None:
             raise ConfigError(f"[bench] metric = '{metric.ref}' needs labels: give [workload] eval_data with a "
@@ -361,24 +357,29 @@ class Pipeline:
             The report, written paths and per-stage wall times.
 
         Raises:
-            TrtoptError: A user error (bad model, data, metric, configuration); the folders this run
-                created under the output folder are removed first, so no half-finished run is left.
+            TrtoptError: A user error (bad model, data, metric, configuration). On any error or Ctrl-C
+                the output folder is left as it was before the run (:class:`trtopt.artifacts.RunOutput`):
+                what the run wrote is removed and an earlier run's artifacts are put back; after a
+                successful run it holds this run's artifacts only.
         """
+        from trtopt.artifacts import RunOutput
         from trtopt.fileio import check_writable
 
         check_writable(self.out, folder=True)  # before minutes of training and calibration, not after
-        existed = {p for p in (self.out, self.models_dir, self.calib_dir, self.out / "engines") if p.exists()}
-        try:
+        w = self.recipe.workload
+        inputs = [getattr(w, k, None) for k in ("model", "weights", "calib_data", "eval_data", "train_data")]
+        with RunOutput(self.out, self._artifact_names(), ("models", "calibration", "engines"), inputs=inputs):
             return self._run()
-        except TrtoptError:
-            import shutil
 
-            for p in (self.models_dir, self.calib_dir, self.out / "engines"):
-                if p not in existed:
-                    shutil.rmtree(p, ignore_errors=True)
-            if self.out not in existed and self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()
-            raise
+    @staticmethod
+    def _artifact_names() -> list[str]:
+        """Every file a run may write under its output folder (the names ``_run`` and its stages use)."""
+        from trtopt.benchmark.plots import PLOT_FILES
+
+        models = [f"{k}-fp32.onnx" for k in ("dense", "sparse")] + [f"{v}.onnx" for v in VARIANTS]
+        return (["report.json", "report.md", *PLOT_FILES.values()]
+                + [f"models/{m}{ext}" for m in models for ext in ("", ".data")]
+                + [f"calibration/{k}.calib.{ext}" for k in ("dense", "sparse") for ext in ("json", "cache")])
 
     def _run(self) -> PipelineResult:
         from trtopt.benchmark import Report, capture_environment, write_report

@@ -157,3 +157,38 @@ def test_bench_torch_backend_on_a_pt_file(tmp_path):
     assert (v["name"], v["backend"], v["precision"], v["status"]) == ("net", "torch", "bf16", "ok")
     assert v["accuracy"]["value"] >= 80.0 and v["extra"]["runner"]["device"] == "cpu"
     assert main(["bench", str(tmp_path / "net.pt"), "--backend", "torch", "--out", str(tmp_path / "p"), *FAST]) == 2
+
+
+def test_bench_batch_outside_the_declared_batch_range_is_refused_like_the_recipe(models, tmp_path, capsys):
+    """One check for `bench --batch` and `[bench] batch_sizes`: a size the engine profile would not hold."""
+    fp32, _, _ = models
+    argv = ["bench", fp32, "--input", "input:float32:batch=1..8..32x8", "--out", str(tmp_path / "o"), *FAST]
+    assert main([*argv, "--batch", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch [64] are outside input 'input''s batch range 1..32" in err[0], err
+    assert not (tmp_path / "o").exists()
+    assert main([*argv, "--batch", "32"]) == 0  # inside the range: runs
+
+
+@pytest.mark.parametrize("extra,option", [
+    (["--num-samples", "5"], "--num-samples"),
+    (["--input", "input:float32:batchx8"], "--input"),
+    (["--precision", "fp16"], "--precision"),
+    (["--sparse24"], "--sparse24"),
+    (["--top", "3"], "--top"),
+])
+def test_bench_options_this_combination_ignores_are_an_error(models, tmp_path, capsys, extra, option):
+    fp32, _, data = models
+    assert main(["bench", fp32, "--data", data, "--out", str(tmp_path / "o"), *extra, *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"trtopt bench: error: {option} "), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_report_is_titled_after_the_models_compared(models, tmp_path, capsys):
+    fp32, int8, data = models
+    assert main(["bench", fp32, int8, "--data", data, "--out", str(tmp_path / "o"), *FAST]) == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["workload"]["name"] == "fp32 vs int8"
+    assert (tmp_path / "o" / "report.md").read_text().splitlines()[0] == "# trtopt benchmark: fp32 vs int8"
+    assert "trtopt benchmark — fp32 vs int8" in capsys.readouterr().out

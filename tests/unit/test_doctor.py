@@ -150,3 +150,56 @@ def test_real_ppocr_models(name):
         assert codes["fp16-range"] == "warn" and "bn-after-convtranspose" in codes
     else:
         assert "dim-values" in codes  # batch dim stored as -1
+
+
+_CNN_SRC = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+"""
+
+
+@pytest.fixture()
+def cnn_package(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from byom_testpkg import make_package
+
+    return make_package(tmp_path, monkeypatch, {"nets": _CNN_SRC})
+
+
+def test_doctor_takes_the_model_references_export_takes(tmp_path, capsys, monkeypatch, cnn_package):
+    """A factory with --input specs and a torch.save'd module are exported to a temporary ONNX file and diagnosed."""
+    import tempfile
+
+    import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    ref = f"{cnn_package}.nets:make"
+    assert main(["doctor", ref, "--input", "x:float32:batchx3x16x16", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"].startswith(ref) and data["inputs"][0]["name"] == "x"
+    assert data["op_counts"]["Conv"] == 2 and "silu" in {f["code"] for f in data["findings"]}
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary export is gone
+    import importlib
+
+    torch.save(importlib.import_module(f"{cnn_package}.nets").make(), tmp_path / "m.pt")
+    assert main(["doctor", str(tmp_path / "m.pt"), "--input-shape", "2,3,16,16"]) == 0
+    assert f"{tmp_path / 'm.pt'} (exported to ONNX opset 17" in capsys.readouterr().out
+
+
+def test_doctor_reference_errors_are_one_line(tmp_path, capsys, cnn_package):
+    onnx.save(_conv_model(), tmp_path / "ok.onnx")
+    cases = [[f"{cnn_package}.nets:make"],  # no input specs: nothing to export with
+             [str(tmp_path / "ok.onnx"), "--input", "x:float32:batchx3x8x8"],  # ignored for an .onnx
+             [f"{cnn_package}.nets:missing", "--input", "x:float32:batchx3x16x16"],
+             [f"{cnn_package}.nets:make", "--input", "x:float32:batchx5x16x16"]]  # forward fails: 5 channels
+    for argv in cases:
+        assert main(["doctor", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("trtopt doctor: error: "), (argv, err)

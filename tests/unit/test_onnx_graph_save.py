@@ -121,3 +121,37 @@ def test_precision_detected_from_constant_node_weights(tmp_path):
                            opset_imports=[helper.make_opsetid("", 17)])
     save_onnx(m2, tmp_path / "m16io32.onnx")
     assert describe_onnx(tmp_path / "m16io32.onnx")[0] == "fp16"
+
+
+def _empty_models(folder: Path) -> dict[str, Path]:
+    """A zero-byte file, a graph with neither nodes nor inputs, and one that passes its input straight out."""
+    (folder / "zero.onnx").write_bytes(b"")
+    bare = helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(bare, str(folder / "bare.onnx"))
+    vi = helper.make_tensor_value_info("x", F32, ["N", 16])
+    onnx.save(helper.make_model(helper.make_graph([], "g", [vi], [vi]), opset_imports=[helper.make_opsetid("", 17)]),
+              str(folder / "passthrough.onnx"))
+    return {p.stem: p for p in (folder / "zero.onnx", folder / "bare.onnx", folder / "passthrough.onnx")}
+
+
+@pytest.mark.parametrize("command", ["doctor", "calibrate", "quantize", "bench", "bench --data", "inspect", "build"])
+@pytest.mark.parametrize("which", ["zero", "bare", "passthrough"])
+def test_an_empty_model_gets_the_empty_graph_message_in_every_command(tmp_path, capsys, command, which):
+    from trtopt.cli.main import main
+
+    model = str(_empty_models(tmp_path)[which])
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 16), np.float32))
+    data = str(tmp_path / "d.npz")
+    argv = {"doctor": ["doctor", model],
+            "calibrate": ["calibrate", model, "--data", data, "--out", str(tmp_path / "c")],
+            "quantize": ["quantize", model, "--fp16", "--out", str(tmp_path / "q.onnx")],
+            "bench": ["bench", model, "--out", str(tmp_path / "b")],
+            "bench --data": ["bench", model, "--data", data, "--out", str(tmp_path / "b")],
+            "inspect": ["inspect", "sparsity", model],
+            "build": ["build", model, "--backend", "tensorrt-rtx", "--engine-dir", str(tmp_path / "e")]}[command]
+    if command == "build":
+        pytest.importorskip("tensorrt_rtx")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"{model} is not a valid ONNX model (empty graph)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["d.npz", "zero.onnx", "bare.onnx", "passthrough.onnx"])

@@ -144,3 +144,24 @@ def test_cli_calibrate_nan_data_and_wrong_name(files, tmp_path, capsys):
     assert main(["calibrate", str(path), "--data", str(tmp_path / "wrong.npz"), "--out", str(tmp_path / "o")]) == 2
     assert "do not match" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv_tail, option", [
+    (["--fp16", "--per-tensor-weights"], "--per-tensor-weights"),
+    (["--fp16", "--exclude-op-type", "Gemm"], "--exclude-op-type"),
+    (["--fp16", "--no-fidelity-guard"], "--no-fidelity-guard"),
+    (["--fp16", "--regression-output", "logits"], "--regression-output"),
+    (["--calib", "TABLE", "--report", "r.json"], "--report"),
+    (["--calib", "TABLE", "--max-accuracy-drop", "1", "--eval", "eval.npz", "--calib-data", "calib.npz"],
+     "--calib-data"),
+    (["--calib", "TABLE", "--max-accuracy-drop", "1", "--eval", "eval.npz", "--no-fidelity-guard"],
+     "--no-fidelity-guard"),
+])
+def test_cli_quantize_options_the_mode_ignores_are_an_error(files, tmp_path, capsys, monkeypatch, argv_tail, option):
+    path, _ = files
+    monkeypatch.chdir(tmp_path)
+    CalibrationTable({"input": 1.0}).save_json(tmp_path / "t.json")
+    rc = main(["quantize", str(path), *[{"TABLE": "t.json"}.get(a, a) for a in argv_tail], "--out", "o.onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"trtopt quantize: error: {option} "), err
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "r.json").exists()

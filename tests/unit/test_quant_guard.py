@@ -150,3 +150,17 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", x=x)
     assert main(["calibrate", str(path), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "file")]) == 2
     assert "is an existing file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("heavy", [1.0, 400.0], ids=["all-int8-within", "layers-kept"])
+def test_cli_quantize_states_the_guard_verdict_once(tmp_path, capsys, heavy):
+    """Piped (no terminal), the guard's progress lines and its verdict do not say the same thing twice."""
+    path, x = _mlp(tmp_path, heavy=heavy)
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "calib.npz"), "--method", "minmax",
+                 "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(path), "--calib", str(tmp_path / "c" / "mlp.calib.json"),
+                 "--out", str(tmp_path / "q.onnx")]) == 0
+    verdicts = [ln for ln in capsys.readouterr().err.splitlines() if "all-INT8" in ln]
+    assert len(verdicts) == 1, verdicts

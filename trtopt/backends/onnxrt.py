@@ -57,7 +57,7 @@ def make_session(
         model = str(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failing run raises, and trtopt says it in one line (no raw log)
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     available = set(ort.get_available_providers())

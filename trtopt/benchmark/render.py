@@ -115,6 +115,10 @@ COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s (9
 ENGINE_COLUMN = "RTX engine (AOT, not timed)"
 
 
+#: columns a narrow terminal may leave out of :func:`render_table`, first to go first (report.md keeps them all)
+OPTIONAL_COLUMNS = ("backend", "sparsity", "p99 ms", "batch", "precision", ENGINE_COLUMN, "p50 ms", "Δ vs FP32")
+
+
 def engine_cell(v: Mapping[str, Any]) -> str:
     """The engine column's text for a variant (``"0.9 MB · 5/5 INT8"``), or "" when none was built."""
     e = (v.get("extra") or {}).get("engine")

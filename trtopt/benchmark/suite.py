@@ -290,6 +290,12 @@ def _unique_names(paths: list[str]) -> list[str]:
     return out
 
 
+def compared_title(names: Sequence[str], limit: int = 4) -> str:
+    """The report's title: the models compared (``fp32 vs fp16 vs int8``; more than ``limit``: ``... + N more``)."""
+    shown = list(names) if len(names) <= limit else [*names[:limit - 1], f"{len(names) - limit + 1} more"]
+    return " vs ".join(shown)
+
+
 def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[str], cfg: BenchConfig, *,
                  data: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
                  metric: str = "top1", num_samples: int = 64, runner_kwargs: Mapping[str, Any] | None = None,
@@ -394,7 +400,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                     variants[i + j].timing = got[(i, bs)]
     if len(unavailable) == len(set(backends)):
         raise next(iter(unavailable.values()))
-    workload = {"name": Path(str(models[0])).stem, "models": [str(m) for m in models],
+    workload = {"name": compared_title(names), "models": [str(m) for m in models],
                 **({} if data is not None else {"description": RANDOM_INPUTS_NOTE}),
                 "data": "given" if data is not None else "random inputs: throughput and fidelity only",
                 "labels": labels is not None, "reference": "first model (fidelity baseline)",

@@ -7,6 +7,7 @@ same way in every subcommand. Nothing here imports heavy dependencies.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 from trtopt.errors import ConfigError
@@ -28,6 +29,21 @@ def add_regression_output_arg(group) -> None:
     group.add_argument("--regression-output", action="append", default=[], metavar="NAME",
                        help="output whose argmax means nothing (boxes, embeddings, regression values): judged by "
                             "cosine and worst-channel cosine only, not top-1 agreement; repeatable")
+
+
+def refuse_ignored(rules: Iterable[tuple[bool, str]]) -> None:
+    """Refuse an option that the rest of the command line makes meaningless, instead of ignoring it.
+
+    Args:
+        rules: ``(ignored, message)`` pairs; ``ignored`` is true when the option was given and this
+            combination of options does not use it; ``message`` names the option and why.
+
+    Raises:
+        ConfigError: The first rule that holds, with its message.
+    """
+    for ignored, message in rules:
+        if ignored:
+            raise ConfigError(message)
 
 
 def parse_int_list(text: str, what: str = "value") -> list[int]:

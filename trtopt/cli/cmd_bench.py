@@ -13,7 +13,6 @@ table's rows, masks ones) with ``--input`` giving sizes of dynamic dims and valu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from trtopt.cli.args import add_regression_output_arg
@@ -53,10 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "judging it (a 2:4-pruned model is another model: sparse24-fp32=none "
                         "sparse24-int8=sparse24-fp32); repeatable")
     add_regression_output_arg(g)
-    g.add_argument("--num-samples", type=int, default=64, help="random samples without --data (default 64)")
-    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
+    g.add_argument("--num-samples", type=int, default=None,
+                   help="random samples without --data (default 64; with --data every sample is evaluated)")
+    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default 0: ONNX "
+                                                              "Runtime's choice)")
     g.add_argument("--device", default=None, help="torch backend: cpu or cuda (default: cuda when available)")
-    g.add_argument("--precision", default="fp32", help="torch backend: fp32, fp16 or bf16")
+    g.add_argument("--precision", default=None, help="torch backend: fp32 (default), fp16 or bf16")
     g.add_argument("--sparse24", action="store_true", help="torch backend: 2:4 semi-structured Linear (CUDA)")
     t = p.add_argument_group("timing")
     t.add_argument("--warmup", type=int, default=10, help="warm-up iterations (default 10)")
@@ -76,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also compare every later ONNX model layer by layer with the first (ONNX Runtime, "
                         "intermediate tensors exposed) and rank layers by the error they add; writes "
                         "DIR/layerwise/NAME.json")
-    p.add_argument("--top", type=int, default=10, help="layers to print per model with --layerwise (default 10)")
+    p.add_argument("--top", type=int, default=None, help="layers to print per model with --layerwise (default 10)")
     p.set_defaults(func=run)
 
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.benchmark.suite import bench_models, layerwise_all, load_eval_data
     from trtopt.cli.args import parse_int_list
     from trtopt.errors import ConfigError, InputError
-    from trtopt.inputs import parse_input_specs
+    from trtopt.inputs import check_batch_sizes, parse_input_specs
 
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -103,42 +104,73 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.fileio import check_writable
 
     check_writable(args.out, folder=True)  # before the evaluation and timing, not after
+    from trtopt.benchmark.plots import PLOT_FILES
+    from trtopt.fileio import check_not_input
+
+    check_not_input([args.out / n for n in ("report.json", "report.md", *PLOT_FILES.values())],
+                    [*args.models, args.data])
     cfg = BenchConfig(warmup=args.warmup, iterations=args.iterations, min_duration_s=args.min_duration,
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
                       min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine,
                       regression_outputs=tuple(args.regression_output))
-    if args.num_samples <= 0:
+    _refuse_ignored(args, backends)
+    if args.num_samples is not None and args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     specs = parse_input_specs(args.inputs)
+    check_batch_sizes(specs, cfg.batch_sizes)  # the recipe's check: a size outside the declared batch range
     data, labels = load_eval_data(args.data, args.models) if args.data else (None, None)
     if args.metric and labels is None:
         raise InputError(f"--metric {args.metric} needs labels: " + (
             f"{args.data} has no 'labels' array (add one: docs/data-format.md)" if args.data
             else "pass --data EVAL.npz holding the inputs and a 'labels' array (docs/data-format.md)"))
-    torch_kw = {"precision": args.precision, "sparse24": args.sparse24}
+    torch_kw = {"precision": args.precision or "fp32", "sparse24": args.sparse24}
     if args.device:
         torch_kw["device"] = args.device
-    kwargs = {"onnxruntime": {"intra_op_threads": args.threads}, "torch": torch_kw}
+    kwargs = {"onnxruntime": {"intra_op_threads": args.threads or 0}, "torch": torch_kw}
     console = Console(stderr=True)
     report = bench_models(args.models, backends, cfg, data=data, labels=labels, metric=args.metric or "top1",
-                          num_samples=args.num_samples, runner_kwargs=kwargs, input_specs=specs,
+                          num_samples=args.num_samples or 64, runner_kwargs=kwargs, input_specs=specs,
                           references=_parse_references(args.reference),
                           progress=lambda s, d: console.print(f"[dim]{s}:[/] {d}"))
     if args.data:
         report.workload["data"] = str(args.data)
     paths = write_report(report, args.out, plots=not args.no_plots)
-    out = Console() if sys.stdout.isatty() else Console(width=200)
-    out.print(render_table(report))
+    from trtopt.benchmark.render import OPTIONAL_COLUMNS
+    from trtopt.cli import tables
+
+    out = tables.console()  # a terminal's width, or (piped, CI) the table's own: no cell is cut
+    tables.print_table(out, render_table(report), OPTIONAL_COLUMNS)
     for kind, path in paths.items():
         out.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     if args.layerwise:
-        _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs), args.top)
+        _print_layerwise(out, layerwise_all(args.models, args.out, data, input_specs=specs),
+                         args.top or 10)
     hint = random_inputs_hint(report)  # random inputs: a fidelity failure may be the inputs, not the model
     if hint:
         console.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
     check_strict(report, args.strict)
     return 0
+
+
+def _refuse_ignored(args: argparse.Namespace, backends: list[str]) -> None:
+    """Options this combination would not use are an error (one line), never silently dropped."""
+    from trtopt.cli.args import refuse_ignored
+
+    data = args.data is not None
+    refuse_ignored([
+        (data and args.num_samples is not None, "--num-samples sets the number of random samples; with --data every "
+                                                "sample of the file is evaluated: drop one of them"),
+        (data and bool(args.inputs), "--input describes random inputs; with --data the file's arrays are fed as they "
+                                     "are: drop one of them"),
+        *((opt is not None and opt is not False and "torch" not in backends,
+           f"{name} applies to the torch backend only (ONNX models carry their precision in the graph); add "
+           "--backend torch or drop it") for name, opt in (("--precision", args.precision), ("--device", args.device),
+                                                            ("--sparse24", args.sparse24))),
+        (args.threads is not None and "onnxruntime" not in backends,
+         "--threads sets ONNX Runtime's threads; it applies to --backend onnxruntime only"),
+        (args.top is not None and not args.layerwise, "--top applies to --layerwise: add --layerwise or drop --top"),
+    ])
 
 
 #: printed when a bench run on random inputs has a variant outside its fidelity tolerance (issue 13: INT8
@@ -189,6 +221,7 @@ def _print_layerwise(console, results: dict, top: int) -> None:
     from rich.table import Table
 
     from trtopt.benchmark.layerwise import format_layers
+    from trtopt.cli.tables import print_table
 
     for name, layers in results.items():
         table = Table(title=f"layer-wise vs first model: {name} (worst {min(top, len(layers))} of {len(layers)})")
@@ -196,4 +229,4 @@ def _print_layerwise(console, results: dict, top: int) -> None:
             table.add_column(col)
         for row in format_layers(layers, top):
             table.add_row(*(escape(c) for c in row))
-        console.print(table)
+        print_table(console, table, ("module", "max abs err", "cosine", "SQNR dB"))

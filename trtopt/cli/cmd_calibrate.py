@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} names a file, but --out is the output folder: the table is written "
                           f"as <model>.calib.json and .calib.cache inside it (e.g. --out {Path(args.out).parent})")
     check_writable(args.out, folder=True)
+    from trtopt.fileio import check_not_input
+
+    stem = Path(args.model).stem
+    check_not_input([args.out / f"{stem}.calib.json", args.out / f"{stem}.calib.cache"], [args.model, args.data])
     src = NumpySource.from_npz(args.data, batch_size=args.batch_size, seed=args.seed, max_samples=args.max_samples,
                                exclude=("labels", "label", "y"), static=tuple(args.static_input),
                                model=args.model)  # the whole file against the model, before the first batch
@@ -90,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     # `trtopt quantize` finds the data here for its fidelity guard (verified by content hash)
     table.meta["data_file"] = {"path": str(Path(args.data).resolve()), "sha256": sha256_file(args.data),
                                "static": list(args.static_input)}
-    stem = Path(args.model).stem
     js = table.save_json(args.out / f"{stem}.calib.json")
     cache = table.write_trt_cache(args.out / f"{stem}.calib.cache", trt_version=args.trt_version)
     won: dict[str, int] = {}

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``trtopt export``."""
     from dataclasses import replace
 
-    from trtopt.cli.model_source import load_source
+    from trtopt.cli.model_source import load_source, source_files
     from trtopt.errors import ConfigError
     from trtopt.export import ExportConfig, export_onnx, export_with_specs
     from trtopt.fileio import check_writable
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ExportConfig(opset=args.opset, dynamic_batch=not args.static_batch)
     if args.output_names:
         cfg = replace(cfg, output_names=tuple(args.output_names))
-    check_writable(args.out)  # before loading the model
+    check_writable(args.out, inputs=source_files(args))  # before loading the model
     src = load_source(args, "export", dynamic_batch=not args.static_batch)
     if src.workload is not None:
         import torch

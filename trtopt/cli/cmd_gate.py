@@ -9,7 +9,6 @@ or time longer).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "fail (exit 1) when a report regresses against a baseline report beyond accuracy/throughput budgets"
@@ -40,7 +39,6 @@ def _fmt(v: float | None, digits: int, suffix: str = "", signed: bool = False) -
 
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt gate``."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -53,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = load_overrides(args.overrides) if args.overrides else Overrides()
     report = load_report(args.report)
     result = gate(report, load_report(args.baseline), budget, overrides)
-    console = Console() if sys.stdout.isatty() else Console(width=200)  # CI logs: do not truncate
+    from trtopt.cli import tables
+
+    console = tables.console()  # a terminal's width, or (piped, CI) the table's own: no cell is cut
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     for name, lower in _user_metrics(report):
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                       _fmt_acc(r.accuracy_change, signed=True) + _ci(r.accuracy_change_ci, 2),
                       f"{r.budget.max_accuracy_drop:g} / {r.budget.max_throughput_drop:g}%",
                       escape("; ".join(r.problems or r.unsure) or "ok"))
-    console.print(table)
+    tables.print_table(console, table, ("backend", "budget (acc pts / thr %)", "baseline samples/s", "baseline acc",
+                                        "batch"))
     if code == 1:
         console.print(f"[red]{len(result.regressions)} of {len(result.rows)} variant(s) regressed[/]")
     elif code == 3:

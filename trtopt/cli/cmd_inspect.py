@@ -41,12 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_tables(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)  # warnings and node names on one line when piped
-    if not console.is_terminal:  # piped/CI: do not squeeze the table into 80 columns
-        console = Console(width=200, soft_wrap=True)
+    from trtopt.cli import tables
+
+    console = tables.console(soft_wrap=True)  # piped/CI: the table's own width, node names never cut
     table = Table(title=f"2:4 sparsity: {report.model}", show_lines=False)
     for col in ("node", "op", "weight shape", "axis", "eligible", "2:4", "groups ok", "size", "note"):
         table.add_column(col, overflow="fold")
@@ -55,7 +54,7 @@ def _print_tables(report) -> None:
         table.add_row(ly.node, ly.op, "x".join(map(str, ly.shape)), str(ly.axis),
                       "yes" if ly.eligible else "no", "[green]yes[/]" if ly.compliant else "[red]no[/]",
                       f"{ly.compliant_group_share:.0%}", "ok" if ly.large_enough else "small", note)
-    console.print(table)
+    tables.print_table(console, table, ("size", "groups ok", "eligible", "axis", "weight shape"))
     s = report.summary
     console.print(f"eligible {s['eligible']}/{s['layers']}, compliant {s['compliant']}, "
                   f"weight FLOPs that could run sparse: {100 * s['sparse_flop_share']:.1f}%")
@@ -85,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     from trtopt.sparsity.preflight import inspect_sparsity
 
+    if args.out is not None:
+        from trtopt.fileio import check_writable
+
+        check_writable(args.out, inputs=[args.model])
     report = inspect_sparsity(args.model, gpu=args.gpu)
     _control_flow_verdict(report)
     data = report.to_dict()

@@ -79,12 +79,14 @@ class _Data:
 
 def _check_outputs(args: argparse.Namespace) -> dict[str, Path]:
     """Every output path is writable and distinct, before any work."""
+    from trtopt.cli.model_source import source_files
     from trtopt.errors import ConfigError
     from trtopt.fileio import check_writable
 
     outs = {k: getattr(args, k) for k in ("out_module", "out_masks", "onnx", "report") if getattr(args, k)}
-    for p in outs.values():
-        check_writable(p)
+    inputs = [*source_files(args), args.masks, args.calib, args.data]
+    for k, p in outs.items():
+        check_writable(p, inputs=inputs, what=f"--{k.replace('_', '-')}")
     resolved = [Path(p).resolve() for p in outs.values()]
     if len(set(resolved)) != len(resolved):
         raise ConfigError("--out-module, --out-masks, --onnx and --report must be different files")

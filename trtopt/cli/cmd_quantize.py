@@ -86,6 +86,22 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
     if args.fp16 and args.smoothquant:
         raise ConfigError("--smoothquant applies to INT8 quantization (--calib)")
+    from trtopt.cli.args import refuse_ignored
+
+    budget = args.max_accuracy_drop is not None
+    refuse_ignored([  # options this mode does not use: an error, never silently dropped
+        *((args.fp16 and bool(given), f"{name} applies to INT8 quantization (--calib), not to --fp16")
+          for name, given in (("--exclude-op-type", args.exclude_op_type), ("--per-tensor-weights",
+                              args.per_tensor_weights), ("--no-fidelity-guard", args.no_fidelity_guard),
+                              ("--regression-output", args.regression_output))),
+        *((budget and bool(given), f"{name} does not apply with --max-accuracy-drop (the budget measures on --eval, "
+                                   "not with the fidelity guard): drop one of them")
+          for name, given in (("--calib-data", args.calib_data), ("--static-input", args.static_input),
+                              ("--no-fidelity-guard", args.no_fidelity_guard),
+                              ("--regression-output", args.regression_output))),
+        (args.report is not None and not budget, "--report writes the accuracy-budget report: it needs "
+                                                 "--max-accuracy-drop and --eval"),
+    ])
     from trtopt.quant.config import exclude_to_regex
 
     exclude_to_regex(args.exclude)  # a bad pattern fails before the model is read
@@ -93,21 +109,23 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt quantize``."""
-    from rich.console import Console
-
     from trtopt.calib import NumpySource
     from trtopt.calib.collect import as_model
+    from trtopt.cli import tables
     from trtopt.fileio import atomic_write_json
     from trtopt.onnx_graph import save_onnx
     from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
     from trtopt.quant.config import exclude_to_regex
 
     _check(args)
-    err = Console(stderr=True, soft_wrap=True)  # never split node names mid-line
+    err = tables.console(stderr=True, soft_wrap=True)  # never split node names mid-line
     model = as_model(args.model)
     from trtopt.fileio import check_writable
 
-    check_writable(args.out)  # before minutes of work, not after
+    inputs = [args.model, args.calib, args.calib_data, args.eval]
+    check_writable(args.out, inputs=inputs)  # before minutes of work, not after
+    if args.report:
+        check_writable(args.report, inputs=[*inputs, args.out], what="--report")
     src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input),
                                model=model) if args.calib_data else None
     if args.fp16:
@@ -263,12 +281,14 @@ def _print_fp16(console, model, checked: bool) -> None:
 def _print_budget(console, res) -> None:
     from rich.table import Table
 
+    from trtopt.cli.tables import print_table
+
     t = Table(title=f"accuracy budget ({res.metric}, max drop {res.max_drop} points)")
     for col in ("FP32", "all INT8", "final", "drop", "within budget"):
         t.add_column(col)
     t.add_row(f"{res.fp32:.3f}", f"{res.int8_all:.3f}", f"{res.final:.3f}", f"{res.fp32 - res.final:.3f}",
               "yes" if res.within_budget else "NO")
-    console.print(t)
+    print_table(console, t)
     if res.kept_nodes:
         k = Table(title="kept out of INT8 (worst first)")
         k.add_column("ONNX node")
@@ -276,4 +296,4 @@ def _print_budget(console, res) -> None:
         k.add_column("sensitivity")
         for n, mod in zip(res.kept_nodes, res.kept_modules):
             k.add_row(n, mod or "-", f"{res.sensitivity.get(n, 0):.3g}")
-        console.print(k)
+        print_table(console, k, ("PyTorch module",))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "show a benchmark report, or compare two reports side by side (A vs B)"
@@ -19,23 +18,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt report``."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from trtopt.benchmark.render import COMPARE_COLUMNS, _md_table, compare_rows, render_markdown, render_table
+    from trtopt.benchmark.render import (
+        COMPARE_COLUMNS,
+        OPTIONAL_COLUMNS,
+        _md_table,
+        compare_rows,
+        render_markdown,
+        render_table,
+    )
     from trtopt.benchmark.report import load_report
+    from trtopt.cli import tables
     from trtopt.errors import ConfigError
 
     if len(args.reports) > 2:
         raise ConfigError(f"give one report to show or two to compare, got {len(args.reports)}")
     data = [load_report(p) for p in args.reports]
-    console = Console() if sys.stdout.isatty() else Console(width=200)  # CI logs: do not truncate
+    console = tables.console()  # a terminal's width, or (piped, CI) the table's own: no cell is cut
     if len(data) == 1:
         if args.markdown:
             print(render_markdown(data[0]))
         else:
-            console.print(render_table(data[0]))
+            tables.print_table(console, render_table(data[0]), OPTIONAL_COLUMNS)
         return 0
     rows = compare_rows(data[0], data[1])
     if args.markdown:
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(c, justify="left" if i < 2 else "right")
     for r in rows:
         table.add_row(*(escape(c) for c in r))
-    console.print(table)
+    tables.print_table(console, table)
     for label, d in (("A", data[0]), ("B", data[1])):
         g = (d["environment"].get("gpus") or [{}])[0].get("name", "no GPU")
         console.print(f"[dim]{label}: created {d['created']}, CPU {d['environment'].get('cpu', {}).get('model')}, "

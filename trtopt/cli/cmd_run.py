@@ -55,10 +55,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
 
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     """Load, run and print a recipe (shared by ``run`` and ``demo``)."""
-    from rich.console import Console
     from rich.markup import escape
 
     from trtopt.benchmark import render_table
+    from trtopt.benchmark.render import OPTIONAL_COLUMNS
+    from trtopt.cli import tables
     from trtopt.cli.progress import StageProgress
     from trtopt.pipeline import Pipeline
     from trtopt.recipe import load_recipe
@@ -73,10 +74,8 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     progress = StageProgress()
     progress("recipe", f"{recipe.run.name} ({recipe_path}) -> {out}")
     result = Pipeline(recipe, out, progress=progress).run()
-    console = Console()
-    if not console.is_terminal:  # piped/CI output: don't squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(render_table(result.report))
+    console = tables.console()  # a terminal's width, or (piped, CI) the table's own: no cell is cut
+    tables.print_table(console, render_table(result.report), OPTIONAL_COLUMNS)
     for kind, path in result.paths.items():
         console.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     total = sum(result.stage_seconds.values())

@@ -55,6 +55,12 @@ class Source:
     workload: Any = None
 
 
+def source_files(args: argparse.Namespace) -> list[str]:
+    """The files ``--model/--module/--weights`` read (a factory reference names none): outputs must differ."""
+    return [str(p) for p in (getattr(args, "model", None), getattr(args, "module", None),
+                             getattr(args, "weights", None)) if p]
+
+
 def shape_spec(text: str, dynamic_batch: bool = True) -> Any:
     """``--input-shape 1,3,32,32`` -> the spec ``input:float32:batch=1..1..32x3x32x32``."""
     from trtopt.cli.args import parse_int_list

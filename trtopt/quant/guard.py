@@ -199,7 +199,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         static: Inputs of ``inputs`` that are per-call constants (not cut on axis 0; the caller has
             broadcast their batch axes to the samples given, which are then measured in one call).
         fp16_ranges: Passed to :func:`~trtopt.quant.qdq.quantize_qdq` (the FP16 data rule of ``fp16_rest``).
-        progress: Optional ``callback(message)``.
+        progress: Optional ``callback(message)`` for the work under way (ranking, attempts); the verdict
+            is in the result, not reported here.
 
     Returns:
         The model and the report.
@@ -236,11 +237,10 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     full = quantize_qdq(fp32, table, cfg, fp16_ranges=fp16_ranges)
     bad, fids, _ = judge(full)
     result = GuardResult(full, n, violations_all=bad, fidelity=fids)
-    if not bad:
-        say(f"fidelity guard: all-INT8 meets the tolerance on {n} calibration samples")
+    if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
-    say(f"fidelity guard: all-INT8 misses the tolerance ({'; '.join(bad[:3])}): ranking layers")
     layers = quantized_layers(full)
+    say(f"fidelity guard: ranking the {len(layers)} quantized layers by sensitivity")
     sens = {}
     for k, name in enumerate(layers, 1):
         say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}")

@@ -274,9 +274,9 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     config = config or BuildConfig()
     trt = import_tensorrt(config.backend)
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise InputError(f"ONNX model {onnx_path} is a directory" if onnx_path.is_dir()
-                         else f"ONNX model not found: {onnx_path}")
+    from trtopt.onnx_graph import load_graph_only
+
+    load_graph_only(onnx_path)  # missing, a folder, not ONNX, an empty graph: the message every command gives
     file_bytes = onnx_path.read_bytes()
     # what TensorRT parses (given the same path, so external data still loads)
     onnx_bytes, renamed = prepare_for_parser(file_bytes, onnx_path.name)
