@@ -225,7 +225,8 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
         where = ", ".join(f"{p}: {k}" for p, k in inside[:6]) + (" ..." if len(inside) > 6 else "")
         out.append(Finding("control-flow", "warn", f"{sum(k for _, k in inside)} Conv/Gemm/MatMul sit inside "
                            f"If/Loop/Scan subgraphs ({where}); trtopt calibrates, quantizes and prunes only the "
-                           f"{weighted_top} in the main graph, the subgraph layers stay in float",
+                           f"{weighted_top} in the main graph, the subgraph layers stay out of INT8 (FP16 "
+                           "conversion covers them)",
                            "export the model with the branch resolved (e.g. trace one path) to quantize them",
                            {"subgraph_layers": dict(inside), "main_graph_layers": weighted_top}))
     elif len(graphs) > 1:

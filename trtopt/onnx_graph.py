@@ -190,15 +190,17 @@ def module_name(node_name: str) -> str | None:
 
 
 class NameGen:
-    """Generate tensor/node names unique within a graph."""
+    """Generate tensor/node names unique within a graph and all its subgraphs (no shadowing either way)."""
 
     def __init__(self, graph: onnx.GraphProto) -> None:
-        self.used = {t.name for t in graph.initializer}
-        self.used.update(v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info))
-        for n in graph.node:
-            self.used.update(n.output)
-            self.used.update(n.input)
-            self.used.add(n.name)
+        self.used: set[str] = set()
+        for _, g in iter_graphs(graph):
+            self.used.update(t.name for t in g.initializer)
+            self.used.update(v.name for v in list(g.input) + list(g.output) + list(g.value_info))
+            for n in g.node:
+                self.used.update(n.output)
+                self.used.update(n.input)
+                self.used.add(n.name)
 
     def __call__(self, base: str) -> str:
         """Return ``base`` or ``base_<k>``, whichever is unused, and reserve it."""

@@ -61,15 +61,19 @@ def load_external_tensors(model: onnx.ModelProto, base_dir: str | os.PathLike[st
 
 def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
                      label: str | None = None, domains: set[str] | None = None) -> None:
-    """Check a written ``.onnx`` file: full ``onnx.checker`` and an ONNX Runtime CPU session, both by path.
+    """Check a written ``.onnx`` file: full ``onnx.checker`` and ONNX Runtime CPU sessions, both by path.
 
     By path, so external data next to the file is read the way a user's runtime reads it.
     ``domains`` (the model's opset domains) saves re-reading the file when the caller has the proto.
-    The ONNX Runtime session is created without graph optimizations (only loading and type
-    checking matter) and is skipped for models with custom-domain ops ONNX Runtime cannot know.
+    ONNX Runtime opens the file the way trtopt's stages do -- with graph optimizations off and
+    with its default full optimization, through :func:`trtopt.backends.onnxrt.make_session` -- in a
+    helper process (:func:`trtopt.backends.ort_probe.probe_load`), so a model that crashes ONNX
+    Runtime while it is optimized is refused in one error instead of ending the process. Skipped
+    for models with custom-domain ops ONNX Runtime cannot know.
 
     Raises:
-        TrtoptError: The file fails the checker or ONNX Runtime refuses it (first error line quoted).
+        TrtoptError: The file fails the checker, ONNX Runtime refuses it, or ONNX Runtime crashes
+            opening it (first error line or the signal quoted).
     """
     name = label or str(path)
     if check:
@@ -83,15 +87,14 @@ def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_lo
         domains = {o.domain for o in onnx.load(str(path), load_external_data=False).opset_import}
     if domains - _STD_DOMAINS:  # e.g. TensorRT plugin ops: ONNX Runtime cannot hold them by design
         return
-    import onnxruntime as ort
+    from trtopt.backends.ort_probe import probe_load
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4  # fatal only: a refusal raises, and trtopt says it in one line (no raw log)
-    try:
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise TrtoptError(f"refusing to write {name}: ONNX Runtime cannot load it: {first_error_line(exc)}") from exc
+    failure = probe_load(path)
+    if failure is None:
+        return
+    if failure.crashed:
+        raise TrtoptError(f"refusing to write {name}: {failure}, as `trtopt bench` and `trtopt run` open it")
+    raise TrtoptError(f"refusing to write {name}: ONNX Runtime cannot load it: {failure}")
 
 
 def _domains(model: onnx.ModelProto) -> set[str]:

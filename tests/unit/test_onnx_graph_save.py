@@ -155,3 +155,21 @@ def test_an_empty_model_gets_the_empty_graph_message_in_every_command(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(f"{model} is not a valid ONNX model (empty graph)"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["d.npz", "zero.onnx", "bare.onnx", "passthrough.onnx"])
+
+
+def test_model_that_crashes_onnx_runtime_when_optimized_is_refused_and_leaves_nothing(tmp_path):
+    """A model that opens with optimizations off but crashes ONNX Runtime under the default full optimization
+    (the way `bench` and `run` open it) is refused in one error; the process lives on and checks the next write."""
+    from ort_crash_graphs import opens_in_child, seq_first_projection
+
+    m = seq_first_projection(fp16=True)
+    onnx.save(m, tmp_path / "probe.onnx")
+    if opens_in_child(tmp_path / "probe.onnx") >= 0:
+        pytest.skip("this ONNX Runtime opens the FP16 seq-first projection without crashing")
+    (tmp_path / "probe.onnx").unlink()
+    with pytest.raises(TrtoptError, match=r"refusing to write .*bad\.onnx: ONNX Runtime crashed \(SIGSEGV\) opening "
+                                          r"it with ONNX Runtime's full graph optimization"):
+        save_onnx(m, tmp_path / "bad.onnx")
+    assert _leftovers(tmp_path) == []
+    save_onnx(seq_first_projection(fp16=False), tmp_path / "fp32.onnx")  # the helper process is back
+    assert _leftovers(tmp_path) == ["fp32.onnx"]

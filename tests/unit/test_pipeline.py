@@ -128,3 +128,49 @@ def test_sparse_variants_are_judged_against_the_pruned_fp32_model():
     assert Pipeline._reference_for("sparse24-int8", refs) == ("pruned", True)
     assert Pipeline._reference_for("sparse24-fp32", refs) == ("dense", False)  # pruning: accuracy decides
     assert Pipeline._reference_for("sparse24-int8", {"fp32": "dense"}) == ("dense", False)
+
+
+def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):
+    """``trtopt run`` on a user's ``.onnx`` in a child process: unfixed, ONNX Runtime would kill the test process."""
+    import subprocess
+    import sys
+
+    from byom_testpkg import FAST_BENCH_TOML
+    from ort_crash_graphs import child_env
+
+    onnx.save(model, tmp_path / "user.onnx")
+    (tmp_path / "r.toml").write_text(f'[recipe]\nname = "user"\nvariants = {json.dumps(variants)}\n[workload]\n'
+                                     f'model = "user.onnx"\nnum_calib = 8\nnum_eval = 8\n{FAST_BENCH_TOML}\n')
+    code = script + "import sys\nfrom trtopt.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    args = [sys.executable, "-c", code, "run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "out")]
+    return subprocess.run(args, capture_output=True, text=True, env=child_env(), timeout=600)
+
+
+@pytest.mark.slow
+def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
+    """An FP16 conversion whose result crashes ONNX Runtime's optimized session (the seq-first projection in FP16):
+    that variant is reported failed with the reason and nothing is left of it; the FP32 variant is benchmarked."""
+    from ort_crash_graphs import seq_first_projection
+
+    onnx.save(seq_first_projection(fp16=True), tmp_path / "crashing16.onnx")
+    conversion = (f"import onnx, trtopt.quant\n"
+                  f"trtopt.quant.convert_fp16 = lambda *a, **k: onnx.load({str(tmp_path / 'crashing16.onnx')!r})\n")
+    res = _run_recipe_in_child(tmp_path, seq_first_projection(fp16=False), ["fp32", "fp16"], conversion)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    rows = _by_name(json.loads((tmp_path / "out" / "report.json").read_text()))
+    assert rows["fp32"]["status"] == "ok"
+    assert rows["fp16"]["status"] == "failed"
+    assert "ONNX Runtime crashed (SIGSEGV)" in rows["fp16"]["reason"] and "fp16.onnx" in rows["fp16"]["reason"]
+    assert not (tmp_path / "out" / "models" / "fp16.onnx").exists()
+
+
+def test_a_user_model_that_crashes_onnx_runtime_fails_the_run_up_front(tmp_path):
+    """Calibration and the bench open the user's file in ONNX Runtime: a crash there is one line, exit 2, no folders."""
+    from ort_crash_graphs import seq_first_projection
+
+    res = _run_recipe_in_child(tmp_path, seq_first_projection(fp16=True), ["fp32", "fp16"])
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    errors = [ln for ln in res.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "user.onnx: ONNX Runtime crashed (SIGSEGV)" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()

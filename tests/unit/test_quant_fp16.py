@@ -1,4 +1,5 @@
-"""FP16 conversion: graph I/O stays FP32, blocked ops / LayerNorm pattern / data rule stay FP32."""
+"""FP16 conversion: graph I/O stays FP32, blocked ops / LayerNorm pattern / data rule stay FP32, If/Loop bodies
+are converted (checked in true FP16 arithmetic with ONNX's ReferenceEvaluator), a no-op result is an error."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from trtopt.calib import NumpySource
-from trtopt.errors import ConfigError
+from trtopt.errors import ConfigError, InputError
+from trtopt.onnx_graph import save_onnx
 from trtopt.quant import FP16Config, convert_fp16, layernorm_pattern_nodes
 
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
@@ -108,3 +111,117 @@ def test_fp16_io_and_node_block_list():
     assert out.dtype == np.float16
     with pytest.raises(ConfigError, match="invalid regular expression"):
         FP16Config(node_block_list=("(",))
+
+
+def _branchy_model() -> onnx.ModelProto:
+    """All compute inside If(c): then relu(x @ W1) @ W2, else x @ W3 + b (branch-local weights as Constant nodes)."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+
+    def const(name, shape):
+        return n("Constant", [], [name], name=f"{name}_c", value=numpy_helper.from_array(
+            (rng.standard_normal(shape) * 0.3).astype(np.float32), name))
+
+    out = lambda name: [helper.make_tensor_value_info(name, F32, ["N", 4])]  # noqa: E731
+    then_g = helper.make_graph([n("MatMul", ["x", "w1"], ["t1"], name="then_fc1"),
+                                n("Relu", ["t1"], ["t2"], name="relu"),
+                                n("MatMul", ["t2", "w2"], ["t3"], name="then_fc2")], "then", [], out("t3"))
+    else_g = helper.make_graph([const("w3", (8, 4)), const("b", (4,)), n("MatMul", ["x", "w3"], ["e1"], name="else_fc"),
+                                n("Add", ["e1", "b"], ["e2"], name="else_bias")], "else", [], out("e2"))
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 16)) * 0.3).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((16, 4)) * 0.3).astype(np.float32), "w2")]
+    g = helper.make_graph([n("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)], "ifm",
+                          [helper.make_tensor_value_info("x", F32, ["N", 8]),
+                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", F32, ["N", 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _loop_model() -> onnx.ModelProto:
+    """h = x; repeat M times: h = tanh(h @ W) -- the compute lives in the Loop body, h is loop-carried (FP32)."""
+    n = helper.make_node
+    w = numpy_helper.from_array((np.random.default_rng(2).standard_normal((8, 8)) * 0.5).astype(np.float32), "w")
+    body = helper.make_graph(
+        [n("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+         n("MatMul", ["h_in", "w"], ["hw"], name="body_fc"), n("Tanh", ["hw"], ["h_out"], name="body_tanh")], "body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", F32, ["N", 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", F32, ["N", 8])])
+    g = helper.make_graph([n("Loop", ["M", "", "x"], ["y"], name="loop", body=body)], "loopm",
+                          [helper.make_tensor_value_info("x", F32, ["N", 8]),
+                           helper.make_tensor_value_info("M", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", F32, ["N", 8])], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _body(model, node: str, attr: str) -> onnx.GraphProto:
+    cf = next(nd for nd in model.graph.node if nd.name == node)
+    return next(a.g for a in cf.attribute if a.name == attr)
+
+
+def test_compute_inside_if_branches_is_converted_to_fp16(tmp_path):
+    from trtopt.quant.fp16 import blocked_nodes
+
+    m = _branchy_model()
+    f = convert_fp16(m)
+    assert not blocked_nodes(m, FP16Config())  # the If itself is not "kept in FP32" any more
+    then_g, else_g = _body(f, "branch", "then_branch"), _body(f, "branch", "else_branch")
+    casts = {nd.output[0]: nd for g in (then_g, else_g) for nd in g.node if nd.op_type == "Cast"}
+    # the branches compute in FP16: x is cast once outside, the weights are FP16 data, the branch outputs cast back
+    assert {i.name: i.data_type for i in f.graph.initializer} == {"w1_fp16": F16, "w2_fp16": F16}
+    assert {i.name: i.data_type for i in else_g.initializer} == {"w3_fp16": F16, "b_fp16": F16}
+    assert [o.name for o in then_g.output] == ["t3"] and casts["t3"].attribute[0].i == F32
+    assert casts["e2"].attribute[0].i == F32
+    assert [nd.op_type for nd in f.graph.node] == ["Cast", "If"] and f.graph.node[0].attribute[0].i == F16
+    assert f.graph.output[0].type.tensor_type.elem_type == F32
+    path = save_onnx(f, tmp_path / "if16.onnx")
+    x = np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        ref = ReferenceEvaluator(m).run(None, feeds)[0]
+        out = ReferenceEvaluator(str(path)).run(None, feeds)[0]  # true FP16 arithmetic inside the branch
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2 * float(np.abs(ref).max()))
+
+
+def test_loop_body_is_converted_with_loop_carried_values_kept_fp32(tmp_path):
+    m = _loop_model()
+    f = convert_fp16(m)
+    body = _body(f, "loop", "body")
+    ops = [(nd.op_type, nd.attribute[0].i if nd.op_type == "Cast" else None) for nd in body.node]
+    assert ("Cast", F16) in ops and ops[-1] == ("Cast", F32)  # h_in cast to FP16, h_out back to FP32
+    assert [i.type.tensor_type.elem_type for i in body.input][2] == F32
+    assert {i.name: i.data_type for i in f.graph.initializer} == {"w_fp16": F16}
+    path = save_onnx(f, tmp_path / "loop16.onnx")
+    feeds = {"x": np.random.default_rng(4).standard_normal((3, 8)).astype(np.float32), "M": np.array(3, np.int64)}
+    ref = ReferenceEvaluator(m).run(None, feeds)[0]
+    np.testing.assert_allclose(ReferenceEvaluator(str(path)).run(None, feeds)[0], ref, rtol=2e-2, atol=2e-2)
+
+
+def test_fp16_conversion_that_leaves_everything_fp32_is_an_error(tmp_path, capsys):
+    from trtopt.cli.main import main
+    m = _branchy_model()
+    with pytest.raises(InputError, match=r"no node computing in FP16.*branch: op type If"):
+        convert_fp16(m, FP16Config(op_block_list=("If",)))  # the user keeps the If whole: nothing is left
+    soft = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name="only_softmax", axis=-1)], "s",
+                             [helper.make_tensor_value_info("x", F32, ["N", 8])],
+                             [helper.make_tensor_value_info("y", F32, ["N", 8])])
+    src = save_onnx(helper.make_model(soft, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "soft.onnx")
+    assert main(["quantize", str(src), "--fp16", "--out", str(tmp_path / "soft16.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "no node computing in FP16" in err and "only_softmax: op type Softmax" in err and "Traceback" not in err
+    assert not (tmp_path / "soft16.onnx").exists()
+
+
+
+@pytest.mark.tensorrt_rtx
+def test_fp16_branches_build_with_tensorrt_rtx(tmp_path):
+    """TensorRT for RTX (no GPU needed) parses and builds the If whose branches now compute in FP16."""
+    pytest.importorskip("tensorrt_rtx")
+    from trtopt.backends.tensorrt.variants import build_variant
+
+    path = save_onnx(convert_fp16(_branchy_model()), tmp_path / "if16.onnx")
+    b = build_variant("branchy", "fp16", path, tmp_path / "engines", shapes=("x:1x8,4x8,16x8",))
+    assert b.status == "ok", b.reason

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt.onnx_graph import iter_constants, save_onnx
+from trtopt.onnx_graph import iter_constants, outer_scope_inputs, save_onnx
 from trtopt.quant import convert_fp16
 from trtopt.quant.fp16 import MASK_FILL, mask_constants
 
@@ -165,9 +165,13 @@ def test_weights_used_only_in_subgraphs_are_kept(tmp_path):
     m = _if_model()
     assert len(m.graph.initializer) == 45
     f = convert_fp16(m)
-    names = {i.name for i in f.graph.initializer}
-    assert {f"wt{k}" for k in range(22)} | {f"we{k}" for k in range(22)} <= names  # before: 45 -> 3
-    assert _types(f)["h"] == F16  # the top MatMul is FP16; the branches read an FP32 copy of h
+    inits = {i.name: i for i in f.graph.initializer}
+    branch = next(n for n in f.graph.node if n.op_type == "If")
+    reads = set(outer_scope_inputs(branch))
+    # every weight the branches read is still there (before: 45 initializers -> 3), as the FP16 copy they compute with
+    assert {f"wt{k}_fp16" for k in range(22)} | {f"we{k}_fp16" for k in range(22)} <= reads <= set(inits) | {"h"}
+    assert all(inits[f"{t}{k}_fp16"].data_type == F16 for t in ("wt", "we") for k in range(22))
+    assert _types(f)["h"] == F16  # the top MatMul is FP16 and the branches read h as it is
     path = save_onnx(f, tmp_path / "if16.onnx")  # full checker + ONNX Runtime load
     x = np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)
     for c in (True, False):

@@ -18,6 +18,8 @@ from trtopt.quant.fp16_check import fp16_overflows
 
 F32 = TensorProto.FLOAT
 D = 512
+#: Without the static normalization rule, so that the square re-enters FP16 and only the preview can see it.
+_NO_NORM = FP16Config(block_layernorm_pattern=False)
 
 
 def _rms_model() -> onnx.ModelProto:
@@ -47,7 +49,7 @@ def _ort(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def test_reduction_overflow_hidden_on_cpu_is_reported_and_fixed():
     m, x = _rms_model(), _data()
     ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
-    plain = convert_fp16(m)  # static rules only: the ReduceMean runs in FP16
+    plain = convert_fp16(m, _NO_NORM)  # the ReduceMean runs in FP16
     # ONNX Runtime's CPU kernels accumulate in float32: the broken model scores perfectly there
     np.testing.assert_allclose(_ort(plain, x), ref, rtol=2e-3)
     found = fp16_overflows(plain, {"x": x}, reference=m)
@@ -59,7 +61,7 @@ def test_reduction_overflow_hidden_on_cpu_is_reported_and_fixed():
                                rtol=1e-2)
     assert "node mean (ReduceMean)" in str(found[0]) and "overflows FP16" in str(found[0])
 
-    fixed = convert_fp16(m, FP16Config(), source=NumpySource({"x": x}))
+    fixed = convert_fp16(m, _NO_NORM, source=NumpySource({"x": x}))
     meta = {p.key: p.value for p in fixed.metadata_props}
     reasons = json.loads(meta["trtopt.fp16.fp32_reasons"])
     assert reasons["mean"].startswith("FP16 overflow on data: node mean (ReduceMean)")
@@ -91,8 +93,9 @@ def test_unfixable_overflow_is_an_error():
     cfg = FP16Config(keep_io_types=False, data_max=1e9)  # FP16 graph input; data rule off
     with pytest.raises(InputError, match="overflows"):
         convert_fp16(m, cfg, source=NumpySource({"x": np.full((2, 4), 7e4, np.float32)}))
-    ok = convert_fp16(m, FP16Config(data_max=1e9), source=NumpySource({"x": x}))
-    assert "square" in json.loads({p.key: p.value for p in ok.metadata_props}["trtopt.fp16.fp32_reasons"])
+    # the square and the Mul reading it both stay FP32: nothing computes in FP16, which is an error, not the FP32 model
+    with pytest.raises(InputError, match=r"no node computing in FP16.*square: FP16 overflow on data"):
+        convert_fp16(m, FP16Config(data_max=1e9), source=NumpySource({"x": x}))
 
 
 def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
@@ -103,7 +106,7 @@ def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
 
     m, x = _rms_model(), _data(16)
     fp32 = save_onnx(m, tmp_path / "fp32.onnx")
-    bad = save_onnx(convert_fp16(m), tmp_path / "fp16.onnx")
+    bad = save_onnx(convert_fp16(m, _NO_NORM), tmp_path / "fp16.onnx")
     good = save_onnx(convert_fp16(m, source=NumpySource({"x": x})), tmp_path / "fp16_checked.onnx")
     cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=5)
     rep = bench_models([fp32, bad, good], ["onnxruntime"], cfg, data={"x": x})

@@ -73,6 +73,9 @@ def make_session(
 class OnnxRuntimeRunner(Runner):
     """Run an ONNX model with ONNX Runtime.
 
+    A model file is first opened in a helper process (:func:`trtopt.backends.ort_probe.probe_load`):
+    a model that crashes ONNX Runtime raises :class:`~trtopt.errors.InputError` here instead.
+
     Args:
         model: Path to the ``.onnx`` file (or its bytes).
         providers: Execution providers in priority order (CPU by default).
@@ -98,6 +101,13 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def _activate(self) -> None:
+        if not isinstance(self.model, bytes):
+            # a file: open it in a helper process first, so a model that crashes ONNX Runtime while it
+            # is optimized fails this runner in one error instead of ending the benchmark or the run
+            from trtopt.backends.ort_probe import probe_load
+
+            if Path(self.model).is_file() and (failure := probe_load(self.model)) is not None:
+                raise InputError(f"ONNX Runtime cannot load {self.model}: {failure}")
         self.session = make_session(self.model, self.providers, self.intra_op_threads)
 
     def _deactivate(self) -> None:

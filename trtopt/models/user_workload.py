@@ -107,6 +107,11 @@ def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
     from trtopt.onnx_graph import load_onnx
 
     proto = load_onnx(path)
+    from trtopt.backends.ort_probe import probe_load
+
+    failure = probe_load(path)  # calibration and the bench open it in ONNX Runtime: in a helper process first
+    if failure is not None:
+        raise InputError(f"{path}: {failure} (calibration and the ONNX Runtime bench open it this way)")
     graph_specs = specs_from_onnx(proto)
     if cfg.inputs:
         specs = parse_input_specs(cfg.inputs)

@@ -13,7 +13,6 @@ DEFAULT_FP16_BLOCK_OPS = (
     "Pow", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
     "ReduceProd", "Range", "CumSum", "TopK", "NonMaxSuppression", "RoiAlign", "Upsample", "Celu",
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-    "If", "Loop", "Scan",
 )
 
 
@@ -128,9 +127,12 @@ class FP16Config:
 
     Attributes:
         keep_io_types: Keep graph inputs/outputs FP32 (Casts inside the graph).
-        op_block_list: Op types kept in FP32.
+        op_block_list: Op types kept in FP32 (an If/Loop/Scan listed here keeps its bodies FP32 as
+            written; by default bodies are converted like the top graph).
         node_block_list: Regular expressions of node names kept in FP32.
-        block_layernorm_pattern: Keep decomposed LayerNorm subgraphs (ReduceMean/Sub/Pow/...) in FP32.
+        block_layernorm_pattern: Keep normalizations written as elementwise ops and reductions in
+            FP32: decomposed LayerNorm (ReduceMean/Sub/Pow/...) and every chain from a square through
+            its reduction to the normalized result (RMSNorm, L2 normalization).
         data_max: Keep a node in FP32 when calibration data shows |activation| above this
             at its inputs or outputs (AutoCast's ``data_max``; needs calibration data).
         init_max: Keep a node in FP32 when one of its float constants exceeds this (FP16 max 65504).

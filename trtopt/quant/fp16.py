@@ -6,15 +6,19 @@ retypes the graph to FP16 except where a rule keeps a node in FP32:
 * op type in :attr:`FP16Config.op_block_list` (LayerNorm, Softmax, Exp, Pow, large reductions...)
   or node name matching :attr:`FP16Config.node_block_list`;
 * the decomposed LayerNorm pattern (ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div,
-  and its affine Mul/Add) -- older exports spell LayerNorm out and it overflows in FP16;
+  and its affine Mul/Add) -- older exports spell LayerNorm out and it overflows in FP16 -- and every
+  normalization chain from a square to the normalized result (RMSNorm, L2 normalization);
+* a batch-transposing Transpose read by a MatMul, which ONNX Runtime's CPU session crashes on in FP16;
 * a float constant beyond ``init_max`` (FP16's 65504), inf or NaN -- AutoCast's ``init_max`` rule,
   applied to *every* constant: initializers and ``Constant`` nodes (``value``, ``value_float(s)``,
   ``sparse_value``; Paddle exports store all weights that way), found with
   :func:`trtopt.onnx_graph.iter_constants`. Exception, additive masks: a constant whose
   out-of-range values are all negative and that only reaches a Softmax/LogSoftmax through
   additive or selecting ops (see :func:`mask_constants`) is clamped to :data:`MASK_FILL` instead;
-* a node with subgraphs (If/Loop/Scan): its bodies stay FP32 as written, and tensors they read from
-  the outer graph are cast back to FP32 for them;
+* a node with subgraphs (If/Loop/Scan) only when the block lists name it: its bodies then stay FP32
+  as written, and tensors they read from the outer graph are cast back to FP32 for them. Otherwise
+  the bodies are converted by the same rules, the node's own inputs and outputs stay FP32 (Casts at
+  the body boundary), and body nodes are named ``<node>.<attribute>/<name>`` (:func:`node_key`);
 * calibration data showing |activation| > ``data_max`` at a node input/output (AutoCast's
   ``data_max``: above 512 the FP16 spacing is 0.5 or coarser).
 
@@ -24,13 +28,14 @@ initializers used by FP16 nodes get an FP16 copy, and graph inputs/outputs stay 
 nodes read by FP16 nodes become FP16 initializers (so Paddle models shrink too) and the FP32
 originals are dropped once nothing -- subgraphs included -- reads them. Q/DQ nodes in an
 opset >= 19 graph are ordinary FP16 nodes (FP16 scales), which is how ``fp16_rest`` works.
+A result in which no node computes in FP16 is an error, never the FP32 model under another name.
 We do not use onnxconverter-common: it clamps initializers to +-1e4 and has no data rule.
+The rules themselves live in :mod:`trtopt.quant.fp16_patterns`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -42,128 +47,57 @@ from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx_graph import (
     NameGen,
-    consumers,
     drop_unused_initializers,
+    iter_graphs,
     node_subgraphs,
     outer_scope_inputs,
     used_tensor_names,
 )
 from trtopt.quant.config import FP16Config
-from trtopt.quant.fp16_masks import MASK_FILL, mask_constants, max_abs_or_inf, top_constants
+from trtopt.quant.fp16_masks import MASK_FILL, mask_constants
+from trtopt.quant.fp16_patterns import FIXED_OPS as _FIXED
+from trtopt.quant.fp16_patterns import blocked_nodes, level_constants, node_key, sub_path
 
 log = get_logger(__name__)
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 #: Float inputs that must stay FP32 whatever the node precision (Resize roi/scales).
 _FP32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
-#: Ops whose output type is fixed by an attribute / that accept any input type: never converted.
-_FIXED = {"Cast", "CastLike", "Constant", "ConstantOfShape", "EyeLike", "Shape", "Size"}
-_LN_OPS = {"Pow", "Mul", "ReduceMean", "Add", "Sqrt", "Div", "Reciprocal", "Sub"}
-def layernorm_pattern_nodes(graph: onnx.GraphProto) -> set[str]:
-    """Names of nodes forming decomposed LayerNorm subgraphs."""
-    cons = consumers(graph)
-    inits = {t.name for t in graph.initializer}
-    found: set[str] = set()
-    for rm in graph.node:
-        if rm.op_type != "ReduceMean":
-            continue
-        x = rm.input[0]
-        subs = [c for c in cons.get(rm.output[0], []) if c.op_type == "Sub" and x in c.input]
-        for sub in subs:
-            # walk forward from Sub over LN-like ops (Pow, ReduceMean, Add, Sqrt, ...) until the
-            # Div that normalises (x - mean); nothing past that Div except the affine Mul/Add
-            group, frontier, div = {rm.name, sub.name}, [sub], None
-            for _ in range(6):
-                nxt = []
-                for n in frontier:
-                    for c in cons.get(n.output[0], []):
-                        if c.op_type in _LN_OPS and c.name not in group:
-                            group.add(c.name)
-                            if c.op_type == "Div" and sub.output[0] in c.input:
-                                div = c
-                            else:
-                                nxt.append(c)
-                frontier = nxt
-            if div is None:
-                continue
-            tail = div
-            for op in ("Mul", "Add"):  # affine gamma / beta with constant operands
-                nxt = [c for c in cons.get(tail.output[0], []) if c.op_type == op and any(i in inits for i in c.input)]
-                if not nxt:
-                    break
-                tail = nxt[0]
-                group.add(tail.name)
-            found |= group
-    return found
-
-
-def blocked_nodes(model: onnx.ModelProto, cfg: FP16Config, ranges: Mapping[str, float] | None = None,
-                  masks: Mapping[str, float] | None = None) -> dict[str, str]:
-    """Node name -> reason it stays FP32.
-
-    Args:
-        model: FP32 model.
-        cfg: Block lists and thresholds.
-        ranges: ``{tensor: max|x|}`` on calibration data (data rule), optional.
-        masks: Constants to be clamped instead of blocking their consumers (:func:`mask_constants`;
-            computed when ``None``).
-    """
-    g = model.graph
-    consts = top_constants(model)
-    masks = mask_constants(model, cfg.init_max) if masks is None else masks
-    big: dict[str, float] = {}  # out-of-range FP32 constants (not masks) -> max |x|
-    for name, c in consts.items():
-        if c.data_type == F32 and name not in masks:
-            mx = max_abs_or_inf(c.array)
-            if mx > cfg.init_max:
-                big[name] = mx
-    regs = [re.compile(p) for p in cfg.node_block_list]
-    ln = layernorm_pattern_nodes(g) if cfg.block_layernorm_pattern else set()
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    out: dict[str, str] = {}
-    for n in g.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and opset < 19:
-            out[n.name] = f"FP16 Q/DQ scales need opset 19 (model has {opset})"
-        elif n.op_type in cfg.op_block_list:
-            out[n.name] = f"op type {n.op_type}"
-        elif node_subgraphs(n):
-            out[n.name] = "control flow: its subgraphs stay FP32"
-        elif any(r.search(n.name) for r in regs):
-            out[n.name] = "node_block_list"
-        elif n.name in ln:
-            out[n.name] = "decomposed LayerNorm"
-        elif n.op_type not in _FIXED:
-            for i in n.input:
-                if i in big:
-                    kind = "initializer" if consts[i].kind == "initializer" else "Constant node"
-                    out[n.name] = f"{kind} '{i}' beyond {cfg.init_max:g} (max |x| = {big[i]:.3g})"
-                    break
-            # Q/DQ follow the graph's precision (FP16 values up to 65504 quantize fine), so a
-            # large activation keeps its *consumers* in FP32, not the quantizer itself
-            if n.name not in out and ranges and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-                hot = [t for t in list(n.input) + list(n.output) if ranges.get(t, 0.0) > cfg.data_max]
-                if hot:
-                    out[n.name] = f"|activation| {ranges[hot[0]]:.4g} > {cfg.data_max:g} at '{hot[0]}'"
-    return out
+#: Ops that only move values: an FP16 model whose only FP16 nodes are these computes nothing in FP16.
+_LAYOUT_ONLY = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
 
 
 class _Converter:
+    """Retype one graph level; a body's converter hands casts of enclosing tensors to its parent."""
+
     def __init__(self, model: onnx.ModelProto, cfg: FP16Config, blocked: Iterable[str],
-                 masks: Mapping[str, float] | None = None) -> None:
+                 masks: Mapping[str, float] | None = None, *, graph: onnx.GraphProto | None = None,
+                 parent: _Converter | None = None, path: str = "") -> None:
         self.m, self.cfg, self.blocked = model, cfg, set(blocked)
-        self.masks = dict(masks or {})
-        self.g = model.graph
-        self.names = NameGen(self.g)
-        types = float_tensor_types(model)
+        self.masks = dict(masks or {}) if parent is None else {}  # masks are top-level constants
+        self.g = graph if graph is not None else model.graph
+        self.parent, self.path = parent, path
+        self.names = parent.names if parent else NameGen(self.g)
         self.inits = {t.name: t for t in self.g.initializer}
-        self.consts = top_constants(model)  # initializers and Constant nodes: converted as data, not Cast
-        self.cur: dict[str, int] = {k: v for k, v in types.items() if v in (F32, F16)}
+        self.consts = level_constants(self.g)  # initializers and Constant nodes: converted as data, not Cast
+        types = float_tensor_types(model) if parent is None else _level_types(model, self.g, parent.original)
+        self.original = {**(parent.original if parent else {}), **types}  # FP32-model types, for nested bodies
+        local = {i.name for i in self.g.input} | {o for n in self.g.node for o in n.output} | set(self.consts)
+        self.cur: dict[str, int] = {k: v for k, v in types.items() if v in (F32, F16) and k in local}
         self.cur.update({k: c.data_type for k, c in self.consts.items() if c.data_type in (F32, F16)})
         self.casts: dict[tuple[str, int], str] = {}
         self.new_inits: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
+        self.fp16_compute = 0  # nodes (this level and below) that compute in FP16
+
+    def _type(self, tensor: str) -> int | None:
+        if tensor in self.cur:
+            return self.cur[tensor]
+        return self.parent._type(tensor) if self.parent else None
 
     def _to(self, tensor: str, dtype: int) -> str:
         """Name of ``tensor`` converted to ``dtype`` (FP16 initializer copy or a cached Cast)."""
+        if tensor not in self.cur and self.parent is not None:  # an enclosing tensor: cast it out there
+            return self.parent._to(tensor, dtype)
         key = (tensor, dtype)
         if key in self.casts:
             return self.casts[key]
@@ -186,24 +120,57 @@ class _Converter:
         if n.op_type in _FIXED:
             self.nodes.append(n)
             return
-        want = F32 if n.name in self.blocked else F16
-        if node_subgraphs(n):  # bodies stay FP32: outer tensors they read must be FP32 too
+        key = node_key(self.path, n)
+        want = F32 if key in self.blocked else F16
+        if node_subgraphs(n):  # the node's own inputs/outputs stay FP32 (its bodies' interface)
+            if key in self.blocked:  # bodies stay FP32 as written: outer tensors they read must be FP32 too
+                renames = {t: self._to(t, F32) for t in outer_scope_inputs(n) if self._type(t) == F16}
+                if renames:
+                    _rename_in_subgraphs(n, renames)
+            else:
+                for attr, sub in node_subgraphs(n):
+                    body = _Converter(self.m, self.cfg, self.blocked, graph=sub, parent=self,
+                                      path=sub_path(self.path, n, attr))
+                    body.run_level({o.name: body.cur.get(o.name) for o in sub.output})
+                    self.fp16_compute += body.fp16_compute
             want = F32
-            renames = {t: self._to(t, F32) for t in outer_scope_inputs(n) if self.cur.get(t) == F16}
-            if renames:
-                _rename_in_subgraphs(n, renames)
         keep32 = _FP32_INPUTS.get(n.op_type, ())
         for i, t in enumerate(n.input):
-            have = self.cur.get(t)
-            if not t or have is None:
+            have = self._type(t) if t else None
+            if have is None:
                 continue
             target = F32 if i in keep32 else want
             if have != target:
                 n.input[i] = self._to(t, target)
         self.nodes.append(n)
-        for o in n.output:
-            if o in self.cur:
-                self.cur[o] = want
+        floats = [o for o in n.output if o in self.cur]
+        for o in floats:
+            self.cur[o] = want
+        if want == F16 and floats and n.op_type not in _LAYOUT_ONLY:
+            self.fp16_compute += 1
+
+    def run_level(self, out_types: Mapping[str, int | None]) -> None:
+        """Convert this level's nodes; graph outputs get ``out_types`` (Casts appended where they differ)."""
+        g = self.g
+        for n in list(g.node):
+            self.node(n)
+        for name, want in out_types.items():
+            have = self.cur.get(name)
+            if have is None or want is None or have == want:
+                continue
+            # rename the producer's tensor (and its readers, subgraphs included) and cast into the output name
+            inner = self.names(f"{name}_{'fp16' if have == F16 else 'fp32'}")
+            for n in self.nodes:
+                n.output[:] = [inner if o == name else o for o in n.output]
+                n.input[:] = [inner if i == name else i for i in n.input]
+                if node_subgraphs(n):
+                    _rename_in_subgraphs(n, {name: inner})
+            self.nodes.append(helper.make_node("Cast", [inner], [name], to=want, name=self.names(f"{name}_Cast")))
+        del g.node[:]
+        g.node.extend(self.nodes)
+        g.initializer.extend(self.new_inits)
+        _drop_unused_constants(g)
+        del g.value_info[:]
 
     def run(self) -> onnx.ModelProto:
         g = self.g
@@ -212,31 +179,38 @@ class _Converter:
             if vi.name not in self.inits and self.cur.get(vi.name) == F32 and io16:
                 vi.type.tensor_type.elem_type = F16
                 self.cur[vi.name] = F16
-        for n in list(g.node):
-            self.node(n)
-        outputs = {o.name: o for o in g.output}
-        for name, vi in outputs.items():
-            have = self.cur.get(name)
-            if have is None:
-                continue
-            want = F16 if io16 else F32
-            if have != want:  # rename the producer's tensor and cast into the output name
-                inner = self.names(f"{name}_{'fp16' if have == F16 else 'fp32'}")
-                for n in self.nodes:
-                    n.output[:] = [inner if o == name else o for o in n.output]
-                    n.input[:] = [inner if i == name else i for i in n.input]
-                self.nodes.append(helper.make_node("Cast", [inner], [name], to=want, name=self.names(f"{name}_Cast")))
-            vi.type.tensor_type.elem_type = want
-        del g.node[:]
-        g.node.extend(self.nodes)
-        g.initializer.extend(self.new_inits)
-        _drop_unused_constants(g)
-        del g.value_info[:]
+        want = F16 if io16 else F32
+        self.run_level({o.name: want for o in g.output})
+        for vi in g.output:
+            if vi.name in self.cur:
+                vi.type.tensor_type.elem_type = want
         return self.m
 
 
+def _level_types(model: onnx.ModelProto, graph: onnx.GraphProto, outer: Mapping[str, int]) -> dict[str, int]:
+    """Element types of one subgraph's tensors in the FP32 model (best effort).
+
+    ONNX shape inference records no types inside subgraphs, so the body is inferred on its own:
+    a model of the body whose enclosing-scope tensors are typed graph inputs.
+    """
+    g = onnx.GraphProto()
+    g.CopyFrom(graph)
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    reads = [i for n in g.node for i in list(n.input) + outer_scope_inputs(n)]
+    for name in dict.fromkeys(reads):
+        if name and name not in defined and name in outer:
+            g.input.append(helper.make_tensor_value_info(name, outer[name], None))
+    sub = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(sub).graph
+    except Exception:
+        inferred = g
+    vis = list(inferred.input) + list(inferred.output) + list(inferred.value_info)
+    return {v.name: v.type.tensor_type.elem_type for v in vis if v.type.tensor_type.elem_type}
+
+
 def _rename_in_subgraphs(node: onnx.NodeProto, renames: Mapping[str, str]) -> None:
-    """Point every read of an outer tensor inside ``node``'s subgraphs at its FP32 copy.
+    """Point every read of an outer tensor inside ``node``'s subgraphs at a new name (FP32 copy, renamed output).
 
     ONNX forbids a subgraph from shadowing an outer name, so a plain rename is exact. (A body
     output must be produced by a node of the body, so outer names appear only as node inputs.)
@@ -255,6 +229,15 @@ def _drop_unused_constants(g: onnx.GraphProto) -> None:
     if len(keep) != len(g.node):
         del g.node[:]
         g.node.extend(keep)
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every unnamed node (all levels) a unique name: the FP32 rules and reasons name nodes."""
+    names = NameGen(graph)
+    for _, g in iter_graphs(graph):
+        for n in g.node:
+            if not n.name:
+                n.name = names(f"{n.op_type}_{n.output[0] if n.output else 'node'}")
 
 
 def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Config | None = None,
@@ -281,7 +264,8 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
 
     Raises:
         InputError: The preview still finds an FP16 overflow that keeping nodes in FP32 cannot remove
-            (e.g. FP16 graph inputs holding values beyond 65504).
+            (e.g. FP16 graph inputs holding values beyond 65504), or no node would compute in FP16
+            (the rules keep everything in FP32: the result would be the FP32 model).
     """
     import json
 
@@ -289,6 +273,7 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     src = as_model(model)
     m = onnx.ModelProto()
     m.CopyFrom(src)
+    _name_nodes(m.graph)
     if source is not None and ranges is None:
         from trtopt.calib import CalibrationConfig, calibrate
 
@@ -304,7 +289,8 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
         if feeds is not None:  # the converter works in place: keep m pristine for another round
             work = onnx.ModelProto()
             work.CopyFrom(m)
-        out = _Converter(work, cfg, blocked, masks).run()
+        conv = _Converter(work, cfg, blocked, masks)
+        out = conv.run()
         if feeds is None:
             break
         from trtopt.quant.fp16_check import fp16_overflows
@@ -328,6 +314,10 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
                              f"nodes in FP32: {found[0]} (raise fp16.overflow_rounds or exclude it)")
     for name, why in blocked.items():
         log.info("FP16: keeping %s in FP32 (%s)", name, why)
+    if not conv.fp16_compute:
+        kept = "; ".join(f"{k}: {v}" for k, v in list(blocked.items())[:3]) + (" ..." if len(blocked) > 3 else "")
+        raise InputError(f"FP16 conversion leaves no node computing in FP16: the result would be the FP32 model "
+                         f"({len(blocked)} node(s) kept in FP32{': ' + kept if kept else ''})")
     out.metadata_props.append(
         onnx.StringStringEntryProto(key="trtopt.fp16.fp32_nodes", value=",".join(sorted(blocked))))
     out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.fp32_reasons", value=json.dumps(blocked)))
