@@ -170,32 +170,19 @@ def _as_feeds(x: np.ndarray | Mapping[str, np.ndarray], runner: Any, input_name:
 
 
 def run_batched(runner: Any, feeds: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Run ``feeds`` through ``runner`` in batches and concatenate the outputs.
+    """Run ``feeds`` through ``runner`` in calls of ``batch_size`` samples and join the outputs.
 
-    A model with a static batch dimension gets its last partial batch padded (by repeating
-    samples) and the padding trimmed from the outputs.
+    Calls follow the one batching rule (:mod:`trtopt.batching`): a model with a fixed batch
+    dimension gets calls of exactly that size, whatever ``batch_size`` asks for; its last partial
+    call is padded (by repeating samples) and the padding trimmed from the outputs.
 
     Raises:
-        InputError: The model's static batch dimension differs from ``batch_size``.
+        InputError: Inputs with different fixed batch sizes, or a runner that refuses the data.
     """
-    specs = {s.name: s for s in runner.input_specs()}
-    n = len(next(iter(feeds.values())))
-    for name, spec in specs.items():
-        b = spec.shape[0] if spec.shape else None
-        if isinstance(b, int) and b > 0 and b != batch_size:
-            raise InputError(f"the model's input '{name}' has a fixed batch of {b}; it cannot take batch_size="
-                             f"{batch_size} (use --batch {b})")
-    fixed = any(s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 for s in specs.values())
-    chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        real = len(idx)
-        if fixed and real < batch_size:
-            idx = np.resize(idx, batch_size)
-        outs = runner.infer({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
-        for k, v in outs.items():
-            chunks.setdefault(k, []).append(np.asarray(v)[:real])
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    from trtopt.batching import batch_rule
+
+    rule = batch_rule({s.name: tuple(s.shape) for s in runner.input_specs()})
+    return rule.run(runner.infer, feeds, batch_size)
 
 
 def evaluate(

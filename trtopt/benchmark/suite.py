@@ -213,7 +213,7 @@ def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], 
     """
     check_batches(runner, cfg.batch_sizes, label)
     runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
-    eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
+    eval_bs = cfg.effective_eval_batch_size  # a fixed batch dim wins (run_batched: one batching rule)
     from trtopt.benchmark.fidelity import Tolerance
 
     return evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
