@@ -157,3 +157,17 @@ def test_bench_torch_backend_on_a_pt_file(tmp_path):
     assert (v["name"], v["backend"], v["precision"], v["status"]) == ("net", "torch", "bf16", "ok")
     assert v["accuracy"]["value"] >= 80.0 and v["extra"]["runner"]["device"] == "cpu"
     assert main(["bench", str(tmp_path / "net.pt"), "--backend", "torch", "--out", str(tmp_path / "p"), *FAST]) == 2
+
+
+def test_bench_of_models_right_on_every_sample_writes_the_report_and_its_plots(models, tmp_path, capsys):
+    fp32, int8, _ = models
+    x = RNG.normal(size=(512, 8)).astype(np.float32)
+    np.savez(tmp_path / "all.npz", input=x, labels=(x @ W).argmax(1))  # FP32's own answers: 512 of 512 right
+    out = tmp_path / "out"
+    assert main(["bench", fp32, int8, "--data", str(tmp_path / "all.npz"), "--out", str(out),
+                 "--warmup", "1", "--iterations", "5"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    acc = rep["variants"][0]["accuracy"]
+    assert acc["value"] == 100.0 and acc["ci95"][1] == 100.0 and acc["ci95"][0] < 100.0
+    pytest.importorskip("matplotlib")
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "](pareto.png)" in (out / "report.md").read_text()

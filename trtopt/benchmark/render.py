@@ -212,7 +212,7 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
 def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_note: str | None = None) -> str:
     """Return ``report.md``: results table, fidelity table, timing notes, environment, plots.
 
-    ``plot_note`` (e.g. ``plots skipped: ...``) goes under a Plots heading when no plot was written.
+    ``plot_note`` (e.g. ``plots skipped: ...``, or the plots that failed) goes under the Plots heading.
     """
     data = _data(report)
     wl = data.get("workload") or {}
@@ -268,10 +268,9 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_n
                   "variant outside its tolerance.", ""]
     lines += ["## Environment", "", *_env_lines(data.get("environment") or {}), ""]
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
-    if pngs:
-        lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()] + [""]
-    elif plot_note:
-        lines += ["## Plots", "", plot_note, ""]
+    if pngs or plot_note:
+        lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()]
+        lines += ([""] if pngs else []) + ([plot_note, ""] if plot_note else [])
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ inputs its ranges came from; a held-out split is better where the user has one: 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -138,14 +139,13 @@ def wilson_upper(agree_pct: float, n: int, z: float = 1.96) -> float:
     """Upper end (percent) of the Wilson score interval of an agreement rate measured on ``n`` trials.
 
     Source: E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
-    JASA 22 (1927); the interval that stays sensible for rates near 100 % and small ``n``.
+    JASA 22 (1927); the interval that stays sensible for rates near 100 % and small ``n``
+    (:func:`trtopt.benchmark.stats.wilson_bounds`: never below the rate itself, exactly 100 at 100 %).
     """
-    if n <= 0:
-        return 100.0
-    p, z2 = agree_pct / 100.0, z * z
-    centre = p + z2 / (2 * n)
-    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return float(100.0 * min(1.0, (centre + half) / (1 + z2 / n)))
+    from trtopt.benchmark.stats import wilson_bounds
+
+    level = math.erf(z / math.sqrt(2))
+    return 100.0 * wilson_bounds(min(max(agree_pct / 100.0, 0.0), 1.0), n, level)[1]
 
 
 def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
