@@ -114,7 +114,7 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
     assert "| int8 | onnxruntime | int8 | dense | 8 | 2,000.0 |" in md
     assert "2.00×" in md and "-0.50" in md
     assert "trt-int8 (skipped: tensorrt is not installed)" in md
-    assert "## Fidelity against FP32" in md and "| int8 | 8 | logits | 99.00 |" in md
+    assert "## Fidelity against FP32" in md and "| int8 | 8 | — | logits | 99.00 |" in md
     assert "TestCPU" in md
     pytest.importorskip("matplotlib")
     for key in ("plot_pareto", "plot_latency", "plot_batch"):

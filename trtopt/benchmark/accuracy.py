@@ -116,6 +116,9 @@ class AccuracyResult:
         higher_is_better: Direction of ``metric`` (``False``: an error rate; the gate judges rises).
         metrics: Every task metric computed, name -> value: the main one plus ``top1``/``top5``
             where they apply next to a user's metric.
+        reference: Name of the variant whose outputs ``fidelity`` compares with (``None``: unnamed or none).
+        judged: Whether ``fidelity`` was checked against a tolerance; ``False``: reported only (e.g. a pruned
+            FP32 model against the dense one, ``--reference VARIANT=none``).
     """
 
     metric: str
@@ -131,11 +134,13 @@ class AccuracyResult:
     ref: str | None = None
     higher_is_better: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
+    reference: str | None = None
+    judged: bool = True
 
     @property
     def fidelity_ok(self) -> bool | None:
-        """Whether every compared output is within its tolerance (``None`` without a reference)."""
-        return None if not self.fidelity else not self.violations
+        """Whether every compared output is within its tolerance (``None``: no reference, or not judged)."""
+        return None if not self.fidelity or not self.judged else not self.violations
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``accuracy`` block."""
@@ -197,6 +202,8 @@ def evaluate(
     output_name: str | None = None,
     tolerances: Tolerance | Mapping[str, Tolerance] | None = None,
     channel_splits: Mapping[str, ChannelSplit] | None = None,
+    reference_name: str | None = None,
+    judged: bool = True,
 ) -> AccuracyResult:
     """Evaluate a runner's accuracy and fidelity.
 
@@ -216,6 +223,9 @@ def evaluate(
             checks nothing.
         channel_splits: Output name to the channel axis/groups of its per-channel cosine
             (default: automatic, see :func:`fidelity`).
+        reference_name: Name of the variant ``reference`` came from (reported with the fidelity).
+        judged: ``False`` reports the fidelity to ``reference`` without checking any tolerance
+            (``fidelity_ok`` is then ``None``: nothing was judged).
 
     Returns:
         The accuracy result, including the primary output array for use as a later reference.
@@ -255,6 +265,8 @@ def evaluate(
             if name not in outs:
                 raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
             fid[name] = fidelity(np.asarray(ref), outs[name], (channel_splits or {}).get(name))
+            if not judged:
+                continue
             tol = tolerance_for(tolerances, name)
             used[name] = tol.to_dict()
             if v := tol.violations(fid[name]):
@@ -263,7 +275,8 @@ def evaluate(
                           all_outputs=outs, violations=bad, tolerances=used,
                           samples=None if labels is None else len(main), correct=correct,
                           ref=task.ref if task else None, higher_is_better=task.higher_is_better if task else True,
-                          metrics=extra)
+                          metrics=extra, reference=reference_name if reference is not None else None,
+                          judged=judged)
 
 
 def _builtin_alongside(main: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -110,6 +110,8 @@ class VariantResult:
             "fidelity_violations": dict(a.violations) if a and a.violations else {},
             "fidelity_ok": a.fidelity_ok if a else None,
             "fidelity_tolerances": dict(a.tolerances) if a else {},
+            "fidelity_reference": a.reference if a and a.fidelity else None,
+            "fidelity_judged": a.judged if a and a.fidelity else None,
             "vs_fp32": dict(self.vs_fp32),
             "artifact": None if self.artifact is None else str(self.artifact),
             "status": self.status, "reason": self.reason, "extra": self.extra,
