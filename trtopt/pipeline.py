@@ -226,16 +226,17 @@ class Pipeline:
 
     # -- benchmark -----------------------------------------------------------------
     @staticmethod
-    def _reference_for(variant: str, refs: dict) -> tuple[object, bool]:
-        """``(FP32 outputs to compare with, judge them against the fidelity tolerance?)``.
+    def _reference_for(variant: str, refs: dict) -> tuple[str, object, bool]:
+        """``(reference variant, its FP32 outputs to compare with, judge them against the fidelity tolerance?)``.
 
         A 2:4 variant's quantization is judged against the pruned FP32 model (same weights); the pruned
         FP32 model itself is a different model than the dense one, so its fidelity to it is reported,
         not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
         """
         if variant == "sparse24-fp32" or (VARIANTS[variant][0] and "sparse24-fp32" not in refs):
-            return refs.get("fp32"), False
-        return refs.get("sparse24-fp32" if VARIANTS[variant][0] else "fp32"), True
+            return "fp32", refs.get("fp32"), False
+        name = "sparse24-fp32" if VARIANTS[variant][0] else "fp32"
+        return name, refs.get(name), True
 
     def _bench_variant(self, variant: str, path: Path, workload, reference, stack) -> tuple[list, object]:
         """Open (kept open on ``stack`` until every variant is timed) and evaluate one variant; rows untimed."""
@@ -244,12 +245,10 @@ class Pipeline:
         sparse, precision, fp16_rest = VARIANTS[variant]
         bcfg = self.recipe.bench
         runner = stack.enter_context(self._open(variant, path, workload))
-        reference, judged = reference
-        from trtopt.benchmark.fidelity import Tolerance
-
+        compared, reference, judged = reference
         acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.output_tolerances() if judged else Tolerance(),
-                       metric=bcfg.metric)
+                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.output_tolerances(), metric=bcfg.metric,
+                       judged=judged, reference_name=compared)
         results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
                                  sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
                                  artifact=str(path), status="ok", reason="",

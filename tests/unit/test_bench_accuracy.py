@@ -85,14 +85,15 @@ def test_evaluate_batches_reference_and_tolerances():
     assert d["ci95"][1] == 100.0 and d["ci95"][0] < 100.0  # Wilson: all right on a few samples is not certainty
 
 
-def test_evaluate_pads_a_static_batch_and_rejects_impossible_batch():
+def test_evaluate_pads_a_static_batch_whatever_batch_size_it_is_asked_for():
     w = np.eye(3, dtype=np.float32)
     x = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]]
     with LinearRunner(w, batch=2) as r:
         acc = evaluate(r, x, labels=np.array([0, 1, 2, 0, 1]), batch_size=2)
         assert r.seen == [2, 2, 2] and acc.outputs.shape == (5, 3) and acc.value == 100.0
-        with pytest.raises(InputError, match="fixed batch of 2"):
-            evaluate(r, x, batch_size=4)
+        r.seen.clear()
+        again = evaluate(r, x, labels=np.array([0, 1, 2, 0, 1]), batch_size=4)  # the model's fixed 2 wins
+        assert r.seen == [2, 2, 2] and np.array_equal(again.outputs, acc.outputs)
 
 
 def test_custom_metric_and_unknown_metric():

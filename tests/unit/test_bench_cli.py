@@ -192,3 +192,17 @@ def test_bench_report_is_titled_after_the_models_compared(models, tmp_path, caps
     assert rep["workload"]["name"] == "fp32 vs int8"
     assert (tmp_path / "o" / "report.md").read_text().splitlines()[0] == "# trtopt benchmark: fp32 vs int8"
     assert "trtopt benchmark — fp32 vs int8" in capsys.readouterr().out
+
+
+def test_bench_of_models_right_on_every_sample_writes_the_report_and_its_plots(models, tmp_path, capsys):
+    fp32, int8, _ = models
+    x = RNG.normal(size=(512, 8)).astype(np.float32)
+    np.savez(tmp_path / "all.npz", input=x, labels=(x @ W).argmax(1))  # FP32's own answers: 512 of 512 right
+    out = tmp_path / "out"
+    assert main(["bench", fp32, int8, "--data", str(tmp_path / "all.npz"), "--out", str(out),
+                 "--warmup", "1", "--iterations", "5"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    acc = rep["variants"][0]["accuracy"]
+    assert acc["value"] == 100.0 and acc["ci95"][1] == 100.0 and acc["ci95"][0] < 100.0
+    pytest.importorskip("matplotlib")
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "](pareto.png)" in (out / "report.md").read_text()

@@ -56,3 +56,10 @@ def test_pareto_has_one_panel_per_batch_size_with_error_bars_and_no_annotations(
     plots._batch(plt, VARIANTS, tmp_path / "b.png")
     labels = [t.get_text() for t in figs[1].axes[0].get_xticklabels()]
     assert labels == ["8", "32"]
+
+
+def test_a_variant_right_on_every_sample_is_plotted_with_its_interval(tmp_path):
+    pytest.importorskip("matplotlib")
+    every = [_v("fp32", 1000, 0, 8), _v("int8", 1900, 1, 8)]  # 540 of 540: the interval ends at 100 %
+    paths = plots.write_plots(type("R", (), {"variants": every})(), tmp_path)
+    assert paths["plot_pareto"].read_bytes()[:4] == b"\x89PNG"

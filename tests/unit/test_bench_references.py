@@ -51,6 +51,32 @@ def test_pruned_variants_judged_against_the_pruned_model(tmp_path, capsys):
     assert report["workload"]["references"] == {"sparse24-fp32": "none", "sparse24-int8": "sparse24-fp32"}
 
 
+def test_each_variant_says_what_it_is_compared_with_and_a_reported_one_is_not_judged(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((16, 10))
+    pruned = dense.copy()
+    pruned[::2] = 0.0
+    paths = [_linear(tmp_path / "fp32.onnx", dense), _linear(tmp_path / "sparse24-fp32.onnx", pruned),
+             _linear(tmp_path / "sparse24-int8.onnx", pruned + rng.normal(0, 1e-4, pruned.shape)),
+             _linear(tmp_path / "int8.onnx", dense + rng.normal(0, 1e-4, dense.shape))]
+    np.savez(tmp_path / "eval.npz", x=rng.standard_normal((64, 16)).astype(np.float32))
+    assert main(["bench", *map(str, paths), "--data", str(tmp_path / "eval.npz"), "--batch", "8", "--warmup", "1",
+                 "--iterations", "5", "--rounds", "5", "--no-plots", "--out", str(tmp_path / "o"),
+                 "--reference", "sparse24-fp32=none", "--reference", "sparse24-int8=sparse24-fp32"]) == 0
+    rows = {v["name"]: v for v in json.loads((tmp_path / "o" / "report.json").read_text())["variants"]}
+    got = {k: (v["fidelity_reference"], v["fidelity_judged"], v["fidelity_ok"]) for k, v in rows.items()}
+    assert got == {"fp32": (None, None, None), "sparse24-fp32": ("fp32", False, None),
+                   "sparse24-int8": ("sparse24-fp32", True, True), "int8": ("fp32", True, True)}
+    md = (tmp_path / "o" / "report.md").read_text()
+    fid = [line for line in md.splitlines() if line.startswith("| sparse24-") or line.startswith("| int8 | 8 | fp32")]
+    assert any(r.startswith("| sparse24-fp32 | 8 | fp32 | y |") and r.endswith("| — not judged |") for r in fid), fid
+    assert any(r.startswith("| sparse24-int8 | 8 | sparse24-fp32 | y |") and r.endswith("| ok |") for r in fid)
+    assert any(r.startswith("| int8 | 8 | fp32 | y |") and r.endswith("| ok |") for r in fid)
+    assert "Tolerance(s) applied: cosine" in md and "none;" not in md.split("Tolerance(s) applied:")[1][:200]
+    table = next(line for line in md.splitlines() if line.startswith("| sparse24-fp32 | onnxruntime"))
+    assert "(not judged)" in table  # the results table's fidelity cell (no labels) says so too
+
+
 def pytest_approx(v):
     import pytest
 

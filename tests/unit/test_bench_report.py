@@ -114,7 +114,7 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
     assert "| int8 | onnxruntime | int8 | dense | 8 | 2,000.0 |" in md
     assert "2.00×" in md and "-0.50" in md
     assert "trt-int8 (skipped: tensorrt is not installed)" in md
-    assert "## Fidelity against FP32" in md and "| int8 | 8 | logits | 99.00 |" in md
+    assert "## Fidelity against FP32" in md and "| int8 | 8 | — | logits | 99.00 |" in md
     assert "TestCPU" in md
     pytest.importorskip("matplotlib")
     for key in ("plot_pareto", "plot_latency", "plot_batch"):
@@ -155,3 +155,28 @@ def test_gpu_fields_are_parsed_from_nvidia_smi(tmp_path, monkeypatch):
                   "compute_capability": "9.0", "memory_mib": "81559",
                   "clocks_mhz": {"sm": "1980", "mem": "2619", "max_sm": "1980", "max_mem": "2619"},
                   "power_limit_w": "700.00", "persistence_mode": "Enabled"}]
+
+
+def test_a_plot_that_fails_is_a_warning_and_the_report_is_kept(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("matplotlib")
+    from trtopt.benchmark import plots
+
+    def broken(plt, variants, dest):
+        plt.figure()  # a figure left open by the failure is closed
+        raise ValueError("'yerr' must not contain negative values")
+
+    monkeypatch.setattr(plots, "_latency", broken)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "latency.png").write_bytes(b"\x89PNG old")  # from an older run
+    import matplotlib.pyplot as plt
+
+    open_before = set(plt.get_fignums())
+    with caplog.at_level("WARNING", logger="trtopt"):
+        paths = write_report(make_report(), tmp_path / "out")
+    assert load_report(paths["json"])["variants"][0]["name"] == "fp32"
+    md = paths["markdown"].read_text()
+    assert "plots not written: latency.png: ValueError: 'yerr' must not contain negative values" in md
+    assert "](pareto.png)" in md and paths["plot_pareto"].is_file()  # the other plots are still drawn
+    assert "plot_latency" not in paths and not (tmp_path / "out" / "latency.png").exists()
+    assert any("latency.png" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert set(plt.get_fignums()) <= open_before

@@ -97,3 +97,15 @@ def test_bits_round_trip_and_contains():
     with pytest.raises(ValueError):
         unpack_bits("not base64!", 3)
     assert contains((0.9, 1.1), 1.0) and not contains((1.01, 1.2), 1.0) and not contains(None, 1.0)
+
+
+def test_every_interval_contains_its_value_and_all_right_is_exactly_100_percent():
+    assert wilson_interval(512, 512)[1] == 100.0 and wilson_interval(540, 540)[1] == 100.0
+    assert wilson_interval(0, 512)[0] == 0.0
+    for n in (1, 7, 64, 512, 540):
+        for k in range(0, n + 1, max(1, n // 16)):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= 100 * k / n <= hi <= 100.0, (k, n)
+    # a two-sample ratio's percentile interval need not hold the ratio of medians: it is widened to
+    value, lo, hi = ratio_of_medians_ci([1.0, 2.0, 10.0, 11.0, 12.0, 13.0], [1.0, 1.0, 2.0], level=0.05)
+    assert lo <= value == 10.5 <= hi

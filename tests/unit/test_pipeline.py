@@ -124,10 +124,10 @@ def test_sparse_variants_are_judged_against_the_pruned_fp32_model():
     from trtopt.pipeline import Pipeline
 
     refs = {"fp32": "dense", "sparse24-fp32": "pruned"}
-    assert Pipeline._reference_for("int8", refs) == ("dense", True)
-    assert Pipeline._reference_for("sparse24-int8", refs) == ("pruned", True)
-    assert Pipeline._reference_for("sparse24-fp32", refs) == ("dense", False)  # pruning: accuracy decides
-    assert Pipeline._reference_for("sparse24-int8", {"fp32": "dense"}) == ("dense", False)
+    assert Pipeline._reference_for("int8", refs) == ("fp32", "dense", True)
+    assert Pipeline._reference_for("sparse24-int8", refs) == ("sparse24-fp32", "pruned", True)
+    assert Pipeline._reference_for("sparse24-fp32", refs) == ("fp32", "dense", False)  # pruning: accuracy decides
+    assert Pipeline._reference_for("sparse24-int8", {"fp32": "dense"}) == ("fp32", "dense", False)
 
 
 def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):

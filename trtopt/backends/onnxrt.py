@@ -7,8 +7,10 @@ Also used to collect calibration statistics and layer-wise comparisons, through
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,83 @@ def make_session(
         name = model if isinstance(model, str) else "<bytes>"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"ONNX Runtime cannot load {name}: {first}") from exc
+
+
+def run_session(sess: Any, names: Sequence[str] | None, feeds: Mapping[str, np.ndarray],
+                what: str = "the model") -> list[np.ndarray]:
+    """``sess.run(names, feeds)`` with any ONNX Runtime failure turned into one :class:`InputError` line.
+
+    This is the one place trtopt runs an ONNX Runtime session on data: the line names the input that
+    was refused, its shape, what the model expects and the fix (see :func:`explain_run_error`), never
+    ONNX Runtime's multi-line dump.
+
+    Args:
+        sess: An ``onnxruntime.InferenceSession``.
+        names: Outputs to fetch (``None``: all).
+        feeds: Input name -> array.
+        what: What was being run, for the message (``"the INT8 model on the calibration data"``).
+
+    Raises:
+        InputError: ONNX Runtime refused the inputs or failed in a node.
+    """
+    try:
+        return sess.run(None if names is None else list(names), dict(feeds))
+    except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, RuntimeException, ...)
+        raise InputError(explain_run_error(exc, sess, feeds, what)) from exc
+
+
+_ORT_NAMES = {v: k.removeprefix("tensor(").removesuffix(")") for k, v in _ORT_TYPES.items()}
+
+
+def _shape(feeds: Mapping[str, np.ndarray], name: str) -> str:
+    return str(list(np.shape(feeds[name]))) if name in feeds else "?"
+
+
+def explain_run_error(exc: BaseException, sess: Any, feeds: Mapping[str, np.ndarray], what: str = "the model") -> str:
+    """One line for an ONNX Runtime run failure: the input or node, shapes, what the model expects, the fix."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    head = f"ONNX Runtime could not run {what}"
+    if m := re.search(r"invalid dimensions for input: (\S+) for the following indices index: (\d+) Got: (\d+) "
+                      r"Expected: (\d+)", text):
+        name, ax, got, want = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+        if ax == 0:
+            return (f"{head}: input '{name}' {_shape(feeds, name)} has {got} on axis 0, where the model has a fixed "
+                    f"size {want}; an input that is not samples on axis 0 goes in the .npz as 'static:{name}' "
+                    "(passed whole with every call), or export the model with a dynamic batch")
+        return (f"{head}: input '{name}' {_shape(feeds, name)} has {got} on axis {ax}, the model expects {want} "
+                "there; give data of that size or export the model with a dynamic dim there")
+    if m := re.search(r"Invalid rank for input: (\S+) Got: (\d+) Expected: (\d+)", text):
+        name = m.group(1)
+        return (f"{head}: input '{name}' {_shape(feeds, name)} has rank {m.group(2)}, the model expects rank "
+                f"{m.group(3)}; give data of the model's rank (`trtopt doctor MODEL.onnx` shows its inputs)")
+    if m := re.search(r"Unexpected input data type\. Actual: \(tensor\((\w+)\)\) , expected: \(tensor\((\w+)\)\)",
+                      text):
+        got, want = m.group(1), m.group(2)
+        wanted = {i.name: i.type for i in _safe_inputs(sess)}
+        names = [k for k, v in feeds.items() if wanted.get(k) == f"tensor({want})"
+                 and _ORT_NAMES.get(np.asarray(v).dtype.type) != want] or ["?"]
+        return (f"{head}: input '{names[0]}' has dtype {got}, the model expects {want}; store the data as "
+                f"{want} in the .npz")
+    if m := re.search(r"Required inputs \((\[[^\]]*\])\) are missing from input feed \((\[[^\]]*\])\)", text):
+        return (f"{head}: the data lacks input(s) {m.group(1)} (given: {m.group(2)}); name the .npz arrays after "
+                "the model's inputs (`trtopt doctor MODEL.onnx` lists them)")
+    if m := re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text):
+        shapes = ", ".join(f"{k} {_shape(feeds, k)}" for k in feeds)
+        status = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ [\w:~<>]+\([^)]*\) ", "", m.group(3))  # ORT's source location
+        return (f"{head}: node '{m.group(2)}' ({m.group(1)}) failed on inputs {shapes}: {status[:300]}; check "
+                "the data's shapes against the model's inputs (`trtopt doctor MODEL.onnx`); a graph that computes "
+                "with the batch size it was exported with (a Reshape to a constant shape) runs on no other: export "
+                "it with that batch size as a fixed input dim (trtopt then runs calls of that size) or dynamic")
+    shapes = ", ".join(f"{k} {_shape(feeds, k)}" for k in feeds)
+    return f"{head} on inputs {shapes}: {text[:300] or type(exc).__name__}"
+
+
+def _safe_inputs(sess: Any) -> list[Any]:
+    try:
+        return list(sess.get_inputs())
+    except Exception:  # a session that cannot describe itself: the message names no input
+        return []
 
 
 class OnnxRuntimeRunner(Runner):
@@ -141,12 +220,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
-        try:
-            outs = self.session.run(names, dict(feeds))
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime failed to run the model: {first}") from exc
-        return dict(zip(names, outs))
+        return dict(zip(names, run_session(self.session, names, feeds)))
 
     def prepare(self, feeds: Mapping[str, np.ndarray]):
         """Bind inputs once and return a callable running ``session.run`` on them.
@@ -161,4 +235,11 @@ class OnnxRuntimeRunner(Runner):
         sess = self.session
         bound = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         names = [o.name for o in sess.get_outputs()]
-        return lambda: sess.run(names, bound)
+
+        def call() -> list[np.ndarray]:
+            try:
+                return sess.run(names, bound)
+            except Exception as exc:  # the timed loop: one line, as every other run
+                raise InputError(explain_run_error(exc, sess, bound)) from exc
+
+        return call

@@ -116,6 +116,9 @@ class AccuracyResult:
         higher_is_better: Direction of ``metric`` (``False``: an error rate; the gate judges rises).
         metrics: Every task metric computed, name -> value: the main one plus ``top1``/``top5``
             where they apply next to a user's metric.
+        reference: Name of the variant whose outputs ``fidelity`` compares with (``None``: unnamed or none).
+        judged: Whether ``fidelity`` was checked against a tolerance; ``False``: reported only (e.g. a pruned
+            FP32 model against the dense one, ``--reference VARIANT=none``).
     """
 
     metric: str
@@ -131,11 +134,13 @@ class AccuracyResult:
     ref: str | None = None
     higher_is_better: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
+    reference: str | None = None
+    judged: bool = True
 
     @property
     def fidelity_ok(self) -> bool | None:
-        """Whether every compared output is within its tolerance (``None`` without a reference)."""
-        return None if not self.fidelity else not self.violations
+        """Whether every compared output is within its tolerance (``None``: no reference, or not judged)."""
+        return None if not self.fidelity or not self.judged else not self.violations
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report's ``accuracy`` block."""
@@ -170,32 +175,19 @@ def _as_feeds(x: np.ndarray | Mapping[str, np.ndarray], runner: Any, input_name:
 
 
 def run_batched(runner: Any, feeds: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Run ``feeds`` through ``runner`` in batches and concatenate the outputs.
+    """Run ``feeds`` through ``runner`` in calls of ``batch_size`` samples and join the outputs.
 
-    A model with a static batch dimension gets its last partial batch padded (by repeating
-    samples) and the padding trimmed from the outputs.
+    Calls follow the one batching rule (:mod:`trtopt.batching`): a model with a fixed batch
+    dimension gets calls of exactly that size, whatever ``batch_size`` asks for; its last partial
+    call is padded (by repeating samples) and the padding trimmed from the outputs.
 
     Raises:
-        InputError: The model's static batch dimension differs from ``batch_size``.
+        InputError: Inputs with different fixed batch sizes, or a runner that refuses the data.
     """
-    specs = {s.name: s for s in runner.input_specs()}
-    n = len(next(iter(feeds.values())))
-    for name, spec in specs.items():
-        b = spec.shape[0] if spec.shape else None
-        if isinstance(b, int) and b > 0 and b != batch_size:
-            raise InputError(f"the model's input '{name}' has a fixed batch of {b}; it cannot take batch_size="
-                             f"{batch_size} (use --batch {b})")
-    fixed = any(s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 for s in specs.values())
-    chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        real = len(idx)
-        if fixed and real < batch_size:
-            idx = np.resize(idx, batch_size)
-        outs = runner.infer({k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()})
-        for k, v in outs.items():
-            chunks.setdefault(k, []).append(np.asarray(v)[:real])
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    from trtopt.batching import batch_rule
+
+    rule = batch_rule({s.name: tuple(s.shape) for s in runner.input_specs()})
+    return rule.run(runner.infer, feeds, batch_size)
 
 
 def evaluate(
@@ -210,6 +202,8 @@ def evaluate(
     output_name: str | None = None,
     tolerances: Tolerance | Mapping[str, Tolerance] | None = None,
     channel_splits: Mapping[str, ChannelSplit] | None = None,
+    reference_name: str | None = None,
+    judged: bool = True,
 ) -> AccuracyResult:
     """Evaluate a runner's accuracy and fidelity.
 
@@ -229,6 +223,9 @@ def evaluate(
             checks nothing.
         channel_splits: Output name to the channel axis/groups of its per-channel cosine
             (default: automatic, see :func:`fidelity`).
+        reference_name: Name of the variant ``reference`` came from (reported with the fidelity).
+        judged: ``False`` reports the fidelity to ``reference`` without checking any tolerance
+            (``fidelity_ok`` is then ``None``: nothing was judged).
 
     Returns:
         The accuracy result, including the primary output array for use as a later reference.
@@ -268,6 +265,8 @@ def evaluate(
             if name not in outs:
                 raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
             fid[name] = fidelity(np.asarray(ref), outs[name], (channel_splits or {}).get(name))
+            if not judged:
+                continue
             tol = tolerance_for(tolerances, name)
             used[name] = tol.to_dict()
             if v := tol.violations(fid[name]):
@@ -276,7 +275,8 @@ def evaluate(
                           all_outputs=outs, violations=bad, tolerances=used,
                           samples=None if labels is None else len(main), correct=correct,
                           ref=task.ref if task else None, higher_is_better=task.higher_is_better if task else True,
-                          metrics=extra)
+                          metrics=extra, reference=reference_name if reference is not None else None,
+                          judged=judged)
 
 
 def _builtin_alongside(main: np.ndarray, labels: np.ndarray) -> dict[str, float]:

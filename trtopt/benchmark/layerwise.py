@@ -96,13 +96,13 @@ def _exposed_session(model: Any, names: list[str]):
     return make_session(m.SerializeToString(), optimize=False)
 
 
-def _run_all(model: Any, names: list[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _run_all(model: Any, names: list[str], feeds: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """Every tensor of ``names`` over all samples of ``feeds``; calls follow :mod:`trtopt.batching`."""
+    from trtopt.backends.onnxrt import run_session
+    from trtopt.batching import rule_for_onnx
+
     sess = _exposed_session(model, names)
-    try:
-        vals = sess.run(names, dict(feeds))
-    except Exception as exc:
-        raise InputError(f"ONNX Runtime failed on the exposed model: {str(exc).splitlines()[0]}") from exc
-    return dict(zip(names, vals))
+    return rule_for_onnx(model).run(lambda feed: dict(zip(names, run_session(sess, names, feed, what))), feeds, 0)
 
 
 def compare_layers(reference: str | os.PathLike[str] | Any, candidate: str | os.PathLike[str] | Any,
@@ -129,8 +129,8 @@ def compare_layers(reference: str | os.PathLike[str] | Any, candidate: str | os.
     keys = [k for k in lr if k in lc]
     if not keys:
         raise InputError("no layer of the candidate matches the reference by node name (different exports?)")
-    vr = _run_all(ref, [lr[k][0] for k in keys], feeds)
-    vc = _run_all(cand, [lc[k][0] for k in keys], feeds)
+    vr = _run_all(ref, [lr[k][0] for k in keys], feeds, "the reference model (layer-wise)")
+    vc = _run_all(cand, [lc[k][0] for k in keys], feeds, "the candidate model (layer-wise)")
     producer = {lr[k][0]: k for k in keys}
     nsr: dict[str, float] = {}
     layers = []

@@ -112,6 +112,13 @@ def _accuracy_of(v: Any) -> tuple[float | None, str]:
     return None, ""
 
 
+def _bar(value: float, interval: Any) -> list[list[float]] | None:
+    """Error-bar lengths ``[[below], [above]]`` of ``interval`` around ``value`` (never negative), or ``None``."""
+    if not interval:
+        return None
+    return [[max(0.0, value - float(interval[0]))], [max(0.0, float(interval[1]) - value)]]
+
+
 def _save(fig: Any, dest: Path) -> Path:
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -139,8 +146,8 @@ def _pareto(plt: Any, variants: list[Any], dest: Path) -> Path | None:
             pts.append((x, acc))
             cis.append(ci)
             color, marker = style[f"{v.name} ({v.backend})"]
-            xerr = [[x - tci[0]], [tci[1] - x]] if tci else None
-            yerr = [[acc - ci[0]], [ci[1] - acc]] if ci else None
+            xerr = _bar(x, tci)
+            yerr = _bar(acc, ci)
             handles[f"{v.name} ({v.backend})"] = ax.errorbar(x, acc, xerr=xerr, yerr=yerr, fmt=marker, color=color,
                                                               ms=7, capsize=3, lw=1)
         front = pareto_front(pts)
@@ -202,16 +209,17 @@ def _batch(plt: Any, variants: list[Any], dest: Path) -> Path | None:
         plt.close(fig)
 
 
-def write_plots(report: Any, out_dir: Path) -> dict[str, Path]:
-    """Write the PNG plots of ``report`` into ``out_dir``.
+def write_plots(report: Any, out_dir: Path, failed: list[str] | None = None) -> dict[str, Path]:
+    """Write the PNG plots of ``report`` into ``out_dir``; a plot that fails is a warning, never an error.
 
     Args:
         report: A :class:`~trtopt.benchmark.report.Report` (live objects: latencies are needed).
         out_dir: Destination folder.
+        failed: When given, receives one ``"pareto.png: ValueError: ..."`` line per plot that failed.
 
     Returns:
-        ``plot_pareto`` / ``plot_latency`` / ``plot_batch`` to path, for the plots that apply;
-        empty without matplotlib.
+        ``plot_pareto`` / ``plot_latency`` / ``plot_batch`` to path, for the plots that apply and were
+        written; empty without matplotlib.
     """
     if not plots_available():
         log.warning(skipped_note())
@@ -224,7 +232,18 @@ def write_plots(report: Any, out_dir: Path) -> dict[str, Path]:
     variants = _ok(report)
     out: dict[str, Path] = {}
     for key, fn in (("plot_pareto", _pareto), ("plot_latency", _latency), ("plot_batch", _batch)):
-        path = fn(plt, variants, Path(out_dir) / PLOT_FILES[key])
+        before = set(plt.get_fignums())
+        try:
+            path = fn(plt, variants, Path(out_dir) / PLOT_FILES[key])
+        except Exception as exc:  # matplotlib raises many types; the report is written whatever a plot does
+            for num in set(plt.get_fignums()) - before:
+                plt.close(num)
+            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            line = f"{PLOT_FILES[key]}: {type(exc).__name__}: {why}"
+            log.warning("plot not written: %s", line)
+            if failed is not None:
+                failed.append(line)
+            continue
         if path is not None:
             out[key] = path
     return out

@@ -81,7 +81,7 @@ def _acc(v: dict[str, Any]) -> str:
         fid = next(iter((v.get("fidelity") or {}).values()), None)
         if not fid or fid.get("cosine") is None:
             return "—"
-        return _fid_summary(fid) + fail
+        return _fid_summary(fid) + fail + ("" if fidelity_judged(v) else " (not judged)")
     ci = a.get("ci95")
     band = f" ({as_float(ci[0]):.1f}–{as_float(ci[1]):.1f})" if ci else ""
     name = a.get("metric", "")
@@ -166,17 +166,35 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def fidelity_judged(v: Mapping[str, Any]) -> bool:
+    """Whether a report row's fidelity was checked against a tolerance.
+
+    ``fidelity_judged`` where the report has it; in older reports, whether any threshold was recorded
+    (a variant reported but not judged carries only empty thresholds).
+    """
+    judged = v.get("fidelity_judged")
+    if judged is not None:
+        return bool(judged)
+    return any(x is not None for t in (v.get("fidelity_tolerances") or {}).values() for x in t.values())
+
+
+#: The verdict of a variant whose fidelity is reported, not checked against any tolerance.
+NOT_JUDGED = "— not judged"
+
+
 def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for v in data["variants"]:
+        judged = fidelity_judged(v)
         for out, f in (v.get("fidelity") or {}).items():
             bad = (v.get("fidelity_violations") or {}).get(out, [])
-            verdict = ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
+            verdict = NOT_JUDGED if not judged else ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
             agree = f.get("top1_agreement")
             agree = f.get("position_agreement") if agree is None else agree
             ch = f.get("worst_channel_cosine")
             worst = "—" if ch is None else f"{as_float(ch):.6f} (ch {f.get('worst_channel')})"
-            rows.append([v["name"], str(v["batch_size"]), out, fmt_num(agree, 2),
+            rows.append([v["name"], str(v["batch_size"]), str(v.get("fidelity_reference") or "—"), out,
+                         fmt_num(agree, 2),
                          fmt_num(f.get("sequence_agreement"), 2), fmt_num(f.get("cosine"), 6), worst,
                          fmt_num(f.get("max_abs_err"), 5), fmt_num(f.get("mean_abs_err"), 5),
                          fmt_num(f.get("sqnr_db"), 1), verdict])
@@ -216,7 +234,7 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
 def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_note: str | None = None) -> str:
     """Return ``report.md``: results table, fidelity table, timing notes, environment, plots.
 
-    ``plot_note`` (e.g. ``plots skipped: ...``) goes under a Plots heading when no plot was written.
+    ``plot_note`` (e.g. ``plots skipped: ...``, or the plots that failed) goes under the Plots heading.
     """
     data = _data(report)
     wl = data.get("workload") or {}
@@ -263,19 +281,21 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_n
     fid = _fidelity_rows(data)
     if fid:
         lines += ["## Fidelity against FP32", ""]
-        header = ["variant", "batch", "output", "top-1 agree %", "sequence agree %", "cosine", "worst channel cos",
-                  "max abs err", "mean abs err", "SQNR dB", "tolerance"]
+        header = ["variant", "batch", "compared with", "output", "top-1 agree %", "sequence agree %", "cosine",
+                  "worst channel cos", "max abs err", "mean abs err", "SQNR dB", "tolerance"]
         lines += [*_md_table(header, fid), ""]
-        tols = sorted({_fmt_tol(t) for v in data["variants"] for t in (v.get("fidelity_tolerances") or {}).values()})
+        tols = sorted({_fmt_tol(t) for v in data["variants"] if fidelity_judged(v)
+                       for t in (v.get("fidelity_tolerances") or {}).values()})
         lines += [f"Tolerance(s) applied: {'; '.join(tols) or 'n/a'}. Top-1 agreement is per sample for "
                   "(N, C) outputs and per position (argmax over the last axis) for (N, T, C) outputs; ✗ marks a "
-                  "variant outside its tolerance.", ""]
+                  f"variant outside its tolerance; {NOT_JUDGED} a variant whose fidelity to the model it is compared "
+                  "with is reported, not checked (a pruned FP32 model is a different model than the dense one: its "
+                  "accuracy says whether pruning worked; `--reference VARIANT=none`).", ""]
     lines += ["## Environment", "", *_env_lines(data.get("environment") or {}), ""]
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
-    if pngs:
-        lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()] + [""]
-    elif plot_note:
-        lines += ["## Plots", "", plot_note, ""]
+    if pngs or plot_note:
+        lines += ["## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in pngs.items()]
+        lines += ([""] if pngs else []) + ([plot_note, ""] if plot_note else [])
     return "\n".join(lines)
 
 

@@ -110,6 +110,8 @@ class VariantResult:
             "fidelity_violations": dict(a.violations) if a and a.violations else {},
             "fidelity_ok": a.fidelity_ok if a else None,
             "fidelity_tolerances": dict(a.tolerances) if a else {},
+            "fidelity_reference": a.reference if a and a.fidelity else None,
+            "fidelity_judged": a.judged if a and a.fidelity else None,
             "vs_fp32": dict(self.vs_fp32),
             "artifact": None if self.artifact is None else str(self.artifact),
             "status": self.status, "reason": self.reason, "extra": self.extra,
@@ -285,11 +287,13 @@ def variant_key(v: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and (with matplotlib) PNG plots, each atomically.
+    """Write ``report.json`` and ``report.md`` first, then (with matplotlib) PNG plots, each atomically.
 
-    Plots this run did not write (``plots=False``, no matplotlib, a plot that does not apply) are
-    removed from ``out_dir`` so no stale PNG from an older run sits next to the new report; without
-    matplotlib ``report.md`` says ``plots skipped`` and how to install it.
+    The report never depends on its plots: both files are written before any plot is drawn, and a plot
+    that fails is a warning (named in ``report.md``), never an error. Plots this run did not write
+    (``plots=False``, no matplotlib, a plot that does not apply or failed) are removed from ``out_dir``
+    so no stale PNG from an older run sits next to the new report; without matplotlib ``report.md``
+    says ``plots skipped`` and how to install it.
 
     Args:
         report: The report (finalized here if it was not).
@@ -307,14 +311,18 @@ def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = 
         report.finalize()
     data = report.to_dict()
     check_schema(data, "generated report")
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path] = {"json": atomic_write_json(out / "report.json", data)}
+    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data))
+    figures: dict[str, Path] = {}
+    failed: list[str] = []
     note = None
     if plots:
-        paths.update(write_plots(report, out))
-        note = None if plots_available() else skipped_note()
+        figures = write_plots(report, out, failed)
+        note = skipped_note() if not plots_available() else (
+            "plots not written: " + "; ".join(failed) if failed else None)
     for key, name in PLOT_FILES.items():  # a PNG from an older run must not sit next to this report
-        if key not in paths:
+        if key not in figures:
             (out / name).unlink(missing_ok=True)
-    paths["json"] = atomic_write_json(out / "report.json", data)
-    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data, plots=paths, plot_note=note))
-    return paths
+    if figures or note:
+        atomic_write_text(out / "report.md", render_markdown(data, plots=figures, plot_note=note))
+    return {**paths, **figures}

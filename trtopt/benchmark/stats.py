@@ -52,6 +52,16 @@ def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def around(value: float, low: float, high: float) -> tuple[float, float, float]:
+    """``(value, low, high)`` with the interval widened to contain ``value``.
+
+    Why: a percentile bootstrap interval of a two-sample ratio need not contain the point estimate
+    (the ratio of medians is not the median of the resampled ratios), and rounding can put a bound a
+    hair past its value; every reader of an interval (error bars, ``contains``) assumes it does.
+    """
+    return value, min(low, value), max(high, value)
+
+
 def bootstrap_median_ci(x: Sequence[float] | np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES,
                         seed: int = SEED) -> tuple[float, float, float]:
     """Median of ``x`` and its percentile-bootstrap interval.
@@ -71,7 +81,7 @@ def bootstrap_median_ci(x: Sequence[float] | np.ndarray, level: float = LEVEL, r
     a = _rounds(x, "bootstrap_median_ci")
     rng = np.random.default_rng(seed)
     meds = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
-    return (float(np.median(a)), *_percentiles(meds, level))
+    return around(float(np.median(a)), *_percentiles(meds, level))
 
 
 def paired_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = LEVEL,
@@ -115,7 +125,7 @@ def ratio_of_medians_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np
     my = np.median(y[rng.integers(0, y.size, size=(resamples, y.size))], axis=1)
     if np.any(my <= 0):
         raise ValueError("baseline throughput must be positive")
-    return (float(np.median(x) / np.median(y)), *_percentiles(mx / my, level))
+    return around(float(np.median(x) / np.median(y)), *_percentiles(mx / my, level))
 
 
 def _z(level: float) -> float:
@@ -127,8 +137,24 @@ def _z(level: float) -> float:
     return (lo + hi) / 2
 
 
+def wilson_bounds(p: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` (a fraction in [0, 1]) measured on ``n`` trials.
+
+    The bounds are clamped to contain ``p`` and to lie in [0, 1], with exactly 1.0 above an all-success
+    sample and 0.0 below an all-failure one (the formula's float rounding gives 0.9999999999999999).
+    ``n <= 0`` gives ``(0.0, 1.0)``: nothing measured.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    z = _z(level)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(max(0.0, p * (1 - p)) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
+    return (0.0 if p <= 0 else lo), (1.0 if p >= 1 else hi)
+
+
 def wilson_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of a proportion, in percent.
+    """Wilson score interval of a proportion, in percent (:func:`wilson_bounds`).
 
     Args:
         successes: Correct samples.
@@ -136,18 +162,16 @@ def wilson_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float
         level: Confidence level.
 
     Returns:
-        ``(low, high)`` in percent; e.g. 520 of 540 -> about (94.4, 97.5).
+        ``(low, high)`` in percent, containing ``100 * successes / n`` and within [0, 100]; e.g. 520 of
+        540 -> about (94.4, 97.5), 512 of 512 -> (99.26, 100.0).
 
     Raises:
         ValueError: ``n <= 0`` or ``successes`` outside ``[0, n]``.
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"wilson_interval needs 0 <= successes <= n, n > 0; got {successes} of {n}")
-    z = _z(level)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+    lo, hi = wilson_bounds(successes / n, n, level)
+    return 100 * lo, 100 * hi
 
 
 def _binom_sf(k: int, n: int, p: float) -> float:

@@ -206,18 +206,17 @@ def _skipped(name: str, backend: str, precision: str, sparsity: str, cfg: BenchC
 
 
 def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-                 reference: Any, metric: Any, label: str, judged: bool = True) -> Any:
+                 reference: Any, metric: Any, label: str, judged: bool = True, reference_name: str | None = None
+                 ) -> Any:
     """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner.
 
-    ``judged=False`` reports the fidelity to ``reference`` without checking it against a tolerance.
+    ``judged=False`` reports the fidelity to ``reference`` (the outputs of ``reference_name``) without
+    checking it against a tolerance.
     """
     check_batches(runner, cfg.batch_sizes, label)
     runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
-    eval_bs = fixed_batch(runner) or cfg.effective_eval_batch_size
-    from trtopt.benchmark.fidelity import Tolerance
-
-    return evaluate(runner, data, labels=labels, reference=reference, batch_size=eval_bs, metric=metric,
-                    tolerances=cfg.output_tolerances() if judged else Tolerance())
+    return evaluate(runner, data, labels=labels, reference=reference, batch_size=cfg.effective_eval_batch_size,
+                    metric=metric, tolerances=cfg.output_tolerances(), judged=judged, reference_name=reference_name)
 
 
 def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,
@@ -337,7 +336,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     task = get_metric(metric) if labels is not None else None  # a bad reference fails before any work
     progress = progress or (lambda _s, _d: None)
     variants: list[VariantResult] = []
-    reference, unavailable = None, {}
+    reference, reference_name, unavailable = None, None, {}
     outputs_of: dict[tuple[str, str], Any] = {}
     names = _unique_names([str(m) for m in models])
     references = dict(references or {})
@@ -373,9 +372,11 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                 feeds = data if data is not None else random_feeds(
                     bench_specs(path, input_specs) if path.endswith(".onnx") else runner.input_specs(), num_samples)
                 ref_name = references.get(name)
-                ref = outputs_of.get((backend, ref_name), reference) if ref_name not in (None, "none") else reference
+                ref, compared = reference, reference_name
+                if ref_name not in (None, "none") and (backend, ref_name) in outputs_of:
+                    ref, compared = outputs_of[(backend, ref_name)], ref_name
                 acc = evaluate_one(runner, cfg, feeds, labels, ref, task or metric, f"'{path}'",
-                                   judged=ref_name != "none")
+                                   judged=ref_name != "none", reference_name=compared)
                 outputs_of[(backend, name)] = acc.all_outputs
                 rows = [VariantResult(name, runner.backend, precision, sparsity, bs, None, acc, path, "ok", "",
                                       extra={"runner": runner.describe()}) for bs in cfg.batch_sizes]
@@ -387,7 +388,8 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                 if not names_checked:  # not an .onnx first model: its outputs are known once it ran
                     check_tolerance_names(cfg.output_tolerances(), list(acc.all_outputs))
                     names_checked = True
-                reference = acc.all_outputs if reference is None else reference
+                if reference is None:  # the first model on the first backend: every later one's default reference
+                    reference, reference_name = acc.all_outputs, f"{name} ({backend})" if len(backends) > 1 else name
                 variants += rows
         if timed:
             progress("bench", f"timing {len(timed)} variant(s) in interleaved rounds "

@@ -53,15 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_npz(path: Path, model) -> tuple[dict, object]:
-    """``--eval``: the one data format (:func:`trtopt.dataset.load_npz`): inputs by name plus optional labels.
+def _load_npz(path: Path, model) -> tuple[dict, object, tuple[str, ...]]:
+    """``--eval``: the one data format (:func:`trtopt.dataset.load_npz`): inputs, optional labels, static names.
 
     The whole file is checked against the model first: errors name the file and its arrays' shapes.
     """
     from trtopt.dataset import load_npz
 
     ds = load_npz(path).check_onnx(model)
-    return ds.feeds(), ds.labels
+    return ds.feeds(), ds.labels, tuple(ds.static)
 
 
 def _table(path: Path, model):
@@ -162,14 +162,14 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(err, out)
         print(save_onnx(out, args.out))
         return 0
-    inputs, labels = _load_npz(args.eval, model)
+    inputs, labels, static = _load_npz(args.eval, model)
     from trtopt.calib.collect import as_model
     from trtopt.calib.source import model_input_specs, validate_batch
 
     inputs = validate_batch(inputs, model_input_specs(as_model(model)), where=f"evaluation data {args.eval}")
     with err.status("accuracy budget") as status:
         res = apply_accuracy_budget(model, table, inputs, labels, args.max_accuracy_drop, cfg,
-                                    progress=lambda st, detail: status.update(f"{st}: {detail}"))
+                                    progress=lambda st, detail: status.update(f"{st}: {detail}"), static=static)
     _print_budget(err, res)
     _print_summary(err, res.model)
     if args.report:
@@ -190,9 +190,7 @@ def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str
     """
     import logging
 
-    from trtopt.calib import NumpySource
-    from trtopt.calib.batches import _with_batch
-    from trtopt.calib.source import batch_axes, model_input_specs, validate_batch
+    from trtopt.calib.source import model_input_specs, validate_batch
     from trtopt.fileio import sha256_file
 
     path, static = args.calib_data, tuple(args.static_input)
@@ -209,16 +207,13 @@ def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str
             log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
                         "pass --calib-data CALIB.npz", path)
             return None
-    if not static:  # every sample: the guard picks its own seeded subset (the same as the recipe pipeline's)
-        from trtopt.dataset import load_npz
+    from trtopt.dataset import load_npz
 
-        arrays = load_npz(path).inputs
-        return validate_batch(arrays, model_input_specs(model), where=f"calibration data {path}"), ()
-    src = NumpySource.from_npz(path, batch_size=64, seed=0, exclude=("labels", "label", "y"), static=static)
-    batch = next(iter(src))
-    n = next(iter(batch.values())).shape[0]
-    batch.update(_with_batch(src.static_inputs, batch_axes(model, src.static_inputs), n))
-    return validate_batch(batch, model_input_specs(model), where=f"calibration data {path}"), tuple(src.static_inputs)
+    # every sample: the guard picks its own seeded subset (the same as the recipe pipeline's); static
+    # inputs go whole, and the guard's batching rule adds them to every call
+    ds = load_npz(path, static=static).check_onnx(model)
+    feeds = validate_batch({**ds.inputs, **ds.static}, model_input_specs(model), where=f"calibration data {path}")
+    return feeds, tuple(ds.static)
 
 
 def _print_guard(console, res) -> None:

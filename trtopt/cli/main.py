@@ -128,6 +128,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"trtopt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # ONNX Runtime's own types (InvalidArgument, Fail, ...): one line, never its dump
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"trtopt {args.command}: error: ONNX Runtime: {first[:400]}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -15,12 +15,13 @@ Reports ONNX node names and the PyTorch module paths encoded in them (``/layer1/
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 
+from trtopt.batching import rule_for_onnx
 from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
@@ -72,14 +73,19 @@ class BudgetResult:
                 "kept_modules": self.kept_modules, "sensitivity": self.sensitivity}
 
 
-def _predict(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
-    from trtopt.backends.onnxrt import make_session
+def _predict(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int,
+             static: Collection[str] = ()) -> np.ndarray:
+    """The first output on every sample, ``(N, -1)`` float32; calls follow :mod:`trtopt.batching`."""
+    from trtopt.backends.onnxrt import make_session, run_session
+    from trtopt.onnx_graph import with_symbolic_dims
 
+    model = with_symbolic_dims(model)
     sess = make_session(model.SerializeToString())
     name = sess.get_outputs()[0].name
-    n = next(iter(inputs.values())).shape[0]
-    outs = [sess.run([name], {k: v[s : s + batch_size] for k, v in inputs.items()})[0] for s in range(0, n, batch_size)]
-    return np.concatenate(outs).astype(np.float32).reshape(n, -1)
+    rule = rule_for_onnx(model, static)
+    out = rule.run(lambda feed: {name: run_session(sess, [name], feed, "the model on the evaluation data")[0]},
+                   inputs, batch_size)[name]
+    return out.astype(np.float32).reshape(rule.samples(inputs), -1)
 
 
 def _metric(y: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
@@ -92,7 +98,7 @@ def _metric(y: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
 def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
                           eval_inputs: Mapping[str, np.ndarray], labels: np.ndarray | None, max_drop: float,
                           config: QuantizeConfig | None = None, batch_size: int = 256,
-                          progress: Progress | None = None) -> BudgetResult:
+                          progress: Progress | None = None, static: Collection[str] = ()) -> BudgetResult:
     """Quantize with Q/DQ, keeping the most sensitive layers in higher precision to meet ``max_drop``.
 
     Args:
@@ -102,26 +108,33 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
         labels: Integer class labels for top-1, or ``None`` to use cosine similarity to FP32.
         max_drop: Allowed drop in points (top-1 percent, or 100 x (1 - cosine)).
         config: Q/DQ options (its exclusions are kept; ``fp16_rest`` keeps excluded layers FP16).
-        batch_size: Evaluation batch size.
+        batch_size: Samples per ONNX Runtime call (the model's fixed batch size wins, :mod:`trtopt.batching`).
         progress: Optional ``callback(stage, detail)``.
+        static: Inputs of ``eval_inputs`` that are per-call constants (``static:<name>`` in the ``.npz``):
+            passed with every call, not cut into samples.
 
     Returns:
         The final model and the report.
+
+    Raises:
+        ConfigError: A negative ``max_drop``.
+        InputError: An empty split, labels that do not match it, or data ONNX Runtime refuses (one line).
     """
     if max_drop < 0:
         raise ConfigError(f"--max-accuracy-drop must be >= 0, got {max_drop}")
-    if not eval_inputs or next(iter(eval_inputs.values())).shape[0] == 0:
+    if not any(k not in static for k in eval_inputs) or \
+            next(v for k, v in eval_inputs.items() if k not in static).shape[0] == 0:
         raise InputError("the evaluation split is empty")
     cfg = config or QuantizeConfig()
     fp32_model = as_model(model)
     say = progress or (lambda stage, detail: None)
-    ref = _predict(fp32_model, eval_inputs, batch_size)
+    ref = _predict(fp32_model, eval_inputs, batch_size, static)
     if labels is not None and len(labels) != ref.shape[0]:
         raise InputError(f"eval labels hold {len(labels)} entries for {ref.shape[0]} samples")
     metric = "top1" if labels is not None else "cosine"
     fp32 = _metric(ref, ref, labels)
     full = quantize_qdq(fp32_model, table, cfg)
-    int8_all = _metric(_predict(full, eval_inputs, batch_size), ref, labels)
+    int8_all = _metric(_predict(full, eval_inputs, batch_size, static), ref, labels)
     say("budget", f"FP32 {metric} {fp32:.3f}, all-INT8 {int8_all:.3f} (budget {max_drop} points)")
     result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
     if result.within_budget:
@@ -133,7 +146,7 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
     for k, name in enumerate(layers, 1):
         say("budget", f"sensitivity {k}/{len(layers)}: {name}")
         one = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
-        y = _predict(one, eval_inputs, batch_size)
+        y = _predict(one, eval_inputs, batch_size, static)
         sens[name] = float(np.sum((y - ref) ** 2) / max(np.sum(ref**2), 1e-12))
     result.sensitivity = dict(sorted(sens.items(), key=lambda kv: -kv[1]))
     order = list(result.sensitivity)
@@ -141,7 +154,7 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
         kept = order[:k]
         excl = cfg.exclude_nodes + exactly(kept)
         cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl), allow_empty=True)
-        score = _metric(_predict(cand, eval_inputs, batch_size), ref, labels)
+        score = _metric(_predict(cand, eval_inputs, batch_size, static), ref, labels)
         say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
         result.model, result.final, result.kept_nodes = cand, score, kept
         if result.within_budget:

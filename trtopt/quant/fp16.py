@@ -283,6 +283,14 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
         log.info("FP16: clamping additive mask '%s' to %g (exact in effect before Softmax)", name, MASK_FILL)
     blocked = blocked_nodes(m, cfg, ranges, masks)
     feeds = next(iter(source), None) if source is not None and cfg.overflow_samples else None
+    static = dict(getattr(source, "static_inputs", None) or {})
+    previewed = 0
+    if feeds is not None:
+        feeds = {**feeds, **static}
+        from trtopt.batching import rule_for_onnx
+
+        rule = rule_for_onnx(m, static)  # the preview runs one call: a fixed batch size sets its samples
+        previewed = min(rule.call_size(cfg.overflow_samples, rule.samples(feeds)), rule.samples(feeds))
     originals = {n.name for n in m.graph.node}
     for _ in range(cfg.overflow_rounds):
         work = m
@@ -295,7 +303,7 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
             break
         from trtopt.quant.fp16_check import fp16_overflows
 
-        found = fp16_overflows(out, feeds, reference=m, max_samples=cfg.overflow_samples)
+        found = fp16_overflows(out, feeds, reference=m, max_samples=cfg.overflow_samples, static=static)
         new: dict[str, str] = {}
         for f in found:
             # an overflowing Cast was inserted by the converter: its FP16 readers must stay FP32
@@ -323,5 +331,5 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.fp32_reasons", value=json.dumps(blocked)))
     if feeds is not None:
         out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.overflow_preview",
-                                                              value=f"{cfg.overflow_samples} samples, no overflow"))
+                                                              value=f"{previewed} samples, no overflow"))
     return out

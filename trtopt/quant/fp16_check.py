@@ -23,7 +23,7 @@ same samples when one is given (tensor names are shared), else it is reported as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +70,7 @@ class Overflow:
 
 def _run_all(model: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``model`` on CPU ONNX Runtime returning ``names`` (added as outputs; optimizations off)."""
-    from trtopt.backends.onnxrt import make_session
+    from trtopt.backends.onnxrt import make_session, run_session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -85,7 +85,7 @@ def _run_all(model: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.nd
     with np.errstate(over="ignore"):  # data beyond FP16 for an FP16 input: reported by the caller
         typed = {k: np.asarray(v).astype(cast.get(inputs[k], np.asarray(v).dtype))
                  for k, v in feeds.items() if k in inputs}
-    vals = sess.run(out_names, typed)
+    vals = run_session(sess, out_names, typed, "the FP16 model (overflow preview)")
     return dict(zip(out_names, vals))
 
 
@@ -105,20 +105,25 @@ def _axes(node: onnx.NodeProto, graph: onnx.GraphProto, vals: Mapping[str, np.nd
 
 
 def fp16_overflows(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                   reference: onnx.ModelProto | None = None, max_samples: int = 4) -> list[Overflow]:
+                   reference: onnx.ModelProto | None = None, max_samples: int = 4,
+                   static: Collection[str] = ()) -> list[Overflow]:
     """Find the nodes of an FP16 model whose FP16 arithmetic overflows on ``feeds`` (see module doc).
 
     Args:
         model: The converted (mixed-precision) model.
-        feeds: One batch of inputs by name; only its first ``max_samples`` samples are used.
+        feeds: One batch of inputs by name; only its first ``max_samples`` samples are used, in one call
+            (a model with a fixed batch size gets exactly that many: :mod:`trtopt.batching`).
         reference: The FP32 model, to quote the magnitude an overflowing output would need.
         max_samples: Bound on samples run (memory: every float16 activation of the batch is held).
+        static: Inputs of ``feeds`` that are per-call constants (not samples on axis 0).
 
     Returns:
         Overflows in graph order (first appearance only); empty when FP16 is safe on this data.
     """
     g = model.graph
-    batch = {k: np.asarray(v)[:max_samples] if np.ndim(v) else np.asarray(v) for k, v in feeds.items()}
+    from trtopt.batching import rule_for_onnx
+
+    batch, _ = next(rule_for_onnx(model, static).calls(feeds, max_samples))  # one call: every tensor is held
     types = float_tensor_types(model)
     f16 = [o for n in g.node for o in n.output if o and types.get(o) == F16 and n.op_type != "Constant"]
     axes_inputs = [n.input[1] for n in g.node if n.op_type in _ACCUMULATE and len(n.input) > 1 and n.input[1]]

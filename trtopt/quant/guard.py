@@ -22,6 +22,7 @@ inputs its ranges came from; a held-out split is better where the user has one: 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from trtopt.batching import rule_for_onnx
 from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
@@ -48,21 +50,25 @@ SMALL_SAMPLE = 1000
 
 
 def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int,
-                static: Collection[str] = ()) -> list[np.ndarray]:
+                static: Collection[str] = (), what: str = "the model") -> list[np.ndarray]:
     """Run ``model`` in ONNX Runtime on ``inputs`` (samples on axis 0); every float output, concatenated.
 
-    ``static`` inputs (per-call constants, docs/data-format.md) go whole with every call.
+    Calls follow the one batching rule (:mod:`trtopt.batching`): ``batch_size`` samples per call, or
+    the model's fixed batch size; ``static`` inputs (per-call constants, docs/data-format.md) go
+    with every call, their batch axes broadcast from size 1 or cut with the samples.
+
+    Raises:
+        InputError: ONNX Runtime refused the inputs (one line naming the input and the fix).
     """
-    from trtopt.backends.onnxrt import make_session
+    from trtopt.backends.onnxrt import make_session, run_session
     from trtopt.onnx_graph import with_symbolic_dims
 
-    sess = make_session(with_symbolic_dims(model).SerializeToString())
+    model = with_symbolic_dims(model)
+    sess = make_session(model.SerializeToString())
     names = [o.name for o in sess.get_outputs()]
-    n = next(v.shape[0] for k, v in inputs.items() if k not in static)
-    parts = [sess.run(names, {k: v if k in static else v[s : s + batch_size] for k, v in inputs.items()})
-             for s in range(0, n, batch_size if not static else n)]
-    outs = [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
-    return [o.astype(np.float32) for o in outs if np.issubdtype(o.dtype, np.floating)]
+    rule = rule_for_onnx(model, static)
+    outs = rule.run(lambda feed: dict(zip(names, run_session(sess, names, feed, what))), inputs, batch_size)
+    return [outs[k].astype(np.float32) for k in names if np.issubdtype(outs[k].dtype, np.floating)]
 
 
 def output_error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:
@@ -133,14 +139,13 @@ def wilson_upper(agree_pct: float, n: int, z: float = 1.96) -> float:
     """Upper end (percent) of the Wilson score interval of an agreement rate measured on ``n`` trials.
 
     Source: E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
-    JASA 22 (1927); the interval that stays sensible for rates near 100 % and small ``n``.
+    JASA 22 (1927); the interval that stays sensible for rates near 100 % and small ``n``
+    (:func:`trtopt.benchmark.stats.wilson_bounds`: never below the rate itself, exactly 100 at 100 %).
     """
-    if n <= 0:
-        return 100.0
-    p, z2 = agree_pct / 100.0, z * z
-    centre = p + z2 / (2 * n)
-    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return float(100.0 * min(1.0, (centre + half) / (1 + z2 / n)))
+    from trtopt.benchmark.stats import wilson_bounds
+
+    level = math.erf(z / math.sqrt(2))
+    return 100.0 * wilson_bounds(min(max(agree_pct / 100.0, 0.0), 1.0), n, level)[1]
 
 
 def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
@@ -195,9 +200,9 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         max_samples: Samples to measure on (bounds the cost: L + O(log L) model runs on them); fewer
             when a sample is large (at most :data:`MAX_ELEMENTS` input values in all). A classifier
             needs dozens: one flipped answer in 16 samples is already 6 % of top-1 agreement.
-        batch_size: Samples per ONNX Runtime call.
-        static: Inputs of ``inputs`` that are per-call constants (not cut on axis 0; the caller has
-            broadcast their batch axes to the samples given, which are then measured in one call).
+        batch_size: Samples per ONNX Runtime call (the model's fixed batch size wins, :mod:`trtopt.batching`).
+        static: Inputs of ``inputs`` that are per-call constants (not cut on axis 0; their batch axes
+            hold 1 entry, broadcast to every call, or one entry per sample, sampled with the samples).
         fp16_ranges: Passed to :func:`~trtopt.quant.qdq.quantize_qdq` (the FP16 data rule of ``fp16_rest``).
         progress: Optional ``callback(message)`` for the work under way (ranking, attempts); the verdict
             is in the result, not reported here.
@@ -206,31 +211,33 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         The model and the report.
 
     Raises:
-        InputError: No samples; or even the most INT8-tolerant layers alone miss the tolerance
-            (quantizing this model to INT8 would break it: use FP16, or set a looser tolerance).
+        InputError: No samples; data ONNX Runtime refuses (one line naming the input and the fix); or
+            even the most INT8-tolerant layers alone miss the tolerance (quantizing this model to INT8
+            would break it: use FP16, or set a looser tolerance).
     """
     from trtopt.benchmark.fidelity import check_tolerance_names, fidelity, tolerance_for
 
     cfg = config or QuantizeConfig()
     say = progress or (lambda msg: None)
+    fp32 = as_model(model)
+    rule = rule_for_onnx(fp32, static)
     batched = {k: np.asarray(v) for k, v in inputs.items() if k not in static}
     if not batched or next(iter(batched.values())).shape[0] == 0:
         raise InputError("the fidelity guard needs calibration samples (none given)")
     per_sample = max(1, sum(int(np.prod(v.shape[1:])) for v in batched.values()))
-    take = len(next(iter(batched.values()))) if static else max(1, min(max_samples, MAX_ELEMENTS // per_sample))
-    total = len(next(iter(batched.values())))
+    take = max(1, min(max_samples, MAX_ELEMENTS // per_sample))
+    total = rule.samples(inputs)
     # a seeded spread over the whole file, not its first rows (files are often sorted by class): the CLI
     # and the recipe pipeline, given the same data, judge the same samples and keep the same layers
     idx = np.sort(np.random.default_rng(0).permutation(total)[:take]) if take < total else np.arange(total)
-    feeds = {k: (np.asarray(v) if k in static else np.asarray(v)[idx]) for k, v in inputs.items()}
-    n = next(v.shape[0] for k, v in feeds.items() if k not in static)
-    fp32 = as_model(model)
+    feeds = rule.take(inputs, idx)
+    n = len(idx)
     check_tolerance_names(tolerance, [o.name for o in fp32.graph.output])
     tols = [in_sample_target(tolerance_for(tolerance, o.name)) for o in fp32.graph.output]
-    ref = predict_all(fp32, feeds, batch_size, static)
+    ref = predict_all(fp32, feeds, batch_size, static, "the FP32 model on the calibration data")
 
     def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], list[np.ndarray]]:
-        outs = predict_all(m, feeds, batch_size, static)
+        outs = predict_all(m, feeds, batch_size, static, "the INT8 model on the calibration data")
         fids = [fidelity(r, y) for r, y in zip(ref, outs)]
         return [v for r, f, t in zip(ref, fids, tols) for v in t.violations(significant(f, r.shape))], fids, outs
 
@@ -245,7 +252,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     for k, name in enumerate(layers, 1):
         say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}")
         one = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
-        sens[name] = output_error(predict_all(one, feeds, batch_size, static), ref)
+        sens[name] = output_error(predict_all(one, feeds, batch_size, static, "the INT8 model on the calibration data"),
+                                  ref)
     order = sorted(sens, key=lambda k: -sens[k])
     result.sensitivity = {k: sens[k] for k in order}
     tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
