@@ -24,10 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trtopt.backends.tensorrt.variants import build_variant, prepare_variant_graphs  # noqa: E402
 from trtopt.errors import TrtoptError  # noqa: E402
 from trtopt.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from trtopt.recipe import VARIANTS  # noqa: E402
+from trtopt.models.workloads import load_workload  # noqa: E402
+from trtopt.pipeline import Pipeline  # noqa: E402
+from trtopt.recipe import VARIANTS, load_recipe  # noqa: E402
+from trtopt.run.engines import build_variant  # noqa: E402
 
 RECIPES = ("digits_demo", "resnet18", "mobilenet_v2", "resnet50", "minilm")
 
@@ -67,8 +69,9 @@ def main() -> int:
         for name in args.recipes:
             t0 = time.perf_counter()
             try:
-                recipe, graphs, failed = prepare_variant_graphs(
-                    ROOT / "bench/recipes" / f"{name}.toml", Path(tmp) / name, {"recipe": {"variants": list(VARIANTS)}})
+                recipe = load_recipe(ROOT / "bench/recipes" / f"{name}.toml", {"recipe": {"variants": list(VARIANTS)}})
+                pipe = Pipeline(recipe, Path(tmp) / name)
+                graphs, failed = pipe.prepare(load_workload(recipe.workload)), pipe.failed
             except TrtoptError as exc:
                 rows.append({"recipe": name, "variant": "*", "status": "skipped", "reason": str(exc)})
                 print(f"{name}: skipped ({exc})", flush=True)

@@ -10,15 +10,21 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trtopt.errors import MetricError, TrtoptError
+from trtopt.benchmark.report import Report, VariantResult
+from trtopt.benchmark.session import BenchSession, SessionEntry
+from trtopt.errors import TrtoptError
 from trtopt.log import get_logger
 from trtopt.recipe import VARIANTS, Recipe
+from trtopt.run.engines import engine_column, runner_options
+
+if TYPE_CHECKING:
+    from trtopt.models.workloads import Workload
 
 log = get_logger(__name__)
 
@@ -31,14 +37,24 @@ class PipelineResult:
     """What a pipeline run produced.
 
     Attributes:
-        report: The benchmark report (``trtopt.benchmark.Report``).
+        report: The benchmark report.
         paths: Written files (``report.json``, ``report.md``, plots, models, tables).
         stage_seconds: Wall time per stage.
     """
 
-    report: object
+    report: Report
     paths: dict[str, Path] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def recipe_references(variants: tuple[str, ...]) -> dict[str, str]:
+    """The session ``references`` of a recipe (:func:`trtopt.benchmark.session.reference_for`).
+
+    A 2:4 variant's quantization is judged against the pruned FP32 model (same weights); the pruned
+    FP32 model itself is a different model than the dense one, so its fidelity to ``fp32`` is reported,
+    not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
+    """
+    return {v: "none" if v == "sparse24-fp32" else "sparse24-fp32" for v in variants if VARIANTS[v][0]}
 
 
 def _cuda_available() -> bool:
@@ -168,9 +184,8 @@ class Pipeline:
         from dataclasses import replace
 
         from trtopt.calib import NumpySource
-        from trtopt.onnx_graph import load_onnx, model_computes_fp16, save_onnx
+        from trtopt.onnx_graph import save_onnx
         from trtopt.quant import convert_fp16, quantize_qdq
-        from trtopt.quant.fp16_check import fp16_overflows
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         kind = "sparse" if sparse else "dense"
@@ -194,15 +209,15 @@ class Pipeline:
                     "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
             else:
                 model = quantize_qdq(fp32[kind], tables[kind], qcfg)
-        if model_computes_fp16(model):
-            # ONNX Runtime's CPU hides FP16 overflow (float32 kernels): a variant that overflows in FP16
-            # arithmetic on the evaluation data is failed here, not scored as fine
-            found = fp16_overflows(model, self.workload.as_feeds(self.workload.eval_x), reference=load_onnx(fp32[kind]))
-            if found:
-                raise TrtoptError(f"{variant} overflows in FP16 arithmetic: {found[0]}")
         return save_onnx(model, dest)
 
-    def _prepare(self, workload) -> dict[str, Path]:
+    def prepare(self, workload: Workload) -> dict[str, Path]:
+        """Run the preparation stages (prune, export, calibrate, quantize) for ``workload``; no benchmark.
+
+        Returns:
+            Variant name -> its ONNX graph (the graphs ``run`` benchmarks). Variants that could not be
+            made are in :attr:`failed` (name -> reason), those that do not apply in :attr:`skipped`.
+        """
         self.workload = workload
         models = self._torch_models(workload)
         self.torch_models = models
@@ -224,57 +239,13 @@ class Pipeline:
                 self.failed[v] = str(exc)
         return artifacts
 
-    # -- benchmark -----------------------------------------------------------------
-    @staticmethod
-    def _reference_for(variant: str, refs: dict) -> tuple[str, object, bool]:
-        """``(reference variant, its FP32 outputs to compare with, judge them against the fidelity tolerance?)``.
-
-        A 2:4 variant's quantization is judged against the pruned FP32 model (same weights); the pruned
-        FP32 model itself is a different model than the dense one, so its fidelity to it is reported,
-        not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
-        """
-        if variant == "sparse24-fp32" or (VARIANTS[variant][0] and "sparse24-fp32" not in refs):
-            return "fp32", refs.get("fp32"), False
-        name = "sparse24-fp32" if VARIANTS[variant][0] else "fp32"
-        return name, refs.get(name), True
-
-    def _bench_variant(self, variant: str, path: Path, workload, reference, stack) -> tuple[list, object]:
-        """Open (kept open on ``stack`` until every variant is timed) and evaluate one variant; rows untimed."""
-        from trtopt.benchmark import VariantResult, evaluate
-
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        bcfg = self.recipe.bench
-        runner = stack.enter_context(self._open(variant, path, workload))
-        compared, reference, judged = reference
-        acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
-                       batch_size=max(bcfg.batch_sizes), tolerances=bcfg.output_tolerances(), metric=bcfg.metric,
-                       judged=judged, reference_name=compared)
-        results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
-                                 sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
-                                 artifact=str(path), status="ok", reason="",
-                                 extra={"fp16_rest": fp16_rest, "runner": runner.describe()})
-                   for bs in bcfg.batch_sizes]
-        self._timed.append((variant, runner, results))
-        return results, acc
-
-    def _time_all(self, workload) -> None:
-        """Time every evaluated variant together: interleaved rounds per batch size (issue 14)."""
-        from trtopt.benchmark.interleave import time_comparison
-
-        n = workload.count(workload.eval_x)
-        entries = [(v, runner, v) for v, runner, _ in self._timed]
-        got = time_comparison(entries, self.recipe.bench.batch_sizes,
-                              lambda _v, bs: workload.take(workload.eval_x, np.arange(bs) % n), self.recipe.bench)
-        for v, _, results in self._timed:
-            for r in results:
-                r.timing = got[(v, r.batch_size)]
-
     def _open(self, variant: str, path: Path, workload):
         """Open the runner for a variant on the recipe's backend."""
         from trtopt.backends import open_runner
 
         if self.recipe.run.backend != "torch":
-            return open_runner(self.recipe.run.backend, path, **self._backend_options(variant))
+            return open_runner(self.recipe.run.backend, path, **runner_options(
+                self.recipe.run.backend, variant, getattr(self.workload, "specs", None), self.out / "engines"))
         from trtopt.backends.torch_runner import TorchRunner
         from trtopt.errors import ConfigError
 
@@ -287,48 +258,15 @@ class Pipeline:
         return TorchRunner(model, precision=precision, sparse24=sparse and _cuda_available(),
                            input_names=inputs, output_names=workload.outputs)
 
-    def _backend_options(self, variant: str) -> dict:
-        """Backend-specific runner options for a variant's prepared ONNX model."""
-        if self.recipe.run.backend not in ("tensorrt", "tensorrt-rtx"):
-            return {}
-        from trtopt.backends.tensorrt import BuildConfig
-        from trtopt.inputs import profile_shapes
-
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
-        # strongly typed; the build precision only names what the graph holds.
-        trt_precision = "int8+fp16" if fp16_rest else precision
-        # a user's model: the optimization profile (min/opt/max of every dynamic axis) from its input specs
-        specs = getattr(getattr(self, "workload", None), "specs", None)
-        shapes = profile_shapes(specs) if specs else ()
-        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend, shapes=shapes)
-        return {"config": cfg, "engine_dir": self.out / "engines"}
-
-    def _attach_engine(self, variant: str, path: Path, results: list) -> None:
-        """ONNX Runtime runs: also build the variant ahead of time for RTX GPUs, for the engine column.
-
-        TensorRT for RTX needs no GPU; the engine is not timed. Records size and INT8 layers compiled.
-        """
+    def _attach_engine(self, variant: str, path: Path, results: list[VariantResult]) -> None:
+        """ONNX Runtime runs: also build the variant ahead of time for RTX GPUs, for the engine column."""
         if self.recipe.run.backend != "onnxruntime":
             return
-        from trtopt.backends.tensorrt.variants import engine_summary
-        from trtopt.inputs import profile_shapes
-
-        specs = getattr(self.workload, "specs", None)
-        options = {"shapes": profile_shapes(specs)} if specs and profile_shapes(specs) else {}
-        info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
-                           lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines", **options))
+        cell = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
+                           lambda: engine_column(self.recipe.run.name, variant, path, self.out / "engines",
+                                                 getattr(self.workload, "specs", None)))
         for r in results:
-            r.extra["engine"] = info
-
-    def _failed_variant(self, variant: str, reason: str, status: str = "failed") -> list:
-        from trtopt.benchmark import VariantResult
-
-        sparse, precision, _ = VARIANTS[variant]
-        return [VariantResult(name=variant, backend=self.recipe.run.backend, precision=precision,
-                              sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=None,
-                              artifact=None, status=status, reason=reason)
-                for bs in self.recipe.bench.batch_sizes]
+            r.engine = cell
 
     def _check_metric(self, workload) -> None:
         """Check the ``[bench]`` table against the model before any stage writes.
@@ -380,6 +318,22 @@ class Pipeline:
                 + [f"models/{m}{ext}" for m in models for ext in ("", ".data")]
                 + [f"calibration/{k}.calib.{ext}" for k in ("dense", "sparse") for ext in ("json", "cache")])
 
+    def _entries(self, workload: Workload, artifacts: dict[str, Path]) -> list[SessionEntry]:
+        """What the benchmark session measures: every recipe variant, in order (fp32 first: the baseline)."""
+        out = []
+        for v in self.recipe.run.variants:
+            sparse, precision, fp16_rest = VARIANTS[v]
+            row = {"name": v, "backend": self.recipe.run.backend, "precision": precision,
+                   "sparsity": "2:4" if sparse else "dense"}
+            if v in self.skipped or v not in artifacts:
+                why = ("skipped", self.skipped[v]) if v in self.skipped else ("failed", self.failed.get(v, "not built"))
+                out.append(SessionEntry(**row, artifact=None, not_run=why))
+                continue
+            out.append(SessionEntry(**row, artifact=str(artifacts[v]), extra={"fp16_rest": fp16_rest},
+                                    open=lambda v=v: self._open(v, artifacts[v], workload),
+                                    feeds=lambda _runner: workload.as_feeds(workload.eval_x)))
+        return out
+
     def _run(self) -> PipelineResult:
         from trtopt.benchmark import Report, capture_environment, write_report
 
@@ -387,34 +341,19 @@ class Pipeline:
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
                                    self.recipe.workload))
         self._check_metric(workload)
-        artifacts = self._prepare(workload)
-        variants, refs = [], {}
-        self._timed = []
-        with ExitStack() as stack:  # runners stay open: all variants are timed together, interleaved
-            for v in self.recipe.run.variants:
-                if v in self.skipped:
-                    variants += self._failed_variant(v, self.skipped[v], status="skipped")
-                    continue
-                if v not in artifacts:
-                    variants += self._failed_variant(v, self.failed.get(v, "not built"))
-                    continue
-                try:
-                    res, acc = self._stage("bench", f"{v} on {self.recipe.run.backend}",
-                                           lambda v=v: self._bench_variant(v, artifacts[v], workload,
-                                                                           self._reference_for(v, refs), stack))
-                except MetricError:
-                    raise  # the user's metric fails every variant alike: one line, exit 2, no report
-                except TrtoptError as exc:
-                    variants += self._failed_variant(v, str(exc))
-                    continue
-                if v in ("fp32", "sparse24-fp32"):
-                    refs[v] = acc.all_outputs  # every output is judged, not only the first
-                variants += res
-            if self._timed:
-                self._stage("timing", f"{len(self._timed)} variant(s) in interleaved rounds",
-                            lambda: self._time_all(workload))
-        for v, _, res in self._timed:
-            self._attach_engine(v, artifacts[v], res)
+        artifacts = self.prepare(workload)
+        session = BenchSession(self.recipe.bench, labels=workload.eval_y, metric=self.recipe.bench.metric,
+                               references=recipe_references(self.recipe.run.variants), progress=self.progress,
+                               failures=(TrtoptError,))
+        session.checked_outputs = True  # _check_metric checked the tolerance names against the workload
+        with session:  # runners stay open: all variants are timed together, interleaved
+            variants = self._stage("bench", f"{len(artifacts)} variant(s) on {self.recipe.run.backend}",
+                                   lambda: session.evaluate(self._entries(workload, artifacts)))
+            timed = [r for r in variants if r.status == "ok"]
+            if session.pending:
+                self._stage("timing", f"{session.pending} variant(s) in interleaved rounds", session.time)
+        for v in dict.fromkeys(r.name for r in timed):
+            self._attach_engine(v, artifacts[v], [r for r in timed if r.name == v])
         info = {**workload.info(), "recipe": self.recipe.run.name, "stages": self.notes,
                 "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()}}
         report = Report(environment=capture_environment(), workload=info, variants=variants)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 from test_bench_accuracy_fidelity import _det_model
 
+from trtopt.benchmark import AccuracyResult, Report, VariantResult, check_schema
 from trtopt.benchmark.report import strict_problems
 from trtopt.cli.main import main
 
@@ -23,15 +24,17 @@ def test_bench_strict_exits_1_on_a_broken_variant_after_writing_the_report(tmp_p
     assert len(err) == 1 and "--strict: 1 variant(s) not ok: broken@1 (onnxruntime)" in err[0]
     assert "worst_channel_cosine" in err[0]
     rep = json.loads((tmp_path / "a" / "report.json").read_text())  # the report is still written
-    assert strict_problems(rep) and rep["schema"] == "trtopt.report/2"
+    assert check_schema(rep)["schema"] == "trtopt.report/2"
+    assert [v["fidelity_ok"] for v in rep["variants"] if v["name"] == "broken"] == [False]
     assert main(["bench", fp32, broken, "--out", str(tmp_path / "b"), *args]) == 0  # not strict: exit 0
     assert main(["bench", fp32, fp32, "--out", str(tmp_path / "c"), "--strict", *args]) == 0  # nothing broken
 
 
-def test_strict_problems_lists_failed_but_not_skipped_variants():
-    rep = {"variants": [
-        {"name": "fp16", "batch_size": 8, "backend": "onnxruntime", "status": "failed", "reason": "overflows"},
-        {"name": "trt", "batch_size": 8, "backend": "tensorrt", "status": "skipped", "reason": "not installed"},
-        {"name": "int8", "batch_size": 8, "backend": "onnxruntime", "status": "ok", "fidelity_ok": True,
-         "fidelity_violations": {}}]}
-    assert strict_problems(rep) == ["fp16@8 (onnxruntime): failed: overflows"]
+def test_strict_problems_lists_failed_and_skipped_variants():
+    ok = AccuracyResult(metric="none", value=None, fidelity={"y": {"cosine": 1.0}})
+    rep = Report(environment={}, workload={}, variants=[
+        VariantResult("fp16", "onnxruntime", "fp16", batch_size=8, status="failed", reason="overflows"),
+        VariantResult("trt", "tensorrt", "fp32", batch_size=8, status="skipped", reason="not installed"),
+        VariantResult("trt", "tensorrt", "fp32", batch_size=16, status="skipped", reason="not installed"),
+        VariantResult("int8", "onnxruntime", "int8", batch_size=8, accuracy=ok)])
+    assert strict_problems(rep) == ["fp16@8 (onnxruntime): failed: overflows", "trt: skipped: not installed"]

@@ -195,13 +195,21 @@ def test_random_inputs_hint_rule():
     from trtopt.cli.cmd_bench import RANDOM_INPUTS_HINT, random_inputs_hint
 
     assert RANDOM_INPUTS_HINT == HINT
-    bad = {"status": "ok", "fidelity_ok": False, "fidelity_violations": {"y": ["cosine 0.9 < 0.99"]}}
-    assert random_inputs_hint({"workload": {"data": "random inputs"}, "variants": [bad]}) == RANDOM_INPUTS_HINT
-    assert random_inputs_hint({"workload": {"data": "given"}, "variants": [bad]}) is None
-    assert random_inputs_hint({"workload": {"data": "eval.npz"}, "variants": [bad]}) is None
-    ok = {"status": "ok", "fidelity_ok": True, "fidelity_violations": {}}
-    skipped = {"status": "skipped", "fidelity_ok": None}
-    assert random_inputs_hint({"workload": {"data": "random inputs"}, "variants": [ok, skipped]}) is None
+    from trtopt.benchmark import AccuracyResult, Report, VariantResult
+
+    def report(data, *variants):
+        return Report(environment={}, workload={"data": data}, variants=list(variants))
+
+    def row(status, acc=None):
+        return VariantResult("v", "onnxruntime", "int8", status=status, accuracy=acc,
+                             reason="" if status == "ok" else "not installed")
+
+    bad = row("ok", AccuracyResult(metric="none", value=None, violations={"y": ["cosine 0.9 < 0.99"]}))
+    assert random_inputs_hint(report("random inputs", bad)) == RANDOM_INPUTS_HINT
+    assert random_inputs_hint(report("given", bad)) is None
+    assert random_inputs_hint(report("eval.npz", bad)) is None
+    ok = row("ok", AccuracyResult(metric="none", value=None))
+    assert random_inputs_hint(report("random inputs", ok, row("skipped"))) is None
 
 
 # -- 5. non-finite labels ---------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_dynamic_sequence_axis_is_exported_and_built(tmp_path, userpkg):
     row = res.report.variants[0]
     assert row.status == "ok"
     if importlib.util.find_spec("tensorrt_rtx") is not None:  # the RTX engine column gets the profile too
-        assert row.extra["engine"]["status"] == "ok", row.extra["engine"]
+        assert row.engine.status == "ok", row.engine
 
 
 def test_builtin_workloads_refuse_user_model_keys():
@@ -212,4 +212,4 @@ def test_onnx_with_a_dynamic_sequence_takes_its_size_from_the_data(tmp_path, use
     assert rows["fp32"].status == "ok" and rows["int8"].status == "ok", {k: v.reason for k, v in rows.items()}
     assert "input_ids:int64:batch=1..1..32xseq=10" in " ".join(res.report.workload["input_specs"])
     if importlib.util.find_spec("tensorrt_rtx") is not None:  # the engine column's profile has seq = 10
-        assert rows["int8"].extra["engine"]["status"] == "ok", rows["int8"].extra["engine"]
+        assert rows["int8"].engine.status == "ok", rows["int8"].engine

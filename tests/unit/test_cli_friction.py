@@ -125,7 +125,7 @@ def _small_report():
 
 def test_stale_plots_are_removed_and_a_missing_matplotlib_is_said(tmp_path, monkeypatch):
     import trtopt.benchmark.plots as plots
-    from trtopt.benchmark.report import write_report
+    from trtopt.benchmark.write import write_report
 
     for name in plots.PLOT_FILES.values():
         (tmp_path / name).write_bytes(b"old png")

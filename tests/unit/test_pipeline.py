@@ -105,12 +105,11 @@ def _amaxes(table_json):
 def test_every_variant_graph_is_buildable_by_tensorrt_plan(demo_run, weak_typing):
     """The pipeline's TensorRT options for each variant plan cleanly on 10.x and 11.x feature sets."""
     from trtopt.backends.tensorrt.plan import Features, graph_info, plan_build
+    from trtopt.run.engines import runner_options
 
     out = demo_run[0]
-    recipe = recipe_from_dict({"recipe": {"name": "t", "variants": VARIANTS, "backend": "tensorrt"}})
-    pipe = Pipeline(recipe, out)
     for variant in VARIANTS:
-        opts = pipe._backend_options(variant)
+        opts = runner_options("tensorrt", variant, None, out / "engines")
         path = out / "models" / (f"{variant}.onnx" if variant not in ("fp32", "sparse24-fp32")
                                  else ("dense-fp32.onnx" if variant == "fp32" else "sparse-fp32.onnx"))
         info = graph_info(path.read_bytes())
@@ -121,13 +120,16 @@ def test_every_variant_graph_is_buildable_by_tensorrt_plan(demo_run, weak_typing
 
 
 def test_sparse_variants_are_judged_against_the_pruned_fp32_model():
-    from trtopt.pipeline import Pipeline
+    from trtopt.benchmark.session import reference_for
+    from trtopt.pipeline import recipe_references
 
-    refs = {"fp32": "dense", "sparse24-fp32": "pruned"}
-    assert Pipeline._reference_for("int8", refs) == ("fp32", "dense", True)
-    assert Pipeline._reference_for("sparse24-int8", refs) == ("sparse24-fp32", "pruned", True)
-    assert Pipeline._reference_for("sparse24-fp32", refs) == ("fp32", "dense", False)  # pruning: accuracy decides
-    assert Pipeline._reference_for("sparse24-int8", {"fp32": "dense"}) == ("fp32", "dense", False)
+    refs = recipe_references(("fp32", "int8", "sparse24-fp32", "sparse24-int8"))
+    done = ["fp32", "sparse24-fp32"]
+    # (None, judged): compared with the baseline, the recipe's fp32 variant
+    assert reference_for("int8", refs, done) == (None, True)
+    assert reference_for("sparse24-int8", refs, done) == ("sparse24-fp32", True)
+    assert reference_for("sparse24-fp32", refs, ["fp32"]) == (None, False)  # pruning: accuracy decides
+    assert reference_for("sparse24-int8", refs, ["fp32"]) == (None, False)
 
 
 def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):

@@ -220,7 +220,7 @@ def test_fp16_conversion_that_leaves_everything_fp32_is_an_error(tmp_path, capsy
 def test_fp16_branches_build_with_tensorrt_rtx(tmp_path):
     """TensorRT for RTX (no GPU needed) parses and builds the If whose branches now compute in FP16."""
     pytest.importorskip("tensorrt_rtx")
-    from trtopt.backends.tensorrt.variants import build_variant
+    from trtopt.run.engines import build_variant
 
     path = save_onnx(convert_fp16(_branchy_model()), tmp_path / "if16.onnx")
     b = build_variant("branchy", "fp16", path, tmp_path / "engines", shapes=("x:1x8,4x8,16x8",))

@@ -224,18 +224,20 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     import importlib.util
 
     from trtopt._optional import install_hint
-    from trtopt.backends.tensorrt.variants import engine_summary
+    from trtopt.benchmark import EngineCell
+    from trtopt.run.engines import engine_summary
 
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
     info = engine_summary("t", "int8", q, tmp_path / "engines")
-    mb = round(info["engine_mb"], 1)
-    assert info["status"] == "ok" and info["text"] == f"{mb:.1f} MB · 1/1 INT8"
+    mb = round(info.details["engine_mb"], 1)
+    assert info.status == "ok" and info.text == f"{mb:.1f} MB · 1/1 INT8"
     h = _save(G.fp16_conv(), tmp_path, "fp16.onnx")
-    assert engine_summary("t", "fp16", h, tmp_path / "engines")["text"].endswith("· 1/1 FP16")
+    assert engine_summary("t", "fp16", h, tmp_path / "engines").text.endswith("· 1/1 FP16")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorrt_rtx" else real(n, *a))
-    assert engine_summary("t", "int8", q, tmp_path / "e2") == {"text": install_hint("tensorrt-rtx"),
-                                                                          "status": "not installed"}
+    missing = engine_summary("t", "int8", q, tmp_path / "e2")
+    assert missing == EngineCell(text=install_hint("tensorrt-rtx"), status="not installed")
+    assert missing.to_dict() == {"text": install_hint("tensorrt-rtx"), "status": "not installed"}
 
 
 def test_report_table_and_markdown_gain_the_engine_column():

@@ -15,9 +15,19 @@ import pytest
 pytest.importorskip("tensorrt_rtx")
 pytestmark = pytest.mark.tensorrt_rtx
 
-from trtopt.backends.tensorrt.variants import build_variant, prepare_variant_graphs  # noqa: E402
 from trtopt.cli.cmd_demo import demo_recipe_path  # noqa: E402
-from trtopt.recipe import VARIANTS  # noqa: E402
+from trtopt.models.workloads import load_workload  # noqa: E402
+from trtopt.pipeline import Pipeline  # noqa: E402
+from trtopt.recipe import VARIANTS, load_recipe  # noqa: E402
+from trtopt.run.engines import build_variant  # noqa: E402
+
+
+def prepare_variant_graphs(recipe_path, out_dir, overrides):
+    """The recipe's preparation stages only: ``(recipe, {variant: ONNX path}, {variant: failure reason})``."""
+    recipe = load_recipe(recipe_path, overrides)
+    pipe = Pipeline(recipe, out_dir)
+    graphs = pipe.prepare(load_workload(recipe.workload))  # the same graphs `trtopt run` benchmarks
+    return recipe, graphs, dict(pipe.failed)
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,13 @@ from trtopt.benchmark.environment import capture_environment
 from trtopt.benchmark.gate import Budget, GateResult, gate, load_overrides
 from trtopt.benchmark.layerwise import LayerError, compare_layers, module_name
 from trtopt.benchmark.render import render_markdown, render_table
-from trtopt.benchmark.report import SCHEMA, Report, VariantResult, check_schema, load_report, write_report
+from trtopt.benchmark.report import SCHEMA, EngineCell, Report, VariantResult, check_schema, load_report
 from trtopt.benchmark.timing import TimingResult, latency_stats, measure, summarize
+from trtopt.benchmark.write import write_report
 
 __all__ = [
     "DEFAULT_TOLERANCE", "SCHEMA", "TIMING_MODES", "AccuracyResult", "BenchConfig", "Budget", "ChannelSplit",
+    "EngineCell",
     "GateResult", "LayerError", "Report",
     "TimingResult", "Tolerance", "VariantResult", "capture_environment", "check_schema", "compare_layers",
     "evaluate", "fidelity", "gate", "latency_stats", "load_overrides", "load_report", "measure", "module_name",

@@ -1,4 +1,4 @@
-"""The benchmark report: data model, schema ``trtopt.report/2``, validation and writing.
+"""The benchmark report: data model, schema ``trtopt.report/2``, validation and the ``--strict`` rule.
 
 The JSON layout is documented in ``docs/report-schema.md``. Readers accept
 ``trtopt.report/1[.minor]`` (before interleaved timing and intervals) and
@@ -19,8 +19,7 @@ from typing import Any
 from trtopt.benchmark.accuracy import AccuracyResult
 from trtopt.benchmark.stats import contains, paired_ratio_ci, ratio_of_medians_ci
 from trtopt.benchmark.timing import TimingResult
-from trtopt.errors import InputError
-from trtopt.fileio import atomic_write_json, atomic_write_text
+from trtopt.errors import GateFailure, InputError
 from trtopt.log import get_logger
 
 log = get_logger(__name__)
@@ -73,6 +72,7 @@ class VariantResult:
         status: ``ok``, ``skipped`` or ``failed``.
         reason: Why a variant was skipped/failed (empty when ok).
         extra: Free-form details (runner description...).
+        engine: The engine column (written as ``extra["engine"]``), ``None`` when none was built.
         vs_fp32: Filled by :meth:`Report.finalize`.
     """
 
@@ -87,6 +87,7 @@ class VariantResult:
     status: str = "ok"
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    engine: EngineCell | None = None
     vs_fp32: dict[str, Any] = field(default_factory=lambda: {"accuracy_delta": None, "speedup": None})
 
     def __post_init__(self) -> None:
@@ -114,8 +115,31 @@ class VariantResult:
             "fidelity_judged": a.judged if a and a.fidelity else None,
             "vs_fp32": dict(self.vs_fp32),
             "artifact": None if self.artifact is None else str(self.artifact),
-            "status": self.status, "reason": self.reason, "extra": self.extra,
+            "status": self.status, "reason": self.reason,
+            "extra": {**self.extra, "engine": self.engine.to_dict()} if self.engine else self.extra,
         }
+
+
+@dataclass(frozen=True)
+class EngineCell:
+    """The report's engine column for one variant: an ahead-of-time engine build (not timed).
+
+    Attributes:
+        text: What the column shows (``"0.9 MB · 5/5 INT8"``, an install command, ``"build failed: ..."``).
+        status: ``ok``, ``failed`` or ``not installed``.
+        reason: The build error when failed.
+        details: Further facts written to ``report.json`` (``engine``, ``engine_mb``, ``int8``, ...).
+    """
+
+    text: str
+    status: str
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row's ``extra["engine"]`` object in ``report.json``."""
+        return {"text": self.text, "status": self.status,
+                **({"reason": self.reason} if self.status == "failed" else {}), **self.details}
 
 
 def speedup_of(t: TimingResult, base: TimingResult) -> dict[str, Any]:
@@ -255,74 +279,57 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     return check_schema(obj, str(p))
 
 
-def strict_problems(report: Report | dict[str, Any]) -> list[str]:
-    """What ``--strict`` fails on (exit 1): variants outside their fidelity tolerance, or failed.
-
-    Skipped variants (a backend that is not installed) are not problems.
-
-    Returns:
-        One short line per broken variant and batch size, e.g. ``"int8@32 (onnxruntime): fidelity
-        outside tolerance (logits: cosine 0.41 < 0.99)"``; empty when every variant is fine.
-    """
-    data = report.to_dict() if isinstance(report, Report) else report
-    out = []
-    for v in data["variants"]:
-        where = f"{v['name']}@{v['batch_size']} ({v['backend']})"
-        if v["status"] == "failed":
-            out.append(f"{where}: failed: {v.get('reason')}")
-        elif v["status"] == "ok" and (v.get("fidelity_ok") is False or v.get("fidelity_violations")):
-            bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (v.get("fidelity_violations") or {}).items())
-            out.append(f"{where}: fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
-    return out
-
-
-def schema_major(obj: dict[str, Any]) -> int:
-    """Major version of a validated report's schema (1 = no intervals, 2 = interleaved with intervals)."""
-    return int(str(obj["schema"]).partition("/")[2].split(".")[0])
-
-
 def variant_key(v: dict[str, Any]) -> tuple[str, str, int]:
     """Identity of a report row: (name, backend, batch size)."""
     return (str(v["name"]), str(v["backend"]), int(v["batch_size"]))
 
 
-def write_report(report: Report, out_dir: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
-    """Write ``report.json`` and ``report.md`` first, then (with matplotlib) PNG plots, each atomically.
+def engine_failures(report: Report) -> list[str]:
+    """``"variant: reason"`` (first line of the reason) per variant whose engine-column build failed.
 
-    The report never depends on its plots: both files are written before any plot is drawn, and a plot
-    that fails is a warning (named in ``report.md``), never an error. Plots this run did not write
-    (``plots=False``, no matplotlib, a plot that does not apply or failed) are removed from ``out_dir``
-    so no stale PNG from an older run sits next to the new report; without matplotlib ``report.md``
-    says ``plots skipped`` and how to install it.
+    A variant benchmarked at several batch sizes is listed once.
+    """
+    out: dict[str, str] = {}
+    for v in report.variants:
+        if v.engine is not None and v.engine.status == "failed" and v.name not in out:
+            reason = (v.engine.reason or v.engine.text or "unknown error").strip()
+            out[v.name] = reason.splitlines()[0] if reason else "unknown error"
+    return [f"{name}: {reason}" for name, reason in out.items()]
 
-    Args:
-        report: The report (finalized here if it was not).
-        out_dir: Output folder (created).
-        plots: Also write plots when matplotlib is importable.
+
+def strict_problems(report: Report) -> list[str]:
+    """What ``--strict`` fails on (exit 1), the one rule of ``trtopt bench`` and ``trtopt run``.
+
+    A variant is a problem when it failed, was skipped (asked for but not measured: a backend that
+    is not installed, a 2:4 variant of an ``.onnx`` model), is outside its fidelity tolerance, or
+    when its engine-column build failed.
 
     Returns:
-        Kind (``json``, ``markdown``, ``plot_*``) to path.
+        One short line per failed or out-of-tolerance variant and batch size, e.g. ``"int8@32
+        (onnxruntime): fidelity outside tolerance (logits: cosine 0.41 < 0.99)"``, then
+        ``"engine build failed: VARIANT: REASON"`` once per variant, then ``"VARIANT: skipped:
+        REASON"`` once per variant and backend; empty when every variant is fine.
     """
-    from trtopt.benchmark.plots import PLOT_FILES, plots_available, skipped_note, write_plots
-    from trtopt.benchmark.render import render_markdown
+    out, skipped = [], {}
+    for v in report.variants:
+        where = f"{v.name}@{v.batch_size} ({v.backend})"
+        a = v.accuracy
+        if v.status == "skipped":  # the same at every batch size: once
+            skipped.setdefault((v.name, v.backend), f"{v.name}: skipped: {v.reason}")
+        elif v.status == "failed":
+            out.append(f"{where}: failed: {v.reason}")
+        elif a is not None and (a.fidelity_ok is False or a.violations):
+            bad = "; ".join(f"{o}: {', '.join(x)}" for o, x in (a.violations or {}).items())
+            out.append(f"{where}: fidelity outside tolerance ({bad or 'fidelity_ok is false'})")
+    return out + [f"engine build failed: {f}" for f in engine_failures(report)] + list(skipped.values())
 
-    out = Path(out_dir)
-    if any(v.vs_fp32.get("baseline", "unset") == "unset" for v in report.variants):
-        report.finalize()
-    data = report.to_dict()
-    check_schema(data, "generated report")
-    paths: dict[str, Path] = {"json": atomic_write_json(out / "report.json", data)}
-    paths["markdown"] = atomic_write_text(out / "report.md", render_markdown(data))
-    figures: dict[str, Path] = {}
-    failed: list[str] = []
-    note = None
-    if plots:
-        figures = write_plots(report, out, failed)
-        note = skipped_note() if not plots_available() else (
-            "plots not written: " + "; ".join(failed) if failed else None)
-    for key, name in PLOT_FILES.items():  # a PNG from an older run must not sit next to this report
-        if key not in figures:
-            (out / name).unlink(missing_ok=True)
-    if figures or note:
-        atomic_write_text(out / "report.md", render_markdown(data, plots=figures, plot_note=note))
-    return {**paths, **figures}
+
+def check_strict(report: Report) -> None:
+    """``--strict`` of ``trtopt bench`` and ``trtopt run``: fail when :func:`strict_problems` finds any.
+
+    Raises:
+        GateFailure: Exit 1, naming every problem on one line.
+    """
+    problems = strict_problems(report)
+    if problems:
+        raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))

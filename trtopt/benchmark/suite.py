@@ -12,21 +12,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trtopt.benchmark.accuracy import evaluate, get_metric
+from trtopt.benchmark.accuracy import get_metric
 from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.environment import capture_environment
 from trtopt.benchmark.fidelity import check_tolerance_names
-from trtopt.benchmark.interleave import time_comparison
-from trtopt.benchmark.report import Report, VariantResult
-from trtopt.benchmark.timing import measure
-from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
+from trtopt.benchmark.report import Report
+from trtopt.benchmark.session import BenchSession, SessionEntry, check_references
+from trtopt.errors import InputError
 
 Progress = Callable[[str, str], None]
 
@@ -51,25 +49,6 @@ def describe_onnx(path: str | os.PathLike[str]) -> tuple[str, str]:
     _, summary = check_onnx_layers(model)
     sparse = summary["compliant"] > 0 and summary["compliant"] * 2 >= max(summary["eligible"], 1)
     return precision, "2:4" if sparse else "dense"
-
-
-def fp16_overflow_reason(path: str | os.PathLike[str], data: Mapping[str, np.ndarray]) -> str:
-    """Why an ONNX model computing in FP16 is not ok on ``data`` (FP16-arithmetic overflow), or ``""``.
-
-    ONNX Runtime's CPU kernels compute many float16 ops in float32, so a model that overflows on FP16
-    hardware can score perfectly in a CPU benchmark; :func:`trtopt.quant.fp16_check.fp16_overflows`
-    checks the first few samples as FP16 arithmetic would compute them.
-    """
-    if not str(path).endswith(".onnx"):
-        return ""
-    from trtopt.onnx_graph import load_onnx, model_computes_fp16
-    from trtopt.quant.fp16_check import fp16_overflows
-
-    model = load_onnx(path, check=False)
-    if not model_computes_fp16(model):
-        return ""
-    found = fp16_overflows(model, data)
-    return f"overflows in FP16 arithmetic (hidden by ONNX Runtime's CPU float32 kernels): {found[0]}" if found else ""
 
 
 def load_eval_data(path: str | os.PathLike[str], models: Sequence[str | os.PathLike[str]] = ()
@@ -176,83 +155,6 @@ def random_feeds(specs: Sequence[Any], n: int, seed: int = 0) -> dict[str, np.nd
     return feeds_of(conv, n, seed=seed)
 
 
-def fixed_batch(runner: Any) -> int | None:
-    """Return the model's static batch size, or ``None`` when the batch axis is dynamic."""
-    for s in runner.input_specs():
-        if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0:
-            return int(s.shape[0])
-    return None
-
-
-def check_batches(runner: Any, batch_sizes: Sequence[int], label: str) -> None:
-    """Raise a one-line :class:`InputError` when the model cannot take a requested batch size."""
-    fixed = fixed_batch(runner)
-    bad = [b for b in batch_sizes if fixed is not None and b != fixed]
-    if bad:
-        raise InputError(f"{label} has a fixed batch of {fixed}; it cannot take batch size(s) "
-                         f"{', '.join(map(str, bad))} (use --batch {fixed} or export with a dynamic batch)")
-
-
-def _batch_of(feeds: Mapping[str, np.ndarray], bs: int) -> dict[str, np.ndarray]:
-    n = len(next(iter(feeds.values())))
-    idx = np.arange(bs) % n
-    return {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
-
-
-def _skipped(name: str, backend: str, precision: str, sparsity: str, cfg: BenchConfig, artifact: str,
-             reason: str, status: str = "skipped") -> list[VariantResult]:
-    return [VariantResult(name, backend, precision, sparsity, bs, None, None, artifact, status, reason)
-            for bs in cfg.batch_sizes]
-
-
-def evaluate_one(runner: Any, cfg: BenchConfig, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-                 reference: Any, metric: Any, label: str, judged: bool = True, reference_name: str | None = None
-                 ) -> Any:
-    """Check batch sizes and inputs, then evaluate accuracy/fidelity of one active runner.
-
-    ``judged=False`` reports the fidelity to ``reference`` (the outputs of ``reference_name``) without
-    checking it against a tolerance.
-    """
-    check_batches(runner, cfg.batch_sizes, label)
-    runner.check_inputs(_batch_of(data, 1 if fixed_batch(runner) is None else fixed_batch(runner)))
-    return evaluate(runner, data, labels=labels, reference=reference, batch_size=cfg.effective_eval_batch_size,
-                    metric=metric, tolerances=cfg.output_tolerances(), judged=judged, reference_name=reference_name)
-
-
-def bench_one(runner: Any, name: str, precision: str, sparsity: str, artifact: str, cfg: BenchConfig,
-              data: Mapping[str, np.ndarray], labels: np.ndarray | None, reference: Any, metric: Any
-              ) -> tuple[list[VariantResult], Any]:
-    """Evaluate then time one active runner at every batch size; returns rows and the accuracy.
-
-    Sequential timing (no interleaving, no intervals); :func:`bench_models` times all variants together.
-    """
-    acc = evaluate_one(runner, cfg, data, labels, reference, metric, f"'{artifact}'")
-    rows = []
-    for bs in cfg.batch_sizes:
-        t = measure(runner, _batch_of(data, bs), cfg, batch_size=bs)
-        rows.append(VariantResult(name, runner.backend, precision, sparsity, bs, t, acc, artifact, "ok", "",
-                                  extra={"runner": runner.describe()}))
-    return rows, acc
-
-
-def _check_references(references: Mapping[str, str], names: list[str]) -> None:
-    """Each ``variant=reference`` pair names models of this run, the reference given before the variant.
-
-    Raises:
-        ConfigError: Unknown names, or a reference that comes later (its outputs are not known yet).
-    """
-    from trtopt.errors import ConfigError
-
-    for variant, ref in references.items():
-        if variant not in names:
-            raise ConfigError(f"--reference {variant}={ref}: no model named '{variant}' (models: {', '.join(names)})")
-        if ref == "none":
-            continue
-        if ref not in names or names.index(ref) >= names.index(variant):
-            raise ConfigError(f"--reference {variant}={ref}: the reference must be a model given before "
-                              f"'{variant}' (models in order: {', '.join(names)}), or 'none'")
-
-
 def _check_output_names(models: Sequence[str | os.PathLike[str]], cfg: BenchConfig) -> bool:
     """Check ``--regression-output`` / per-output tolerance names against the first model's outputs.
 
@@ -300,7 +202,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                  metric: str = "top1", num_samples: int = 64, runner_kwargs: Mapping[str, Any] | None = None,
                  progress: Progress | None = None, input_specs: Sequence[Any] = (),
                  references: Mapping[str, str] | None = None) -> Report:
-    """Benchmark every model on every backend at every batch size.
+    """Benchmark every model on every backend at every batch size, in one :class:`BenchSession`.
 
     Args:
         models: ONNX files (or, for the torch backend, what :class:`TorchRunner` accepts).
@@ -315,10 +217,9 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
             sizes of dynamic dims and value ranges, checked against each ONNX model.
         runner_kwargs: Backend name to keyword arguments for :func:`open_runner`.
         references: Variant name -> the earlier variant whose outputs it is judged against (default:
-            the first model), or ``"none"``: fidelity to the first model reported, not judged (a 2:4-pruned
-            model is a different model than the dense one: its task metric says whether pruning worked,
-            and its INT8 variant is judged against it: ``{"sparse24-fp32": "none",
-            "sparse24-int8": "sparse24-fp32"}``).
+            the first model), or ``"none"`` (the session's reference policy:
+            :func:`trtopt.benchmark.session.reference_for`; e.g. ``{"sparse24-fp32": "none",
+            "sparse24-int8": "sparse24-fp32"}``, as a recipe judges its 2:4 variants).
         progress: ``progress(stage, detail)`` callback.
 
     Returns:
@@ -334,74 +235,32 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         raise InputError(f"metric '{metric}' needs labels: pass --data EVAL.npz holding a 'labels' array "
                          "(see docs/data-format.md)")
     task = get_metric(metric) if labels is not None else None  # a bad reference fails before any work
-    progress = progress or (lambda _s, _d: None)
-    variants: list[VariantResult] = []
-    reference, reference_name, unavailable = None, None, {}
-    outputs_of: dict[tuple[str, str], Any] = {}
     names = _unique_names([str(m) for m in models])
     references = dict(references or {})
-    _check_references(references, names)
-    names_checked = _check_output_names(models, cfg)  # whatever the number of models: a typo is never ignored
-    # Every runner stays open until all are timed: the variants of a batch size are timed together in
-    # interleaved rounds (issue 14), so drift and neighbours hit them alike.
-    with ExitStack() as stack:
-        timed: list[tuple[int, Any, str, Mapping[str, np.ndarray]]] = []  # (first row index, runner, label, feeds)
-        for backend in backends:
-            for m, name in zip(models, names):
-                path = str(m)
-                precision, sparsity = describe_onnx(path) if path.endswith(".onnx") else ("fp32", "dense")
-                kwargs = dict((runner_kwargs or {}).get(backend, {}))
-                if backend == "torch":
-                    precision, sparsity = kwargs.get("precision", "fp32"), "2:4" if kwargs.get("sparse24") else "dense"
-                progress("bench", f"{name} on {backend} (evaluate)")
-                try:
-                    runner = open_runner(backend, path, **kwargs)
-                    runner.__enter__()
-                except ImportError as exc:  # a backend module not (fully) shipped in this build
-                    if not str(exc.name).startswith("trtopt.backends"):
-                        raise
-                    err = MissingDependencyError(backend, backend, f"trtopt has no {backend} runner in this build")
-                    unavailable[backend] = err
-                    variants += _skipped(name, backend, precision, sparsity, cfg, path, str(err))
-                    continue
-                except (MissingDependencyError, BackendUnavailableError) as exc:
-                    unavailable[backend] = exc
-                    variants += _skipped(name, backend, precision, sparsity, cfg, path, str(exc))
-                    continue
-                stack.callback(runner.__exit__, None, None, None)
-                feeds = data if data is not None else random_feeds(
-                    bench_specs(path, input_specs) if path.endswith(".onnx") else runner.input_specs(), num_samples)
-                ref_name = references.get(name)
-                ref, compared = reference, reference_name
-                if ref_name not in (None, "none") and (backend, ref_name) in outputs_of:
-                    ref, compared = outputs_of[(backend, ref_name)], ref_name
-                acc = evaluate_one(runner, cfg, feeds, labels, ref, task or metric, f"'{path}'",
-                                   judged=ref_name != "none", reference_name=compared)
-                outputs_of[(backend, name)] = acc.all_outputs
-                rows = [VariantResult(name, runner.backend, precision, sparsity, bs, None, acc, path, "ok", "",
-                                      extra={"runner": runner.describe()}) for bs in cfg.batch_sizes]
-                overflow = fp16_overflow_reason(path, data) if backend == "onnxruntime" and data is not None else ""
-                if overflow:  # ONNX Runtime's CPU scored it in float32 kernels; FP16 hardware would not
-                    rows = [replace(r, status="failed", reason=overflow) for r in rows]
-                else:
-                    timed.append((len(variants), runner, f"{name} ({backend})", feeds))
-                if not names_checked:  # not an .onnx first model: its outputs are known once it ran
-                    check_tolerance_names(cfg.output_tolerances(), list(acc.all_outputs))
-                    names_checked = True
-                if reference is None:  # the first model on the first backend: every later one's default reference
-                    reference, reference_name = acc.all_outputs, f"{name} ({backend})" if len(backends) > 1 else name
-                variants += rows
-        if timed:
-            progress("bench", f"timing {len(timed)} variant(s) in interleaved rounds "
-                              f"(batch {', '.join(map(str, cfg.batch_sizes))})")
-            feeds_of = {i: f for i, _, _, f in timed}
-            got = time_comparison([(i, r, lab) for i, r, lab, _ in timed], cfg.batch_sizes,
-                                  lambda i, bs: _batch_of(feeds_of[i], bs), cfg)
-            for i, _, _, _ in timed:
-                for j, bs in enumerate(cfg.batch_sizes):
-                    variants[i + j].timing = got[(i, bs)]
-    if len(unavailable) == len(set(backends)):
-        raise next(iter(unavailable.values()))
+    check_references(references, names)
+    session = BenchSession(cfg, labels=labels, metric=task or metric, references=references, progress=progress)
+    session.checked_outputs = _check_output_names(models, cfg)  # whatever the number of models: a typo is never ignored
+
+    def feeds(path: str) -> Callable[[Any], Mapping[str, np.ndarray]]:
+        if data is not None:
+            return lambda _runner: data
+        return lambda runner: random_feeds(bench_specs(path, input_specs) if path.endswith(".onnx")
+                                           else runner.input_specs(), num_samples)
+
+    entries = []
+    for backend in backends:
+        kwargs = dict((runner_kwargs or {}).get(backend, {}))
+        for m, name in zip(models, names):
+            path = str(m)
+            precision, sparsity = describe_onnx(path) if path.endswith(".onnx") else ("fp32", "dense")
+            if backend == "torch":
+                precision, sparsity = kwargs.get("precision", "fp32"), "2:4" if kwargs.get("sparse24") else "dense"
+            entries.append(SessionEntry(name, backend, path, precision, sparsity, feeds=feeds(path),
+                                        open=lambda b=backend, p=path, kw=kwargs: open_runner(b, p, **kw),
+                                        evaluation_data=data is not None))
+    variants = session.run(entries)
+    if len(session.unavailable) == len(set(backends)):
+        raise next(iter(session.unavailable.values()))
     workload = {"name": compared_title(names), "models": [str(m) for m in models],
                 **({} if data is not None else {"description": RANDOM_INPUTS_NOTE}),
                 "data": "given" if data is not None else "random inputs: throughput and fidelity only",

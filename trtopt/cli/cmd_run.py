@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 HELP = "run a pipeline from a TOML recipe (workload -> variants -> benchmark report)"
 EPILOG = """\
@@ -59,6 +58,7 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
 
     from trtopt.benchmark import render_table
     from trtopt.benchmark.render import OPTIONAL_COLUMNS
+    from trtopt.benchmark.report import check_strict, engine_failures
     from trtopt.cli import tables
     from trtopt.cli.progress import StageProgress
     from trtopt.pipeline import Pipeline
@@ -80,36 +80,11 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         console.print(f"[dim]{kind}:[/] {path}", soft_wrap=True)
     total = sum(result.stage_seconds.values())
     console.print(f"[dim]done in {total:.1f} s[/]")
-    failures = engine_failures(result.report)
-    for line in failures:  # one line each, also without --strict: a failed build must not read as a result
+    for line in engine_failures(result.report):  # one line each, also without --strict: not a result
         console.print(f"[bold red]engine build failed[/]: {escape(line)}")
     if getattr(args, "strict", False):
-        from trtopt.benchmark.report import strict_problems
-        from trtopt.errors import GateFailure
-
-        data = result.report.to_dict() if hasattr(result.report, "to_dict") else result.report
-        skipped = {v["name"]: v.get("reason") for v in data["variants"] if v["status"] == "skipped"}  # asked, not run
-        problems = (strict_problems(result.report) + [f"engine build failed: {f}" for f in failures]
-                    + [f"{name}: skipped: {reason}" for name, reason in skipped.items()])
-        if problems:
-            raise GateFailure(f"--strict: {len(problems)} variant(s) not ok: " + "; ".join(problems))
+        check_strict(result.report)
     return 0
-
-
-def engine_failures(report: Any) -> list[str]:
-    """``"variant: reason"`` (first line of the reason) per variant whose engine-column build failed.
-
-    The engine column (:func:`trtopt.backends.tensorrt.variants.engine_summary`) sits in each report
-    row's ``extra["engine"]``; a variant benchmarked at several batch sizes is listed once.
-    """
-    data = report.to_dict() if hasattr(report, "to_dict") else report
-    out: dict[str, str] = {}
-    for v in data.get("variants", []):
-        eng = (v.get("extra") or {}).get("engine")
-        if isinstance(eng, dict) and eng.get("status") == "failed" and v["name"] not in out:
-            reason = str(eng.get("reason") or eng.get("text") or "unknown error").strip()
-            out[v["name"]] = reason.splitlines()[0] if reason else "unknown error"
-    return [f"{name}: {reason}" for name, reason in out.items()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,21 +1,27 @@
-"""Build every variant graph of a recipe with TensorRT and say what each compiled to.
+"""The recipe report's engine column: build each variant graph with TensorRT and say what it compiled to.
 
-The recipe pipeline prepares the variant ONNX graphs (FP32, FP16, Q/DQ INT8, INT8+FP16, 2:4 ...); this
-module builds each one into an engine (TensorRT for RTX needs no GPU) and returns one row per graph:
-parse and build seconds, engine size, INT8 layers compiled / quantized, FP16 compute layers. It is what
-``bench/trt_rtx_build.py`` records and what the CI tests assert on.
+The recipe pipeline prepares the variant ONNX graphs (FP32, FP16, Q/DQ INT8, INT8+FP16, 2:4 ...;
+:meth:`trtopt.pipeline.Pipeline.prepare`); this module builds each one into an engine (TensorRT for
+RTX needs no GPU) and returns one row per graph: parse and build seconds, engine size, INT8 layers
+compiled / quantized, FP16 compute layers. It is what ``bench/trt_rtx_build.py`` records and what
+the CI tests assert on; :func:`engine_summary` turns a row into the report's
+:class:`~trtopt.benchmark.report.EngineCell`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from trtopt._optional import install_hint, is_installed
+from trtopt.benchmark.report import EngineCell
 from trtopt.errors import TrtoptError
+from trtopt.inputs import profile_shapes
 from trtopt.log import get_logger
+from trtopt.recipe import VARIANTS
 
 log = get_logger(__name__)
 
@@ -64,25 +70,6 @@ class VariantBuild:
                 "fallbacks": list(self.fallbacks)}
 
 
-def prepare_variant_graphs(recipe_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                           overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Any, dict[str, Path],
-                                                                                        dict[str, str]]:
-    """Run the recipe's preparation stages (workload, prune, export, calibrate, quantize), no benchmark.
-
-    Returns:
-        ``(recipe, {variant: ONNX path}, {variant: failure reason})``.
-    """
-    from trtopt.models.workloads import load_workload
-    from trtopt.pipeline import Pipeline
-    from trtopt.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path, overrides)
-    pipe = Pipeline(recipe, out_dir)
-    workload = load_workload(recipe.workload)
-    artifacts = pipe._prepare(workload)  # the same graphs `trtopt run` benchmarks
-    return recipe, artifacts, dict(pipe.failed)
-
-
 def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str],
                   backend: str = "tensorrt-rtx", **options: Any) -> VariantBuild:
     """Build one variant graph; a :class:`~trtopt.errors.TrtoptError` becomes a ``failed`` row.
@@ -96,7 +83,6 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
         **options: Further :class:`~trtopt.backends.tensorrt.config.BuildConfig` fields.
     """
     from trtopt.backends.tensorrt import BuildConfig, build_engine
-    from trtopt.recipe import VARIANTS
 
     sparse, precision, fp16_rest = VARIANTS[variant]
     try:
@@ -119,36 +105,64 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
                         fallbacks=fallbacks)
 
 
-#: What the demo table says where TensorRT for RTX is not installed.
-
-
 def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
-                   engine_dir: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
-    """Build ``variant`` ahead of time for RTX GPUs and summarise it for the demo table's engine column.
+                   engine_dir: str | os.PathLike[str], **options: Any) -> EngineCell:
+    """Build ``variant`` ahead of time for RTX GPUs and summarise it for the report's engine column.
 
     ``options`` are further :class:`~trtopt.backends.tensorrt.config.BuildConfig` fields (e.g. ``shapes``,
     the optimization profile of a model with dynamic axes besides the batch).
 
     Returns:
-        ``{"text": "0.9 MB · 5/5 INT8", ...}`` (compute layers compiled INT8 / quantized; FP16 or FP32
-        graphs: ``"0.5 MB · 5/5 FP16"``), ``{"text": <install command>}`` without TensorRT for RTX, or
-        ``{"text": "build failed: ..."}``. Never raises for a build failure: the benchmark stands.
+        ``EngineCell(text="0.9 MB · 5/5 INT8", status="ok", details={"engine": ..., ...})`` (compute
+        layers compiled INT8 / quantized; FP16 or FP32 graphs: ``"0.5 MB · 5/5 FP16"``), status
+        ``not installed`` with the install command as text without TensorRT for RTX, or status
+        ``failed`` with the reason. Never raises for a build failure: the benchmark stands.
     """
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt_rtx") is None:
-        from trtopt._optional import install_hint
-
-        return {"text": install_hint("tensorrt-rtx"), "status": "not installed"}
+    if not is_installed("tensorrt_rtx"):
+        return EngineCell(text=install_hint("tensorrt-rtx"), status="not installed")
     b = build_variant(recipe, variant, onnx_path, engine_dir, **options)
     if b.status != "ok":
-        return {"text": f"build failed: {b.reason}"[:200], "status": "failed", "reason": b.reason}
+        return EngineCell(text=f"build failed: {b.reason}"[:200], status="failed", reason=b.reason)
     n = sum((b.compute or {}).values())
     if b.quantized:
         what = f"{b.int8}/{b.quantized} INT8"
     else:
         top = max((b.compute or {"?": 0}).items(), key=lambda kv: kv[1])[0]
         what = f"{(b.compute or {}).get(top, 0)}/{n} {top}"
-    return {"text": f"{b.engine_mb:.1f} MB · {what}", "status": "ok", "engine": b.engine, "engine_mb": b.engine_mb,
-            "int8": b.int8, "quantized": b.quantized, "compute_precisions": b.compute,
-            "fallbacks": list(b.fallbacks), "build_s": b.build_s}
+    return EngineCell(text=f"{b.engine_mb:.1f} MB · {what}", status="ok", details={
+        "engine": b.engine, "engine_mb": b.engine_mb, "int8": b.int8, "quantized": b.quantized,
+        "compute_precisions": b.compute, "fallbacks": list(b.fallbacks), "build_s": b.build_s})
+
+
+def engine_column(recipe: str, variant: str, onnx_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str],
+                  specs: Sequence[Any] | None = None) -> EngineCell:
+    """The engine column of a recipe run on ONNX Runtime: :func:`engine_summary` with the workload's profile.
+
+    Args:
+        recipe: Recipe name.
+        variant: Variant name.
+        onnx_path: The variant's ONNX graph.
+        engine_dir: Engine store.
+        specs: The workload's :class:`~trtopt.inputs.InputSpec` declarations (a user's model): the
+            optimization profile (min/opt/max of every dynamic axis) comes from them.
+    """
+    shapes = profile_shapes(specs) if specs else ()
+    return engine_summary(recipe, variant, onnx_path, engine_dir, **({"shapes": shapes} if shapes else {}))
+
+
+def runner_options(backend: str, variant: str, specs: Sequence[Any] | None,
+                   engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Keyword arguments of :func:`trtopt.backends.open_runner` for a recipe variant's ONNX graph on ``backend``.
+
+    TensorRT backends get a :class:`~trtopt.backends.tensorrt.config.BuildConfig` naming what the graph
+    holds (it already carries the precision: Q/DQ, FP16 casts; TensorRT 10 and 11 build it strongly
+    typed), the profile of a user's model from ``specs``, and the engine store; other backends none.
+    """
+    if backend not in ("tensorrt", "tensorrt-rtx"):
+        return {}
+    from trtopt.backends.tensorrt import BuildConfig
+
+    sparse, precision, fp16_rest = VARIANTS[variant]
+    cfg = BuildConfig(precision="int8+fp16" if fp16_rest else precision, sparsity=sparse, backend=backend,
+                      shapes=profile_shapes(specs) if specs else ())
+    return {"config": cfg, "engine_dir": engine_dir}
