@@ -63,16 +63,10 @@ def test_import_trtopt_exports_the_recipe_api_lazily():
 
 
 def test_tensorrt_profile_comes_from_the_specs(userpkg):
-    from types import SimpleNamespace
-
     from trtopt.inputs import parse_input_specs
-    from trtopt.pipeline import Pipeline
+    from trtopt.run.engines import runner_options
 
-    rec = trtopt.recipe_from_dict({"recipe": {"backend": "tensorrt-rtx", "variants": ["fp32", "int8"]},
-                                   "workload": {"model": f"{userpkg}.mod:make", "inputs": SPECS}})
-    p = Pipeline(rec, "unused")
-    p.workload = SimpleNamespace(specs=parse_input_specs(SPECS))
-    cfg = p._backend_options("int8")["config"]
+    cfg = runner_options("tensorrt-rtx", "int8", parse_input_specs(SPECS), "unused")["config"]
     # batch: bare name = 1..1..32; seq = 4..12..16 (min..opt..max)
     assert cfg.shapes == ("input_ids:1x4,1x12,32x16", "attention_mask:1x4,1x12,32x16")
     assert cfg.precision == "int8"

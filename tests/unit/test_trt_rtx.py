@@ -204,11 +204,9 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
     import torch
 
     from trtopt.backends import open_runner
-    from trtopt.pipeline import Pipeline
-    from trtopt.recipe import recipe_from_dict
+    from trtopt.run.engines import runner_options
 
-    recipe = recipe_from_dict({"recipe": {"name": "t", "backend": "tensorrt-rtx", "variants": ["int8"]}})
-    opts = Pipeline(recipe, tmp_path)._backend_options("int8")
+    opts = runner_options("tensorrt-rtx", "int8", None, tmp_path / "engines")
     assert opts["config"].backend == "tensorrt-rtx" and opts["config"].precision == "int8"
     path = _save(G.qdq_conv(), tmp_path)
     runner = open_runner("tensorrt-rtx", path, engine_dir=tmp_path / "engines", precision="int8")
@@ -243,12 +241,13 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
 def test_report_table_and_markdown_gain_the_engine_column():
     from test_bench_report import make_report
 
+    from trtopt.benchmark import EngineCell
     from trtopt.benchmark.render import ENGINE_COLUMN, render_markdown, render_table
 
     report = make_report()
     assert ENGINE_COLUMN not in [c.header for c in render_table(report.finalize()).columns]
     for v in report.variants:
-        v.extra["engine"] = {"text": "0.9 MB · 5/5 INT8" if v.precision == "int8" else "0.6 MB · 5/5 FP32"}
+        v.engine = EngineCell("0.9 MB · 5/5 INT8" if v.precision == "int8" else "0.6 MB · 5/5 FP32", "ok")
     report.finalize()
     t = render_table(report)
     assert [c.header for c in t.columns][-1] == ENGINE_COLUMN

@@ -1,0 +1,89 @@
+"""``trtopt bench`` and the recipe run measure through one session: same references, same ``--strict`` rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtopt.benchmark import BenchConfig, EngineCell
+from trtopt.benchmark.report import strict_problems
+from trtopt.benchmark.session import reference_for
+from trtopt.benchmark.suite import bench_models
+from trtopt.pipeline import Pipeline, recipe_references, run_recipe
+
+VARIANTS = ("fp32", "int8", "sparse24-fp32", "sparse24-int8")
+FAST = {"batch_sizes": [4], "warmup": 1, "iterations": 5, "rounds": 5, "min_rounds": 5}
+
+
+def _linear(path, w: np.ndarray) -> str:
+    """``y = x @ w``: x [N, 8] float32 -> y [N, 4]."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def four_models(tmp_path):
+    """The recipe's four variants as files named after them: int8 broken; the 2:4 pair another model."""
+    rng = np.random.default_rng(0)
+    w, other = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
+    files = {"fp32": _linear(tmp_path / "fp32.onnx", w),
+             "int8": _linear(tmp_path / "int8.onnx", rng.normal(size=(8, 4))),  # far from fp32: judged, fails
+             "sparse24-fp32": _linear(tmp_path / "sparse24-fp32.onnx", other),  # far from fp32: not judged
+             "sparse24-int8": _linear(tmp_path / "sparse24-int8.onnx", other)}  # = the pruned fp32: ok
+    x = rng.normal(size=(16, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", x=x)
+    return files, x
+
+
+def _recipe_report(monkeypatch, tmp_path, files):
+    """``run_recipe`` on the four files: the preparation stages replaced by the ready graphs."""
+    from pathlib import Path
+
+    def prepare(self, workload):
+        self.workload = workload
+        return {v: Path(files[v]) for v in VARIANTS}
+
+    monkeypatch.setattr(Pipeline, "prepare", prepare)
+    monkeypatch.setattr("trtopt.pipeline.engine_column", lambda *a, **k: EngineCell("0.1 MB", "ok"))
+    res = run_recipe({"recipe": {"name": "t", "variants": list(VARIANTS), "backend": "onnxruntime"},
+                      "workload": {"model": files["fp32"], "eval_data": str(tmp_path / "eval.npz"),
+                                   "calib_data": str(tmp_path / "eval.npz")},
+                      "bench": FAST}, tmp_path / "run")
+    return res.report
+
+
+def test_reference_policy_named_then_baseline_then_not_judged():
+    refs = {"b": "a", "c": "none"}
+    assert reference_for("x", refs, ["first"]) == (None, True)  # the baseline, judged
+    assert reference_for("b", refs, ["first", "a"]) == ("a", True)
+    assert reference_for("b", refs, ["first"]) == (None, False)  # its reference did not run: reported only
+    assert reference_for("c", refs, ["first", "a"]) == (None, False)
+
+
+def test_recipe_references_judge_2to4_variants_against_the_pruned_model():
+    assert recipe_references(VARIANTS) == {"sparse24-fp32": "none", "sparse24-int8": "sparse24-fp32"}
+
+
+def test_bench_and_run_judge_the_same_models_against_the_same_references(four_models, tmp_path, monkeypatch):
+    files, x = four_models
+    bench = bench_models([files[v] for v in VARIANTS], ["onnxruntime"], BenchConfig(**FAST), data={"x": x},
+                         references=recipe_references(VARIANTS))
+    run = _recipe_report(monkeypatch, tmp_path, files)
+
+    def judged(report):
+        return {v.name: (v.accuracy.reference, v.accuracy.judged, v.accuracy.fidelity_ok) for v in report.variants}
+
+    assert judged(bench) == judged(run) == {
+        "fp32": (None, True, None), "int8": ("fp32", True, False),
+        "sparse24-fp32": ("fp32", False, None), "sparse24-int8": ("sparse24-fp32", True, True)}
+    assert strict_problems(bench) == strict_problems(run)
+    assert [p.split(":")[0] for p in strict_problems(run)] == ["int8@4 (onnxruntime)"]

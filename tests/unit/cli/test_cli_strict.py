@@ -1,0 +1,89 @@
+"""``bench --strict`` and ``run --strict`` fail on the same problems of the same models (one rule)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from trtopt.benchmark import EngineCell
+from trtopt.cli.main import main
+from trtopt.pipeline import Pipeline
+
+FAST = ["--warmup", "1", "--iterations", "5", "--rounds", "5", "--batch", "4", "--no-plots"]
+FAST_TOML = "[bench]\nbatch_sizes = [4]\nwarmup = 1\niterations = 5\nrounds = 5\nmin_rounds = 5\n"
+
+
+def _linear(path: Path, w: np.ndarray) -> str:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _strict_line(err: str) -> str:
+    return next(line for line in err.splitlines() if "--strict:" in line).split("--strict:", 1)[1].strip()
+
+
+def test_bench_and_run_strict_name_the_same_problems(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    files = {"fp32": _linear(tmp_path / "fp32.onnx", rng.normal(size=(8, 4))),
+             "int8": _linear(tmp_path / "int8.onnx", rng.normal(size=(8, 4)))}  # outside any tolerance
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(16, 8)).astype(np.float32))
+    assert main(["bench", files["fp32"], files["int8"], "--data", str(tmp_path / "eval.npz"),
+                 "--out", str(tmp_path / "b"), "--strict", *FAST]) == 1
+    bench = _strict_line(capsys.readouterr().err)
+
+    def prepare(self, workload):
+        self.workload = workload
+        return {v: Path(p) for v, p in files.items()}
+
+    monkeypatch.setattr(Pipeline, "prepare", prepare)
+    monkeypatch.setattr("trtopt.pipeline.engine_column", lambda *a, **k: EngineCell("0.1 MB", "ok"))
+    (tmp_path / "r.toml").write_text(textwrap.dedent(f"""
+        [recipe]
+        name = "t"
+        variants = ["fp32", "int8"]
+        [workload]
+        model = "{files['fp32']}"
+        eval_data = "{tmp_path / 'eval.npz'}"
+        calib_data = "{tmp_path / 'eval.npz'}"
+    """) + FAST_TOML)
+    assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "r"), "--strict"]) == 1
+    run = _strict_line(capsys.readouterr().err)
+    assert run == bench and run.startswith("1 variant(s) not ok: int8@4 (onnxruntime): fidelity outside tolerance")
+
+
+def test_a_failed_engine_build_fails_run_strict_like_a_failed_variant(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4))
+    files = {"fp32": _linear(tmp_path / "fp32.onnx", w), "int8": _linear(tmp_path / "int8.onnx", w)}
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(16, 8)).astype(np.float32))
+
+    def prepare(self, workload):
+        self.workload = workload
+        return {v: Path(p) for v, p in files.items()}
+
+    monkeypatch.setattr(Pipeline, "prepare", prepare)
+    monkeypatch.setattr("trtopt.pipeline.engine_column",
+                        lambda recipe, variant, *a, **k: EngineCell("0.1 MB", "ok") if variant == "fp32"
+                        else EngineCell("build failed: boom", "failed", reason="boom\nmore"))
+    (tmp_path / "r.toml").write_text(textwrap.dedent(f"""
+        [recipe]
+        name = "t"
+        variants = ["fp32", "int8"]
+        [workload]
+        model = "{files['fp32']}"
+        eval_data = "{tmp_path / 'eval.npz'}"
+        calib_data = "{tmp_path / 'eval.npz'}"
+    """) + FAST_TOML)
+    assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "r"), "--strict"]) == 1
+    assert _strict_line(capsys.readouterr().err) == "1 variant(s) not ok: engine build failed: int8: boom"
