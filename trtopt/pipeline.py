@@ -16,9 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trtopt.backends import open_runner
+from trtopt.benchmark.accuracy import get_metric
+from trtopt.benchmark.environment import capture_environment
+from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.session import BenchSession, SessionEntry
-from trtopt.errors import TrtoptError
+from trtopt.benchmark.write import write_report
+from trtopt.errors import ConfigError, TrtoptError
+from trtopt.inputs import check_batch_sizes
 from trtopt.log import get_logger
 from trtopt.recipe import VARIANTS, Recipe
 from trtopt.run.engines import engine_column, runner_options
@@ -241,13 +247,10 @@ class Pipeline:
 
     def _open(self, variant: str, path: Path, workload):
         """Open the runner for a variant on the recipe's backend."""
-        from trtopt.backends import open_runner
-
         if self.recipe.run.backend != "torch":
             return open_runner(self.recipe.run.backend, path, **runner_options(
                 self.recipe.run.backend, variant, getattr(self.workload, "specs", None), self.out / "engines"))
         from trtopt.backends.torch_runner import TorchRunner
-        from trtopt.errors import ConfigError
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         if precision == "int8" or fp16_rest:
@@ -274,11 +277,6 @@ class Pipeline:
         ``regression_outputs`` must name outputs of the model, and ``metric`` must resolve (a user
         metric needs labels in ``eval_data``).
         """
-        from trtopt.benchmark.accuracy import get_metric
-        from trtopt.benchmark.fidelity import check_tolerance_names
-        from trtopt.errors import ConfigError
-        from trtopt.inputs import check_batch_sizes
-
         check_tolerance_names(self.recipe.bench.output_tolerances(), list(workload.outputs))
         check_batch_sizes(getattr(workload, "specs", None) or (), self.recipe.bench.batch_sizes,
                           "[bench] batch_sizes", "workload.inputs")
@@ -335,8 +333,6 @@ class Pipeline:
         return out
 
     def _run(self) -> PipelineResult:
-        from trtopt.benchmark import Report, capture_environment, write_report
-
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
                                lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
                                    self.recipe.workload))

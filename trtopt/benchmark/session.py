@@ -32,7 +32,7 @@ from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import VariantResult
-from trtopt.errors import BackendUnavailableError, InputError, MetricError, MissingDependencyError
+from trtopt.errors import BackendUnavailableError, ConfigError, InputError, MetricError, MissingDependencyError
 
 Progress = Callable[[str, str], None]
 
@@ -97,8 +97,6 @@ def check_references(references: Mapping[str, str], names: Sequence[str]) -> Non
     Raises:
         ConfigError: Unknown names, or a reference that comes later (its outputs are not known yet).
     """
-    from trtopt.errors import ConfigError
-
     names = list(names)
     for variant, ref in references.items():
         if variant not in names:
@@ -204,8 +202,8 @@ class BenchSession:
         self._stack.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stack.__exit__(*exc)  # type: ignore[arg-type]
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
 
     def _skip(self, e: SessionEntry, status: str, reason: str, artifact: str | None) -> None:
         self.rows += [VariantResult(e.name, e.backend, e.precision, e.sparsity, bs, None, None, artifact, status,
@@ -247,6 +245,9 @@ class BenchSession:
             except (MissingDependencyError, BackendUnavailableError) as exc:
                 self.unavailable[e.backend] = exc
                 self._skip(e, "skipped", str(exc), artifact=e.artifact)
+                continue
+            except self.failures as exc:  # e.g. a variant the backend has no path for
+                self._skip(e, "failed", str(exc), artifact=None)
                 continue
             self._stack.callback(runner.__exit__, None, None, None)
             try:

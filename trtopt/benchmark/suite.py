@@ -25,6 +25,8 @@ from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.report import Report
 from trtopt.benchmark.session import BenchSession, SessionEntry, check_references
 from trtopt.errors import InputError
+from trtopt.fileio import atomic_write_json
+from trtopt.refs import is_import_ref
 
 Progress = Callable[[str, str], None]
 
@@ -229,7 +231,6 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
         InputError: Bad model, data or batch size; MissingDependencyError when no backend is available.
     """
     from trtopt.backends import open_runner
-    from trtopt.refs import is_import_ref
 
     if labels is None and isinstance(metric, str) and is_import_ref(metric):
         raise InputError(f"metric '{metric}' needs labels: pass --data EVAL.npz holding a 'labels' array "
@@ -285,7 +286,6 @@ def layerwise_all(models: Sequence[str | os.PathLike[str]], out_dir: str | os.Pa
         Model name to its ranked :class:`~trtopt.benchmark.layerwise.LayerError` list.
     """
     from trtopt.benchmark.layerwise import compare_layers
-    from trtopt.fileio import atomic_write_json
 
     paths = [str(m) for m in models if str(m).endswith(".onnx")]
     if len(paths) < 2:

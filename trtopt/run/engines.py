@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtopt._optional import install_hint, is_installed
+from trtopt.backends.tensorrt import BuildConfig, build_engine
 from trtopt.benchmark.report import EngineCell
 from trtopt.errors import TrtoptError
 from trtopt.inputs import profile_shapes
@@ -82,8 +83,6 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
         backend: ``tensorrt-rtx`` (default, no GPU needed) or ``tensorrt``.
         **options: Further :class:`~trtopt.backends.tensorrt.config.BuildConfig` fields.
     """
-    from trtopt.backends.tensorrt import BuildConfig, build_engine
-
     sparse, precision, fp16_rest = VARIANTS[variant]
     try:
         cfg = BuildConfig(backend=backend, precision="int8+fp16" if fp16_rest else precision, sparsity=sparse,
@@ -160,8 +159,6 @@ def runner_options(backend: str, variant: str, specs: Sequence[Any] | None,
     """
     if backend not in ("tensorrt", "tensorrt-rtx"):
         return {}
-    from trtopt.backends.tensorrt import BuildConfig
-
     sparse, precision, fp16_rest = VARIANTS[variant]
     cfg = BuildConfig(precision="int8+fp16" if fp16_rest else precision, sparsity=sparse, backend=backend,
                       shapes=profile_shapes(specs) if specs else ())
