@@ -52,7 +52,7 @@ def worker(tool: str, model: str, data: str, batch: int) -> dict:
         t_cal, n_tensors = None, None
     elif tool == "trtopt":
         from trtopt.calib import CalibrationConfig, NumpySource, calibrate
-        from trtopt.onnx_graph import save_onnx
+        from trtopt.onnx.io import save_onnx
         from trtopt.quant import quantize_qdq
 
         table = calibrate(model, NumpySource({"input": x}, batch_size=batch, seed=None), CalibrationConfig())

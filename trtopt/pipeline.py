@@ -168,7 +168,8 @@ class Pipeline:
         from dataclasses import replace
 
         from trtopt.calib import NumpySource
-        from trtopt.onnx_graph import load_onnx, model_computes_fp16, save_onnx
+        from trtopt.onnx.io import load_onnx, save_onnx
+        from trtopt.onnx.precision import computes_fp16
         from trtopt.quant import convert_fp16, quantize_qdq
         from trtopt.quant.fp16_check import fp16_overflows
 
@@ -194,7 +195,7 @@ class Pipeline:
                     "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
             else:
                 model = quantize_qdq(fp32[kind], tables[kind], qcfg)
-        if model_computes_fp16(model):
+        if computes_fp16(model):
             # ONNX Runtime's CPU hides FP16 overflow (float32 kernels): a variant that overflows in FP16
             # arithmetic on the evaluation data is failed here, not scored as fine
             found = fp16_overflows(model, self.workload.as_feeds(self.workload.eval_x), reference=load_onnx(fp32[kind]))

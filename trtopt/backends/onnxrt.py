@@ -152,7 +152,7 @@ def _safe_inputs(sess: Any) -> list[Any]:
 class OnnxRuntimeRunner(Runner):
     """Run an ONNX model with ONNX Runtime.
 
-    A model file is first opened in a helper process (:func:`trtopt.backends.ort_probe.probe_load`):
+    A model file is first opened in a helper process (:func:`trtopt.onnx.ort_probe.probe_load`):
     a model that crashes ONNX Runtime raises :class:`~trtopt.errors.InputError` here instead.
 
     Args:
@@ -183,7 +183,7 @@ class OnnxRuntimeRunner(Runner):
         if not isinstance(self.model, bytes):
             # a file: open it in a helper process first, so a model that crashes ONNX Runtime while it
             # is optimized fails this runner in one error instead of ending the benchmark or the run
-            from trtopt.backends.ort_probe import probe_load
+            from trtopt.onnx.ort_probe import probe_load
 
             if Path(self.model).is_file() and (failure := probe_load(self.model)) is not None:
                 raise InputError(f"ONNX Runtime cannot load {self.model}: {failure}")

@@ -11,7 +11,7 @@ points at the layer to keep in higher precision; ranking by SQNR alone would alw
 last layers, where error has accumulated.
 
 Node names of the legacy PyTorch exporter encode module paths (``/features/0/Conv``,
-``/layer1/layer1.0/conv1/Conv``); :func:`module_name` maps them back to ``features.0`` and
+``/layer1/layer1.0/conv1/Conv``); :func:`trtopt.onnx.graph.module_name` maps them back to ``features.0`` and
 ``layer1.0.conv1``.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from trtopt.benchmark.accuracy import fidelity
 from trtopt.errors import InputError
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.graph import module_name
 
 #: nodes that only move precision; their outputs are not layers
 SKIP_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Identity"})
@@ -121,7 +121,7 @@ def compare_layers(reference: str | os.PathLike[str] | Any, candidate: str | os.
     Raises:
         InputError: No layer could be matched, or a model cannot run.
     """
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx.io import load_onnx
 
     ref = reference if hasattr(reference, "graph") else load_onnx(reference, check=False)
     cand = candidate if hasattr(candidate, "graph") else load_onnx(candidate, check=False)

@@ -22,11 +22,10 @@ import numpy as np
 import onnx
 
 from trtopt.batching import rule_for_onnx
-from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import quantize_qdq
 
@@ -77,7 +76,7 @@ def _predict(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_siz
              static: Collection[str] = ()) -> np.ndarray:
     """The first output on every sample, ``(N, -1)`` float32; calls follow :mod:`trtopt.batching`."""
     from trtopt.backends.onnxrt import make_session, run_session
-    from trtopt.onnx_graph import with_symbolic_dims
+    from trtopt.onnx.dims import with_symbolic_dims
 
     model = with_symbolic_dims(model)
     sess = make_session(model.SerializeToString())

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from trtopt.calib.collect import float_tensor_types
 from trtopt.log import get_logger
-from trtopt.onnx_graph import get_attr, initializer_array
+from trtopt.onnx.graph import float_tensor_types, get_attr, initializer_array
 
 log = get_logger(__name__)
 FP16_MAX = 65504.0

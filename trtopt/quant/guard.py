@@ -33,11 +33,10 @@ import numpy as np
 import onnx
 
 from trtopt.batching import rule_for_onnx
-from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import qdq_nodes_for, quantize_qdq
 
@@ -61,7 +60,7 @@ def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_
         InputError: ONNX Runtime refused the inputs (one line naming the input and the fix).
     """
     from trtopt.backends.onnxrt import make_session, run_session
-    from trtopt.onnx_graph import with_symbolic_dims
+    from trtopt.onnx.dims import with_symbolic_dims
 
     model = with_symbolic_dims(model)
     sess = make_session(model.SerializeToString())
