@@ -80,26 +80,21 @@ def _layer_outputs(model: Any) -> dict[str, tuple[str, str, list[str]]]:
 def _exposed_session(model: Any, names: list[str]):
     import onnx
 
-    from trtopt.backends.onnxrt import make_session
+    from trtopt.onnx.exec import exposed_bytes, make_session
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(m)
+        inferred = onnx.shape_inference.infer_shapes(model)
         types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     except Exception:  # shape inference is best effort; unknown types default to float
         types = {}
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n, types.get(n) or onnx.TensorProto.FLOAT, None))
-    return make_session(m.SerializeToString(), optimize=False)
+    return make_session(exposed_bytes(model, names, {n: types.get(n) or onnx.TensorProto.FLOAT for n in names}),
+                        optimize=False)
 
 
 def _run_all(model: Any, names: list[str], feeds: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     """Every tensor of ``names`` over all samples of ``feeds``; calls follow :mod:`trtopt.batching`."""
-    from trtopt.backends.onnxrt import run_session
     from trtopt.batching import rule_for_onnx
+    from trtopt.onnx.exec import run_session
 
     sess = _exposed_session(model, names)
     return rule_for_onnx(model).run(lambda feed: dict(zip(names, run_session(sess, names, feed, what))), feeds, 0)

@@ -28,6 +28,7 @@ from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx.dims import with_symbolic_dims
+from trtopt.onnx.exec import exposed_outputs, make_session
 from trtopt.onnx.graph import as_model, float_tensor_types
 from trtopt.onnx.io import fits_protobuf, model_hash, save_onnx
 from trtopt.placement import calibration_targets, smoothable_inputs
@@ -41,20 +42,15 @@ def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]
                workdir: str | os.PathLike[str] | None = None) -> bytes | str:
     """``model`` with ``targets`` added as graph outputs: serialized bytes, or a file path for large models.
 
-    Protobuf parsing merges concatenated messages (repeated fields are appended), so the
-    serialized model followed by a ModelProto holding only the extra ``graph.output`` entries
-    *is* the augmented model: no copy and no second serialization of the weights.
+    Below the limit this is :func:`trtopt.onnx.exec.exposed_bytes` (no copy of the weights).
 
     A model over protobuf's 2 GB limit cannot be serialized at all: the extra outputs are added to
     ``model`` in place, it is written with external data into ``workdir`` (which must outlive the
     ONNX Runtime session opened from the returned path), and ``model`` is restored.
     """
-    existing = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
-    extra = onnx.ModelProto()
-    for t in targets:
-        if t not in existing:
-            extra.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT,
-                                                                         None))
+    inputs = {i.name for i in model.graph.input}  # graph inputs are read from the feeds, not exposed
+    exposed = [t for t in targets if t not in inputs]
+    extra = exposed_outputs(model, exposed, {t: types.get(t) or onnx.TensorProto.FLOAT for t in exposed})
     if raw is not None or workdir is None or fits_protobuf(model, extra.ByteSize()):
         return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
     n_out = len(model.graph.output)
@@ -81,8 +77,6 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     Returns:
         ``(histograms, data sha256, samples seen)``.
     """
-    from trtopt.backends.onnxrt import make_session
-
     specs = model_input_specs(model)
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.

@@ -161,7 +161,7 @@ def verify_onnx_file(path: str | os.PathLike[str], *, check: bool = True, ort_lo
     By path, so external data next to the file is read the way a user's runtime reads it.
     ``domains`` (the model's opset domains) saves re-reading the file when the caller has the proto.
     ONNX Runtime opens the file the way trtopt's stages do -- with graph optimizations off and
-    with its default full optimization, through :func:`trtopt.backends.onnxrt.make_session` -- in a
+    with its default full optimization, through :func:`trtopt.onnx.exec.make_session` -- in a
     helper process (:func:`trtopt.onnx.ort_probe.probe_load`), so a model that crashes ONNX
     Runtime while it is optimized is refused in one error instead of ending the process. Skipped
     for models with custom-domain ops ONNX Runtime cannot know.
