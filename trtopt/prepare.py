@@ -28,6 +28,7 @@ from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx.constants import constant_chain, evaluate_chain
 from trtopt.onnx.graph import (
+    GraphIndex,
     NameGen,
     constant_names,
     consumers,
@@ -69,13 +70,8 @@ def check_not_fp16(model: onnx.ModelProto) -> None:
     """
     types = float_tensor_types(model)
     g = model.graph
-    for t in list(g.initializer):
-        types.setdefault(t.name, t.data_type)
-    for n in g.node:
-        if n.op_type == "Constant" and n.output:
-            val = next((a.t for a in n.attribute if a.name == "value"), None)
-            if val is not None:
-                types.setdefault(n.output[0], val.data_type)
+    for name, elem in GraphIndex(g).elem_types.items():  # weights are typed where inference left them out
+        types.setdefault(name, elem)
     for n in g.node:
         if n.op_type not in WEIGHTED_OPS:
             continue

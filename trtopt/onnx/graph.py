@@ -32,6 +32,9 @@ class GraphIndex:
         consumers: Tensor name -> the nodes reading it (node order; a node reading a tensor twice is
             listed twice).
         constants: Names of the initializers and ``Constant`` node outputs.
+        elem_types: ONNX element type of every tensor whose type the graph states: graph inputs,
+            outputs and ``value_info`` first, then initializers and ``Constant`` ``value`` tensors
+            (no shape inference; :func:`float_tensor_types` infers the rest).
     """
 
     def __init__(self, graph: onnx.GraphProto) -> None:
@@ -40,6 +43,9 @@ class GraphIndex:
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         self.constants: set[str] = set()
         self._tensors: dict[str, onnx.TensorProto] = {}
+        self.elem_types: dict[str, int] = {v.name: v.type.tensor_type.elem_type
+                                           for v in (*graph.input, *graph.output, *graph.value_info)
+                                           if v.type.tensor_type.elem_type}
         for t in graph.initializer:
             self.constants.add(t.name)
             self._tensors.setdefault(t.name, t)
@@ -55,6 +61,8 @@ class GraphIndex:
                 value = next((a.t for a in n.attribute if a.name == "value"), None)
                 if value is not None:
                     self._tensors.setdefault(n.output[0], value)
+        for name, t in self._tensors.items():
+            self.elem_types.setdefault(name, t.data_type)
 
     def array(self, name: str) -> np.ndarray | None:
         """An initializer (or ``Constant`` node ``value``) as a new numpy array, or ``None``.

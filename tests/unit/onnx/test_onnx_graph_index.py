@@ -51,6 +51,7 @@ def test_index_agrees_with_a_brute_force_scan():
         if want is not None:
             np.testing.assert_array_equal(got, want)
     assert index.array("alpha") is None  # a value_float Constant is a constant, not a tensor proto
+    assert index.elem_types == {"x": F32, "y": F32, "sq": F32, "w": F32, "shape": TensorProto.INT64, "b": F32}
 
 
 def test_the_index_is_a_snapshot_of_the_graph_it_was_built_on():
