@@ -26,7 +26,7 @@ from trtopt.calib import CalibrationConfig, NumpySource, calibrate
 from trtopt.export import export_onnx
 from trtopt.fileio import atomic_write_json, atomic_write_text
 from trtopt.models.digits import load_digits_split, train_digits_cnn
-from trtopt.onnx_graph import save_onnx
+from trtopt.onnx.io import save_onnx
 from trtopt.quant import QuantizeConfig, apply_accuracy_budget, quantize_qdq
 
 OUT = Path(__file__).resolve().parent / "results" / "calib"

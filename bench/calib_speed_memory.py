@@ -44,7 +44,7 @@ def worker(tool: str, model: str, data: str, batch: int) -> dict:
     t0 = time.perf_counter()
     out_model = str(Path(data).with_suffix(f".{tool}.onnx"))
     if tool == "inference":  # the floor of any ONNX Runtime-based calibrator: plain inference of the samples
-        from trtopt.backends.onnxrt import make_session
+        from trtopt.onnx.exec import make_session
 
         sess = make_session(model)
         for s in range(0, len(x), 8):  # trtopt's run_batch_size
@@ -52,7 +52,7 @@ def worker(tool: str, model: str, data: str, batch: int) -> dict:
         t_cal, n_tensors = None, None
     elif tool == "trtopt":
         from trtopt.calib import CalibrationConfig, NumpySource, calibrate
-        from trtopt.onnx_graph import save_onnx
+        from trtopt.onnx.io import save_onnx
         from trtopt.quant import quantize_qdq
 
         table = calibrate(model, NumpySource({"input": x}, batch_size=batch, seed=None), CalibrationConfig())

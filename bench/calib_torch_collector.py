@@ -53,9 +53,9 @@ def worker(collector: str, model_path: str, data: str, batch: int) -> dict:
     import torch
 
     from trtopt.calib import CalibrationConfig, NumpySource, calibration_targets, collect_histograms
-    from trtopt.calib.collect import float_tensor_types
     from trtopt.calib.methods import compute_amax
     from trtopt.calib.torch_hist import collect_histograms_torch
+    from trtopt.onnx.graph import float_tensor_types
 
     model = onnx.load(model_path)
     x = np.load(data)

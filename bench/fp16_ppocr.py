@@ -40,7 +40,7 @@ def main() -> None:
     from skimage import data
 
     from trtopt.benchmark.suite import describe_onnx
-    from trtopt.onnx_graph import save_onnx
+    from trtopt.onnx.io import save_onnx
     from trtopt.quant import convert_fp16
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

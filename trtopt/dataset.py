@@ -146,7 +146,7 @@ class Dataset:
         from trtopt.inputs import specs_from_onnx
 
         if not hasattr(model, "graph"):
-            from trtopt.onnx_graph import load_graph_only
+            from trtopt.onnx.io import load_graph_only
 
             model = load_graph_only(model)
         try:

@@ -5,7 +5,7 @@ ways our own models never do: opset 11, weights in ``Constant`` nodes, ``-1`` ba
 inputs, control flow, constants beyond float16's range, a graph that is already quantized or
 already FP16, weights in external files. Each stage copes with these (or refuses with a clear
 line), but a user should learn it *before* paying for calibration. :func:`diagnose` reads the
-graph once (through :mod:`trtopt.onnx_graph`, the one module that walks ONNX graphs) and returns
+graph once (through :mod:`trtopt.onnx`, the one package that walks ONNX graphs) and returns
 one :class:`Finding` per fact, each with the fix.
 
 Severity: ``info`` (trtopt handles it, nothing to do), ``warn`` (handled, but results or speed
@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-#: Ops whose weights TensorRT quantizes (the Q/DQ placement of :mod:`trtopt.quant.qdq`).
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-#: Ops that mark a graph as already quantized.
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-             "DynamicQuantizeLinear")
+from trtopt.onnx.constants import iter_constants
+from trtopt.onnx.dims import is_dynamic_dim, placeholder_dims
+from trtopt.onnx.graph import constant_names, opset_of
+from trtopt.onnx.io import load_graph_only
+from trtopt.onnx.ops import QUANT_OPS, WEIGHTED_OPS
+from trtopt.onnx.walk import iter_graphs
+
 _FP16_MAX = 65504.0
 _SEVERITIES = ("info", "warn", "error")
 
@@ -76,8 +78,6 @@ class DoctorReport:
 
 def _load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[str]]:
     """Load the graph without weight bytes from external files; return (model, external data files)."""
-    from trtopt.onnx_graph import load_graph_only
-
     p = Path(path)
     model = load_graph_only(p)  # an empty graph is an error there, for every command alike
     files = sorted({e.value for g in _graphs(model.graph) for t in g.initializer
@@ -86,8 +86,6 @@ def _load(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[str]]:
 
 
 def _graphs(graph: onnx.GraphProto):
-    from trtopt.onnx_graph import iter_graphs
-
     for _path, g in iter_graphs(graph):
         yield g
 
@@ -104,11 +102,9 @@ def diagnose(path: str | os.PathLike[str]) -> DoctorReport:
     Raises:
         InputError: The file is missing, a directory or not an ONNX model.
     """
-    from trtopt.onnx_graph import iter_graphs
-
     model, ext_files = _load(path)
     g = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_of(model)
     graphs = list(iter_graphs(g))
     nodes = [(p, n) for p, sg in graphs for n in sg.node]
     ops = Counter(n.op_type for _p, n in nodes)
@@ -141,8 +137,6 @@ def _opset_findings(model: onnx.ModelProto, opset: int) -> list[Finding]:
 
 def _dim_text(d: onnx.TensorShapeProto.Dimension) -> tuple[str, bool]:
     """(printable dim, is dynamic): ``-1``/``0``/unset/named dims are dynamic."""
-    from trtopt.onnx_graph import is_dynamic_dim
-
     if d.HasField("dim_param") and d.dim_param:
         return d.dim_param, True
     if d.HasField("dim_value"):
@@ -182,8 +176,6 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
     if odd_dims:
         out.append(Finding("dim-values", "info", f"dims stored as -1/0 ({', '.join(odd_dims)}) are treated as "
                            "dynamic", "", {"dims": odd_dims}))
-    from trtopt.onnx_graph import placeholder_dims
-
     placeholders = [f"{t}[{ax}]={name!r}" for t, ax, name in placeholder_dims(model)]
     if placeholders:
         out.append(Finding("placeholder-dims", "info", f"dims named only by a placeholder ({', '.join(placeholders)}):"
@@ -203,8 +195,6 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
 
 
 def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list[Finding]:
-    from trtopt.onnx_graph import constant_names
-
     out = []
     top = model.graph
     quant = {op: ops[op] for op in QUANT_OPS if ops[op]}
@@ -300,8 +290,6 @@ def _float16_share(graph: onnx.GraphProto) -> str:
 
 
 def _constant_findings(model: onnx.ModelProto, path: Path, ext_files: list[str]) -> list[Finding]:
-    from trtopt.onnx_graph import iter_constants
-
     out = []
     if ext_files:
         missing = [f for f in ext_files if not (path.parent / f).is_file()]

@@ -179,7 +179,7 @@ def _export(model, sample_input, path, config: ExportConfig | None, dynamic_axes
             | None = None) -> Path:
     import torch
 
-    from trtopt.onnx_graph import verify_onnx_file
+    from trtopt.onnx.io import verify_onnx_file
 
     cfg = config or ExportConfig()
     args = sample_input if isinstance(sample_input, tuple) else (sample_input,)

@@ -198,7 +198,7 @@ def specs_from_onnx(model: Any, batch: tuple[int, int, int] = DEFAULT_BATCH) -> 
     Raises:
         InputError: An input of a dtype trtopt does not feed (string, complex).
     """
-    from trtopt.onnx_graph import value_dim_names, value_dims
+    from trtopt.onnx.dims import value_dim_names, value_dims
 
     inits = {t.name for t in model.graph.initializer}
     rows = embedding_rows(model)
@@ -230,9 +230,10 @@ def embedding_rows(model: Any) -> dict[str, int]:
     """``{input name: rows}`` for integer graph inputs used as indices of a ``Gather`` on a constant table.
 
     Looks through Cast/Reshape/Unsqueeze-style value-preserving ops between the input and the Gather
-    (:func:`trtopt.onnx_graph.source_producer`); the table may be an initializer or a ``Constant`` node.
+    (:func:`trtopt.onnx.graph.source_producer`); the table may be an initializer or a ``Constant`` node.
     """
-    from trtopt.onnx_graph import constant_names, iter_nodes
+    from trtopt.onnx.graph import constant_names
+    from trtopt.onnx.walk import iter_nodes
 
     g = model.graph
     inputs = {vi.name for vi in g.input}
@@ -264,7 +265,7 @@ _INDEX_PRESERVING = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatt
 
 def _graph_input_of(graph: Any, tensor: str) -> str | None:
     """The tensor reached by following input 0 of index-preserving ops back from ``tensor``."""
-    from trtopt.onnx_graph import producers
+    from trtopt.onnx.graph import producers
 
     prod = producers(graph)
     seen = set()

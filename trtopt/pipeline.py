@@ -190,7 +190,7 @@ class Pipeline:
         from dataclasses import replace
 
         from trtopt.calib import NumpySource
-        from trtopt.onnx_graph import save_onnx
+        from trtopt.onnx.io import save_onnx
         from trtopt.quant import convert_fp16, quantize_qdq
 
         sparse, precision, fp16_rest = VARIANTS[variant]

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
 from trtopt.calib import CalibrationConfig, NumpySource, calibration_targets  # noqa: E402
-from trtopt.calib.collect import float_tensor_types  # noqa: E402
 from trtopt.calib.histogram import AbsHistogram  # noqa: E402
 from trtopt.calib.methods import compute_amax  # noqa: E402
 from trtopt.calib.torch_exec import TorchGraphExecutor  # noqa: E402
 from trtopt.calib.torch_hist import TorchAbsHistogram, collect_histograms_torch, resolve_device  # noqa: E402
+from trtopt.onnx.graph import float_tensor_types  # noqa: E402
 
 
 def _export(model, sample, path, **kw):

@@ -39,7 +39,7 @@ def seq_first_projection(fp16: bool) -> onnx.ModelProto:
 
 def opens_in_child(path: str | Path) -> int:
     """Exit status of a child process opening ``path`` with trtopt's default ONNX Runtime session (negative: signal)."""
-    code = "import sys; from trtopt.backends.onnxrt import make_session; make_session(sys.argv[1])"
+    code = "import sys; from trtopt.onnx.exec import make_session; make_session(sys.argv[1])"
     return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, env=child_env()).returncode
 
 

@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtopt.benchmark.layerwise import compare_layers, format_layers, module_name
+from trtopt.benchmark.layerwise import compare_layers, format_layers
 from trtopt.errors import InputError
+from trtopt.onnx.graph import module_name
 
 RNG = np.random.default_rng(0)
 WEIGHTS = [RNG.normal(size=(16, 16)).astype(np.float32) / 4 for _ in range(3)]

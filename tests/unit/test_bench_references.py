@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.cli.main import main
-from trtopt.onnx_graph import save_onnx
+from trtopt.onnx.io import save_onnx
 
 
 def _linear(path, w):

@@ -21,7 +21,7 @@ def _token_model(path):
     g = helper.make_graph(nodes, "tok", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
                           [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "w")])
-    from trtopt.onnx_graph import save_onnx
+    from trtopt.onnx.io import save_onnx
 
     return save_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 

@@ -21,7 +21,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.cli.main import main
-from trtopt.onnx_graph import placeholder_dims, save_onnx, with_unique_placeholder_dims
+from trtopt.onnx.dims import placeholder_dims, with_unique_placeholder_dims
+from trtopt.onnx.io import save_onnx
 
 _OCR = importlib.util.find_spec("rapidocr_onnxruntime")
 CLS = (Path(_OCR.origin).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx") if _OCR and _OCR.origin else Path(

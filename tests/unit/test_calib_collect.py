@@ -233,7 +233,8 @@ def test_non_finite_activations_are_left_out_with_a_warning(caplog):
 
 def test_augmented_bytes_and_skeleton_type_inference():
     """The concatenated-protobuf augmented model and the weight-free type inference match the slow paths."""
-    from trtopt.calib.collect import _augmented, float_tensor_types
+    from trtopt.calib.collect import _augmented
+    from trtopt.onnx.graph import float_tensor_types
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w"),  # > 4096 elements

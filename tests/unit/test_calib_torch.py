@@ -15,12 +15,13 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from trtopt.calib import CalibrationConfig, NumpySource, calibration_targets, collect_histograms  # noqa: E402
-from trtopt.calib.collect import _augmented, float_tensor_types  # noqa: E402
+from trtopt.calib.collect import _augmented  # noqa: E402
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax  # noqa: E402
 from trtopt.calib.methods import compute_amax  # noqa: E402
 from trtopt.calib.torch_exec import TorchGraphExecutor, strict_fp32  # noqa: E402
 from trtopt.calib.torch_hist import TorchAbsHistogram, collect_histograms_torch, resolve_device  # noqa: E402
 from trtopt.errors import ConfigError, InputError  # noqa: E402
+from trtopt.onnx.graph import float_tensor_types  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

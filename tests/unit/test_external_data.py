@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt import onnx_graph, onnx_io
+import trtopt.onnx.io as onnx_io
 from trtopt.cli.main import main
-from trtopt.onnx_graph import load_onnx, save_onnx, uses_external_data
+from trtopt.onnx.io import load_onnx, save_onnx, uses_external_data
 
 F32 = TensorProto.FLOAT
 
@@ -90,7 +90,7 @@ def test_real_model_over_2gb_calibrates_and_converts(tmp_path):
                           [helper.make_tensor_value_info("y", F32, ["N", dim])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     del inits, g
-    assert not onnx_graph.fits_protobuf(m)
+    assert not onnx_io.fits_protobuf(m)
     src = save_onnx(m, tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx.data").stat().st_size >= 2**31
     del m

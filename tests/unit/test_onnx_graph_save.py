@@ -12,9 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt import onnx_graph, onnx_io
+import trtopt
+import trtopt.onnx.io as onnx_io
 from trtopt.errors import TrtoptError
-from trtopt.onnx_graph import load_onnx, model_computes_fp16, model_hash, save_onnx, uses_external_data
+from trtopt.onnx.io import load_onnx, model_hash, save_onnx, uses_external_data
+from trtopt.onnx.precision import computes_fp16
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -83,14 +85,14 @@ def test_external_data_chosen_above_the_protobuf_limit(tmp_path, monkeypatch):
 
 
 def test_no_writer_bypasses_save_onnx():
-    """Every model file goes through onnx_graph.save_onnx / verify_onnx_file (grep of the package).
+    """Every model file goes through trtopt.onnx.io.save_onnx / verify_onnx_file (grep of the package).
 
     export.py writes through torch.onnx.export into an atomic temp path and calls verify_onnx_file.
     """
-    root = Path(onnx_graph.__file__).parent
+    root = Path(trtopt.__file__).parent
     bad = []
     for p in root.rglob("*.py"):
-        if p.name in ("onnx_graph.py", "onnx_io.py"):  # save_onnx and its verified external-data writer
+        if p.relative_to(root).as_posix() == "onnx/io.py":  # save_onnx and its verified external-data writer
             continue
         text = p.read_text()
         if re.search(r"onnx\.save(_model)?\(|save_as_external_data|\.onnx\"\)\.write_bytes", text):
@@ -107,9 +109,9 @@ def test_precision_detected_from_constant_node_weights(tmp_path):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F16, [1, 4])],
                           [helper.make_tensor_value_info("y", F16, [1, 4])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    assert model_computes_fp16(m)
+    assert computes_fp16(m)
     # the graph I/O declared FP32 with a Cast inside is FP16 compute too; and an FP32 model is not
-    assert not model_computes_fp16(_mlp())
+    assert not computes_fp16(_mlp())
     m.graph.input[0].type.tensor_type.elem_type = F16
     save_onnx(m, tmp_path / "m16.onnx")
     assert describe_onnx(tmp_path / "m16.onnx")[0] == "fp16"

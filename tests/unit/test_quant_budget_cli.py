@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.calib import CalibrationConfig, CalibrationTable, NumpySource, calibrate
 from trtopt.cli.main import main
-from trtopt.onnx_graph import producers
-from trtopt.quant import apply_accuracy_budget, module_name
+from trtopt.onnx.graph import module_name, producers
+from trtopt.quant import apply_accuracy_budget
 
 
 def _mlp(tmp_path):

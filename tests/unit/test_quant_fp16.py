@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 
 from trtopt.calib import NumpySource
 from trtopt.errors import ConfigError, InputError
-from trtopt.onnx_graph import save_onnx
+from trtopt.onnx.io import save_onnx
 from trtopt.quant import FP16Config, convert_fp16, layernorm_pattern_nodes
 
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT

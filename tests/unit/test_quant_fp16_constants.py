@@ -11,7 +11,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt.onnx_graph import iter_constants, outer_scope_inputs, save_onnx
+from trtopt.onnx.constants import iter_constants
+from trtopt.onnx.io import save_onnx
+from trtopt.onnx.walk import outer_scope_inputs
 from trtopt.quant import convert_fp16
 from trtopt.quant.fp16 import MASK_FILL, mask_constants
 

@@ -102,7 +102,7 @@ def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
     """`trtopt bench` on ONNX Runtime: the CPU scores the overflowing FP16 model fine, the row says failed."""
     from trtopt.benchmark.config import BenchConfig
     from trtopt.benchmark.suite import bench_models
-    from trtopt.onnx_graph import save_onnx
+    from trtopt.onnx.io import save_onnx
 
     m, x = _rms_model(), _data(16)
     fp32 = save_onnx(m, tmp_path / "fp32.onnx")

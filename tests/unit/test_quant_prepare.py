@@ -18,9 +18,10 @@ from onnx.reference import ReferenceEvaluator
 from trtopt.calib import CalibrationConfig, CalibrationTable, NumpySource, calibrate
 from trtopt.cli.main import main
 from trtopt.errors import InputError
-from trtopt.onnx_graph import iter_graphs, producers
+from trtopt.onnx.graph import producers
+from trtopt.onnx.walk import iter_graphs
+from trtopt.prepare import prepare_model
 from trtopt.quant import QuantizeConfig, quantize_qdq
-from trtopt.quant.prepare import prepare_model
 
 RNG = np.random.default_rng(0)
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")

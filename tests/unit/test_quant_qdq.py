@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 
 from trtopt.calib import CalibrationConfig, CalibrationTable, NumpySource, calibrate
 from trtopt.errors import IncompatibleArtifactError
-from trtopt.onnx_graph import producers
+from trtopt.onnx.graph import producers
 from trtopt.quant import QuantizeConfig, quantize_qdq
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")

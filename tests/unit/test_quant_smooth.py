@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 from trtopt.calib import CalibrationConfig, CalibrationTable, NumpySource, calibrate
 from trtopt.cli.main import main
 from trtopt.errors import ConfigError, InputError
-from trtopt.onnx_graph import consumers, producers
+from trtopt.onnx.graph import consumers, producers
 from trtopt.quant import QuantizeConfig, quantize_qdq, smooth_model, smoothing_scales
 
 K, H, OUT = 16, 32, 8

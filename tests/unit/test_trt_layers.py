@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.backends.tensorrt.layers import inspector_layers, parse_layers_block, precision_report
 from trtopt.errors import BuildError
-from trtopt.onnx_graph import compute_nodes
+from trtopt.placement import compute_nodes
 
 # Recorded from a TensorRT-for-RTX 1.7.1.116 build of a Q/DQ conv (trimmed constants).
 BLOCK = "\n".join([

@@ -152,7 +152,7 @@ def test_an_onnx_runtime_failure_is_one_line_naming_the_node_and_the_fix(tmp_pat
 def test_a_refused_input_is_named_with_its_shape_and_the_fix(tmp_path):
     import onnxruntime as ort
 
-    from trtopt.backends.onnxrt import run_session
+    from trtopt.onnx.exec import run_session
 
     sess = ort.InferenceSession(str(_recognizer(tmp_path / "r.onnx")), providers=["CPUExecutionProvider"])
     cases = [({"input1": np.zeros((2, 1, H, W), np.float32)}, ["'input1' [2, 1, 8, 12]", "fixed size 1",

@@ -29,7 +29,7 @@ from trtopt.benchmark.accuracy import (
 from trtopt.benchmark.config import TIMING_MODES, BenchConfig
 from trtopt.benchmark.environment import capture_environment
 from trtopt.benchmark.gate import Budget, GateResult, gate, load_overrides
-from trtopt.benchmark.layerwise import LayerError, compare_layers, module_name
+from trtopt.benchmark.layerwise import LayerError, compare_layers
 from trtopt.benchmark.render import render_markdown, render_table
 from trtopt.benchmark.report import SCHEMA, EngineCell, Report, VariantResult, check_schema, load_report
 from trtopt.benchmark.timing import TimingResult, latency_stats, measure, summarize
@@ -40,7 +40,7 @@ __all__ = [
     "EngineCell",
     "GateResult", "LayerError", "Report",
     "TimingResult", "Tolerance", "VariantResult", "capture_environment", "check_schema", "compare_layers",
-    "evaluate", "fidelity", "gate", "latency_stats", "load_overrides", "load_report", "measure", "module_name",
+    "evaluate", "fidelity", "gate", "latency_stats", "load_overrides", "load_report", "measure",
     "register_metric", "render_markdown", "render_table", "run_batched", "summarize", "topk_accuracy",
     "write_report",
 ]

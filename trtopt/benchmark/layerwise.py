@@ -11,7 +11,7 @@ points at the layer to keep in higher precision; ranking by SQNR alone would alw
 last layers, where error has accumulated.
 
 Node names of the legacy PyTorch exporter encode module paths (``/features/0/Conv``,
-``/layer1/layer1.0/conv1/Conv``); :func:`module_name` maps them back to ``features.0`` and
+``/layer1/layer1.0/conv1/Conv``); :func:`trtopt.onnx.graph.module_name` maps them back to ``features.0`` and
 ``layer1.0.conv1``.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from trtopt.benchmark.accuracy import fidelity
 from trtopt.errors import InputError
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.graph import module_name
 
 #: nodes that only move precision; their outputs are not layers
 SKIP_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Identity"})
@@ -80,26 +80,21 @@ def _layer_outputs(model: Any) -> dict[str, tuple[str, str, list[str]]]:
 def _exposed_session(model: Any, names: list[str]):
     import onnx
 
-    from trtopt.backends.onnxrt import make_session
+    from trtopt.onnx.exec import exposed_bytes, make_session
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(m)
+        inferred = onnx.shape_inference.infer_shapes(model)
         types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     except Exception:  # shape inference is best effort; unknown types default to float
         types = {}
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n, types.get(n) or onnx.TensorProto.FLOAT, None))
-    return make_session(m.SerializeToString(), optimize=False)
+    return make_session(exposed_bytes(model, names, {n: types.get(n) or onnx.TensorProto.FLOAT for n in names}),
+                        optimize=False)
 
 
 def _run_all(model: Any, names: list[str], feeds: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     """Every tensor of ``names`` over all samples of ``feeds``; calls follow :mod:`trtopt.batching`."""
-    from trtopt.backends.onnxrt import run_session
     from trtopt.batching import rule_for_onnx
+    from trtopt.onnx.exec import run_session
 
     sess = _exposed_session(model, names)
     return rule_for_onnx(model).run(lambda feed: dict(zip(names, run_session(sess, names, feed, what))), feeds, 0)
@@ -121,7 +116,7 @@ def compare_layers(reference: str | os.PathLike[str] | Any, candidate: str | os.
     Raises:
         InputError: No layer could be matched, or a model cannot run.
     """
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx.io import load_onnx
 
     ref = reference if hasattr(reference, "graph") else load_onnx(reference, check=False)
     cand = candidate if hasattr(candidate, "graph") else load_onnx(candidate, check=False)

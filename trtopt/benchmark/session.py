@@ -116,11 +116,12 @@ def fp16_overflow_reason(path: str | os.PathLike[str], data: Mapping[str, np.nda
     """
     if not str(path).endswith(".onnx"):
         return ""
-    from trtopt.onnx_graph import load_onnx, model_computes_fp16
+    from trtopt.onnx.io import load_onnx
+    from trtopt.onnx.precision import computes_fp16
     from trtopt.quant.fp16_check import fp16_overflows
 
     model = load_onnx(path, check=False)
-    if not model_computes_fp16(model):
+    if not computes_fp16(model):
         return ""
     found = fp16_overflows(model, data)
     return f"overflows in FP16 arithmetic (hidden by ONNX Runtime's CPU float32 kernels): {found[0]}" if found else ""

@@ -37,14 +37,14 @@ RANDOM_INPUTS_NOTE = ("Random inputs drawn from the input specs (no evaluation d
 
 def describe_onnx(path: str | os.PathLike[str]) -> tuple[str, str]:
     """Return ``(precision, sparsity)`` of an ONNX model file (see module docstring)."""
-    from trtopt.onnx_graph import load_onnx, model_computes_fp16
+    from trtopt.onnx.io import load_onnx
+    from trtopt.onnx.precision import computes_fp16, is_quantized
     from trtopt.sparsity.onnx_check import check_onnx_layers
 
     model = load_onnx(path, check=False)
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
+    if is_quantized(model):
         precision = "int8"
-    elif model_computes_fp16(model):  # whole graph: Constant-node weights, Casts, I/O, subgraphs
+    elif computes_fp16(model):  # whole graph: Constant-node weights, Casts, I/O, subgraphs
         precision = "fp16"
     else:
         precision = "fp32"
@@ -91,7 +91,7 @@ def bench_specs(model_path: str | os.PathLike[str], declared: Sequence[Any] = ()
             declared nor given by data (the message says which ``--input`` to pass).
     """
     from trtopt.inputs import Dim, check_specs_against_onnx, specs_from_onnx
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx.io import load_onnx
 
     model = load_onnx(model_path, check=False)
     if declared:
@@ -171,7 +171,7 @@ def _check_output_names(models: Sequence[str | os.PathLike[str]], cfg: BenchConf
     first = str(models[0]) if models else ""
     if not first.endswith(".onnx"):
         return False
-    from trtopt.onnx_graph import load_graph_only
+    from trtopt.onnx.io import load_graph_only
 
     names = [o.name for o in load_graph_only(first).graph.output]
     check_tolerance_names(cfg.output_tolerances(), names)

@@ -12,7 +12,7 @@ Example::
     table.save_json("calib.json"); table.write_trt_cache("calib.cache", trt_version=100300)
 """
 
-from trtopt.calib.collect import calibrate, calibration_targets, collect_histograms
+from trtopt.calib.collect import calibrate, collect_histograms
 from trtopt.calib.config import METHODS, CalibrationConfig
 from trtopt.calib.histogram import AbsHistogram
 from trtopt.calib.methods import amax_entropy, amax_mse, amax_percentile, compute_amax
@@ -26,6 +26,7 @@ from trtopt.calib.source import (
     workload_source,
 )
 from trtopt.calib.table import CalibrationTable, hex_to_scale, scale_to_hex
+from trtopt.placement import calibration_targets
 
 __all__ = [
     "METHODS", "AbsHistogram", "CalibrationConfig", "CalibrationSource", "CalibrationTable", "ImageFolderSource",

@@ -16,6 +16,7 @@ import onnx
 from trtopt.batching import batch_rule
 from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.source import batch_axes, check_inputs, validate_batch
+from trtopt.onnx.exec import run_session as exec_run_session
 
 
 def iter_batches(source: Iterable[dict[str, np.ndarray]], specs: dict, config: CalibrationConfig, digest: Any,
@@ -75,10 +76,8 @@ def _count(batch: dict[str, np.ndarray]) -> int:
 
 
 def run_session(sess: Any, wanted: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """``sess.run`` with a failure as one :class:`InputError` line (:func:`trtopt.backends.onnxrt.run_session`)."""
-    from trtopt.backends.onnxrt import run_session as run
-
-    return run(sess, wanted, feed, "the model on the calibration data")
+    """``sess.run`` with a failure as one :class:`InputError` line (:func:`trtopt.onnx.exec.run_session`)."""
+    return exec_run_session(sess, wanted, feed, "the model on the calibration data")
 
 
 def _cast_like(arr: np.ndarray, dtype: Any) -> np.ndarray:

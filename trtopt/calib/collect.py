@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,158 +20,37 @@ import numpy as np
 import onnx
 
 from trtopt.calib.batches import iter_batches, run_session
-from trtopt.calib.config import CalibrationConfig
+from trtopt.calib.config import CalibrationConfig, ProgressFn
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
 from trtopt.calib.ranges import finish_ranges
 from trtopt.calib.source import model_input_specs
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import fits_protobuf, load_onnx, model_hash, with_symbolic_dims
+from trtopt.onnx.dims import with_symbolic_dims
+from trtopt.onnx.exec import exposed_outputs, make_session
+from trtopt.onnx.graph import as_model, float_tensor_types
+from trtopt.onnx.io import fits_protobuf, model_hash, save_onnx
+from trtopt.placement import calibration_targets, smoothable_inputs
+from trtopt.prepare import prepare_model
 
 log = get_logger(__name__)
 
-ProgressFn = Callable[[int, int], None]  # (samples done, samples total or 0)
-_FLOAT = onnx.TensorProto.FLOAT
-_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-
-
-def as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
-    """Load a path (with clear errors) or pass a ModelProto through."""
-    return model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-
-
-def constant_names(graph: onnx.GraphProto) -> set[str]:
-    """Initializers and Constant-node outputs."""
-    names = {t.name for t in graph.initializer}
-    names.update(n.output[0] for n in graph.node if n.op_type == "Constant" and n.output)
-    return names
-
-
-def _skeleton(model: onnx.ModelProto, max_elems: int = 4096) -> onnx.ModelProto:
-    """The model with large initializers turned into typed graph inputs (no weight bytes).
-
-    Type inference needs the weights' types and shapes, never their values (only small integer
-    constants such as Reshape targets matter, and those stay), so inferring on the skeleton
-    gives the same element types without serializing and re-parsing hundreds of MB of weights.
-    """
-    sk = onnx.ModelProto()
-    for f in ("ir_version", "opset_import", "domain", "producer_name"):
-        if f == "opset_import":
-            sk.opset_import.extend(model.opset_import)
-        elif model.HasField(f):
-            setattr(sk, f, getattr(model, f))
-    g, src = sk.graph, model.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
-    declared = {i.name for i in src.input}
-    for t in src.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) <= max_elems or t.data_location == onnx.TensorProto.EXTERNAL:
-            g.initializer.append(t)
-        elif t.name not in declared:
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    return sk
-
-
-def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Elem type of every typed tensor (after shape inference, best effort)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
-    except Exception:
-        inferred = model
-    g = inferred.graph
-    return {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.output) + list(g.value_info)}
-
-
-def calibration_targets(model: onnx.ModelProto, op_types: Iterable[str] = ("Conv", "ConvTranspose", "Gemm", "MatMul"),
-                        scope: str = "quantizable", types: dict[str, int] | None = None) -> list[str]:
-    """Tensors whose ranges are needed: activation inputs of ``op_types`` and residual-Add skips, or all.
-
-    Args:
-        model: The FP32 model.
-        op_types: Quantized (weighted) op types.
-        scope: ``quantizable`` or ``all`` (every FLOAT tensor, graph inputs included).
-        types: Tensor elem types (from :func:`float_tensor_types`; computed when omitted).
-
-    Returns:
-        Tensor names in graph order, without duplicates.
-    """
-    g = model.graph
-    consts = constant_names(g)
-    ops = set(op_types)
-    out: dict[str, None] = {}
-    types = float_tensor_types(model) if types is None else types
-    if scope == "all":
-        for vi in g.input:
-            if vi.name not in consts and types.get(vi.name) == onnx.TensorProto.FLOAT:
-                out[vi.name] = None
-        for n in g.node:
-            for o in n.output:
-                if o and n.op_type != "Constant" and types.get(o) == onnx.TensorProto.FLOAT:
-                    out[o] = None
-        return list(out)
-    from trtopt.quant.qdq import residual_skip_inputs  # quant builds on calib: import at call time
-
-    # Only the skip input of a residual Add gets Q/DQ (the conv branch fuses into the Add), so only
-    # it is calibrated: exposing the conv output as well would block ONNX Runtime's Conv+Add fusion.
-    skips = residual_skip_inputs(g, {n.name for n in g.node if n.op_type in ops})
-    for n in g.node:
-        if n.op_type in ops:
-            idx: tuple[int, ...] = (0, 1) if n.op_type in ("MatMul", "Gemm") else (0,)
-        elif n.op_type == "Add" and n.name in skips:
-            idx = (skips[n.name],)
-        else:
-            continue
-        for i in idx:
-            t = n.input[i] if i < len(n.input) else ""
-            # integer Adds (shape / mask arithmetic) are not activations; unknown types count as float
-            if t and t not in consts and types.get(t, _FLOAT) in _FLOATS:
-                out[t] = None
-    return list(out)
-
-
-def smoothable_inputs(model: onnx.ModelProto, op_types: Iterable[str] = ("Gemm", "MatMul")) -> list[str]:
-    """Activation inputs of MatMul/Gemm nodes whose weight (input 1) is a constant.
-
-    These are the tensors SmoothQuant can rescale per input channel (folding the inverse scale
-    into the weight rows); their per-channel maxima are collected during calibration.
-    """
-    g = model.graph
-    consts = constant_names(g)
-    wanted = set(op_types) & {"Gemm", "MatMul"}
-    out: dict[str, None] = {}
-    for n in g.node:
-        if n.op_type not in wanted or len(n.input) < 2 or n.input[0] in consts or n.input[1] not in consts:
-            continue
-        if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
-            continue  # X^T @ B: the channel axis is not X's last axis
-        out[n.input[0]] = None
-    return list(out)
 
 
 def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None,
                workdir: str | os.PathLike[str] | None = None) -> bytes | str:
     """``model`` with ``targets`` added as graph outputs: serialized bytes, or a file path for large models.
 
-    Protobuf parsing merges concatenated messages (repeated fields are appended), so the
-    serialized model followed by a ModelProto holding only the extra ``graph.output`` entries
-    *is* the augmented model: no copy and no second serialization of the weights.
+    Below the limit this is :func:`trtopt.onnx.exec.exposed_bytes` (no copy of the weights).
 
     A model over protobuf's 2 GB limit cannot be serialized at all: the extra outputs are added to
     ``model`` in place, it is written with external data into ``workdir`` (which must outlive the
     ONNX Runtime session opened from the returned path), and ``model`` is restored.
     """
-    from trtopt.onnx_graph import save_onnx
-
-    existing = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
-    extra = onnx.ModelProto()
-    for t in targets:
-        if t not in existing:
-            extra.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t) or onnx.TensorProto.FLOAT,
-                                                                         None))
+    inputs = {i.name for i in model.graph.input}  # graph inputs are read from the feeds, not exposed
+    exposed = [t for t in targets if t not in inputs]
+    extra = exposed_outputs(model, exposed, {t: types.get(t) or onnx.TensorProto.FLOAT for t in exposed})
     if raw is not None or workdir is None or fits_protobuf(model, extra.ByteSize()):
         return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
     n_out = len(model.graph.output)
@@ -198,8 +77,6 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     Returns:
         ``(histograms, data sha256, samples seen)``.
     """
-    from trtopt.backends.onnxrt import make_session
-
     specs = model_input_specs(model)
     # Requested tensors become graph outputs, which ONNX Runtime's optimizers never rename or
     # fuse away, so full optimization keeps every name while running ~2x faster than none.
@@ -297,7 +174,6 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     """
     config = config or CalibrationConfig()
     m = as_model(model)
-    from trtopt.quant.prepare import prepare_model  # the same graph quantize_qdq() will see (issue 11)
     m, _ = prepare_model(m, strict=config.scope == "quantizable")
     types = float_tensor_types(m)
     targets = calibration_targets(m, config.op_types, config.scope, types)

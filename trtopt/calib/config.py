@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trtopt.errors import ConfigError
+from trtopt.onnx.ops import WEIGHTED_OPS
+
+#: Progress callback of the collectors: ``(samples done, samples total or 0)``.
+ProgressFn = Callable[[int, int], None]
 
 #: Calibration methods understood by :func:`trtopt.calib.calibrate`.
 METHODS = ("auto", "entropy", "minmax", "percentile", "mse")
@@ -58,7 +63,7 @@ class CalibrationConfig:
     num_bits: int = 8
     skip_zeros: bool = False
     scope: str = "quantizable"
-    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    op_types: tuple[str, ...] = WEIGHTED_OPS
     max_samples: int = 0
     intra_op_threads: int = 0
     run_batch_size: int = 8

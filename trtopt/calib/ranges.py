@@ -41,7 +41,7 @@ from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax
 from trtopt.calib.methods import amax_entropy, amax_percentile, compute_amax
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import source_producer
+from trtopt.onnx.graph import source_producer
 
 log = get_logger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trtopt.errors import ConfigError, InputError
-from trtopt.onnx_graph import value_dim_names, value_dims
+from trtopt.onnx.dims import value_dim_names, value_dims
 
 
 class CalibrationSource(Protocol):
@@ -272,7 +272,7 @@ def model_input_specs(model: Any) -> dict[str, tuple[tuple[int | None, ...], Any
     """``{name: (shape with None for dynamic dims, numpy dtype)}`` of an ONNX model's real inputs.
 
     A dim is dynamic when it has a ``dim_param``, no value, or a ``dim_value`` of -1 or 0
-    (:func:`trtopt.onnx_graph.is_dynamic_dim`).
+    (:func:`trtopt.onnx.dims.is_dynamic_dim`).
     """
     inits = {t.name for t in model.graph.initializer}
     return {vi.name: (value_dims(vi), _NP_OF_ONNX.get(vi.type.tensor_type.elem_type))

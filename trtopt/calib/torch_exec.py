@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from trtopt.calib import torch_ops_nn  # noqa: F401  (registers the conv/pool/norm ops)
 from trtopt.calib.torch_ops import OPS, PARAM_INPUTS, NodeCall, OpFn, unsupported
 from trtopt.errors import InputError
+from trtopt.onnx.graph import opset_of
 
 _HOST_CONST_MAX = 64  # constants up to this many elements also get a host copy (shape arithmetic)
 _HOST_RESULT_MAX = 4096  # a host-computed result larger than this moves to the device
@@ -150,7 +151,7 @@ class TorchGraphExecutor:
         self.device = torch.device(device)
         self._split = self.device.type != "cpu"  # host/device placement only matters off the CPU
         g = model.graph
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        opset = opset_of(model)
         self.consts: dict[str, torch.Tensor] = {}
         self.host_consts: dict[str, torch.Tensor] = {}
         for init in g.initializer:

@@ -22,8 +22,7 @@ import onnx
 
 from trtopt._optional import is_installed, require
 from trtopt.calib.batches import iter_batches
-from trtopt.calib.collect import ProgressFn
-from trtopt.calib.config import CalibrationConfig
+from trtopt.calib.config import CalibrationConfig, ProgressFn
 from trtopt.calib.histogram import LOG_BINS, LOG_SHIFT, AbsHistogram, ChannelAbsMax, pow2_bins, width_exponent
 from trtopt.calib.source import model_input_specs
 from trtopt.errors import ConfigError, InputError
@@ -218,7 +217,7 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
             ``run_batch_size``, ``intra_op_threads`` for CPU runs).
         progress: Optional ``callback(samples_done, samples_total)`` after every batch.
         total: Samples expected (passed to ``progress``; 0 = unknown).
-        types: Tensor elem types (from :func:`~trtopt.calib.collect.float_tensor_types`), used
+        types: Tensor elem types (from :func:`~trtopt.onnx.graph.float_tensor_types`), used
             to skip known non-float targets early; optional.
         channel: Optional per-channel max|x| tracker; receives every batch of the tensors it tracks
             (reduced on the device, ``K`` floats copied back).

@@ -58,7 +58,7 @@ def _profile(args: argparse.Namespace) -> tuple[str, ...]:
     if not args.inputs:
         return tuple(args.shapes)
     from trtopt.inputs import check_specs_against_onnx, parse_input_specs, profile_shapes
-    from trtopt.onnx_graph import load_graph_only
+    from trtopt.onnx.io import load_graph_only
 
     specs = parse_input_specs(args.inputs)
     check_specs_against_onnx(specs, load_graph_only(args.model))

@@ -110,10 +110,10 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``trtopt quantize``."""
     from trtopt.calib import NumpySource
-    from trtopt.calib.collect import as_model
     from trtopt.cli import tables
     from trtopt.fileio import atomic_write_json
-    from trtopt.onnx_graph import save_onnx
+    from trtopt.onnx.graph import as_model
+    from trtopt.onnx.io import save_onnx
     from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
     from trtopt.quant.config import exclude_to_regex
 
@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         print(save_onnx(out, args.out))
         return 0
     inputs, labels, static = _load_npz(args.eval, model)
-    from trtopt.calib.collect import as_model
     from trtopt.calib.source import model_input_specs, validate_batch
+    from trtopt.onnx.graph import as_model
 
     inputs = validate_batch(inputs, model_input_specs(as_model(model)), where=f"evaluation data {args.eval}")
     with err.status("accuracy budget") as status:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from trtopt.backends.tensorrt.targets import normalize_cc, target_rows
     from trtopt.errors import ConfigError
-    from trtopt.onnx_graph import load_graph_only
+    from trtopt.onnx.io import load_graph_only
 
     targets = list(dict.fromkeys(normalize_cc(t) for t in args.compute_capability.split(",") if t.strip()))
     if not targets:

@@ -104,10 +104,10 @@ def _sized_by(specs: tuple, feeds: dict[str, np.ndarray]) -> tuple:
 def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
     """Specs (declared and checked against the graph, or read from it) and output names of an ``.onnx``."""
     from trtopt.inputs import check_specs_against_onnx, parse_input_specs, specs_from_onnx
-    from trtopt.onnx_graph import load_onnx
+    from trtopt.onnx.io import load_onnx
 
     proto = load_onnx(path)
-    from trtopt.backends.ort_probe import probe_load
+    from trtopt.onnx.ort_probe import probe_load
 
     failure = probe_load(path)  # calibration and the bench open it in ONNX Runtime: in a helper process first
     if failure is not None:

@@ -9,16 +9,15 @@ Example::
     f16 = convert_fp16("model.onnx", FP16Config())                          # FP16, FP32 graph I/O
 """
 
-from trtopt.quant.budget import BudgetResult, apply_accuracy_budget, module_name
+from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import DEFAULT_FP16_BLOCK_OPS, FP16Config, QuantizeConfig
 from trtopt.quant.fp16 import blocked_nodes, convert_fp16
 from trtopt.quant.fp16_patterns import layernorm_pattern_nodes, norm_chain_nodes
-from trtopt.quant.qdq import quantize_qdq, residual_skip_inputs, weight_axis
+from trtopt.quant.qdq import quantize_qdq
 from trtopt.quant.smooth import SmoothResult, smooth_model, smoothing_scales
 
 __all__ = [
     "DEFAULT_FP16_BLOCK_OPS", "BudgetResult", "FP16Config", "QuantizeConfig", "SmoothResult",
-    "apply_accuracy_budget", "blocked_nodes", "convert_fp16", "layernorm_pattern_nodes", "module_name",
-    "norm_chain_nodes",
-    "quantize_qdq", "residual_skip_inputs", "smooth_model", "smoothing_scales", "weight_axis",
+    "apply_accuracy_budget", "blocked_nodes", "convert_fp16", "layernorm_pattern_nodes", "norm_chain_nodes",
+    "quantize_qdq", "smooth_model", "smoothing_scales",
 ]

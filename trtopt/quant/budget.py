@@ -22,11 +22,11 @@ import numpy as np
 import onnx
 
 from trtopt.batching import rule_for_onnx
-from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.exec import predict
+from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import quantize_qdq
 
@@ -76,16 +76,9 @@ class BudgetResult:
 def _predict(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_size: int,
              static: Collection[str] = ()) -> np.ndarray:
     """The first output on every sample, ``(N, -1)`` float32; calls follow :mod:`trtopt.batching`."""
-    from trtopt.backends.onnxrt import make_session, run_session
-    from trtopt.onnx_graph import with_symbolic_dims
-
-    model = with_symbolic_dims(model)
-    sess = make_session(model.SerializeToString())
-    name = sess.get_outputs()[0].name
-    rule = rule_for_onnx(model, static)
-    out = rule.run(lambda feed: {name: run_session(sess, [name], feed, "the model on the evaluation data")[0]},
-                   inputs, batch_size)[name]
-    return out.astype(np.float32).reshape(rule.samples(inputs), -1)
+    name = model.graph.output[0].name
+    out = predict(model, inputs, batch_size, static, "the model on the evaluation data", outputs=[name])[name]
+    return out.astype(np.float32).reshape(rule_for_onnx(model, static).samples(inputs), -1)
 
 
 def _metric(y: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from trtopt.errors import ConfigError
+from trtopt.onnx.ops import WEIGHTED_OPS
 
 #: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16` (brief §5.2).
 DEFAULT_FP16_BLOCK_OPS = (
@@ -89,7 +90,7 @@ class QuantizeConfig:
             pipeline, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
     """
 
-    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    op_types: tuple[str, ...] = WEIGHTED_OPS
     per_channel: bool = True
     quantize_residual_add: bool = True
     exclude: tuple[str, ...] = ()
@@ -107,7 +108,7 @@ class QuantizeConfig:
             if isinstance(val, str):
                 val = (val,)
             object.__setattr__(self, f, tuple(val))
-        unknown = set(self.op_types) - {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+        unknown = set(self.op_types) - set(WEIGHTED_OPS)
         if unknown:
             raise ConfigError(f"quantize.op_types supports Conv, ConvTranspose, Gemm, MatMul; got {sorted(unknown)}")
         _check_regexes(self.exclude_nodes, "quantize.exclude_nodes")

@@ -12,7 +12,7 @@ retypes the graph to FP16 except where a rule keeps a node in FP32:
 * a float constant beyond ``init_max`` (FP16's 65504), inf or NaN -- AutoCast's ``init_max`` rule,
   applied to *every* constant: initializers and ``Constant`` nodes (``value``, ``value_float(s)``,
   ``sparse_value``; Paddle exports store all weights that way), found with
-  :func:`trtopt.onnx_graph.iter_constants`. Exception, additive masks: a constant whose
+  :func:`trtopt.onnx.constants.iter_constants`. Exception, additive masks: a constant whose
   out-of-range values are all negative and that only reaches a Softmax/LogSoftmax through
   additive or selecting ops (see :func:`mask_constants`) is clamped to :data:`MASK_FILL` instead;
 * a node with subgraphs (If/Loop/Scan) only when the block lists name it: its bodies then stay FP32
@@ -42,17 +42,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtopt.calib.collect import as_model, float_tensor_types
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import (
-    NameGen,
-    drop_unused_initializers,
-    iter_graphs,
-    node_subgraphs,
-    outer_scope_inputs,
-    used_tensor_names,
-)
+from trtopt.onnx.graph import NameGen, as_model, float_tensor_types
+from trtopt.onnx.rewrite import drop_unused_initializers
+from trtopt.onnx.walk import iter_graphs, node_subgraphs, outer_scope_inputs, used_tensor_names
 from trtopt.quant.config import FP16Config
 from trtopt.quant.fp16_masks import MASK_FILL, mask_constants
 from trtopt.quant.fp16_patterns import FIXED_OPS as _FIXED

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from trtopt.calib.collect import float_tensor_types
 from trtopt.log import get_logger
-from trtopt.onnx_graph import get_attr, initializer_array
+from trtopt.onnx.exec import exposed_bytes, make_session, run_session
+from trtopt.onnx.graph import float_tensor_types, get_attr, initializer_array
 
 log = get_logger(__name__)
 FP16_MAX = 65504.0
@@ -70,15 +70,7 @@ class Overflow:
 
 def _run_all(model: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``model`` on CPU ONNX Runtime returning ``names`` (added as outputs; optimizations off)."""
-    from trtopt.backends.onnxrt import make_session, run_session
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-    sess = make_session(m.SerializeToString(), optimize=False)
+    sess = make_session(exposed_bytes(model, names), optimize=False)
     out_names = [o.name for o in sess.get_outputs()]
     inputs = {i.name: i.type for i in sess.get_inputs()}
     cast = {"tensor(float16)": np.float16, "tensor(float)": np.float32}

@@ -1,7 +1,7 @@
 """Constants for FP16: range checks and additive-mask clamping (used by :mod:`trtopt.quant.fp16`).
 
 Every float constant of the top graph -- initializers and ``Constant`` nodes in all their forms,
-found by :func:`trtopt.onnx_graph.iter_constants` -- is checked against FP16's range. Out-of-range
+found by :func:`trtopt.onnx.constants.iter_constants` -- is checked against FP16's range. Out-of-range
 constants keep their consumers in FP32, except additive attention masks, which are clamped to
 :data:`MASK_FILL` where that is exact in effect (see :func:`mask_constants`).
 """
@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from trtopt.onnx_graph import ConstantRef, consumers, iter_constants
+from trtopt.onnx.constants import ConstantRef, iter_constants
+from trtopt.onnx.graph import consumers
 
 F32 = TensorProto.FLOAT
 

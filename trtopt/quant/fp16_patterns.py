@@ -26,7 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from trtopt.onnx_graph import ConstantRef, consumers, get_attr, iter_constants, node_subgraphs
+from trtopt.onnx.constants import ConstantRef, iter_constants
+from trtopt.onnx.graph import consumers, get_attr, opset_of
+from trtopt.onnx.walk import node_subgraphs
 from trtopt.quant.config import FP16Config
 from trtopt.quant.fp16_masks import mask_constants, max_abs_or_inf, top_constants
 
@@ -213,7 +215,7 @@ def blocked_nodes(model: onnx.ModelProto, cfg: FP16Config, ranges: Mapping[str, 
             computed when ``None``).
     """
     masks = mask_constants(model, cfg.init_max) if masks is None else masks
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_of(model)
     out: dict[str, str] = {}
     _block_level(model.graph, "", top_constants(model), cfg, ranges, masks, opset, out)
     return out

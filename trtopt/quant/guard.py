@@ -33,11 +33,11 @@ import numpy as np
 import onnx
 
 from trtopt.batching import rule_for_onnx
-from trtopt.calib.collect import as_model
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import module_name
+from trtopt.onnx.exec import predict
+from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import qdq_nodes_for, quantize_qdq
 
@@ -60,15 +60,8 @@ def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_
     Raises:
         InputError: ONNX Runtime refused the inputs (one line naming the input and the fix).
     """
-    from trtopt.backends.onnxrt import make_session, run_session
-    from trtopt.onnx_graph import with_symbolic_dims
-
-    model = with_symbolic_dims(model)
-    sess = make_session(model.SerializeToString())
-    names = [o.name for o in sess.get_outputs()]
-    rule = rule_for_onnx(model, static)
-    outs = rule.run(lambda feed: dict(zip(names, run_session(sess, names, feed, what))), inputs, batch_size)
-    return [outs[k].astype(np.float32) for k in names if np.issubdtype(outs[k].dtype, np.floating)]
+    outs = predict(model, inputs, batch_size, static, what)
+    return [v.astype(np.float32) for v in outs.values() if np.issubdtype(v.dtype, np.floating)]
 
 
 def output_error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:

@@ -1,6 +1,7 @@
 """Explicit INT8 quantization: insert QuantizeLinear/DequantizeLinear the way TensorRT wants them.
 
-Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
+Placement (ModelOpt's TensorRT-friendly policy; the rules shared with calibration are in
+:mod:`trtopt.placement`):
 
 * both inputs of every Conv / ConvTranspose / Gemm / MatMul are quantized: the activation
   per-tensor from the calibration table, a constant weight per output channel (Conv axis 0,
@@ -8,7 +9,7 @@ Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
   a constant *first* input (``W @ x``) per-tensor, since TensorRT's per-channel MatMul weights must be
   the second input; weights stay float behind a Q->DQ pair (TensorRT quantizes them at build time);
 * initializers and ``Constant`` nodes are both weights; constant Transpose/Reshape/Cast chains are
-  folded into one weight first (:mod:`trtopt.quant.prepare`, which also raises opset 11/12 to 13,
+  folded into one weight first (:mod:`trtopt.prepare`, which also raises opset 11/12 to 13,
   folds BatchNormalization into Conv/ConvTranspose and refuses quantized / FP16 models);
 * symmetric INT8, zero point 0, scale = amax / 127; weighted-op outputs are not quantized;
 * residual Add: TensorRT fuses the Add into the conv producing one input; the *other* (skip)
@@ -23,100 +24,29 @@ from __future__ import annotations
 
 import os
 import re
-from collections import deque
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from trtopt.calib.collect import as_model, constant_names
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import (
-    NameGen,
-    drop_unused_initializers,
-    get_attr,
-    initializer_array,
-    model_hash,
-    producers,
-    used_tensor_names,
-)
+from trtopt.onnx.graph import GraphIndex, NameGen, as_model, opset_of, producers
+from trtopt.onnx.io import model_hash
+from trtopt.onnx.ops import WEIGHTED_OPS
+from trtopt.onnx.rewrite import drop_unused, upgrade_opset
+from trtopt.placement import residual_skip_inputs, weight_axis
+from trtopt.prepare import prepare_model
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.prepare import opset_of, prepare_model
 from trtopt.quant.summary import nothing_quantized, store_summary
 
 log = get_logger(__name__)
 _FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
 
 
-def weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
-    """Output-channel axis of a weighted op's constant weight, or ``None`` for per-tensor."""
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        return 0 if get_attr(node, "transB", 0) else 1
-    if node.op_type == "MatMul" and weight.ndim == 2:
-        return 1
-    return None
-
-
 def _excluded(node: onnx.NodeProto, cfg: QuantizeConfig) -> bool:
     return node.op_type in cfg.exclude_op_types or any(re.search(p, node.name) for p in cfg.exclude_nodes)
-
-
-def _ancestor_depths(tensor: str, prod: dict[str, onnx.NodeProto], consts: set[str],
-                     limit: int = 4096) -> dict[str, int]:
-    """Minimum number of nodes between each ancestor activation and ``tensor`` (BFS over producers).
-
-    Initializers / constants are not followed: a weight or scale shared by both branches is not
-    a common *ancestor* in the dataflow sense.
-    """
-    depth = {tensor: 0}
-    queue = deque([tensor])
-    while queue and len(depth) < limit:
-        t = queue.popleft()
-        node = prod.get(t)
-        if node is None:
-            continue
-        for i in node.input:
-            if i and i not in depth and i not in consts:
-                depth[i] = depth[t] + 1
-                queue.append(i)
-    return depth
-
-
-def _fusing_conv(tensor: str, prod: dict[str, onnx.NodeProto], quantized: set[str]) -> bool:
-    """``tensor`` comes from a quantized Conv (optionally through BatchNormalization)."""
-    node = prod.get(tensor)
-    if node is not None and node.op_type == "BatchNormalization":
-        node = prod.get(node.input[0])
-    return node is not None and node.op_type in ("Conv", "ConvTranspose") and node.name in quantized
-
-
-def residual_skip_inputs(graph: onnx.GraphProto, quantized: set[str]) -> dict[str, int]:
-    """Map residual Add node name -> index of the skip input to quantize."""
-    prod = producers(graph)
-    consts = constant_names(graph)
-    out: dict[str, int] = {}
-    for n in graph.node:
-        if n.op_type != "Add" or len(n.input) != 2 or any(i in consts for i in n.input):
-            continue
-        fuses = [_fusing_conv(i, prod, quantized) for i in n.input]
-        if not any(fuses):
-            continue
-        da, db = _ancestor_depths(n.input[0], prod, consts), _ancestor_depths(n.input[1], prod, consts)
-        common = set(da) & set(db)
-        if common:
-            lca = min(common, key=lambda t: (da[t] + db[t], t))
-            longer = 0 if da[lca] > db[lca] else 1 if db[lca] > da[lca] else (0 if fuses[0] else 1)
-        else:
-            longer = 0 if fuses[0] else 1
-        if fuses[longer]:
-            out[n.name] = 1 - longer
-    return out
 
 
 class _Inserter:
@@ -207,22 +137,24 @@ def _weight_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
     return np.where(m > 0, m, 1.0)  # a zero channel stays zero under any scale; TRT needs scale > 0
 
 
-def _plan_node(node: onnx.NodeProto, g: onnx.GraphProto, table: CalibrationTable, cfg: QuantizeConfig
+def _plan_node(node: onnx.NodeProto, index: GraphIndex, table: CalibrationTable, cfg: QuantizeConfig
                ) -> tuple[list[tuple[int, np.ndarray, int | None]] | None, str]:
     """(input index, amax, axis) for each input of a weighted op, or (None, why it stays in float).
 
     A constant input is a weight: per output channel when TensorRT accepts per-channel scales on it
     (Conv/ConvTranspose/Gemm B, MatMul with a constant 2-D *second* input), per-tensor otherwise; a
     constant *first* input of MatMul/Gemm (``W @ x``) is quantized per-tensor because TensorRT's
-    per-channel weight rule for MatMul needs the constant as the second input (brief §4.1).
+    per-channel weight rule for MatMul needs the constant as the second input.
     Non-constant inputs are activations and need a calibrated range.
     """
     plan = []
+    weights = 0
     for i in (0, 1):
         if i >= len(node.input) or not node.input[i]:
             return None, f"input {i} is missing"
-        w = initializer_array(g, node.input[i])
+        w = index.array(node.input[i])
         if w is not None:
+            weights += 1
             if not np.issubdtype(w.dtype, np.floating):
                 return None, f"constant input {i} '{node.input[i]}' has dtype {w.dtype} (not float)"
             if i == 0 and node.op_type in ("Conv", "ConvTranspose"):
@@ -234,7 +166,7 @@ def _plan_node(node: onnx.NodeProto, g: onnx.GraphProto, table: CalibrationTable
             if amax is None:
                 return None, f"no calibrated range for activation input {i} '{node.input[i]}'"
             plan.append((i, amax, None))
-    if all(initializer_array(g, node.input[i]) is not None for i in (0, 1)):
+    if weights == 2:
         return None, "both inputs are constant (constant-folded by TensorRT)"
     return plan, ""
 
@@ -256,7 +188,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
     Returns:
         The quantized model (runs in ONNX Runtime on CPU; TensorRT builds it strongly typed).
 
-    The model first goes through :func:`trtopt.quant.prepare.prepare_model` (the same step
+    The model first goes through :func:`trtopt.prepare.prepare_model` (the same step
     ``calibrate`` runs): opset 11/12 is raised to 13, BatchNormalization after Conv/ConvTranspose
     is folded, constant Transpose/Reshape/Cast chains become weights. The result carries a
     ``trtopt.int8.summary`` metadata entry (JSON: Q/DQ pairs, INT8 nodes, nodes kept in float and why).
@@ -281,7 +213,10 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         log.warning("the calibration table was made for a different model (sha256 %s...); its ranges may not "
                     "fit this one: re-run `trtopt calibrate` on this exact model", table.model_hash[:12])
     if cfg.fp16_rest and opset < 19:
-        m = _upgrade_opset(m, 19)
+        try:
+            m = upgrade_opset(m, 19)
+        except InputError as exc:
+            raise ConfigError(f"cannot raise the model to opset 19 for FP16 Q/DQ scales: {exc}") from exc
     g = m.graph
     if cfg.smoothquant_alpha > 0:
         from trtopt.quant.smooth import smooth_model
@@ -291,6 +226,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         table = CalibrationTable({**table.amax, **sq.amax}, table.method, table.data_hash, table.model_hash,
                                  table.num_samples, dict(table.meta))
     ins = _Inserter(m, fp16_scales=cfg.fp16_rest)
+    index = GraphIndex(g)  # weighted ops' inputs keep their names while Q/DQ is inserted
     quantized: set[str] = set()
     kept: dict[str, str] = {}  # node -> why it stays in float
     for node in list(g.node):
@@ -299,12 +235,12 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         if _excluded(node, cfg):
             kept[node.name or node.output[0]] = "excluded"
             continue
-        plan, why = _plan_node(node, g, table, cfg)
+        plan, why = _plan_node(node, index, table, cfg)
         if plan is None:
             kept[node.name or node.output[0]] = why
             continue
         for i, amax, axis in plan:
-            w = initializer_array(g, node.input[i]) if cfg.weight_storage == "int8" else None
+            w = index.array(node.input[i]) if cfg.weight_storage == "int8" else None
             if w is not None and w.dtype.kind == "f":
                 node.input[i] = ins.int8_weight(node.input[i], w, amax, axis)
             else:
@@ -323,7 +259,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
         raise InputError(nothing_quantized(g, cfg.op_types, kept, table))
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
-        _drop_unused_weights(g)
+        drop_unused(g)
     store_summary(m, quantized, kept, notes)
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
@@ -332,37 +268,9 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
     return m
 
 
-def _drop_unused_weights(g: onnx.GraphProto) -> None:
-    """Remove initializers and Constant nodes nothing reads any more (float originals of INT8 weights).
-
-    Reads inside If/Loop/Scan bodies (outer-scope references) count as uses.
-    """
-    drop_unused_initializers(g)
-    used = used_tensor_names(g)
-    if any(n.op_type == "Constant" and n.output[0] not in used for n in g.node):
-        nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
-        copies = []
-        for n in nodes:
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            copies.append(c)
-        del g.node[:]
-        g.node.extend(copies)
-
-
-def _upgrade_opset(m: onnx.ModelProto, target: int) -> onnx.ModelProto:
-    from onnx import version_converter
-
-    try:
-        return version_converter.convert_version(m, target)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot raise the model to opset {target} for FP16 Q/DQ scales: {first}") from exc
-
-
 def qdq_nodes_for(model: onnx.ModelProto) -> dict[str, list[str]]:
     """For inspection/tests: weighted node name -> producers (op types) of its first two inputs."""
     prod = producers(model.graph)
     return {n.name: [prod[i].op_type if i in prod else "<input>" for i in n.input[:2]]
-            for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+            for n in model.graph.node if n.op_type in WEIGHTED_OPS}
 

@@ -32,7 +32,7 @@ from onnx import numpy_helper
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import NameGen, get_attr, initializer_array
+from trtopt.onnx.graph import NameGen, get_attr, initializer_array
 
 log = get_logger(__name__)
 
@@ -159,8 +159,8 @@ def _insert_after_producers(g: onnx.GraphProto, muls: dict[str, onnx.NodeProto])
 def _drop_unused_initializers(g: onnx.GraphProto, candidates: set[str]) -> None:
     """Remove the original weights that no node reads any more (their scaled copies replaced them).
 
-    Reads inside If/Loop/Scan bodies count (:func:`trtopt.onnx_graph.drop_unused_initializers`).
+    Reads inside If/Loop/Scan bodies count (:func:`trtopt.onnx.rewrite.drop_unused_initializers`).
     """
-    from trtopt.onnx_graph import drop_unused_initializers
+    from trtopt.onnx.rewrite import drop_unused_initializers
 
     drop_unused_initializers(g, candidates)

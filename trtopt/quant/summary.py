@@ -13,7 +13,7 @@ import onnx
 
 from trtopt.calib.table import CalibrationTable
 from trtopt.log import get_logger
-from trtopt.onnx_graph import describe_subgraph_ops, subgraph_op_counts
+from trtopt.onnx.walk import describe_subgraph_ops, subgraph_op_counts
 
 log = get_logger(__name__)
 
@@ -58,7 +58,7 @@ def store_summary(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str],
 
     The JSON object holds ``qdq_pairs`` (QuantizeLinear nodes), ``dequantize_nodes``, ``int8_nodes``
     (weighted ops with Q/DQ inputs), ``kept_float`` (node -> why it stays in float) and ``notes``
-    (the preparation steps applied, see :func:`trtopt.quant.prepare.prepare_model`).
+    (the preparation steps applied, see :func:`trtopt.prepare.prepare_model`).
     """
     pairs = sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear")
     dqs = sum(1 for n in m.graph.node if n.op_type == "DequantizeLinear")

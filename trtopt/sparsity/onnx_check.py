@@ -87,7 +87,7 @@ def _trace(name: str, axis: int, ndim: int | None, prod: dict,
             return name, axis, path, None, None
         path.append(node.op_type)
         if node.op_type == "Transpose":
-            from trtopt.onnx_graph import get_attr
+            from trtopt.onnx.graph import get_attr
 
             perm = get_attr(node, "perm")
             if perm is None:  # default perm reverses the axes
@@ -102,7 +102,7 @@ def _trace(name: str, axis: int, ndim: int | None, prod: dict,
 
 def _weight_input(node, consts, prod) -> tuple[int, int] | None:
     """(input index of the constant weight, pruning axis in the op's view) or None."""
-    from trtopt.onnx_graph import get_attr
+    from trtopt.onnx.graph import get_attr
 
     def is_const(i: int) -> bool:
         return len(node.input) > i and _trace(node.input[i], 0, None, prod, consts)[3] is not None
@@ -147,7 +147,7 @@ def _out_channels(op: str, shape: list[int], ax: int) -> int:
 
 def _status(node, arr: np.ndarray, red: int) -> str:
     """Why the layer cannot run sparse at all ("" when it is eligible)."""
-    from trtopt.onnx_graph import get_attr
+    from trtopt.onnx.graph import get_attr
 
     group = get_attr(node, "group", 1)
     if node.op_type == "Conv" and group != 1:
@@ -235,7 +235,7 @@ def check_onnx_layers(model) -> tuple[list[OnnxLayer], dict[str, Any]]:
             continue
         layers.append(_layer(node, found[0], found[1], consts, prod, shapes))
     total = sum(ly.flops for ly in layers)
-    from trtopt.onnx_graph import describe_subgraph_ops, subgraph_op_counts
+    from trtopt.onnx.walk import describe_subgraph_ops, subgraph_op_counts
 
     inside = subgraph_op_counts(graph, ("Conv", "Gemm", "MatMul"))
     summary = {

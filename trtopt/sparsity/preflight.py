@@ -234,7 +234,7 @@ def inspect_sparsity(model_or_path: Any, gpu: str = "auto") -> SparsityReport:
     """
     resolve_gpu(gpu)  # validate early, before loading a large model
     if isinstance(model_or_path, (str, os.PathLike)):
-        from trtopt.onnx_graph import load_onnx
+        from trtopt.onnx.io import load_onnx
 
         p = Path(model_or_path)
         if p.suffix.lower() != ".onnx" and p.is_file():

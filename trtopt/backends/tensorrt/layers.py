@@ -198,7 +198,8 @@ def precision_report(model: Any, layers: Sequence[Mapping[str, Any]] | None) -> 
     Returns:
         The report.
     """
-    from trtopt.onnx_graph import compute_nodes, module_name
+    from trtopt.onnx.graph import module_name
+    from trtopt.placement import compute_nodes
 
     report = PrecisionReport(available=bool(layers))
     for node, quantized in compute_nodes(model.graph):

@@ -274,7 +274,7 @@ def build_engine(onnx_path: str | os.PathLike[str], config: BuildConfig | None =
     config = config or BuildConfig()
     trt = import_tensorrt(config.backend)
     onnx_path = Path(onnx_path)
-    from trtopt.onnx_graph import load_graph_only
+    from trtopt.onnx.io import load_graph_only
 
     load_graph_only(onnx_path)  # missing, a folder, not ONNX, an empty graph: the message every command gives
     file_bytes = onnx_path.read_bytes()
@@ -352,10 +352,10 @@ def prepare_for_parser(onnx_bytes: bytes, what: str) -> tuple[bytes, dict[str, s
     """The bytes TensorRT parses: placeholder dim names (``"?"``) made unique, else ``onnx_bytes`` unchanged.
 
     Returns:
-        ``(bytes, {"x[2]": "x_dim2", ...})`` (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`).
+        ``(bytes, {"x[2]": "x_dim2", ...})`` (see :func:`trtopt.onnx.dims.with_unique_placeholder_dims`).
 
     TensorRT reads equal dim names as one dimension; Paddle2ONNX names every unknown dim ``"?"``
-    (see :func:`trtopt.onnx_graph.with_unique_placeholder_dims`). The file on disk is not changed, and
+    (see :func:`trtopt.onnx.dims.with_unique_placeholder_dims`). The file on disk is not changed, and
     external-data references stay as they are (the parser is given the file's path).
 
     Raises:
@@ -363,7 +363,7 @@ def prepare_for_parser(onnx_bytes: bytes, what: str) -> tuple[bytes, dict[str, s
     """
     import onnx
 
-    from trtopt.onnx_graph import with_unique_placeholder_dims
+    from trtopt.onnx.dims import with_unique_placeholder_dims
 
     try:
         model = onnx.load_from_string(onnx_bytes)

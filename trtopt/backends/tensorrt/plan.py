@@ -116,7 +116,8 @@ def graph_info(model_bytes: bytes) -> GraphInfo:
         raise InputError(f"not a valid ONNX model ({type(exc).__name__})") from exc
     g = model.graph
     inits = {i.name for i in g.initializer}
-    from trtopt.onnx_graph import model_computes_fp16, value_dim_names
+    from trtopt.onnx.dims import value_dim_names
+    from trtopt.onnx.precision import computes_fp16, has_qdq
 
     inputs, names, dtypes = {}, {}, {}
     for vi in g.input:
@@ -129,9 +130,8 @@ def graph_info(model_bytes: bytes) -> GraphInfo:
         dtypes[vi.name] = "bool" if elem == onnx.TensorProto.BOOL else (
             onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "float32")
 
-    has_fp16 = model_computes_fp16(model)  # Constant-node weights and subgraphs count too
-    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
-    return GraphInfo(inputs=inputs, has_qdq=has_qdq, has_fp16=has_fp16, dim_names=names, dtypes=dtypes)
+    has_fp16 = computes_fp16(model)  # Constant-node weights and subgraphs count too
+    return GraphInfo(inputs=inputs, has_qdq=has_qdq(model), has_fp16=has_fp16, dim_names=names, dtypes=dtypes)
 
 
 # -- profiles --------------------------------------------------------------------------------

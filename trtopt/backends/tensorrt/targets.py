@@ -141,11 +141,12 @@ def turing_check(model: Any) -> TuringCheck:
     """Check an ``onnx.ModelProto`` against the sm75 limits of TensorRT-RTX (top-level graph)."""
     from onnx import TensorProto
 
-    from trtopt.onnx_graph import compute_nodes, model_computes_fp16
+    from trtopt.onnx.precision import computes_fp16, has_qdq
+    from trtopt.placement import compute_nodes
 
     types = _elem_types(model)
-    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-    out = TuringCheck(fp32_graph=not qdq and not model_computes_fp16(model))
+    qdq = has_qdq(model)
+    out = TuringCheck(fp32_graph=not qdq and not computes_fp16(model))
     for node, quantized in compute_nodes(model.graph):
         name = node.name or f"node_of_{node.output[0]}"
         out.quantized += int(quantized)
@@ -202,7 +203,7 @@ def fp16_islands(model: Any, names: list[str]) -> Any:
 
 def quantized_deconvs(model: Any) -> list[str]:
     """Quantized ConvTranspose nodes of ``model``: they compile in float on every TensorRT-RTX target."""
-    from trtopt.onnx_graph import compute_nodes
+    from trtopt.placement import compute_nodes
 
     return [n.name or f"node_of_{n.output[0]}" for n, q in compute_nodes(model.graph)
             if q and n.op_type == "ConvTranspose"]
@@ -238,7 +239,7 @@ def target_rows(model: Any, targets: list[str]) -> list[dict[str, Any]]:
     Returns:
         ``[{"target", "gpus", "rtx", "quantized", "int8_expected" (None: no known limit), "notes"}]``.
     """
-    from trtopt.onnx_graph import compute_nodes
+    from trtopt.placement import compute_nodes
 
     quantized = sum(1 for _n, q in compute_nodes(model.graph) if q)
     deconvs = quantized_deconvs(model)
@@ -283,7 +284,7 @@ def prepare_for_targets(onnx_bytes: bytes, targets: tuple[str, ...], strict: boo
 
     from trtopt.errors import ConfigError
     from trtopt.log import get_logger
-    from trtopt.onnx_graph import compute_nodes
+    from trtopt.placement import compute_nodes
 
     model = onnx.load_from_string(onnx_bytes)
     deconvs = quantized_deconvs(model)

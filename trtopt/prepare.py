@@ -1,7 +1,7 @@
 """Model preparation shared by ``calibrate`` and ``quantize``: one graph, checked and normalised once.
 
 Third-party exports (Paddle2ONNX, old tf2onnx, ...) differ from trtopt's own exports in ways that
-made the INT8 path fail late or silently (issue 11). :func:`prepare_model` runs *before*
+would make the INT8 path fail late or silently. :func:`prepare_model` runs *before*
 calibration and again (as a no-op on an already-prepared graph) before Q/DQ insertion, so both
 see the same tensor names and the same model hash:
 
@@ -24,35 +24,30 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from trtopt.calib.collect import constant_names, float_tensor_types
 from trtopt.errors import InputError
 from trtopt.log import get_logger
-from trtopt.onnx_graph import (
-    CONST_LOOK_THROUGH,
-    WEIGHTED_OPS,
+from trtopt.onnx.constants import constant_chain, evaluate_chain
+from trtopt.onnx.graph import (
+    GraphIndex,
     NameGen,
-    constant_chain,
+    constant_names,
     consumers,
-    describe_subgraph_ops,
-    evaluate_chain,
+    float_tensor_types,
     get_attr,
     initializer_array,
-    iter_nodes,
+    opset_of,
     producers,
-    subgraph_op_counts,
 )
+from trtopt.onnx.io import first_error_line
+from trtopt.onnx.ops import CONST_LOOK_THROUGH, WEIGHTED_OPS
+from trtopt.onnx.precision import quantization_ops
+from trtopt.onnx.rewrite import rebuild_nodes, upgrade_opset
+from trtopt.onnx.walk import describe_subgraph_ops, iter_nodes, subgraph_op_counts
 
 log = get_logger(__name__)
 
 MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
-_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-              "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm")
 _LOW_FLOATS = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
-
-
-def opset_of(model: onnx.ModelProto) -> int:
-    """Default-domain (``ai.onnx``) opset version of ``model`` (0 when absent)."""
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def check_not_quantized(model: onnx.ModelProto) -> None:
@@ -61,12 +56,9 @@ def check_not_quantized(model: onnx.ModelProto) -> None:
     A second Q/DQ pair chained onto an existing one double-rounds every activation; QOperator ops
     (QLinearConv, MatMulInteger, ...) are not accepted by TensorRT at all.
     """
-    found: dict[str, int] = {}
-    for _, n in iter_nodes(model.graph):
-        if n.op_type in _QUANT_OPS:
-            found[n.op_type] = found.get(n.op_type, 0) + 1
+    found = quantization_ops(model)
     if found:
-        what = ", ".join(f"{c} {op}" for op, c in sorted(found.items()))
+        what = ", ".join(f"{c} {op}" for op, c in found.items())
         raise InputError(f"the model is already quantized ({what}): quantize the original FP32 model instead")
 
 
@@ -78,13 +70,8 @@ def check_not_fp16(model: onnx.ModelProto) -> None:
     """
     types = float_tensor_types(model)
     g = model.graph
-    for t in list(g.initializer):
-        types.setdefault(t.name, t.data_type)
-    for n in g.node:
-        if n.op_type == "Constant" and n.output:
-            val = next((a.t for a in n.attribute if a.name == "value"), None)
-            if val is not None:
-                types.setdefault(n.output[0], val.data_type)
+    for name, elem in GraphIndex(g).elem_types.items():  # weights are typed where inference left them out
+        types.setdefault(name, elem)
     for n in g.node:
         if n.op_type not in WEIGHTED_OPS:
             continue
@@ -120,23 +107,21 @@ def check_control_flow(model: onnx.ModelProto) -> str:
     return f"left in float inside control-flow subgraphs (not calibrated): {what}"
 
 
-def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.ModelProto:
-    """Return ``model`` converted to opset ``target`` with ``onnx.version_converter``.
+def raise_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.ModelProto:
+    """Return ``model`` converted to opset ``target`` (:func:`trtopt.onnx.rewrite.upgrade_opset`) and checked.
 
     Raises:
-        InputError: The converter cannot convert the model (with the fix in the message).
+        InputError: The converter cannot convert the model, or its result fails ``onnx.checker``
+            (with the fix in the message).
     """
-    from onnx import version_converter
-
     old = opset_of(model)
     try:
-        out = version_converter.convert_version(model, target)
+        out = upgrade_opset(model, target)
         onnx.checker.check_model(out)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"the model has opset {old}; Q/DQ INT8 needs opset >= {target} and onnx.version_converter could not "
-            f"convert it ({first}): re-export the model with opset >= {target}") from exc
+            f"convert it ({first_error_line(exc)[:200]}): re-export the model with opset >= {target}") from exc
     return out
 
 
@@ -163,22 +148,10 @@ def fold_constant_chains(model: onnx.ModelProto) -> list[str]:
                     folded[t] = evaluate_chain(g, chain, opset)
     if folded:
         # the chain's last node no longer produces the tensor: an initializer of the same name does
-        _rebuild(g, lambda n: not any(o in folded for o in n.output))
+        rebuild_nodes(g, lambda n: not any(o in folded for o in n.output))
         g.initializer.extend(numpy_helper.from_array(v, t) for t, v in folded.items())
         _drop_dead_constants(g)
     return list(folded)
-
-
-def _rebuild(g: onnx.GraphProto, keep) -> None:
-    """Keep only the nodes for which ``keep(node)`` is true (copies first: safe with any protobuf backend)."""
-    new = []
-    for n in g.node:
-        if keep(n):
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            new.append(c)
-    del g.node[:]
-    g.node.extend(new)
 
 
 def _dead(n: onnx.NodeProto, used: set[str]) -> bool:
@@ -192,7 +165,7 @@ def _drop_dead_constants(g: onnx.GraphProto) -> None:
         used = {i for _, n in iter_nodes(g) for i in n.input} | outputs
         if not any(_dead(n, used) for n in g.node):
             break
-        _rebuild(g, lambda n, used=used: not _dead(n, used))
+        rebuild_nodes(g, lambda n, used=used: not _dead(n, used))
     inputs = {i.name for i in g.input}
     keep = [t for t in g.initializer if t.name in used or t.name in inputs]
     if len(keep) != len(g.initializer):
@@ -246,7 +219,7 @@ def fold_conv_bias_add(model: onnx.ModelProto) -> list[str]:
         conv.output[0] = add.output[0]
         folded.append(add.name or add.output[0])
     if folded:
-        _rebuild(g, lambda n: not (n.op_type == "Add" and n.output[0] in drop))
+        rebuild_nodes(g, lambda n: not (n.op_type == "Add" and n.output[0] in drop))
         _drop_dead_constants(g)
     return folded
 
@@ -325,7 +298,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
         g.value_info.extend(keep_vi)
         folded.append(bn.name or bn.output[0])
     if folded:
-        _rebuild(g, lambda n: not (n.op_type == "BatchNormalization" and n.output[0] in drop))
+        rebuild_nodes(g, lambda n: not (n.op_type == "BatchNormalization" and n.output[0] in drop))
         _drop_dead_constants(g)
     return folded
 
@@ -358,7 +331,7 @@ def prepare_model(model: onnx.ModelProto, strict: bool = True) -> tuple[onnx.Mod
     old = opset_of(model)
     if 0 < old < MIN_OPSET:
         try:
-            m = upgrade_opset(model)
+            m = raise_opset(model)
             notes.append(f"upgraded the model from opset {old} to {MIN_OPSET} (onnx.version_converter; per-axis "
                          f"Q/DQ needs {MIN_OPSET})")
         except InputError as exc:

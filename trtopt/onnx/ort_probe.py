@@ -5,7 +5,7 @@ a graph it accepted at load time, e.g. its ``MatmulTransposeFusion`` on an FP16 
 ``Transpose -> MatMul`` on the CPU (see :func:`trtopt.quant.fp16_patterns.ort_transpose_hazards`).
 Checking a model with optimizations off, in-process, therefore proves little, and checking it
 with them on, in-process, can kill the caller. :func:`probe_load` opens the model in a helper
-process with :func:`trtopt.backends.onnxrt.make_session` -- the very function the stages use --
+process with :func:`trtopt.onnx.exec.make_session` -- the very function the stages use --
 at both settings trtopt uses: graph optimizations off (calibration, FP16 overflow preview,
 layer-wise comparison) and ONNX Runtime's default full optimization (``bench``, ``run``, the
 fidelity guard). A crash ends only the helper and comes back as a :class:`LoadFailure`.
@@ -34,7 +34,7 @@ from pathlib import Path
 _HELPER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from trtopt.backends.onnxrt import make_session
+from trtopt.onnx.exec import make_session
 for line in sys.stdin:
     path = json.loads(line)["path"]
     reply = {"ok": True}
