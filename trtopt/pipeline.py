@@ -292,7 +292,7 @@ class Pipeline:
         if self.recipe.run.backend not in ("tensorrt", "tensorrt-rtx"):
             return {}
         from trtopt.backends.tensorrt import BuildConfig
-        from trtopt.inputs import profile_shapes
+        from trtopt.backends.tensorrt.profiles import profiles_from_specs
 
         sparse, precision, fp16_rest = VARIANTS[variant]
         # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
@@ -300,7 +300,7 @@ class Pipeline:
         trt_precision = "int8+fp16" if fp16_rest else precision
         # a user's model: the optimization profile (min/opt/max of every dynamic axis) from its input specs
         specs = getattr(getattr(self, "workload", None), "specs", None)
-        shapes = profile_shapes(specs) if specs else ()
+        shapes = profiles_from_specs(specs) if specs else ()
         cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend, shapes=shapes)
         return {"config": cfg, "engine_dir": self.out / "engines"}
 
@@ -311,11 +311,11 @@ class Pipeline:
         """
         if self.recipe.run.backend != "onnxruntime":
             return
+        from trtopt.backends.tensorrt.profiles import profiles_from_specs
         from trtopt.backends.tensorrt.variants import engine_summary
-        from trtopt.inputs import profile_shapes
 
         specs = getattr(self.workload, "specs", None)
-        options = {"shapes": profile_shapes(specs)} if specs and profile_shapes(specs) else {}
+        options = {"shapes": profiles_from_specs(specs)} if specs and profiles_from_specs(specs) else {}
         info = self._stage("engine", f"{variant}: TensorRT-RTX ahead-of-time build",
                            lambda: engine_summary(self.recipe.run.name, variant, path, self.out / "engines", **options))
         for r in results:

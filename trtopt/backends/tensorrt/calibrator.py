@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from trtopt._optional import require
 from trtopt.errors import ConfigError, InputError
 from trtopt.fileio import atomic_write_bytes
 from trtopt.log import get_logger
@@ -170,8 +171,6 @@ def make_calibrator(trt: Any, feed: CalibrationFeed, cache_text: str | None) -> 
         ConfigError: Polygraphy is set to TensorRT for RTX (``POLYGRAPHY_USE_TENSORRT_RTX``), which has
             no calibrators, or the cache names an unknown algorithm.
     """
-    from trtopt._optional import require
-
     require("polygraphy", "tensorrt", "needed for implicit INT8 calibration on TensorRT 10")
     from polygraphy import config as polygraphy_config
     from polygraphy.backend.trt import Calibrator

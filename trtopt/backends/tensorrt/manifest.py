@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trtopt.backends.tensorrt.features import nv_tensorrt_version
 from trtopt.errors import BackendUnavailableError, IncompatibleArtifactError, InputError
 
 SCHEMA = "trtopt.engine/1"
@@ -31,8 +32,6 @@ def runtime_environment(trt: Any) -> dict[str, Any]:
         trt: The imported ``tensorrt`` module.
     """
     import torch
-
-    from trtopt.backends.tensorrt.plan import nv_tensorrt_version
 
     if not torch.cuda.is_available():
         raise BackendUnavailableError("TensorRT is installed but no CUDA GPU is visible to PyTorch")

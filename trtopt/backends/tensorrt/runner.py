@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from trtopt.backends.base import Runner, TensorSpec
+from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger
+from trtopt.backends.tensorrt.logparse import deserialize_failure
+from trtopt.backends.tensorrt.manifest import flavour_mismatch, load_manifest, manifest_flavour, require_compatible
+from trtopt.backends.tensorrt.store import check_engine_file, manifest_path_for
 from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
 
 #: ``trt.DataType`` member name -> numpy dtype name (BF16/FP8/INT4 have no numpy type).
@@ -65,16 +69,6 @@ class TensorRTRunner(Runner):
     # -- lifecycle ---------------------------------------------------------------------------
     def _activate(self) -> None:
         import torch
-
-        from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger
-        from trtopt.backends.tensorrt.logparse import deserialize_failure
-        from trtopt.backends.tensorrt.manifest import (
-            flavour_mismatch,
-            load_manifest,
-            manifest_flavour,
-            require_compatible,
-        )
-        from trtopt.backends.tensorrt.store import check_engine_file, manifest_path_for
 
         if self.builder is not None:
             self.path = Path(self.builder())
