@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from trtopt.cli.args import add_regression_output_arg
+from trtopt.cli.model_source import load_torch_workload
 
 HELP = "benchmark ONNX models (throughput, latency, accuracy and fidelity vs the first model) into a report"
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--metric {args.metric} needs labels: " + (
             f"{args.data} has no 'labels' array (add one: docs/data-format.md)" if args.data
             else "pass --data EVAL.npz holding the inputs and a 'labels' array (docs/data-format.md)"))
-    torch_kw = {"precision": args.precision or "fp32", "sparse24": args.sparse24}
+    torch_kw = {"precision": args.precision or "fp32", "sparse24": args.sparse24, "loader": load_torch_workload}
     if args.device:
         torch_kw["device"] = args.device
     kwargs = {"onnxruntime": {"intra_op_threads": args.threads or 0}, "torch": torch_kw}
