@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trtopt.errors import BuildError, IncompatibleArtifactError, InputError
+from trtopt.errors import BackendUnavailableError, BuildError, IncompatibleArtifactError, InputError
 
 _ELIGIBLE = re.compile(r"\(Sparsity\)\s*Layers eligible for sparse math:\s*(.*)$")
 _PICKED = re.compile(r"\(Sparsity\)\s*TRT inference plan picked sparse implementation for layers:\s*(.*)$")
@@ -221,8 +221,6 @@ def deserialize_failure(path: str, log_lines: Sequence[str]) -> Exception:
     """
     text = " ".join(log_lines)
     if re.search(r"cudaError (35|100)|CUDA driver version is insufficient|no CUDA-capable device", text):
-        from trtopt.errors import BackendUnavailableError
-
         return BackendUnavailableError(f"loading {path} needs an NVIDIA GPU with a CUDA driver and none is usable "
                                        "here (TensorRT builds without one; running does not)")
     mismatch = re.search(r"(not compatible with this version of TensorRT[^|]*|expecting library version[^|]*"

@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trtopt import __version__
+from trtopt._optional import install_hint
 from trtopt.backends.tensorrt.features import nv_tensorrt_version
+from trtopt.backends.tensorrt.flavour import label
 from trtopt.errors import BackendUnavailableError, IncompatibleArtifactError, InputError
 
 SCHEMA = "trtopt.engine/1"
@@ -62,8 +65,6 @@ def make_manifest(key: str, env: dict[str, Any], build: dict[str, Any], **sectio
     Returns:
         The manifest (JSON-serialisable).
     """
-    from trtopt import __version__
-
     doc = {"schema": SCHEMA, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "trtopt_version": __version__, **env, "build": build}
     doc.update(sections)
@@ -96,9 +97,6 @@ def manifest_flavour(manifest: dict[str, Any]) -> str:
 def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what: str
                      ) -> IncompatibleArtifactError | None:
     """The error for an engine built by the other TensorRT flavour (RTX vs 10/11), before deserializing it."""
-    from trtopt._optional import install_hint
-    from trtopt.backends.tensorrt.flavour import label
-
     built = manifest_flavour(manifest)
     if built == flavour:
         return None
