@@ -107,9 +107,10 @@ def _counts(compiled: dict[str, Any]) -> dict[str, Any]:
 def build_one(onnx_path: str, target: str, shapes: list[str], as_is: bool) -> dict[str, Any]:
     """One build (in this process): trtopt's build, or with ``as_is`` the file parsed unchanged."""
     from trtopt.backends.tensorrt import BuildConfig, build_engine
+    from trtopt.backends.tensorrt.profiles import parse_shapes
     from trtopt.errors import TrtoptError
 
-    cfg = BuildConfig(backend="tensorrt-rtx", compute_capabilities=(target,), shapes=tuple(shapes))
+    cfg = BuildConfig(backend="tensorrt-rtx", compute_capabilities=(target,), shapes=parse_shapes(shapes))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if as_is:
@@ -128,15 +129,18 @@ def _build_as_is(onnx_path: str, cfg: Any) -> dict[str, Any]:
     """Parse and build the file as it is (no target preparation), the way a plain TensorRT-RTX build does."""
     import onnx
 
+    from trtopt.backends.tensorrt.features import tensorrt_features
     from trtopt.backends.tensorrt.flavour import import_tensorrt
+    from trtopt.backends.tensorrt.graph import graph_info
     from trtopt.backends.tensorrt.layers import parse_layers_block, precision_report
-    from trtopt.backends.tensorrt.loader import serialize_network
-    from trtopt.backends.tensorrt.plan import detect_features, graph_info, has_attr_chain, plan_build, resolve_profiles
+    from trtopt.backends.tensorrt.network import serialize_network
+    from trtopt.backends.tensorrt.plan import plan_build
+    from trtopt.backends.tensorrt.profiles import resolve_profiles
 
     trt = import_tensorrt("tensorrt-rtx")
     data = Path(onnx_path).read_bytes()
     info = graph_info(data)
-    feats = detect_features(lambda d: has_attr_chain(trt, d))
+    feats = tensorrt_features(trt)
     plan = plan_build(cfg, feats, info)
     _, _, extra = serialize_network(trt, data, Path(onnx_path), cfg, plan, resolve_profiles(info, cfg), feats)
     report = precision_report(onnx.load_from_string(data), parse_layers_block(extra["layers"]))

@@ -27,7 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "trtexec_compare"
 
 
 def main() -> int:
-    from trtopt.backends.tensorrt import BuildConfig, build_engine
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine
     from trtopt.backends.tensorrt.runner import TensorRTRunner
     from trtopt.benchmark import capture_environment
     from trtopt.benchmark.trtexec_metrics import measure_trtexec_style, parse_trtexec_log, side_by_side
@@ -53,7 +53,7 @@ def main() -> int:
             from rtx_graphs import tiny_conv_net
 
             onnx_path = Path(tiny_conv_net(Path(tmp) / "tiny.onnx"))
-        cfg = BuildConfig(precision=args.precision, shapes=(f"{name}:{dims},{dims},{dims}",))
+        cfg = BuildConfig(precision=args.precision, shapes=(Profile.static(name, shape),))
         engine = build_engine(onnx_path, cfg, engine_dir=Path(tmp) / "engines").engine
         feeds = {name: np.random.default_rng(0).random(shape, dtype=np.float32)}
         with TensorRTRunner(engine) as runner:

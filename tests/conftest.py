@@ -25,11 +25,12 @@ def _has_tensorrt() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu`` tests without CUDA and ``tensorrt`` tests without TensorRT + CUDA."""
     cuda = tensorrt = None
-    for item in items:
-        if "gpu" in item.keywords or "tensorrt" in item.keywords:
+    for item in items:  # the tensorrt marker, not the keyword: tests/unit/backends/tensorrt/ is no marker
+        trt = item.get_closest_marker("tensorrt") is not None
+        if "gpu" in item.keywords or trt:
             if cuda is None:
                 cuda, tensorrt = _has_cuda(), _has_tensorrt()
-            if "tensorrt" in item.keywords and not tensorrt:
+            if trt and not tensorrt:
                 item.add_marker(pytest.mark.skip(reason="TensorRT is not installed (pip install 'trtopt[tensorrt]')"))
             elif not cuda:
                 item.add_marker(pytest.mark.skip(reason="no CUDA GPU available"))

@@ -391,10 +391,3 @@ def dynamic_axes(specs: Sequence[InputSpec]) -> dict[str, dict[int, str]]:
         if axes:
             out[s.name] = axes
     return out
-
-
-def profile_shapes(specs: Sequence[InputSpec]) -> tuple[str, ...]:
-    """TensorRT optimization profile entries ``"name:MIN,OPT,MAX"`` (``BuildConfig.shapes``) for dynamic inputs."""
-    fmt = lambda t: "x".join(map(str, t))  # noqa: E731
-    return tuple(f"{s.name}:{fmt(s.shape('min'))},{fmt(s.shape('opt'))},{fmt(s.shape('max'))}"
-                 for s in specs if any(d.dynamic for d in s.dims))

@@ -109,15 +109,15 @@ BACKENDS = [pytest.param("tensorrt", marks=pytest.mark.tensorrt),
 def test_trtopt_runner_matches_polygraphy_trtrunner_on_the_same_engine(tmp_path, backend, case):
     import torch
 
-    from trtopt.backends.tensorrt import BuildConfig, build_engine, open_tensorrt_runner
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine, open_tensorrt_runner
 
     _flavour_or_skip(backend)
     make, precision, name, sample, atol = CASES[case]
     model = make(tmp_path / f"{case}.onnx")
-    shapes = ",".join("x".join(map(str, (b, *sample))) for b in (1, 4, 16))
+    shapes = Profile(name, *((b, *sample) for b in (1, 4, 16)))
     major, minor = torch.cuda.get_device_capability()
     targets = (f"sm{major}{minor}",) if backend == "tensorrt-rtx" else ()  # RTX: build for this GPU
-    cfg = BuildConfig(backend=backend, precision=precision, shapes=(f"{name}:{shapes}",), compute_capabilities=targets)
+    cfg = BuildConfig(backend=backend, precision=precision, shapes=(shapes,), compute_capabilities=targets)
     try:
         res = build_engine(model, cfg, engine_dir=tmp_path / "engines")
     except ConfigError as exc:  # e.g. an FP32 Gemm for a T4 with TensorRT-RTX (no FP32 GEMM on Turing there)
@@ -155,7 +155,7 @@ def test_implicit_int8_calibrates_through_polygraphy_and_the_cache_rebuilds_it_o
     """TensorRT 10 only: the first real run of the calibrator callbacks (trtopt source -> Polygraphy -> TensorRT)."""
     import tensorrt as trt
 
-    from trtopt.backends.tensorrt import BuildConfig, build_engine, open_tensorrt_runner
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine, open_tensorrt_runner
     from trtopt.calib.source import NumpySource
     from trtopt.calib.table import CalibrationTable
 
@@ -164,7 +164,7 @@ def test_implicit_int8_calibrates_through_polygraphy_and_the_cache_rebuilds_it_o
     model = rtx_graphs.tiny_conv_net(tmp_path / "tiny.onnx")
     rng = np.random.default_rng(3)
     source = NumpySource({"input": rng.random((32, 1, 8, 8), dtype=np.float32)}, batch_size=4)
-    cfg = BuildConfig(precision="int8", shapes=("input:1x1x8x8,4x1x8x8,16x1x8x8",))
+    cfg = BuildConfig(precision="int8", shapes=(Profile("input", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8)),))
     res = build_engine(model, cfg, engine_dir=tmp_path / "a", calib_source=source)
     calib = res.data["calibration"]
     assert calib["batches"] == 8 and "IInt8EntropyCalibrator2" in calib["calibrator"]

@@ -34,9 +34,9 @@ def x():
 
 
 def _cfg(**kw):
-    from trtopt.backends.tensorrt import BuildConfig
+    from trtopt.backends.tensorrt import BuildConfig, Profile
 
-    return BuildConfig(shapes=("input:1x1x8x8,4x1x8x8,16x1x8x8",), **kw)
+    return BuildConfig(shapes=(Profile("input", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8)),), **kw)
 
 
 @pytest.mark.tensorrt

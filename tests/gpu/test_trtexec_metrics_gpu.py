@@ -15,13 +15,13 @@ from rtx_graphs import tiny_conv_net
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_trtexec_metrics_and_interleaved_rounds_on_a_real_engine(tmp_path):
-    from trtopt.backends.tensorrt import BuildConfig, build_engine, open_tensorrt_runner
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine, open_tensorrt_runner
     from trtopt.benchmark import BenchConfig
     from trtopt.benchmark.interleave import time_comparison
     from trtopt.benchmark.trtexec_metrics import measure_trtexec_style
 
     model = tiny_conv_net(tmp_path / "tiny.onnx")
-    engine = build_engine(model, BuildConfig(shapes=("input:1x1x8x8,4x1x8x8,16x1x8x8",)),
+    engine = build_engine(model, BuildConfig(shapes=(Profile("input", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8)),)),
                           engine_dir=tmp_path / "engines").engine
     x = {"input": np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)}
     with open_tensorrt_runner(engine) as a, open_tensorrt_runner(engine) as b:

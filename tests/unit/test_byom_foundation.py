@@ -9,6 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from trtopt.backends.tensorrt.config import Profile
+from trtopt.backends.tensorrt.profiles import profiles_from_specs
 from trtopt.dataset import Dataset, load_npz, save_npz
 from trtopt.errors import ConfigError, InputError
 from trtopt.inputs import (
@@ -17,7 +19,6 @@ from trtopt.inputs import (
     embedding_rows,
     parse_input_spec,
     parse_input_specs,
-    profile_shapes,
     random_feeds,
     specs_from_onnx,
 )
@@ -52,7 +53,7 @@ def test_named_dim_must_agree_across_inputs():
 def test_dynamic_axes_and_profiles():
     specs = parse_input_specs(["ids:int64:batch=1..8..32xseq=16..64..128", "mask:int64:batch=1..8..32xseq=16..64..128"])
     assert dynamic_axes(specs) == {"ids": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}}
-    assert profile_shapes(specs)[0] == "ids:1x16,8x64,32x128"
+    assert profiles_from_specs(specs)[0] == Profile("ids", (1, 16), (8, 64), (32, 128))
 
 
 def _embedding_model(rows: int = 50, as_constant_node: bool = False) -> onnx.ModelProto:

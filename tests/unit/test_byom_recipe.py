@@ -68,7 +68,7 @@ def test_tensorrt_profile_comes_from_the_specs(userpkg):
 
     cfg = runner_options("tensorrt-rtx", "int8", parse_input_specs(SPECS), "unused")["config"]
     # batch: bare name = 1..1..32; seq = 4..12..16 (min..opt..max)
-    assert cfg.shapes == ("input_ids:1x4,1x12,32x16", "attention_mask:1x4,1x12,32x16")
+    assert [str(p) for p in cfg.shapes] == ["input_ids:1x4,1x12,32x16", "attention_mask:1x4,1x12,32x16"]
     assert cfg.precision == "int8"
 
 

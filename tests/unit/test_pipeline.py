@@ -104,7 +104,9 @@ def _amaxes(table_json):
 @pytest.mark.parametrize("weak_typing", [True, False], ids=["trt10", "trt11"])
 def test_every_variant_graph_is_buildable_by_tensorrt_plan(demo_run, weak_typing):
     """The pipeline's TensorRT options for each variant plan cleanly on 10.x and 11.x feature sets."""
-    from trtopt.backends.tensorrt.plan import Features, graph_info, plan_build
+    from trtopt.backends.tensorrt.features import Features
+    from trtopt.backends.tensorrt.graph import graph_info
+    from trtopt.backends.tensorrt.plan import plan_build
     from trtopt.run.engines import runner_options
 
     out = demo_run[0]

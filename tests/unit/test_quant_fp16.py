@@ -223,5 +223,7 @@ def test_fp16_branches_build_with_tensorrt_rtx(tmp_path):
     from trtopt.run.engines import build_variant
 
     path = save_onnx(convert_fp16(_branchy_model()), tmp_path / "if16.onnx")
-    b = build_variant("branchy", "fp16", path, tmp_path / "engines", shapes=("x:1x8,4x8,16x8",))
+    from trtopt.backends.tensorrt import Profile
+
+    b = build_variant("branchy", "fp16", path, tmp_path / "engines", shapes=(Profile("x", (1, 8), (4, 8), (16, 8)),))
     assert b.status == "ok", b.reason

@@ -19,16 +19,11 @@ from pathlib import Path
 import pytest
 
 import trtopt.backends.tensorrt as pkg
+from trtopt.backends.tensorrt.api import INSTANCE_VARS, USED_API, WEAK_TYPING_FUNCTIONS
 from trtopt.backends.tensorrt.config import HARDWARE_COMPAT, PRECISIONS, PROFILING_VERBOSITY, BuildConfig
-from trtopt.backends.tensorrt.plan import (
-    INSTANCE_VARS,
-    USED_API,
-    WEAK_TYPING_FUNCTIONS,
-    Features,
-    GraphInfo,
-    detect_features,
-    plan_build,
-)
+from trtopt.backends.tensorrt.features import Features, detect_features
+from trtopt.backends.tensorrt.graph import GraphInfo
+from trtopt.backends.tensorrt.plan import plan_build
 from trtopt.errors import ConfigError
 
 SOURCES = sorted(Path(pkg.__file__).parent.glob("*.py"))
@@ -101,8 +96,8 @@ def test_declared_api_equals_what_the_sources_use():
     used = {name for _f, name, _n, _s in _uses()} | _planned_names()
     undeclared = sorted(used - DECLARED)
     unused = sorted(DECLARED - used)
-    assert not undeclared, f"TensorRT names used but not declared in plan.USED_API: {undeclared}"
-    assert not unused, f"plan.USED_API declares names nothing uses (remove them): {unused}"
+    assert not undeclared, f"TensorRT names used but not declared in api.USED_API: {undeclared}"
+    assert not unused, f"api.USED_API declares names nothing uses (remove them): {unused}"
 
 
 def test_scanner_finds_the_core_calls():
@@ -145,7 +140,7 @@ def test_weak_typing_names_only_behind_feature_detection():
 # -- part 2: real bindings ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bindings():
-    from trtopt.backends.tensorrt.apicheck import extract_api, fetch_bindings
+    from tools.trt_apicheck import extract_api, fetch_bindings
     from trtopt.errors import TrtoptError
 
     out = {}
@@ -281,7 +276,7 @@ def test_polygraphy_calibrator_callbacks_exist_on_the_10x_base_classes(bindings)
 
 
 def test_unreachable_registry_is_a_clear_error(tmp_path, monkeypatch):
-    from trtopt.backends.tensorrt.apicheck import fetch_bindings
+    from tools.trt_apicheck import fetch_bindings
     from trtopt.errors import InputError
 
     for var, value in (("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_EXTRA_INDEX_URL", ""),
@@ -292,7 +287,7 @@ def test_unreachable_registry_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_cached_wheel_is_reused_without_network(tmp_path, monkeypatch):
-    from trtopt.backends.tensorrt.apicheck import fetch_bindings
+    from tools.trt_apicheck import fetch_bindings
 
     wheel = tmp_path / "tensorrt_cu12_bindings-10.3.0-cp311-none-manylinux_2_17_x86_64.whl"
     wheel.write_bytes(b"")
@@ -301,7 +296,7 @@ def test_cached_wheel_is_reused_without_network(tmp_path, monkeypatch):
 
 
 def test_scope_grouping_of_lea_strings():
-    from trtopt.backends.tensorrt.apicheck import BindingsAPI, merge_scopes, scopes_from_strings
+    from tools.trt_apicheck import BindingsAPI, merge_scopes, scopes_from_strings
 
     seq = ["BuilderFlag", "FP16", "INT8", "IBuilderConfig", "set_flag", "ILogger", "Severity", "WARNING"]
     scopes = scopes_from_strings(seq)

@@ -43,9 +43,9 @@ def x():
 
 
 def _cfg(**kw):
-    from trtopt.backends.tensorrt import BuildConfig
+    from trtopt.backends.tensorrt import BuildConfig, Profile
 
-    return BuildConfig(shapes=("input:1x1x8x8,4x1x8x8,16x1x8x8",), **kw)
+    return BuildConfig(shapes=(Profile("input", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8)),), **kw)
 
 
 def test_sparsity_flag_and_report(tmp_path, model, backend):
@@ -71,11 +71,12 @@ def test_unparsable_op_names_node_and_operator(tmp_path, backend):
 
 
 def test_min_greater_than_max_profile_is_config_error(tmp_path, model, backend):
-    from trtopt.backends.tensorrt import BuildConfig, build_engine
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine
     from trtopt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="min <= opt <= max"):
-        build_engine(model, BuildConfig(shapes=("input:16x1x8x8,4x1x8x8,1x1x8x8",), backend=backend),
+        reversed_profile = Profile("input", (16, 1, 8, 8), (4, 1, 8, 8), (1, 1, 8, 8))
+        build_engine(model, BuildConfig(shapes=(reversed_profile,), backend=backend),
                      engine_dir=tmp_path)
 
 

@@ -195,12 +195,12 @@ def test_an_empty_source_is_an_error_not_an_uncalibrated_engine(fake_trt, tmp_pa
 
 
 def test_loader_attaches_the_calibrator_and_the_calibration_profile(fake_trt):
-    from trtopt.backends.tensorrt.loader import _attach_calibrator
+    from trtopt.backends.tensorrt.network import attach_calibrator
 
     trt_config = SimpleNamespace(int8_calibrator=None, profiles=[])
     trt_config.set_calibration_profile = trt_config.profiles.append
     text = CalibrationTable({"input": 2.0}, method="minmax").to_trt_cache(100300)
-    calib = _attach_calibrator(fake_trt, trt_config, "PROFILE", {"cache_text": text, "input_shapes": SHAPES})
+    calib = attach_calibrator(fake_trt, trt_config, "PROFILE", {"cache_text": text, "input_shapes": SHAPES})
     assert trt_config.int8_calibrator is calib and trt_config.profiles == ["PROFILE"]
     assert isinstance(calib, fake_trt.IInt8MinMaxCalibrator)
     assert calib.trtopt_feed.input_shapes == SHAPES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,8 @@ def test_open_runner_and_build_engine_raise_missing_dependency(tmp_path):
 def test_importing_the_backend_imports_nothing_heavy():
     import subprocess
 
-    code = ("import sys, trtopt.backends.tensorrt, trtopt.backends.tensorrt.apicheck, trtopt.cli.cmd_build; "
+    code = ("import sys, trtopt.backends.tensorrt, tools.trt_apicheck, trtopt.cli.cmd_build; "
             "print(sorted(m for m in ('tensorrt', 'torch', 'onnx', 'cuda') if m in sys.modules))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    root = Path(__file__).resolve().parents[2]  # tools/ imports from the repository root
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
     assert res.stdout.strip() == "[]", res.stderr

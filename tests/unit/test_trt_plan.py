@@ -6,18 +6,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtopt.backends.tensorrt.config import BuildConfig
-from trtopt.backends.tensorrt.plan import (
-    Features,
-    GraphInfo,
-    cache_key,
-    detect_features,
-    graph_info,
-    nv_tensorrt_version,
-    parse_shapes,
-    plan_build,
-    resolve_profiles,
-)
+from trtopt.backends.tensorrt.config import BuildConfig, Profile
+from trtopt.backends.tensorrt.features import Features, detect_features, nv_tensorrt_version
+from trtopt.backends.tensorrt.graph import GraphInfo, graph_info
+from trtopt.backends.tensorrt.plan import cache_key, plan_build
+from trtopt.backends.tensorrt.profiles import parse_shapes, resolve_profiles
 from trtopt.errors import ConfigError
 
 TRT10 = Features(weak_typing=True, same_compute_capability=False)  # 10.3
@@ -176,14 +169,16 @@ def test_build_config_validation():
         BuildConfig(exclude_lean_runtime=True)
     with pytest.raises(ConfigError, match="default_batch"):
         BuildConfig(default_batch=(8, 4, 16))
-    cfg = BuildConfig(**{"precision": "fp16", "shapes": ["input:1x1x8x8"], "default_batch": [1, 2, 4]})  # TOML lists
-    assert cfg.shapes == ("input:1x1x8x8",) and cfg.default_batch == (1, 2, 4)
-    assert hash(cfg) == hash(BuildConfig(precision="fp16", shapes=("input:1x1x8x8",), default_batch=(1, 2, 4)))
+    table = {"name": "input", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}  # a TOML table
+    cfg = BuildConfig(**{"precision": "fp16", "shapes": [table], "default_batch": [1, 2, 4]})  # TOML lists
+    assert cfg.shapes == (Profile.static("input", (1, 1, 8, 8)),) and cfg.default_batch == (1, 2, 4)
+    assert hash(cfg) == hash(BuildConfig(precision="fp16", shapes=(Profile.static("input", (1, 1, 8, 8)),),
+                                         default_batch=(1, 2, 4)))
 
 
 # -- profiles ------------------------------------------------------------------------------
 def test_parse_shapes_min_opt_max_and_static():
-    got = parse_shapes(["input:1x3x8x8,4x3x8x8,16x3x8x8", "mask:2x5"])
+    got = {p.name: p.shapes() for p in parse_shapes(["input:1x3x8x8,4x3x8x8,16x3x8x8", "mask:2x5"])}
     assert got["input"] == ((1, 3, 8, 8), (4, 3, 8, 8), (16, 3, 8, 8))
     assert got["mask"] == ((2, 5),) * 3
 
@@ -213,12 +208,12 @@ def test_resolve_profiles_defaults_batch_and_checks_model():
     assert resolve_profiles(FP32, cfg) == {"input": ((1, 1, 8, 8), (8, 1, 8, 8), (32, 1, 8, 8))}
     assert resolve_profiles(GraphInfo(inputs={"x": (4, 3)}), cfg) == {}  # static input: no profile
     with pytest.raises(ConfigError, match="unknown input"):
-        resolve_profiles(FP32, BuildConfig(shapes=("image:1x1x8x8",)))
+        resolve_profiles(FP32, BuildConfig(shapes=parse_shapes(["image:1x1x8x8"])))
     with pytest.raises(ConfigError, match="does not fit"):
-        resolve_profiles(FP32, BuildConfig(shapes=("input:1x3x8x8",)))
+        resolve_profiles(FP32, BuildConfig(shapes=parse_shapes(["input:1x3x8x8"])))
     with pytest.raises(ConfigError, match="DLA needs static shapes"):
         resolve_profiles(FP32, BuildConfig(precision="fp16", dla_core=0))
-    assert resolve_profiles(FP32, BuildConfig(precision="fp16", dla_core=0, shapes=("input:8x1x8x8",)))
+    assert resolve_profiles(FP32, BuildConfig(precision="fp16", dla_core=0, shapes=parse_shapes(["input:8x1x8x8"])))
     with pytest.raises(ConfigError, match="--shapes ids:"):
         resolve_profiles(GraphInfo(inputs={"ids": (-1, -1)}), cfg)
 
@@ -245,7 +240,7 @@ def test_cache_key_is_stable():
 
 @pytest.mark.parametrize("change", [
     {"onnx": "cd" * 32}, {"config": BuildConfig(precision="fp16")}, {"config": BuildConfig(precision="fp32")},
-    {"config": BuildConfig(precision="fp16", sparsity=True, shapes=("input:1x1x8x8,2x1x8x8,4x1x8x8",))},
+    {"config": BuildConfig(precision="fp16", sparsity=True, shapes=parse_shapes(["input:1x1x8x8,2x1x8x8,4x1x8x8"]))},
     {"config": BuildConfig(precision="fp16", sparsity=True, optimization_level=5)},
     {"trt": "10.3.0.30"}, {"gpu": {**GPU, "name": "NVIDIA A100"}}, {"gpu": {**GPU, "compute_capability": "8.6"}},
     {"calib": "ef" * 32},

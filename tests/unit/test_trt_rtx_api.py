@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("tensorrt_rtx")
 pytestmark = pytest.mark.tensorrt_rtx
 
-from trtopt.backends.tensorrt.apicheck import (  # noqa: E402
+from tools.trt_apicheck import (  # noqa: E402
     _SO,
     BindingsAPI,
     _scan,
@@ -23,8 +23,11 @@ from trtopt.backends.tensorrt.apicheck import (  # noqa: E402
     merge_scopes,
     scanner_errors,
 )
+from trtopt.backends.tensorrt.api import USED_API  # noqa: E402
 from trtopt.backends.tensorrt.config import PRECISIONS, RTX_TARGETS, BuildConfig  # noqa: E402
-from trtopt.backends.tensorrt.plan import USED_API, GraphInfo, detect_features, plan_build  # noqa: E402
+from trtopt.backends.tensorrt.features import detect_features  # noqa: E402
+from trtopt.backends.tensorrt.graph import GraphInfo  # noqa: E402
+from trtopt.backends.tensorrt.plan import plan_build  # noqa: E402
 from trtopt.errors import ConfigError  # noqa: E402
 
 

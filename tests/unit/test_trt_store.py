@@ -10,6 +10,8 @@ import pytest
 
 from trtopt.backends.tensorrt.calibrator import cache_text_for, check_batch
 from trtopt.backends.tensorrt.config import BuildConfig
+from trtopt.backends.tensorrt.features import Features
+from trtopt.backends.tensorrt.graph import GraphInfo
 from trtopt.backends.tensorrt.manifest import (
     SCHEMA,
     check_manifest,
@@ -17,7 +19,7 @@ from trtopt.backends.tensorrt.manifest import (
     make_manifest,
     require_compatible,
 )
-from trtopt.backends.tensorrt.plan import Features, GraphInfo, plan_build
+from trtopt.backends.tensorrt.plan import plan_build
 from trtopt.backends.tensorrt.runner import numpy_dtype
 from trtopt.backends.tensorrt.store import EngineStore, check_engine_file, manifest_path_for
 from trtopt.calib.table import CalibrationTable

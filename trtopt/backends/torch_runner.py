@@ -3,9 +3,10 @@
 Gives a real GPU comparison where TensorRT is missing. ``model`` is one of:
 
 * a ``torch.nn.Module`` (copied, so the caller's module is not cast or sparsified);
-* a workload name from :mod:`trtopt.models.workloads` (``digits_cnn``, ``resnet18``...);
 * a ``.pt``/``.pth`` file holding a TorchScript module or a whole pickled ``nn.Module``
-  (``torch.load(weights_only=False)``: only load files you trust).
+  (``torch.load(weights_only=False)``: only load files you trust);
+* any other name, given to the caller's ``loader`` (``trtopt bench`` resolves built-in workload
+  names such as ``digits_cnn`` this way); the runner itself knows no workloads.
 
 ONNX files are not accepted (there is no ONNX->PyTorch converter here). Inputs and outputs
 are float32 numpy at the ``infer`` boundary; the cast to FP16/BF16 happens on the device.
@@ -19,7 +20,7 @@ import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,11 +34,29 @@ log = get_logger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-def _load_module(model: Any, workload_kwargs: Mapping[str, Any]) -> tuple[Any, str | None, tuple | None]:
-    """Return ``(module, input_name, input_shape)`` for the accepted ``model`` forms."""
+class TorchModel(NamedTuple):
+    """A module as a ``loader`` returns it.
+
+    Attributes:
+        module: The ``nn.Module``.
+        input_name: Name of its single input (None: keep the runner's ``input_names``).
+        input_shape: Shape of that input with ``None`` for the batch (None: unknown).
+    """
+
+    module: Any
+    input_name: str | None = None
+    input_shape: tuple[int | None, ...] | None = None
+
+
+#: Resolves a model name that is neither an ``nn.Module`` nor a ``.pt`` file (e.g. a built-in workload).
+ModelLoader = Callable[[str], TorchModel]
+
+
+def _load_module(model: Any, loader: ModelLoader | None) -> TorchModel:
+    """The :class:`TorchModel` for the accepted ``model`` forms."""
     torch = require("torch")
     if isinstance(model, torch.nn.Module):
-        return copy.deepcopy(model), None, None
+        return TorchModel(copy.deepcopy(model))
     text = os.fspath(model)
     if text.endswith(".onnx"):
         raise InputError(f"the torch backend runs PyTorch modules, not ONNX files ({text}); pass a workload name "
@@ -47,7 +66,7 @@ def _load_module(model: Any, workload_kwargs: Mapping[str, Any]) -> tuple[Any, s
         if not path.is_file():
             raise InputError(f"model file {path} is a directory" if path.is_dir() else f"model file not found: {path}")
         try:
-            return torch.jit.load(str(path), map_location="cpu"), None, None
+            return TorchModel(torch.jit.load(str(path), map_location="cpu"))
         except RuntimeError:
             pass
         try:
@@ -56,21 +75,18 @@ def _load_module(model: Any, workload_kwargs: Mapping[str, Any]) -> tuple[Any, s
             raise InputError(f"cannot load {path} as a PyTorch module: {exc}") from None
         if not isinstance(obj, torch.nn.Module):
             raise InputError(f"{path} holds a {type(obj).__name__}, not an nn.Module (a state_dict needs its class)")
-        return obj, None, None
-    from trtopt.models.workloads import WORKLOADS, WorkloadConfig, load_workload
-
-    if text not in WORKLOADS:
-        raise InputError(f"unknown torch model '{text}': not a workload ({', '.join(sorted(WORKLOADS))}) "
-                         "nor a .pt file")
-    wl = load_workload(WorkloadConfig(model=text, **dict(workload_kwargs)))
-    return wl.model, wl.input_name, (None, *wl.example.shape[1:])
+        return TorchModel(obj)
+    if loader is None:
+        raise InputError(f"unknown torch model '{text}': not an nn.Module nor a .pt file (workload names such as "
+                         "digits_cnn are resolved by `trtopt bench`)")
+    return loader(text)
 
 
 class TorchRunner(Runner):
     """Run a PyTorch module eagerly.
 
     Args:
-        model: ``nn.Module``, workload name or ``.pt`` path (see module docstring).
+        model: ``nn.Module``, ``.pt`` path, or a name for ``loader`` (see module docstring).
         precision: ``fp32``, ``fp16`` or ``bf16`` (weights and activations).
         device: ``cpu``, ``cuda`` or ``cuda:N``; default CUDA when available.
         sparse24: Replace 2:4-compliant ``nn.Linear`` weights by semi-structured sparse tensors
@@ -78,9 +94,9 @@ class TorchRunner(Runner):
         input_names: Input names in ``forward`` argument order.
         output_names: Output names (default ``logits`` for one output, else ``output_<i>``).
         input_shape: Shape of the (single) input with ``None`` for the batch, for input checks;
-            taken from the workload when ``model`` is a workload name.
+            taken from the loader's :class:`TorchModel` when not given.
         threads: ``torch.set_num_threads`` on CPU (0 keeps torch's default).
-        workload_kwargs: Extra :class:`~trtopt.models.workloads.WorkloadConfig` fields.
+        loader: Resolves a ``model`` name that is neither a module nor a ``.pt`` file.
     """
 
     backend = "torch"
@@ -88,21 +104,21 @@ class TorchRunner(Runner):
     def __init__(self, model: Any, precision: str = "fp32", device: str | None = None, sparse24: bool = False,
                  input_names: Sequence[str] = ("input",), output_names: Sequence[str] | None = None,
                  input_shape: Sequence[int | None] | None = None, threads: int = 0,
-                 workload_kwargs: Mapping[str, Any] | None = None) -> None:
+                 loader: ModelLoader | None = None) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ConfigError(f"torch precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
         self.model_arg, self.precision, self.device, self.sparse24 = model, precision, device, sparse24
         self.input_names, self.output_names = tuple(input_names), tuple(output_names) if output_names else None
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.threads, self.workload_kwargs = threads, dict(workload_kwargs or {})
+        self.threads, self.loader = threads, loader
         self.module: Any = None
         self.sparse_layers: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------
     def _activate(self) -> None:
         torch = require("torch")
-        module, name, shape = _load_module(self.model_arg, self.workload_kwargs)
+        module, name, shape = _load_module(self.model_arg, self.loader)
         if name and self.input_names == ("input",):
             self.input_names = (name,)
         self.input_shape = self.input_shape or shape

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtopt.cli.args import add_regression_output_arg
+from trtopt.cli.model_source import load_torch_workload
 
 if TYPE_CHECKING:
     from trtopt.benchmark.report import Report
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--metric {args.metric} needs labels: " + (
             f"{args.data} has no 'labels' array (add one: docs/data-format.md)" if args.data
             else "pass --data EVAL.npz holding the inputs and a 'labels' array (docs/data-format.md)"))
-    torch_kw = {"precision": args.precision or "fp32", "sparse24": args.sparse24}
+    torch_kw = {"precision": args.precision or "fp32", "sparse24": args.sparse24, "loader": load_torch_workload}
     if args.device:
         torch_kw["device"] = args.device
     kwargs = {"onnxruntime": {"intra_op_threads": args.threads or 0}, "torch": torch_kw}

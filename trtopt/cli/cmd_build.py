@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtopt.backends.tensorrt.config import FLAVOURS
+from trtopt.backends.tensorrt.config import FLAVOURS, Profile
+from trtopt.backends.tensorrt.profiles import merge_profiles, parse_shapes, profiles_from_specs
 from trtopt.cli.args import add_model_arg
 
 
@@ -53,17 +54,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _profile(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--shapes`` entries plus the profile of every ``--input`` spec that ``--shapes`` does not name."""
+def _profile(args: argparse.Namespace) -> tuple[Profile, ...]:
+    """``--shapes`` entries plus the profile of every ``--input`` spec that ``--shapes`` does not name.
+
+    The only place where profile text is parsed: the build takes the typed profiles.
+    """
+    given = parse_shapes(args.shapes)
     if not args.inputs:
-        return tuple(args.shapes)
-    from trtopt.inputs import check_specs_against_onnx, parse_input_specs, profile_shapes
+        return given
+    from trtopt.inputs import check_specs_against_onnx, parse_input_specs
     from trtopt.onnx.io import load_graph_only
 
     specs = parse_input_specs(args.inputs)
     check_specs_against_onnx(specs, load_graph_only(args.model))
-    named = {s.split(":", 1)[0] for s in args.shapes}
-    return (*args.shapes, *(p for p in profile_shapes(specs) if p.split(":", 1)[0] not in named))
+    return merge_profiles(given, profiles_from_specs(specs))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from trtopt.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from trtopt.backends.torch_runner import TorchModel
 
 #: --input help: the spec syntax, not only N,C,H,W
 INPUT_HELP = ("model input, once per forward() argument in order: NAME:DTYPE:SHAPE[:LOW..HIGH]; DTYPE float32, "
@@ -80,7 +85,6 @@ def load_source(args: argparse.Namespace, what: str, dynamic_batch: bool = True)
         InputError: An ``.onnx`` reference (nothing to do), the factory or module does not load, or the
             forward fails on the declared inputs (with a hint to use ``--input`` with a dtype for token models).
     """
-    from trtopt.errors import ConfigError, InputError
     from trtopt.inputs import parse_input_specs
 
     if args.inputs and args.input_shape:
@@ -120,3 +124,22 @@ def _takes_token_ids(model: Any) -> bool:
     import torch
 
     return any(isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag) for m in model.modules())
+
+
+def load_torch_workload(name: str) -> TorchModel:
+    """``trtopt bench --backend torch NAME``: a built-in workload as the torch runner's ``loader`` returns it.
+
+    Returns:
+        A :class:`~trtopt.backends.torch_runner.TorchModel` (module, input name, input shape).
+
+    Raises:
+        InputError: ``name`` is no built-in workload (the message lists them).
+    """
+    from trtopt.backends.torch_runner import TorchModel
+    from trtopt.models.workloads import WORKLOADS, WorkloadConfig, load_workload
+
+    if name not in WORKLOADS:
+        raise InputError(f"unknown torch model '{name}': not a workload ({', '.join(sorted(WORKLOADS))}) "
+                         "nor a .pt file")
+    wl = load_workload(WorkloadConfig(model=name))
+    return TorchModel(wl.model, wl.input_name, (None, *wl.example.shape[1:]))

@@ -18,9 +18,9 @@ from typing import Any
 
 from trtopt._optional import install_hint, is_installed
 from trtopt.backends.tensorrt import BuildConfig, build_engine
+from trtopt.backends.tensorrt.profiles import profiles_from_specs
 from trtopt.benchmark.report import EngineCell
 from trtopt.errors import TrtoptError
-from trtopt.inputs import profile_shapes
 from trtopt.log import get_logger
 from trtopt.recipe import VARIANTS
 
@@ -145,7 +145,7 @@ def engine_column(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
         specs: The workload's :class:`~trtopt.inputs.InputSpec` declarations (a user's model): the
             optimization profile (min/opt/max of every dynamic axis) comes from them.
     """
-    shapes = profile_shapes(specs) if specs else ()
+    shapes = profiles_from_specs(specs) if specs else ()
     return engine_summary(recipe, variant, onnx_path, engine_dir, **({"shapes": shapes} if shapes else {}))
 
 
@@ -161,5 +161,5 @@ def runner_options(backend: str, variant: str, specs: Sequence[Any] | None,
         return {}
     sparse, precision, fp16_rest = VARIANTS[variant]
     cfg = BuildConfig(precision="int8+fp16" if fp16_rest else precision, sparsity=sparse, backend=backend,
-                      shapes=profile_shapes(specs) if specs else ())
+                      shapes=profiles_from_specs(specs) if specs else ())
     return {"config": cfg, "engine_dir": engine_dir}

@@ -2,14 +2,14 @@
 
 Importing this package does not import ``tensorrt``, torch or CUDA; they are imported when a build
 or a runner starts. Without TensorRT, :func:`open_tensorrt_runner` and
-:func:`~trtopt.backends.tensorrt.loader.build_engine` raise
+:func:`~trtopt.backends.tensorrt.builder.build_engine` raise
 :class:`~trtopt.errors.MissingDependencyError` (``pip install 'trtopt[tensorrt]'``).
 
 Example::
 
-    from trtopt.backends.tensorrt import BuildConfig, build_engine, open_tensorrt_runner
+    from trtopt.backends.tensorrt import BuildConfig, Profile, build_engine, open_tensorrt_runner
 
-    res = build_engine("model.onnx", BuildConfig(precision="fp16", shapes=("input:1x3x224x224",)))
+    res = build_engine("model.onnx", BuildConfig(precision="fp16", shapes=(Profile.static("input", (1, 3, 224, 224)),)))
     with open_tensorrt_runner(res.engine) as r:
         out = r.infer({"input": x})
 """
@@ -20,8 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.tensorrt.config import BuildConfig
-from trtopt.backends.tensorrt.loader import BuildResult, build_engine, import_tensorrt
+from trtopt.backends.tensorrt.builder import BuildResult, build_engine
+from trtopt.backends.tensorrt.config import BuildConfig, Profile
+from trtopt.backends.tensorrt.flavour import import_tensorrt
 from trtopt.backends.tensorrt.runner import TensorRTRunner
 from trtopt.errors import ConfigError
 
@@ -62,4 +63,4 @@ def open_tensorrt_runner(model: str | os.PathLike[str], *, cuda_graph: bool = Fa
     return TensorRTRunner(model, cuda_graph=cuda_graph, check_manifest=check_manifest, builder=builder)
 
 
-__all__ = ["BuildConfig", "BuildResult", "TensorRTRunner", "build_engine", "open_tensorrt_runner"]
+__all__ = ["BuildConfig", "BuildResult", "Profile", "TensorRTRunner", "build_engine", "open_tensorrt_runner"]

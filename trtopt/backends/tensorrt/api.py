@@ -4,8 +4,8 @@ from __future__ import annotations
 
 #: Every ``tensorrt`` attribute the backend touches, as ``trt.<name>``. ``common`` must exist in 10.x,
 #: 11.x and TensorRT for RTX; ``rtx_only`` is used only on TensorRT for RTX; ``weak_typing_only`` is
-#: used only when :attr:`Features.weak_typing` (10.x); ``optional`` is used only after a ``hasattr``
-#: check. Instance attributes are spelled ``Class.attr`` and are
+#: used only when :attr:`~trtopt.backends.tensorrt.features.Features.weak_typing` (10.x); ``optional`` is
+#: used only after a ``hasattr`` check. Instance attributes are spelled ``Class.attr`` and are
 #: found in the sources through the variable names in :data:`INSTANCE_VARS`. The API-check test
 #: compares this against the real bindings and against the sources, so it cannot drift.
 USED_API: dict[str, tuple[str, ...]] = {
@@ -55,4 +55,4 @@ INSTANCE_VARS: dict[str, str] = {
     "inspector": "EngineInspector", "perr": "ParserError", "timing_cache": "ITimingCache", "tensor": "ITensor",
 }
 #: Functions allowed to use ``weak_typing_only`` names; every call to them sits under ``if ...weak_typing``.
-WEAK_TYPING_FUNCTIONS = ("make_calibrator", "_attach_calibrator")
+WEAK_TYPING_FUNCTIONS = ("make_calibrator", "attach_calibrator")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from trtopt.backends.tensorrt.targets import GPUS, runtime_instead
 from trtopt.errors import ConfigError
 
 #: ``auto`` (the default): the graph's own types decide, as in a strongly typed build (``trtexec
@@ -19,6 +21,87 @@ FLAVOURS = ("tensorrt", "tensorrt-rtx")
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
 #: What TensorRT-RTX builds for when no target is set (Ampere and later; measured, facts doc).
 RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
+
+
+#: A concrete tensor shape (every dimension positive).
+Shape = tuple[int, ...]
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def profile_problem(name: str, mn: Shape, opt: Shape, mx: Shape) -> str | None:
+    """What is wrong with a (min, opt, max) profile of input ``name``, or None when it is valid.
+
+    The text starts with the input name (callers prefix where it came from: ``--shapes``, ``profile``).
+    """
+    if not mn or any(d <= 0 for s in (mn, opt, mx) for d in s):
+        return f"{name}: shapes must have positive dimensions ({_fmt(mn)}, {_fmt(opt)}, {_fmt(mx)})"
+    if not len(mn) == len(opt) == len(mx):
+        return f"{name}: min, opt and max must have the same rank"
+    for a, b, label in ((mn, opt, "min > opt"), (opt, mx, "opt > max")):
+        if any(x > y for x, y in zip(a, b)):
+            return f"{name}: {label} ({_fmt(a)} vs {_fmt(b)}); need min <= opt <= max in every dimension"
+    return None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The optimization-profile range of one dynamic input.
+
+    Attributes:
+        name: Graph input name.
+        min: Smallest shape (profile MIN).
+        opt: The shape TensorRT tunes for (profile OPT; implicit INT8 calibrates at it).
+        max: Largest shape (profile MAX).
+
+    Raises:
+        ConfigError: Ranks differ, a dimension is not positive, or not ``min <= opt <= max``.
+    """
+
+    name: str
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __post_init__(self) -> None:
+        shapes = [tuple(int(d) for d in s) for s in (self.min, self.opt, self.max)]  # TOML gives lists
+        for attr, s in zip(("min", "opt", "max"), shapes):
+            object.__setattr__(self, attr, s)
+        problem = profile_problem(self.name, *shapes)
+        if problem:
+            raise ConfigError(f"profile {problem}")
+
+    @classmethod
+    def static(cls, name: str, shape: Sequence[int]) -> Profile:
+        """A profile with ``min = opt = max = shape``."""
+        return cls(name, tuple(shape), tuple(shape), tuple(shape))
+
+    def shapes(self) -> tuple[Shape, Shape, Shape]:
+        """``(min, opt, max)``."""
+        return self.min, self.opt, self.max
+
+    def __str__(self) -> str:
+        """``name:MIN,OPT,MAX`` (``name:SHAPE`` when static), as ``--shapes`` spells it."""
+        if self.min == self.opt == self.max:
+            return f"{self.name}:{_fmt(self.opt)}"
+        return f"{self.name}:{_fmt(self.min)},{_fmt(self.opt)},{_fmt(self.max)}"
+
+
+def _profiles(items: Sequence[Any]) -> tuple[Profile, ...]:
+    """``BuildConfig.shapes`` as Profiles: Profile objects, or TOML tables ``{name, min, opt, max}``."""
+    out: list[Profile] = []
+    for p in items:
+        if isinstance(p, str):
+            raise ConfigError(f"BuildConfig.shapes takes Profile objects, not text ('{p}'): parse --shapes text "
+                              "with trtopt.backends.tensorrt.profiles.parse_shapes")
+        out.append(p if isinstance(p, Profile) else Profile(**dict(p)))
+    names = [p.name for p in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"the optimization profile names input(s) {twice} twice")
+    return tuple(out)
 
 
 def graph_precision(has_qdq: bool, has_fp16: bool) -> tuple[str, str]:
@@ -52,8 +135,6 @@ def parse_compute_capabilities(text: str | tuple[str, ...] | list[str]) -> tuple
         if not t.startswith("SM"):
             t = "SM" + t.replace(".", "")
         if t not in RTX_TARGETS:
-            from trtopt.backends.tensorrt.targets import GPUS, runtime_instead
-
             known = f"{runtime_instead(t)}. " if t in GPUS else f"unknown compute capability '{raw.strip()}': "
             raise ConfigError(f"{known}TensorRT for RTX targets {', '.join(x.lower() for x in RTX_TARGETS)}")
         if t not in out:
@@ -74,8 +155,9 @@ class BuildConfig:
             builder flags decide (TensorRT 10 weak typing on an FP32 graph); on TensorRT 11 and
             TensorRT for RTX (strongly typed only) FP16 needs an FP16 graph and INT8 a Q/DQ graph.
         sparsity: Set ``BuilderFlag.SPARSE_WEIGHTS`` (2:4 structured-sparse tactics may be chosen).
-        shapes: Optimization profile, one ``"input:MIN,OPT,MAX"`` (shapes as ``1x3x224x224``) or
-            ``"input:SHAPE"`` (static) entry per dynamic input.
+        shapes: Optimization profile: one :class:`Profile` per dynamic input it names (TOML tables
+            ``{name, min, opt, max}`` are read as Profiles). Text (``--shapes``) is parsed once, at the
+            CLI, by :func:`~trtopt.backends.tensorrt.profiles.parse_shapes`.
         default_batch: ``(min, opt, max)`` batch used for inputs whose only dynamic axis is 0 and
             that ``shapes`` does not name.
         workspace_mib: Workspace memory-pool limit in MiB (0 = TensorRT default, all device memory).
@@ -98,7 +180,7 @@ class BuildConfig:
 
     precision: str = "auto"
     sparsity: bool = False
-    shapes: tuple[str, ...] = ()
+    shapes: tuple[Profile, ...] = ()
     default_batch: tuple[int, int, int] = (1, 32, 64)
     workspace_mib: int = 0
     optimization_level: int = 3
@@ -138,13 +220,13 @@ class BuildConfig:
         if len(b) != 3 or any(int(v) <= 0 for v in b) or not b[0] <= b[1] <= b[2]:
             raise ConfigError(f"default_batch must be (min, opt, max) with 0 < min <= opt <= max, got {b}")
         # TOML gives lists; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "shapes", _profiles(self.shapes))
         object.__setattr__(self, "default_batch", tuple(int(v) for v in b))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of the options (used in manifests and cache keys)."""
         d = asdict(self)
-        d["shapes"] = list(self.shapes)
+        d["shapes"] = [str(p) for p in self.shapes]  # the --shapes spelling: compact and stable in cache keys
         d["default_batch"] = list(self.default_batch)
         d["compute_capabilities"] = list(self.compute_capabilities)
         return d

@@ -14,6 +14,7 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
+from trtopt._optional import install_hint
 from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
 from trtopt.errors import ConfigError, MissingDependencyError
 from trtopt.log import get_logger
@@ -48,8 +49,6 @@ def import_tensorrt(backend: str = "tensorrt") -> Any:
         try:
             import tensorrt_rtx
         except ImportError:
-            from trtopt._optional import install_hint
-
             raise MissingDependencyError("tensorrt", "tensorrt", f"needed for --backend tensorrt ({exc}); "
                                          f"or {install_hint('tensorrt-rtx')} to build for RTX GPUs") from exc
         log.info("TensorRT 10/11 is not installed; building with TensorRT for RTX %s", tensorrt_rtx.__version__)

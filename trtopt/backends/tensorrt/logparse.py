@@ -1,7 +1,7 @@
 """Read what TensorRT says about a build: sparse layers, layer precisions, parser and load errors.
 
 TensorRT reports failures only through its logger (the Python calls return ``None``/``False``), and
-reports sparse-kernel choices only as INFO lines at the end of a build (brief §6.3)::
+reports sparse-kernel choices only as INFO lines at the end of a build::
 
     [TRT] (Sparsity) Layers eligible for sparse math: conv1, conv2 + relu2
     [TRT] (Sparsity) TRT inference plan picked sparse implementation for layers: conv2 + relu2
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trtopt.errors import BuildError, IncompatibleArtifactError, InputError
+from trtopt.errors import BackendUnavailableError, BuildError, IncompatibleArtifactError, InputError
 
 _ELIGIBLE = re.compile(r"\(Sparsity\)\s*Layers eligible for sparse math:\s*(.*)$")
 _PICKED = re.compile(r"\(Sparsity\)\s*TRT inference plan picked sparse implementation for layers:\s*(.*)$")
@@ -221,8 +221,6 @@ def deserialize_failure(path: str, log_lines: Sequence[str]) -> Exception:
     """
     text = " ".join(log_lines)
     if re.search(r"cudaError (35|100)|CUDA driver version is insufficient|no CUDA-capable device", text):
-        from trtopt.errors import BackendUnavailableError
-
         return BackendUnavailableError(f"loading {path} needs an NVIDIA GPU with a CUDA driver and none is usable "
                                        "here (TensorRT builds without one; running does not)")
     mismatch = re.search(r"(not compatible with this version of TensorRT[^|]*|expecting library version[^|]*"

@@ -1,7 +1,7 @@
 """Engine manifests: the JSON written beside every engine, and the compatibility check on load.
 
 Engines are tied to the exact TensorRT version and to the GPU architecture unless built version- or
-hardware-compatible (brief §8), so the manifest records both (enum **names**, never integers: enum
+hardware-compatible, so the manifest records both (enum **names**, never integers: enum
 values shifted between 10 and 11) and :func:`check_manifest` compares them with the running system.
 """
 
@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trtopt import __version__
+from trtopt._optional import install_hint
+from trtopt.backends.tensorrt.features import nv_tensorrt_version
+from trtopt.backends.tensorrt.flavour import label
 from trtopt.errors import BackendUnavailableError, IncompatibleArtifactError, InputError
 
 SCHEMA = "trtopt.engine/1"
@@ -31,8 +35,6 @@ def runtime_environment(trt: Any) -> dict[str, Any]:
         trt: The imported ``tensorrt`` module.
     """
     import torch
-
-    from trtopt.backends.tensorrt.plan import nv_tensorrt_version
 
     if not torch.cuda.is_available():
         raise BackendUnavailableError("TensorRT is installed but no CUDA GPU is visible to PyTorch")
@@ -63,8 +65,6 @@ def make_manifest(key: str, env: dict[str, Any], build: dict[str, Any], **sectio
     Returns:
         The manifest (JSON-serialisable).
     """
-    from trtopt import __version__
-
     doc = {"schema": SCHEMA, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "trtopt_version": __version__, **env, "build": build}
     doc.update(sections)
@@ -97,9 +97,6 @@ def manifest_flavour(manifest: dict[str, Any]) -> str:
 def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what: str
                      ) -> IncompatibleArtifactError | None:
     """The error for an engine built by the other TensorRT flavour (RTX vs 10/11), before deserializing it."""
-    from trtopt._optional import install_hint
-    from trtopt.backends.tensorrt.flavour import label
-
     built = manifest_flavour(manifest)
     if built == flavour:
         return None

@@ -1,8 +1,8 @@
 """TensorRT runner: engine I/O as PyTorch CUDA tensors, ``execute_async_v3`` on a torch stream.
 
-No pycuda: torch allocates buffers and owns the stream (brief §2.3). ``prepare`` binds inputs on the
+No pycuda: torch allocates buffers and owns the stream. ``prepare`` binds inputs on the
 device once and optionally captures the enqueue in a CUDA graph after one warm-up enqueue, as trtexec
-does (brief §2.4), so the benchmark times only the engine.
+does, so the benchmark times only the engine.
 
 Why trtopt keeps its own runner instead of Polygraphy's ``TrtRunner``: ``TrtRunner.infer`` does
 per-call work around every enqueue (walks the engine I/O, copies inputs host -> device, queries
@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from trtopt.backends.base import Runner, TensorSpec
+from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger
+from trtopt.backends.tensorrt.logparse import deserialize_failure
+from trtopt.backends.tensorrt.manifest import flavour_mismatch, load_manifest, manifest_flavour, require_compatible
+from trtopt.backends.tensorrt.store import check_engine_file, manifest_path_for
 from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
 
 #: ``trt.DataType`` member name -> numpy dtype name (BF16/FP8/INT4 have no numpy type).
@@ -65,16 +69,6 @@ class TensorRTRunner(Runner):
     # -- lifecycle ---------------------------------------------------------------------------
     def _activate(self) -> None:
         import torch
-
-        from trtopt.backends.tensorrt.flavour import flavour_of, import_tensorrt, label, make_logger
-        from trtopt.backends.tensorrt.logparse import deserialize_failure
-        from trtopt.backends.tensorrt.manifest import (
-            flavour_mismatch,
-            load_manifest,
-            manifest_flavour,
-            require_compatible,
-        )
-        from trtopt.backends.tensorrt.store import check_engine_file, manifest_path_for
 
         if self.builder is not None:
             self.path = Path(self.builder())

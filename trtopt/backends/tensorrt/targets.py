@@ -31,6 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from trtopt.errors import ConfigError
+from trtopt.log import get_logger
+
+log = get_logger(__name__)
+
 #: Compute capability -> (GPUs, TensorRT-RTX target?).
 GPUS = {"SM75": ("Turing: T4, Quadro RTX, GeForce RTX 20", True), "SM80": ("Ampere: A100, A30", True),
         "SM86": ("Ampere: A10, A40, RTX A-series, GeForce RTX 30", True),
@@ -282,8 +287,6 @@ def prepare_for_targets(onnx_bytes: bytes, targets: tuple[str, ...], strict: boo
     """
     import onnx
 
-    from trtopt.errors import ConfigError
-    from trtopt.log import get_logger
     from trtopt.placement import compute_nodes
 
     model = onnx.load_from_string(onnx_bytes)
@@ -305,7 +308,6 @@ def prepare_for_targets(onnx_bytes: bytes, targets: tuple[str, ...], strict: boo
         raise ConfigError(f"{what}: --strict: {notes[0]}")
     if not notes:
         return onnx_bytes, None
-    log = get_logger(__name__)
     for note in notes:
         log.warning("%s: %s", what, note)
     if check is not None and check.islands:

@@ -1,5 +1,8 @@
 """Check the TensorRT names the backend uses against the real Python bindings (no GPU needed).
 
+A test tool, not part of the library: ``tests/unit/test_trt_apicheck.py`` and
+``tests/unit/test_trt_rtx_api.py`` import it from the repository root (``tools.trt_apicheck``).
+
 TensorRT's libraries cannot be installed everywhere, but the ``tensorrt-cu12-bindings`` /
 ``tensorrt-cu13-bindings`` wheels are small and hold ``tensorrt.so``, the pybind11 module. pybind11
 registers every class, method, property and enum value with a C string literal passed by address,
@@ -28,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trtopt.backends.tensorrt.features import has_attr_chain
 from trtopt.errors import BackendUnavailableError, InputError
 
 #: Where downloaded binding wheels are kept between runs (git-ignored).
@@ -122,8 +126,6 @@ class ImportedAPI:
 
     def has(self, dotted: str) -> bool:
         """Whether ``module.<dotted>`` resolves (``.__init__`` suffixes are accepted)."""
-        from trtopt.backends.tensorrt.plan import has_attr_chain
-
         return has_attr_chain(self.module, dotted)
 
 
@@ -244,15 +246,6 @@ def _attribute(owner: tuple[str, str], names: list[str], members: dict[str, set[
             alias.setdefault(cpp, scoped[-1])
         return
     members.setdefault(cpp, set()).update(names)
-
-
-def lea_strings(so_path: str | Path) -> list[str]:
-    """Return the identifier-like ``.rodata`` strings loaded by RIP-relative ``lea``, in code order.
-
-    Raises:
-        BackendUnavailableError: ``objdump`` (GNU binutils) is not installed.
-    """
-    return _scan(Path(so_path))[0]
 
 
 def scopes_from_strings(seq: Iterable[str]) -> dict[str, frozenset[str]]:
