@@ -298,3 +298,18 @@ def test_auto_collector_falls_back_to_onnxruntime_for_ops_torch_cannot_run(monke
     assert t.meta["collector"] == "onnxruntime" and "no kernel for LRN" in caplog.text and "l" in t.amax
     with pytest.raises(InputError, match="LRN"):  # asked for explicitly: a clear error instead
         calibrate(m, NumpySource({"x": x}), CalibrationConfig(collector="torch", device="cpu"))
+
+
+def test_calibration_of_a_model_under_2gb_makes_no_scratch_folder(tiny, tmp_path, monkeypatch):
+    """The external-data folder exists only for a model over protobuf's limit: a process that dies while
+    calibrating (an ONNX Runtime crash, SIGKILL) leaves no empty ``trtopt-calib-*`` folder behind."""
+    import tempfile
+
+    path, _ = tiny
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: list[list[str]] = []
+    calibrate(path, NumpySource({"x": _data()}, batch_size=16), CalibrationConfig(method="minmax"),
+              progress=lambda *_: seen.append(sorted(p.name for p in scratch.iterdir())))
+    assert seen and all(names == [] for names in seen), seen

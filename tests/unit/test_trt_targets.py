@@ -39,6 +39,17 @@ def test_turing_check_sorts_convs_float_gemms_and_fp32_graphs(tmp_path):
     assert turing_check(G.fp16_conv()).to_dict()["fp16_islands"] == []  # FP16-typed: nothing to do
 
 
+def test_sm75_notes_tell_quantized_gemms_that_stay_int8_from_float_ones_computed_in_fp16(tmp_path):
+    from trtopt.backends.tensorrt.targets import turing_notes
+
+    quantized = turing_notes(turing_check(G.qdq_gemm_matmul()))
+    assert len(quantized) == 1 and "2 quantized FP32-typed Gemm/MatMul" in quantized[0], quantized
+    assert "still compile INT8" in quantized[0] and "compute in FP16" not in quantized[0]
+    mixed = turing_notes(turing_check(onnx.load(G.tiny_conv_net(tmp_path / "q.onnx", qdq=True))))
+    assert any("1 float FP32 Gemm/MatMul compute in FP16" in n and "/classifier/Gemm" in n for n in mixed), mixed
+    assert not any("still compile INT8" in n for n in mixed), mixed
+
+
 def test_weights_beyond_fp16_range_cannot_become_an_island():
     m = G.qdq_gemm_matmul()
     b1 = next(t for t in m.graph.initializer if t.name == "b1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -38,15 +38,27 @@ log = get_logger(__name__)
 
 
 
+class _ScratchDir:
+    """A temporary folder made on the first call (removed when this object is collected)."""
+
+    def __init__(self) -> None:
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def __call__(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="trtopt-calib-", ignore_cleanup_errors=True)
+        return self._tmp.name
+
+
 def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None,
-               workdir: str | os.PathLike[str] | None = None) -> bytes | str:
+               workdir: Callable[[], str] | None = None) -> bytes | str:
     """``model`` with ``targets`` added as graph outputs: serialized bytes, or a file path for large models.
 
     Below the limit this is :func:`trtopt.onnx.exec.exposed_bytes` (no copy of the weights).
 
     A model over protobuf's 2 GB limit cannot be serialized at all: the extra outputs are added to
-    ``model`` in place, it is written with external data into ``workdir`` (which must outlive the
-    ONNX Runtime session opened from the returned path), and ``model`` is restored.
+    ``model`` in place, it is written with external data into the folder ``workdir()`` returns (which
+    must outlive the ONNX Runtime session opened from the returned path), and ``model`` is restored.
     """
     inputs = {i.name for i in model.graph.input}  # graph inputs are read from the feeds, not exposed
     exposed = [t for t in targets if t not in inputs]
@@ -57,7 +69,7 @@ def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]
     model.graph.output.extend(extra.graph.output)
     try:
         # not verified here: the ONNX Runtime session the caller opens from this path is the check
-        path = save_onnx(model, os.path.join(workdir, "augmented.onnx"), check=False, ort_load=False,
+        path = save_onnx(model, os.path.join(workdir(), "augmented.onnx"), check=False, ort_load=False,
                          external_data=True)
     finally:
         del model.graph.output[n_out:]
@@ -84,9 +96,10 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     fixed = with_symbolic_dims(model)  # dims stored as 0 / -1: ONNX Runtime would take a 0 literally
     if fixed is not model:
         model, serialized = fixed, None
-    # a model over 2 GB is opened by path from external data in this folder, kept until we return
-    workdir = tempfile.TemporaryDirectory(prefix="trtopt-calib-", ignore_cleanup_errors=True)
-    sess = make_session(_augmented(model, targets, types, serialized, workdir=workdir.name),
+    # a model over 2 GB is opened by path from external data in this folder, kept until we return;
+    # made only then, so that a process that dies (an ONNX Runtime crash) leaves no folder behind
+    workdir = _ScratchDir()
+    sess = make_session(_augmented(model, targets, types, serialized, workdir=workdir),
                         intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [t for t in targets if t in out_names]

@@ -97,7 +97,7 @@ def rtx_plan_rules(config: BuildConfig, notes: list[str]) -> tuple[str, tuple[st
         notes.append("timing cache skipped: a no-op in TensorRT for RTX (kernels are chosen on the GPU)")
     if "SM75" in config.compute_capabilities:
         notes.append("SM75 (Turing) target: no INT8 convolution and no FP32 GEMM there "
-                     "(FP32 Gemm/MatMul built in FP16)")
+                     "(FP32-typed Gemm/MatMul get FP16 as their float type; quantized ones stay INT8)")
     if not config.compute_capabilities:
         notes.append(f"TensorRT-RTX default targets ({', '.join(RTX_DEFAULT_TARGETS)})")
     return "NONE", tuple(config.compute_capabilities)

@@ -228,8 +228,16 @@ def turing_notes(check: TuringCheck) -> list[str]:
         notes.append(f"sm75: {len(check.float_convs)} of {check.quantized} quantized layers are convolutions, which "
                      f"compile in float ({TURING_CONV})")
     if check.islands:
-        notes.append(f"sm75: {len(check.islands)} FP32 Gemm/MatMul built in FP16 ({TURING_GEMM}): "
-                     f"{', '.join(check.islands[:4])}{' ...' if len(check.islands) > 4 else ''}")
+        quantized = {n for n, q in check.fp32_gemms if q}
+        q_islands = [n for n in check.islands if n in quantized]
+        f_islands = [n for n in check.islands if n not in quantized]
+        if q_islands:
+            notes.append(f"sm75: {len(q_islands)} quantized FP32-typed Gemm/MatMul get FP16 as their float type "
+                         f"around the INT8 GEMM ({TURING_GEMM}; they still compile INT8): "
+                         f"{', '.join(q_islands[:4])}{' ...' if len(q_islands) > 4 else ''}")
+        if f_islands:
+            notes.append(f"sm75: {len(f_islands)} float FP32 Gemm/MatMul compute in FP16 ({TURING_GEMM}): "
+                         f"{', '.join(f_islands[:4])}{' ...' if len(f_islands) > 4 else ''}")
     if check.cannot:
         why = ("build an FP16 model (`trtopt quantize MODEL.onnx --fp16`) or a Q/DQ model for sm75" if check.fp32_graph
                else "their weights exceed the FP16 range")
