@@ -330,7 +330,7 @@ def check_batch_sizes(specs: Sequence[InputSpec], batch_sizes: Sequence[int], wh
     for s in specs:
         d = s.dims[0] if s.dims else None
         if d is not None and d.dynamic and bs and not all(d.min <= b <= d.max for b in bs):
-            raise ConfigError(f"{what} {bs} are outside input '{s.name}''s batch range {d.min}..{d.max} ({where}: "
+            raise ConfigError(f"{what} {bs} are outside the batch range {d.min}..{d.max} of input '{s.name}' ({where}: "
                               f"{s}); widen the range, e.g. batch=1..{min(bs)}..{max(bs)}, or time other batch sizes")
 
 

@@ -165,7 +165,7 @@ def test_bench_batch_outside_the_declared_batch_range_is_refused_like_the_recipe
     argv = ["bench", fp32, "--input", "input:float32:batch=1..8..32x8", "--out", str(tmp_path / "o"), *FAST]
     assert main([*argv, "--batch", "64"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--batch [64] are outside input 'input''s batch range 1..32" in err[0], err
+    assert len(err) == 1 and "--batch [64] are outside the batch range 1..32 of input 'input'" in err[0], err
     assert not (tmp_path / "o").exists()
     assert main([*argv, "--batch", "32"]) == 0  # inside the range: runs
 

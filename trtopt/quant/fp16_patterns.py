@@ -251,7 +251,7 @@ def _block_level(g: onnx.GraphProto, path: str, visible: Mapping[str, ConstantRe
         elif n.name in ln:
             out[key] = "decomposed LayerNorm"
         elif n.name in norms:
-            out[key] = f"normalization of '{norms[n.name]}' by its root mean square / norm (square -> reduce -> ...)"
+            out[key] = f"RMS / L2 normalization chain of '{norms[n.name]}' (square -> reduce -> root -> divide)"
         elif n.name in hazards:
             out[key] = "batch-transposing Transpose read by MatMul (ONNX Runtime's CPU session crashes on it in FP16)"
         elif n.op_type not in FIXED_OPS:
