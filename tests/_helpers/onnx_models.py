@@ -143,3 +143,25 @@ def tiny_conv_net(path, qdq=False, bad_op=False):
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
     path.write_bytes(helper.make_model(g, opset_imports=opsets).SerializeToString())
     return path
+
+
+def detector_head(path, score_max, rng):
+    """A detector head: [1, 8] features -> [1, 15, 5] (pixel boxes, sigmoid score clipped at score_max).
+
+    Clipping the scores is what a too-small calibrated range does to them."""
+    w_box = rng.uniform(0, 80, size=(8, 60)).astype(np.float32)
+    w_sc = rng.normal(size=(8, 15)).astype(np.float32)
+    inits = [numpy_helper.from_array(w_box, "wb"), numpy_helper.from_array(w_sc, "ws"),
+             numpy_helper.from_array(np.array([1, 15, 4], np.int64), "sb"),
+             numpy_helper.from_array(np.array([1, 15, 1], np.int64), "ss"),
+             numpy_helper.from_array(np.array(score_max, np.float32), "k")]
+    nodes = [helper.make_node("MatMul", ["x", "wb"], ["b"]), helper.make_node("Reshape", ["b", "sb"], ["b3"]),
+             helper.make_node("MatMul", ["x", "ws"], ["s"]), helper.make_node("Sigmoid", ["s"], ["sg"]),
+             helper.make_node("Min", ["sg", "k"], ["sk"]), helper.make_node("Reshape", ["sk", "ss"], ["s3"]),
+             helper.make_node("Concat", ["b3", "s3"], ["det"], axis=2)]
+    g = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 15, 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path.write_bytes(m.SerializeToString())
+    return str(path)

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .paths import REPO_ROOT
+
 
 def seq_first_projection(fp16: bool) -> onnx.ModelProto:
     """The projection with FP32 graph I/O; ``fp16``: Transposes and MatMul computed in float16."""
@@ -45,5 +47,5 @@ def opens_in_child(path: str | Path) -> int:
 
 def child_env() -> dict[str, str]:
     """The environment with this checkout's trtopt first on ``PYTHONPATH``."""
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(REPO_ROOT)
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}

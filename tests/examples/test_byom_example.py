@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from _helpers.paths import REPO_ROOT as ROOT
+
 EXAMPLE = ROOT / "examples" / "byom"
 DET_SPEC = "image:float32:batchx1x32x32"
 ENC_SPECS = ("input_ids:int64:batchx32", "attention_mask:int64:batchx32")

@@ -28,10 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import rtx_graphs
-from runner_parity import verdict
-
+from _helpers import onnx_models as rtx_graphs
+from _helpers.runner_parity import verdict
 from trtopt.errors import ConfigError
 
 POLYGRAPHY_SCRIPT = textwrap.dedent("""

@@ -7,14 +7,11 @@ Tiny ONNX graphs are built in fixtures; ONNX Runtime on CPU is the numeric oracl
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from rtx_graphs import tiny_conv_net as _conv_net
+from _helpers.onnx_models import tiny_conv_net as _conv_net
 
 
 def _reference(path, x):

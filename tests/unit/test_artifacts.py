@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from byom_testpkg import FAST_BENCH
 from onnx import TensorProto, helper, numpy_helper
+
+from _helpers.user_project import FAST_BENCH
 
 pytest.importorskip("onnxruntime")
 
+from _helpers.paths import REPO_ROOT as ROOT
 from trtopt.artifacts import PREVIOUS, RunOutput
 from trtopt.errors import ConfigError
 from trtopt.pipeline import run_recipe
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _mlp(path: Path, seed: int) -> Path:

@@ -14,10 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.paths import REPO_ROOT as ROOT
 from trtopt._optional import from_source, install_hint
 from trtopt.errors import InputError, MissingDependencyError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _chain(path, layers):

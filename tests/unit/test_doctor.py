@@ -167,7 +167,7 @@ def make():
 @pytest.fixture()
 def cnn_package(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from byom_testpkg import make_package
+    from _helpers.user_project import make_package
 
     return make_package(tmp_path, monkeypatch, {"nets": _CNN_SRC})
 

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from byom_testpkg import FAST_BENCH_TOML, make_package  # noqa: E402
 from torch import nn  # noqa: E402
 
+from _helpers.user_project import FAST_BENCH_TOML, make_package  # noqa: E402
 from trtopt.cli.main import main  # noqa: E402
 from trtopt.errors import InputError  # noqa: E402
 from trtopt.export import export_with_specs  # noqa: E402

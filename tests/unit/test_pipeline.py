@@ -135,8 +135,8 @@ def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):
     import subprocess
     import sys
 
-    from byom_testpkg import FAST_BENCH_TOML
-    from ort_crash_graphs import child_env
+    from _helpers.ort_crash_graphs import child_env
+    from _helpers.user_project import FAST_BENCH_TOML
 
     onnx.save(model, tmp_path / "user.onnx")
     (tmp_path / "r.toml").write_text(f'[recipe]\nname = "user"\nvariants = {json.dumps(variants)}\n[workload]\n'
@@ -150,7 +150,7 @@ def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):
 def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
     """An FP16 conversion whose result crashes ONNX Runtime's optimized session (the seq-first projection in FP16):
     that variant is reported failed with the reason and nothing is left of it; the FP32 variant is benchmarked."""
-    from ort_crash_graphs import seq_first_projection
+    from _helpers.ort_crash_graphs import seq_first_projection
 
     onnx.save(seq_first_projection(fp16=True), tmp_path / "crashing16.onnx")
     conversion = (f"import onnx, trtopt.quant\n"
@@ -166,7 +166,7 @@ def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
 
 def test_a_user_model_that_crashes_onnx_runtime_fails_the_run_up_front(tmp_path):
     """Calibration and the bench open the user's file in ONNX Runtime: a crash there is one line, exit 2, no folders."""
-    from ort_crash_graphs import seq_first_projection
+    from _helpers.ort_crash_graphs import seq_first_projection
 
     res = _run_recipe_in_child(tmp_path, seq_first_projection(fp16=True), ["fp32", "fp16"])
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])

@@ -13,9 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from byom_testpkg import FAST_BENCH, FAST_BENCH_TOML, make_package
-
 import trtopt
+from _helpers.user_project import FAST_BENCH, FAST_BENCH_TOML, make_package
 from trtopt.errors import ConfigError, InputError
 
 VOCAB, SEQ, CLASSES = 50, 12, 4

@@ -15,9 +15,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from byom_testpkg import FAST_BENCH, FAST_BENCH_TOML, make_package
-
 import trtopt
+from _helpers.user_project import FAST_BENCH, FAST_BENCH_TOML, make_package
 from trtopt.errors import ConfigError, InputError
 
 SPECS = ["input_ids:int64:batchxseq=4..12..16:0..50", "attention_mask:int64:batchxseq=4..12..16:0..2"]

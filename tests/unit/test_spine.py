@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from _helpers.paths import REPO_ROOT
 from trtopt.backends import open_runner
 from trtopt.backends.onnxrt import OnnxRuntimeRunner
 from trtopt.cli.main import main
@@ -133,12 +134,11 @@ def test_recipe_rejects_unknown_keys_and_tables(tmp_path):
 
 
 def test_shipped_recipes_parse():
-    from pathlib import Path
 
     from trtopt.cli.cmd_demo import demo_recipe_path
     from trtopt.recipe import load_recipe
 
-    recipes = sorted(Path(__file__).resolve().parents[2].joinpath("bench", "recipes").glob("*.toml"))
+    recipes = sorted(REPO_ROOT.joinpath("bench", "recipes").glob("*.toml"))
     assert recipes, "bench/recipes/ holds the shipped recipes"
     for path in recipes:
         load_recipe(path)
@@ -169,9 +169,8 @@ def test_cli_unknown_recipe_key_exit_2(tmp_path, capsys):
 
 
 def test_ci_runs_the_readme_test_command():
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     readme = (root / "README.md").read_text()
     ci = (root / ".ci" / "run").read_text()
     blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash")[1:]]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from runner_parity import verdict
+from _helpers.runner_parity import verdict
 
 
 def test_verdict_names_the_wrong_side():

@@ -12,11 +12,10 @@ import io
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
+from _helpers.onnx_models import detector_head
 from trtopt.backends.base import Runner, TensorSpec
 from trtopt.benchmark import (
     DEFAULT_TOLERANCE,
@@ -202,31 +201,9 @@ def test_failing_variant_is_marked_in_json_markdown_table_and_gate():
     assert gate(good, good).passed and gate(bad, bad).passed  # already failing in the baseline: no regression
 
 
-def _det_model(path, score_max, rng):
-    """A detector head: [1, 8] features -> [1, 15, 5] (pixel boxes, sigmoid score clipped at score_max).
-
-    Clipping the scores is what a too-small calibrated range does to them."""
-    w_box = rng.uniform(0, 80, size=(8, 60)).astype(np.float32)
-    w_sc = rng.normal(size=(8, 15)).astype(np.float32)
-    inits = [numpy_helper.from_array(w_box, "wb"), numpy_helper.from_array(w_sc, "ws"),
-             numpy_helper.from_array(np.array([1, 15, 4], np.int64), "sb"),
-             numpy_helper.from_array(np.array([1, 15, 1], np.int64), "ss"),
-             numpy_helper.from_array(np.array(score_max, np.float32), "k")]
-    nodes = [helper.make_node("MatMul", ["x", "wb"], ["b"]), helper.make_node("Reshape", ["b", "sb"], ["b3"]),
-             helper.make_node("MatMul", ["x", "ws"], ["s"]), helper.make_node("Sigmoid", ["s"], ["sg"]),
-             helper.make_node("Min", ["sg", "k"], ["sk"]), helper.make_node("Reshape", ["sk", "ss"], ["s3"]),
-             helper.make_node("Concat", ["b3", "s3"], ["det"], axis=2)]
-    g = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                          [helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 15, 5])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, path)
-    return str(path)
-
-
 def test_bench_cli_marks_a_detector_with_broken_scores(tmp_path):
-    fp32 = _det_model(tmp_path / "fp32.onnx", 1.0, np.random.default_rng(3))
-    broken = _det_model(tmp_path / "broken.onnx", 0.3, np.random.default_rng(3))  # same weights, clipped scores
+    fp32 = detector_head(tmp_path / "fp32.onnx", 1.0, np.random.default_rng(3))
+    broken = detector_head(tmp_path / "broken.onnx", 0.3, np.random.default_rng(3))  # same weights, clipped scores
     np.savez(tmp_path / "eval.npz", x=np.abs(np.random.default_rng(1).normal(size=(6, 8))).astype(np.float32))
     out = tmp_path / "out"
     assert main(["bench", fp32, broken, "--data", str(tmp_path / "eval.npz"), "--out", str(out),

@@ -7,8 +7,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from test_bench_interleave import FEEDS, Clock, DriftRunner
 
+from _helpers.fake_runners import FEEDS, Clock, DriftRunner
 from trtopt.benchmark import BenchConfig, capture_environment
 from trtopt.benchmark.gpu_conditions import (
     NvmlMonitor,

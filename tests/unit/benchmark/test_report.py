@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
+from _helpers.reports import make_report
 from trtopt.benchmark import (
     SCHEMA,
-    AccuracyResult,
-    Report,
     VariantResult,
     capture_environment,
     check_schema,
     load_report,
     render_table,
-    summarize,
     write_report,
 )
 from trtopt.errors import InputError
-
-
-def _variant(name, precision, tput, acc, batch=8, sparsity="dense", backend="onnxruntime", fid=None):
-    lat = np.full(10, 1e3 * batch / tput)
-    t = summarize(lat, batch)
-    a = AccuracyResult(metric="top1", value=acc, top5=None, fidelity=fid or {}, outputs=None)
-    return VariantResult(name, backend, precision, sparsity, batch, t, a, f"{name}.onnx", "ok", "", extra={})
-
-
-def make_report():
-    fid = {"logits": {"top1_agreement": 99.0, "cosine": 0.999, "max_abs_err": 0.1, "mean_abs_err": 0.01,
-                      "sqnr_db": float("inf")}}
-    vs = [_variant("fp32", "fp32", 1000.0, 97.0), _variant("int8", "int8", 2000.0, 96.5, fid=fid),
-          _variant("fp32", "fp32", 4000.0, 97.0, batch=32), _variant("int8", "int8", 6000.0, 96.5, batch=32),
-          VariantResult("trt-int8", "tensorrt", "int8", "2:4", 8, None, None, None, "skipped",
-                        "tensorrt is not installed")]
-    return Report(environment={"cpu": {"model": "TestCPU"}, "gpus": []}, workload={"name": "digits_cnn"},
-                  variants=vs)
 
 
 def test_vs_fp32_uses_same_batch_dense_fp32_baseline():

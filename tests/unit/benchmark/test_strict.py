@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from test_bench_accuracy_fidelity import _det_model
 
+from _helpers.onnx_models import detector_head
 from trtopt.benchmark.report import strict_problems
 from trtopt.cli.main import main
 
@@ -14,8 +14,8 @@ FAST = ["--warmup", "1", "--iterations", "5", "--no-plots"]
 
 
 def test_bench_strict_exits_1_on_a_broken_variant_after_writing_the_report(tmp_path, capsys):
-    fp32 = _det_model(tmp_path / "fp32.onnx", 1.0, np.random.default_rng(3))
-    broken = _det_model(tmp_path / "broken.onnx", 0.3, np.random.default_rng(3))  # clipped scores
+    fp32 = detector_head(tmp_path / "fp32.onnx", 1.0, np.random.default_rng(3))
+    broken = detector_head(tmp_path / "broken.onnx", 0.3, np.random.default_rng(3))  # clipped scores
     np.savez(tmp_path / "eval.npz", x=np.abs(np.random.default_rng(1).normal(size=(6, 8))).astype(np.float32))
     args = ["--data", str(tmp_path / "eval.npz"), *FAST]
     assert main(["bench", fp32, broken, "--out", str(tmp_path / "a"), "--strict", *args]) == 1

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from _helpers.paths import REPO_ROOT
 from trtopt.benchmark.render import OPTIONAL_COLUMNS, render_table
 from trtopt.cli.main import main
 from trtopt.cli.tables import print_table
 
-REPORT = Path(__file__).resolve().parents[2] / "bench" / "results" / "digits-demo" / "report.json"
+REPORT = REPO_ROOT / "bench" / "results" / "digits-demo" / "report.json"
 LONG = "sparse24-int8-" + "x" * 140  # a variant (file stem) name longer than any terminal
 
 

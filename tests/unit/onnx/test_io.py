@@ -160,7 +160,7 @@ def test_an_empty_model_gets_the_empty_graph_message_in_every_command(tmp_path, 
 def test_model_that_crashes_onnx_runtime_when_optimized_is_refused_and_leaves_nothing(tmp_path):
     """A model that opens with optimizations off but crashes ONNX Runtime under the default full optimization
     (the way `bench` and `run` open it) is refused in one error; the process lives on and checks the next write."""
-    from ort_crash_graphs import opens_in_child, seq_first_projection
+    from _helpers.ort_crash_graphs import opens_in_child, seq_first_projection
 
     m = seq_first_projection(fp16=True)
     onnx.save(m, tmp_path / "probe.onnx")

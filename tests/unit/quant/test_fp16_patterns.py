@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
-from ort_crash_graphs import opens_in_child, seq_first_projection
 
+from _helpers.ort_crash_graphs import opens_in_child, seq_first_projection
 from trtopt.onnx_graph import save_onnx
 from trtopt.quant import FP16Config, convert_fp16, norm_chain_nodes
 from trtopt.quant.fp16_masks import top_constants

@@ -13,8 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from byom_testpkg import token_net  # noqa: E402
-
+from _helpers.user_project import token_net  # noqa: E402
 from trtopt.cli.main import main  # noqa: E402
 from trtopt.errors import ConfigError, InputError  # noqa: E402
 from trtopt.sparsity import FinetuneConfig, PruneConfig, check_2to4, finetune_masked, prune_  # noqa: E402

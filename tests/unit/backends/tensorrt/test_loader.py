@@ -7,14 +7,11 @@ runtime half is in tests/gpu/test_tensorrt_backend.py.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from rtx_graphs import tiny_conv_net as _conv_net
+from _helpers.onnx_models import tiny_conv_net as _conv_net
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ Skips cleanly without ``trtopt[tensorrt-rtx]``.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import rtx_graphs as G
+from _helpers import onnx_models as G
 
 trt = pytest.importorskip("tensorrt_rtx")
 pytestmark = pytest.mark.tensorrt_rtx
@@ -239,8 +236,7 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
 
 
 def test_report_table_and_markdown_gain_the_engine_column():
-    from test_bench_report import make_report
-
+    from _helpers.reports import make_report
     from trtopt.benchmark.render import ENGINE_COLUMN, render_markdown, render_table
 
     report = make_report()

@@ -6,15 +6,11 @@ operator and reason on one line (no "Invalid Node" echo, no CUDA lines from the 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import rtx_graphs as G
+from _helpers import onnx_models as G
 
 pytest.importorskip("tensorrt_rtx")
 pytestmark = pytest.mark.tensorrt_rtx

