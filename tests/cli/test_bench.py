@@ -9,6 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.data_files import (
+    FAST_ARGS,
+    cnn_model,
+)
 from trtopt.benchmark.suite import describe_onnx
 from trtopt.cli.main import main
 
@@ -206,3 +210,63 @@ def test_bench_of_models_right_on_every_sample_writes_the_report_and_its_plots(m
     assert acc["value"] == 100.0 and acc["ci95"][1] == 100.0 and acc["ci95"][0] < 100.0
     pytest.importorskip("matplotlib")
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "](pareto.png)" in (out / "report.md").read_text()
+
+
+#: the hint line, word for word
+HINT = ("fidelity on random inputs can differ from real data: pass --data EVAL.npz, or --input "
+        "NAME:DTYPE:SHAPE:LOW..HIGH with the value range of real inputs")
+
+
+# -- 2. output folder checked up front; check_writable names the requested path -----------------------------
+@pytest.mark.parametrize("where", ["file", "parent-file"])
+def test_bench_out_is_a_file_fails_before_evaluation(files, capsys, where):
+    blocker = files["dir"] / "taken"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "sub"
+    assert main(["bench", str(files["cnn"]), "--out", str(out), *FAST_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "(evaluate)" not in err and "timing" not in err  # nothing ran
+    assert str(blocker) in err and err.count("error:") == 1
+    assert blocker.read_text() == "x"
+
+
+# -- 3. --regression-output names checked whatever the number of models --------------------------------
+def test_unknown_regression_output_with_one_model(files, capsys):
+    assert main(["bench", str(files["cnn"]), "--out", str(files["dir"] / "o"), "--regression-output", "boxes",
+                 *FAST_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "['boxes'] are not outputs of the model (outputs: ['logits'])" in err
+    assert "(evaluate)" not in err and not (files["dir"] / "o" / "report.json").exists()
+
+
+# -- 4. random inputs: the hint when fidelity fails, and the report says so ---------------------------------
+@pytest.mark.parametrize("case, hint", [("same", False), ("negated", True), ("negated-with-data", False)])
+def test_random_inputs_fidelity_hint(files, capsys, case, hint):
+    # "negated" flips the sign of the head: its logits are exactly -FP32's (cosine -1), a failure on any input
+    other = cnn_model(files["dir"] / "other.onnx", sign=1.0 if case == "same" else -1.0)
+    out = files["dir"] / "rep"
+    data = ["--data", str(files["good"])] if case.endswith("with-data") else []
+    assert main(["bench", str(files["cnn"]), str(other), "--out", str(out), *data, *FAST_ARGS]) == 0
+    err = capsys.readouterr().err
+    assert err.count(HINT) == (1 if hint else 0), err
+    rep = json.loads((out / "report.json").read_text())
+    fails = [v for v in rep["variants"] if v["name"] == "other" and v["fidelity_ok"] is False]
+    assert bool(fails) == (case != "same")
+    md = (out / "report.md").read_text()
+    if data:
+        assert rep["workload"]["data"] == str(files["good"]) and "Random inputs" not in md
+    else:
+        assert rep["workload"]["data"].startswith("random inputs") and "Random inputs" in md
+
+
+def test_random_inputs_hint_rule():
+    from trtopt.cli.cmd_bench import RANDOM_INPUTS_HINT, random_inputs_hint
+
+    assert RANDOM_INPUTS_HINT == HINT
+    bad = {"status": "ok", "fidelity_ok": False, "fidelity_violations": {"y": ["cosine 0.9 < 0.99"]}}
+    assert random_inputs_hint({"workload": {"data": "random inputs"}, "variants": [bad]}) == RANDOM_INPUTS_HINT
+    assert random_inputs_hint({"workload": {"data": "given"}, "variants": [bad]}) is None
+    assert random_inputs_hint({"workload": {"data": "eval.npz"}, "variants": [bad]}) is None
+    ok = {"status": "ok", "fidelity_ok": True, "fidelity_violations": {}}
+    skipped = {"status": "skipped", "fidelity_ok": None}
+    assert random_inputs_hint({"workload": {"data": "random inputs"}, "variants": [ok, skipped]}) is None

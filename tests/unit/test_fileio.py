@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,8 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.cli.main import main
-from trtopt.errors import ConfigError
-from trtopt.fileio import check_not_input, same_file
+from trtopt.errors import (
+    ConfigError,
+    InputError,
+)
+from trtopt.fileio import check_not_input, check_writable, same_file
 
 
 def _mlp(path):
@@ -79,3 +83,12 @@ def test_same_file_sees_through_spellings_and_links(tmp_path):
     check_not_input([tmp_path / "b.onnx", None], [a, None])  # different files: fine
     with pytest.raises(ConfigError, match="--out .* is the input file"):
         check_not_input([tmp_path / "link.onnx"], [a])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("folder", [False, True])
+def test_check_writable_names_the_requested_path_and_the_refusing_folder(folder):
+    with pytest.raises(InputError) as exc:
+        check_writable("/proc/nope/x.onnx", folder=folder)
+    msg = str(exc.value)
+    assert msg.startswith("cannot write /proc/nope/x.onnx: /proc does not accept new files (")

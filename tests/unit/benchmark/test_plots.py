@@ -63,3 +63,26 @@ def test_a_variant_right_on_every_sample_is_plotted_with_its_interval(tmp_path):
     every = [_v("fp32", 1000, 0, 8), _v("int8", 1900, 1, 8)]  # 540 of 540: the interval ends at 100 %
     paths = plots.write_plots(type("R", (), {"variants": every})(), tmp_path)
     assert paths["plot_pareto"].read_bytes()[:4] == b"\x89PNG"
+
+
+def _small_report():
+    from trtopt.benchmark.report import Report, VariantResult
+    from trtopt.benchmark.timing import TimingResult
+
+    t = TimingResult.__new__(TimingResult)
+    return Report(environment={}, workload={"name": "m"},
+                  variants=[VariantResult("fp32", "onnxruntime", "fp32", status="skipped", reason="test")]), t
+
+
+def test_stale_plots_are_removed_and_a_missing_matplotlib_is_said(tmp_path, monkeypatch):
+    import trtopt.benchmark.plots as plots
+    from trtopt.benchmark.report import write_report
+
+    for name in plots.PLOT_FILES.values():
+        (tmp_path / name).write_bytes(b"old png")
+    monkeypatch.setattr(plots, "plots_available", lambda: False)
+    report, _ = _small_report()
+    write_report(report, tmp_path)
+    assert not any((tmp_path / n).exists() for n in plots.PLOT_FILES.values())
+    md = (tmp_path / "report.md").read_text()
+    assert "plots skipped" in md and "matplotlib" in md

@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from _helpers.calib_graphs import ORT, matmul_model
 from trtopt.calib import (
     CalibrationConfig,
     ImageFolderSource,
@@ -297,3 +298,9 @@ def test_auto_collector_falls_back_to_onnxruntime_for_ops_torch_cannot_run(monke
     assert t.meta["collector"] == "onnxruntime" and "no kernel for LRN" in caplog.text and "l" in t.amax
     with pytest.raises(InputError, match="LRN"):  # asked for explicitly: a clear error instead
         calibrate(m, NumpySource({"x": x}), CalibrationConfig(collector="torch", device="cpu"))
+
+
+def test_an_empty_calibration_result_is_an_input_error():
+    m = matmul_model()
+    with pytest.raises(InputError, match="calibration produced no ranges"):
+        calibrate(m, NumpySource({"x": np.zeros((8, 16), np.float32)}), ORT)

@@ -4,13 +4,20 @@ re-implementation of pytorch-quantization's published ``_compute_amax_entropy`` 
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 
 import numpy as np
 import pytest
 from scipy.stats import entropy
 
-from trtopt.calib import AbsHistogram, amax_entropy, amax_mse, amax_percentile, compute_amax
+from trtopt.calib import (
+    AbsHistogram,
+    amax_entropy,
+    amax_mse,
+    amax_percentile,
+    compute_amax,
+)
 
 
 def reference_entropy_amax(calib_hist, calib_bin_edges, num_bits=8, unsigned=False, stride=1, start_bin=128):
@@ -142,3 +149,14 @@ def test_histogram_zero_batches_and_exploding_ranges_stay_bounded():
     h.update(np.array([-3.4e38], dtype=np.float32))  # e.g. an additive attention mask
     assert len(h.counts) <= 64 * 64 and h.counts.sum() == 13 and h.amax == pytest.approx(3.4e38, rel=1e-6)
     assert amax_entropy(h.counts, h.edges) > 0
+
+
+def test_methods_on_huge_histograms_stay_bounded():
+    h = AbsHistogram(num_bins=1 << 16)  # a user asking for 65536 bins
+    h.update(np.random.default_rng(4).standard_normal(100000).astype(np.float32))
+    for method in ("mse", "entropy", "percentile"):
+        from trtopt.calib.methods import compute_amax
+
+        t0 = time.perf_counter()
+        a = compute_amax(method, h.used_counts, h.used_edges, h.amax, start_bin=128)
+        assert 0 < a <= h.amax * 1.001 and time.perf_counter() - t0 < 20, method

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from trtopt.calib import CalibrationTable, hex_to_scale, scale_to_hex
+from _helpers.calib_graphs import ORT, matmul_model
+from trtopt.calib import (
+    CalibrationTable,
+    NumpySource,
+    calibrate,
+    hex_to_scale,
+    scale_to_hex,
+)
 from trtopt.errors import IncompatibleArtifactError, InputError
 
 
@@ -75,3 +83,17 @@ def test_missing_or_corrupt_json_table(tmp_path):
     bad.write_text(json.dumps({"foo": 1}))
     with pytest.raises(InputError, match="not a trtopt calibration table"):
         CalibrationTable.load_json(bad)
+
+
+def test_table_records_the_winning_method_and_old_tables_still_load(tmp_path):
+    x = np.random.default_rng(11).standard_normal((64, 16)).astype(np.float32)
+    t = calibrate(matmul_model(), NumpySource({"x": x}), ORT)
+    assert t.method == "auto" and set(t.info["x"]) >= {"method", "reason", "candidates"}
+    back = CalibrationTable.load_json(t.save_json(tmp_path / "t.json"))
+    assert back.info == t.info and back.amax == t.amax
+    old = t.to_dict()
+    del old["tensors"]
+    import json
+
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert CalibrationTable.load_json(tmp_path / "old.json").info == {}

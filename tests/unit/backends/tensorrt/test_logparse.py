@@ -112,3 +112,15 @@ def test_deserialize_failure_version_mismatch_vs_not_an_engine():
     assert isinstance(err, IncompatibleArtifactError) and "10.3.0.26" in str(err)
     other = deserialize_failure("m.engine", ["ERROR: 1: Unexpected call to stdArchiveReader"])
     assert isinstance(other, InputError) and "not a TensorRT engine" in str(other)
+
+
+def test_sparsity_summary_without_log_lines_is_unknown_not_zero():
+    from trtopt.backends.tensorrt.logparse import parse_sparsity_log
+
+    rep = parse_sparsity_log(["INFO: nothing about sparsity"])
+    assert rep.summary() == "0 layers eligible, 0 picked" and not rep.reported  # TensorRT 10 wording kept
+    rep.unknown_reason = "no log"
+    assert rep.summary() == "unknown (no log)" and rep.to_dict()["reported"] is False
+    seen = parse_sparsity_log(["[TRT] (Sparsity) Layers eligible for sparse math: conv1"])
+    seen.unknown_reason = "no log"
+    assert seen.reported and seen.summary() == "1 layers eligible, 0 picked"
