@@ -214,7 +214,7 @@ class NameGen:
 
 # ---------------------------------------------------------------------------------------------
 # Subgraph walking (If / Loop / Scan bodies) and constant tracing.
-# Added for issue 11 (quantization preparation, control-flow reports); generic on purpose.
+# Used by quantization preparation and control-flow reports; generic on purpose.
 # ---------------------------------------------------------------------------------------------
 
 #: Ops whose cost dominates a network (what calibration, Q/DQ and 2:4 sparsity act on).
@@ -571,7 +571,7 @@ def compute_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, bool]]:
             for n in graph.node if n.op_type in COMPUTE_OPS]
 
 
-# -- dims and producers (calibration: issue 11 items 2 and 6) ------------------------------------------
+# -- dims and producers (calibration) ------------------------------------------------------------------
 # Shared rules: "is this dim dynamic" (a dim_value of -1 or 0, a dim_param, or no value at all) and
 # "which op really produced this tensor" (looking through ops that only move or select values).
 
@@ -661,7 +661,7 @@ def source_producer(graph: onnx.GraphProto, tensor: str, through: frozenset[str]
     return node
 
 
-# -- placeholder dim names (TensorRT parse; owner: tensorrt backend, issue 13) ----------------------------
+# -- placeholder dim names (TensorRT parse; owner: tensorrt backend) -----------------------------------
 # TensorRT's ONNX parser treats equal ``dim_param`` names as ONE dimension across the whole network: a
 # dim named ``batch`` on two inputs must have one size. Paddle2ONNX names EVERY unknown dim ``"?"``, so a
 # classifier input ``[-1, 3, "?", "?"]`` reads as "H and W are the same dim" and a 48x192 profile

@@ -258,7 +258,7 @@ class Pipeline:
         return results, acc
 
     def _time_all(self, workload) -> None:
-        """Time every evaluated variant together: interleaved rounds per batch size (issue 14)."""
+        """Time every evaluated variant together: interleaved rounds per batch size."""
         from trtopt.benchmark.interleave import time_comparison
 
         n = workload.count(workload.eval_x)

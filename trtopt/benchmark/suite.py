@@ -343,7 +343,7 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
     _check_references(references, names)
     names_checked = _check_output_names(models, cfg)  # whatever the number of models: a typo is never ignored
     # Every runner stays open until all are timed: the variants of a batch size are timed together in
-    # interleaved rounds (issue 14), so drift and neighbours hit them alike.
+    # interleaved rounds, so drift and neighbours hit them alike.
     with ExitStack() as stack:
         timed: list[tuple[int, Any, str, Mapping[str, np.ndarray]]] = []  # (first row index, runner, label, feeds)
         for backend in backends:

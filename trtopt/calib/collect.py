@@ -297,7 +297,7 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     """
     config = config or CalibrationConfig()
     m = as_model(model)
-    from trtopt.quant.prepare import prepare_model  # the same graph quantize_qdq() will see (issue 11)
+    from trtopt.quant.prepare import prepare_model  # the same graph quantize_qdq() will see
     m, _ = prepare_model(m, strict=config.scope == "quantizable")
     types = float_tensor_types(m)
     targets = calibration_targets(m, config.op_types, config.scope, types)

@@ -173,7 +173,7 @@ def _refuse_ignored(args: argparse.Namespace, backends: list[str]) -> None:
     ])
 
 
-#: printed when a bench run on random inputs has a variant outside its fidelity tolerance (issue 13: INT8
+#: printed when a bench run on random inputs has a variant outside its fidelity tolerance (INT8
 #: calibrated on [0, 1] images, judged on standard-normal inputs, looks broken when it is not)
 RANDOM_INPUTS_HINT = ("fidelity on random inputs can differ from real data: pass --data EVAL.npz, or "
                       "--input NAME:DTYPE:SHAPE:LOW..HIGH with the value range of real inputs")

@@ -1,7 +1,7 @@
 """Model preparation shared by ``calibrate`` and ``quantize``: one graph, checked and normalised once.
 
 Third-party exports (Paddle2ONNX, old tf2onnx, ...) differ from trtopt's own exports in ways that
-made the INT8 path fail late or silently (issue 11). :func:`prepare_model` runs *before*
+made the INT8 path fail late or silently. :func:`prepare_model` runs *before*
 calibration and again (as a no-op on an already-prepared graph) before Q/DQ insertion, so both
 see the same tensor names and the same model hash:
 

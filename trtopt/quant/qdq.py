@@ -1,6 +1,6 @@
 """Explicit INT8 quantization: insert QuantizeLinear/DequantizeLinear the way TensorRT wants them.
 
-Placement (brief §4.2, ModelOpt's TensorRT-friendly policy):
+Placement (ModelOpt's TensorRT-friendly policy):
 
 * both inputs of every Conv / ConvTranspose / Gemm / MatMul are quantized: the activation
   per-tensor from the calibration table, a constant weight per output channel (Conv axis 0,
@@ -214,7 +214,7 @@ def _plan_node(node: onnx.NodeProto, g: onnx.GraphProto, table: CalibrationTable
     A constant input is a weight: per output channel when TensorRT accepts per-channel scales on it
     (Conv/ConvTranspose/Gemm B, MatMul with a constant 2-D *second* input), per-tensor otherwise; a
     constant *first* input of MatMul/Gemm (``W @ x``) is quantized per-tensor because TensorRT's
-    per-channel weight rule for MatMul needs the constant as the second input (brief §4.1).
+    per-channel weight rule for MatMul needs the constant as the second input.
     Non-constant inputs are activations and need a calibrated range.
     """
     plan = []

@@ -9,7 +9,7 @@ trtopt keeps only what Polygraphy does not know:
   ``{input name: ndarray}`` feed dicts; trtopt sources already are, but TensorRT needs FP32 data for
   float inputs at exactly the calibration profile's OPT shape, and an error raised while iterating
   would be swallowed (Polygraphy's ``get_batch`` catches Polygraphy errors; TensorRT swallows the
-  rest, brief §9.4) and read as "no more data". The feed therefore checks each batch, records the
+  rest) and read as "no more data". The feed therefore checks each batch, records the
   first error and ends; :func:`finish_calibration` re-raises it after the build.
 - The cache handoff: trtopt's table or cache, with its header rewritten for the running TensorRT
   (:func:`cache_text_for`), reaches Polygraphy through an anonymous temporary file, and the cache
@@ -48,7 +48,7 @@ def cache_text_for(path: str | os.PathLike[str], nv_version: int, tensor_names: 
     """TensorRT cache text for a trtopt table (``.json``) or a TensorRT cache, headed for ``nv_version``.
 
     The header is rewritten for the running TensorRT: caches from another release may be rejected
-    and TensorRT would then try to calibrate without data (brief §3.2).
+    and TensorRT would then try to calibrate without data.
 
     Args:
         path: ``CalibrationTable`` JSON or TensorRT calibration cache.
@@ -90,7 +90,7 @@ def calibrator_base(cache_text: str | None) -> str:
 def check_batch(batch: Mapping[str, Any], names: Sequence[str], opt_shapes: Mapping[str, Sequence[int]]) -> None:
     """Validate one calibration batch: every input present, FP32-convertible, exactly the OPT shape.
 
-    TensorRT calibrates dynamic-shape networks at the calibration profile's OPT shape (brief §1.4).
+    TensorRT calibrates dynamic-shape networks at the calibration profile's OPT shape.
     """
     missing = [n for n in names if n not in batch]
     if missing:

@@ -407,7 +407,7 @@ def _compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: Bu
 def _sections(data: bytes, engine_name: str, onnx_path: Path, onnx_sha: str, info: Any,
               profiles: Mapping[str, tuple[Shape, Shape, Shape]], calib: Mapping[str, Any], config: BuildConfig,
               sources: Mapping[str, str]) -> dict[str, Any]:
-    """Manifest sections describing the inputs of a build (brief §8); profiles say where they came from."""
+    """Manifest sections describing the inputs of a build; profiles say where they came from."""
     return {"engine": {"file": engine_name, "sha256": sha256_bytes(data), "bytes": len(data)},
             "onnx": {"path": str(onnx_path), "sha256": onnx_sha, "has_qdq": info.has_qdq, "has_fp16": info.has_fp16},
             "profiles": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2]),

@@ -1,7 +1,7 @@
 """Read what TensorRT says about a build: sparse layers, layer precisions, parser and load errors.
 
 TensorRT reports failures only through its logger (the Python calls return ``None``/``False``), and
-reports sparse-kernel choices only as INFO lines at the end of a build (brief §6.3)::
+reports sparse-kernel choices only as INFO lines at the end of a build::
 
     [TRT] (Sparsity) Layers eligible for sparse math: conv1, conv2 + relu2
     [TRT] (Sparsity) TRT inference plan picked sparse implementation for layers: conv2 + relu2

@@ -1,7 +1,7 @@
 """Engine manifests: the JSON written beside every engine, and the compatibility check on load.
 
 Engines are tied to the exact TensorRT version and to the GPU architecture unless built version- or
-hardware-compatible (brief §8), so the manifest records both (enum **names**, never integers: enum
+hardware-compatible, so the manifest records both (enum **names**, never integers: enum
 values shifted between 10 and 11) and :func:`check_manifest` compares them with the running system.
 """
 

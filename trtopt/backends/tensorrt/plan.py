@@ -6,7 +6,7 @@ a precision needs on that feature set, the optimization-profile shapes, and the 
 :mod:`trtopt.backends.tensorrt.loader` only turns a :class:`BuildPlan` into API calls.
 
 TensorRT 11 removed weak typing (``BuilderFlag.FP16/INT8``, calibrators); every network is strongly
-typed, so the ONNX graph's own types decide precision there (brief §1.1). TensorRT 10 has both.
+typed, so the ONNX graph's own types decide precision there. TensorRT 10 has both.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """TensorRT runner: engine I/O as PyTorch CUDA tensors, ``execute_async_v3`` on a torch stream.
 
-No pycuda: torch allocates buffers and owns the stream (brief §2.3). ``prepare`` binds inputs on the
+No pycuda: torch allocates buffers and owns the stream. ``prepare`` binds inputs on the
 device once and optionally captures the enqueue in a CUDA graph after one warm-up enqueue, as trtexec
-does (brief §2.4), so the benchmark times only the engine.
+does, so the benchmark times only the engine.
 
 Why trtopt keeps its own runner instead of Polygraphy's ``TrtRunner``: ``TrtRunner.infer`` does
 per-call work around every enqueue (walks the engine I/O, copies inputs host -> device, queries
