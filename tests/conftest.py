@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 #: Fixtures shared by several test files (importable helpers in tests/_helpers).
-pytest_plugins = ["_helpers.data_files"]
+pytest_plugins = ["_helpers.data_files", "_helpers.user_nets"]
 
 
 def _has_cuda() -> bool:

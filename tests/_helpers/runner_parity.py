@@ -1,7 +1,7 @@
 """Which runner is wrong: trtopt's TensorRT runner vs Polygraphy's ``TrtRunner`` vs ONNX Runtime.
 
 Used by tests/gpu/test_polygraphy_parity.py; the diagnosis itself is checked on the CPU in
-tests/unit/test_runner_parity.py.
+tests/unit/backends/test_runner_parity.py.
 """
 
 from __future__ import annotations

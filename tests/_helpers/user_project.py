@@ -1,4 +1,4 @@
-"""Shared helpers of the issue-13 tests: a user's model package written into ``tmp_path`` and made importable.
+"""A user's model package written into ``tmp_path`` and made importable.
 
 Not a test module (no ``test_`` prefix). The token model is the shape most user transformers share:
 token ids and a 0/1 mask, an embedding, a masked mean and two Linear layers.

@@ -217,7 +217,6 @@ HINT = ("fidelity on random inputs can differ from real data: pass --data EVAL.n
         "NAME:DTYPE:SHAPE:LOW..HIGH with the value range of real inputs")
 
 
-# -- 2. output folder checked up front; check_writable names the requested path -----------------------------
 @pytest.mark.parametrize("where", ["file", "parent-file"])
 def test_bench_out_is_a_file_fails_before_evaluation(files, capsys, where):
     blocker = files["dir"] / "taken"
@@ -230,7 +229,6 @@ def test_bench_out_is_a_file_fails_before_evaluation(files, capsys, where):
     assert blocker.read_text() == "x"
 
 
-# -- 3. --regression-output names checked whatever the number of models --------------------------------
 def test_unknown_regression_output_with_one_model(files, capsys):
     assert main(["bench", str(files["cnn"]), "--out", str(files["dir"] / "o"), "--regression-output", "boxes",
                  *FAST_ARGS]) == 2
@@ -239,7 +237,6 @@ def test_unknown_regression_output_with_one_model(files, capsys):
     assert "(evaluate)" not in err and not (files["dir"] / "o" / "report.json").exists()
 
 
-# -- 4. random inputs: the hint when fidelity fails, and the report says so ---------------------------------
 @pytest.mark.parametrize("case, hint", [("same", False), ("negated", True), ("negated-with-data", False)])
 def test_random_inputs_fidelity_hint(files, capsys, case, hint):
     # "negated" flips the sign of the head: its logits are exactly -FP32's (cosine -1), a failure on any input

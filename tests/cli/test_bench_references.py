@@ -1,4 +1,4 @@
-"""``trtopt bench --reference VARIANT=REF``: a pruned model's variants judged against the pruned FP32 (issue 13)."""
+"""``trtopt bench --reference VARIANT=REF``: a pruned model's variants judged against the pruned FP32."""
 
 from __future__ import annotations
 

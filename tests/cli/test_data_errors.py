@@ -25,7 +25,6 @@ def _table(files) -> Path:
     return out / "cnn.calib.json"
 
 
-# -- 1. data errors name the file and the file's shape, checked before the first batch --------------------
 @pytest.mark.parametrize("cmd", ["calibrate", "quantize-calib-data", "quantize-eval", "bench"])
 def test_wrong_shape_names_file_and_its_shape(files, capsys, cmd):
     m, wrong, out = str(files["cnn"]), str(files["wrong"]), files["dir"] / "out"
@@ -48,7 +47,6 @@ def test_wrong_shape_names_file_and_its_shape(files, capsys, cmd):
     assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
-# -- 5. non-finite labels ---------------------------------------------------------------------------------
 def test_nan_labels_rejected_naming_the_file(tmp_path, capsys):
     x = np.zeros((4, 1, 8, 8), np.float32)
     np.savez(tmp_path / "nanlab.npz", img=x, labels=np.array([np.nan, 1.0, 2.0, np.inf]))

@@ -13,6 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from _helpers.paths import REPO_ROOT as ROOT
+from trtopt.backends.onnxrt import OnnxRuntimeRunner
+from trtopt.cli.main import main
 from trtopt.errors import InputError
 
 
@@ -55,7 +57,6 @@ def test_closed_pipe_on_rich_output_is_not_exit_1(tmp_path, json_out):
 
 
 def _dir_cases(d: Path):
-    from trtopt.backends.onnxrt import OnnxRuntimeRunner
     from trtopt.benchmark.gate import load_overrides
     from trtopt.benchmark.report import load_report
     from trtopt.calib import NumpySource
@@ -85,3 +86,18 @@ def test_bench_directory_model_and_data_say_directory(tmp_path, capsys):
     assert main(["bench", model, "--data", str(tmp_path / "eval.npz"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all("is a directory" in e and "not found" not in e for e in err), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "missing.toml"], "recipe not found"),
+        (["bench", "missing.onnx"], "missing.onnx"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

@@ -47,3 +47,11 @@ def test_run_strict_exits_0_when_engines_built(tmp_path, monkeypatch, capsys):
     _fake_run(monkeypatch, tmp_path, {"text": "0.9 MB · 5/5 INT8", "status": "ok"})
     assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "o"), "--strict"]) == 0
     assert "engine build failed" not in capsys.readouterr().out
+
+
+def test_cli_unknown_recipe_key_exit_2(tmp_path, capsys):
+    bad = tmp_path / "r.toml"
+    bad.write_text('[bench]\nwarmpu = 3\n')
+    assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "warmpu" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,6 +1,6 @@
 """TensorRT backend on a real GPU: runtime tests, marked ``tensorrt`` and ``gpu`` (skipped without them).
 
-Build-only tests live in tests/unit/test_trt_builder.py and run in CI with TensorRT for RTX (no GPU).
+Build-only tests live in tests/unit/backends/tensorrt/test_loader.py and run in CI with TensorRT for RTX (no GPU).
 Tiny ONNX graphs are built in fixtures; ONNX Runtime on CPU is the numeric oracle.
 """
 

@@ -1,4 +1,4 @@
-"""trtexec-vocabulary timing of a real TensorRT engine and interleaved timing on the GPU (issue 14)."""
+"""trtexec-vocabulary timing of a real TensorRT engine and interleaved timing on the GPU."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real-model regression: PP-OCRv4 det + rec through trtopt's default path (issue 11, "Done means").
+"""Real-model regression: PP-OCRv4 det + rec through trtopt's default path.
 
 The models are RapidOCR's (``rapidocr-onnxruntime==1.4.4``, Paddle2ONNX opset-12 exports, as
 shipped); each variant is built with the trtopt CLI exactly as a user would and judged with

@@ -12,9 +12,14 @@ from trtopt.cli.main import main
 from trtopt.dataset import (
     Dataset,
     load_npz,
+    save_npz,
 )
 from trtopt.errors import InputError
-from trtopt.inputs import check_specs_against_onnx, parse_input_specs
+from trtopt.inputs import (
+    check_specs_against_onnx,
+    parse_input_spec,
+    parse_input_specs,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -130,3 +135,49 @@ def test_fixed_batch_model_takes_a_file_of_samples(tmp_path):
     model = onnx.load(str(cnn_model(tmp_path / "b1.onnx", batch=1)))
     ds = Dataset({"img": np.zeros((16, 1, 8, 8), np.float64)}, source="f.npz").check_onnx(model)
     assert ds.inputs["img"].dtype == np.float32  # float data cast to the model's float type
+
+
+# -- data format -------------------------------------------------------------------------------
+def test_npz_round_trip_with_labels_and_static(tmp_path):
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6)
+    save_npz(tmp_path / "d.npz", {"ids": ids}, labels=np.array([0, 1]), static={"state": np.zeros((1, 4), np.float32)})
+    ds = load_npz(tmp_path / "d.npz")
+    assert len(ds) == 2 and ds.labels.tolist() == [0, 1] and list(ds.static) == ["state"]
+    np.testing.assert_array_equal(ds.inputs["ids"], ids)
+    assert set(ds.take(slice(0, 1))) == {"ids", "state"}
+
+
+@pytest.mark.parametrize(("arrays", "spec", "match"), [
+    ({"tokens": np.zeros((2, 6), np.int32)}, "ids:int32:batchx6", r"no array for input\(s\) \['ids'\]"),
+    ({"ids": np.zeros((2, 6), np.int64)}, "ids:int32:batchx6", "is int64; the model input is int32"),
+    ({"ids": np.zeros((2, 7), np.int32)}, "ids:int32:batchx6", "size 7 on axis 1"),
+    ({"ids": np.zeros((2, 6, 1), np.int32)}, "ids:int32:batchx6", "rank 3"),
+    ({"ids": np.zeros((2, 6), np.int32), "extra": np.zeros(2)}, "ids:int32:batchx6", "not model inputs"),
+])
+def test_bad_data_named_in_words(tmp_path, arrays, spec, match):
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(InputError, match=match):
+        load_npz(tmp_path / "d.npz").check([parse_input_spec(spec)])
+
+
+def test_float_data_is_cast_and_labels_required_when_asked(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((3, 2), np.float64))
+    ds = load_npz(tmp_path / "d.npz").check([parse_input_spec("x:float32:batchx2")])
+    assert ds.inputs["x"].dtype == np.float32
+    with pytest.raises(InputError, match="no 'labels'"):
+        ds.check([parse_input_spec("x:float32:batchx2")], need_labels=True)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        load_npz(tmp_path)
+    with pytest.raises(InputError, match="not found"):
+        load_npz(tmp_path / "missing.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(InputError, match="single array"):
+        load_npz(tmp_path / "one.npy")
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError, match="pickled"):
+        load_npz(tmp_path / "obj.npz")
+    with pytest.raises(InputError, match="different numbers of samples"):
+        Dataset({"a": np.zeros(3), "b": np.zeros(4)})

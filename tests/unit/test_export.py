@@ -16,8 +16,9 @@ ort = pytest.importorskip("onnxruntime")
 from torch import nn  # noqa: E402
 
 from _helpers.user_project import FAST_BENCH_TOML, make_package  # noqa: E402
+from trtopt.backends.onnxrt import OnnxRuntimeRunner  # noqa: E402
 from trtopt.cli.main import main  # noqa: E402
-from trtopt.errors import InputError  # noqa: E402
+from trtopt.errors import ConfigError, InputError  # noqa: E402
 from trtopt.export import export_with_specs  # noqa: E402
 from trtopt.inputs import parse_input_specs  # noqa: E402
 
@@ -236,3 +237,24 @@ def test_recipe_runs_a_user_transformer_encoder(tmp_path, userpkg, capfd):
     assert variants["fp32"]["status"] == "ok" and variants["sparse24-fp32"]["status"] == "ok", variants
     for name in ("dense-fp32.onnx", "sparse-fp32.onnx"):
         onnx.checker.check_model(str(out / "models" / name), full_check=True)
+
+
+def test_export_keeps_module_names_and_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from trtopt.export import ExportConfig, export_onnx
+    from trtopt.models.digits import make_digits_cnn
+
+    torch.manual_seed(0)
+    model = make_digits_cnn(width=8).eval()
+    x = torch.rand(3, 1, 8, 8)
+    path = export_onnx(model, x, tmp_path / "d.onnx", ExportConfig())
+    m = onnx.load(str(path))
+    names = [n.name for n in m.graph.node]
+    assert any("features.3" in n and n.endswith("Conv") for n in names)
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    with OnnxRuntimeRunner(path) as r:
+        out = r.infer({"input": np.random.default_rng(1).random((7, 1, 8, 8), dtype=np.float32)})["logits"]
+        assert out.shape == (7, 10)
+        np.testing.assert_allclose(r.infer({"input": x.numpy()})["logits"], model(x).detach().numpy(), atol=1e-5)
+    with pytest.raises(ConfigError):
+        ExportConfig(opset=9)

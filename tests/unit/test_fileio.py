@@ -15,7 +15,7 @@ from trtopt.errors import (
     ConfigError,
     InputError,
 )
-from trtopt.fileio import check_not_input, check_writable, same_file
+from trtopt.fileio import atomic_path, atomic_write_text, check_not_input, check_writable, same_file
 
 
 def _mlp(path):
@@ -92,3 +92,29 @@ def test_check_writable_names_the_requested_path_and_the_refusing_folder(folder)
         check_writable("/proc/nope/x.onnx", folder=folder)
     msg = str(exc.value)
     assert msg.startswith("cannot write /proc/nope/x.onnx: /proc does not accept new files (")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    dest = tmp_path / "out" / "model.onnx"
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "new" / "sub" / "model.onnx") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert not (tmp_path / "new").exists()  # nor the folders created for it
+    dest.parent.mkdir()
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # a folder that was there stays
+    atomic_write_text(dest, "ok")
+    assert dest.read_text() == "ok"
+    assert [p.name for p in dest.parent.iterdir()] == ["model.onnx"]
+
+
+def test_unwritable_destinations_are_input_errors(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        atomic_write_text(afile / "report.json", "{}")  # parent is a file
+    with pytest.raises(InputError, match="directory"):
+        atomic_write_text(tmp_path, "{}")

@@ -48,7 +48,7 @@ def test_every_variant_ran_and_report_is_written(demo_run):
         assert v[name]["status"] == "ok", v[name]
         assert v[name]["throughput_sps"] > 0
         assert v[name]["accuracy"]["metric"] == "top1"
-        # issue 14: all variants timed together in interleaved rounds; speedups paired, with intervals
+        # all variants timed together in interleaved rounds; speedups paired, with intervals
         assert v[name]["timing"]["method"] == "interleaved" and v[name]["timing"]["group"] == "b16"
         assert v[name]["timing"]["rounds"] == 5 and v[name]["vs_fp32"]["speedup_ci95"] is not None
     assert v["int8"]["vs_fp32"]["speedup_method"] == "paired-rounds"

@@ -1,4 +1,4 @@
-"""Issue 13: the recipe pipeline on the user's own model (factory with two inputs, .onnx), end to end."""
+"""The recipe pipeline on the user's own model (factory with two inputs, .onnx), end to end."""
 
 from __future__ import annotations
 

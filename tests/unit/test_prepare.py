@@ -1,4 +1,4 @@
-"""Issue 11, quantization items 6b and 8-13: model preparation shared by calibrate and quantize.
+"""Model preparation shared by calibrate and quantize.
 
 Each test re-creates one fault on a small synthetic graph; expected values come from numpy or
 ONNX's reference evaluator, never from trtopt itself.
@@ -75,7 +75,7 @@ class _RecordingSource:
         yield {"x": self.x}
 
 
-# ---- item 6b: an INT8 model without a single Q/DQ node is an error ----------------------------------
+# ---- an INT8 model without a single Q/DQ node is an error ----------------------------------
 
 def test_no_qdq_inserted_is_an_error_naming_why(tmp_path):
     m = _conv_relu_conv()
@@ -101,7 +101,7 @@ def test_cli_prints_int8_summary(tmp_path, capsys):
     assert "kept in float: conv1: no calibrated range for activation input 0 'r0'" in err
 
 
-# ---- item 8: FP16 models are refused with the fix in the message ------------------------------------
+# ---- FP16 models are refused with the fix in the message ------------------------------------
 
 def test_fp16_model_is_refused_before_calibration_and_quantization():
     m16 = _conv_relu_conv(np.float16)
@@ -113,7 +113,7 @@ def test_fp16_model_is_refused_before_calibration_and_quantization():
     assert not src.read
 
 
-# ---- item 9: already-quantized models are refused ---------------------------------------------------
+# ---- already-quantized models are refused ---------------------------------------------------
 
 def test_already_quantized_model_is_refused():
     m = _conv_relu_conv()
@@ -125,7 +125,7 @@ def test_already_quantized_model_is_refused():
         calibrate(q, _RecordingSource(_f32(2, 3, 6, 6)))
 
 
-# ---- item 10: W @ x and weights reached through Constant/Transpose ----------------------------------
+# ---- W @ x and weights reached through Constant/Transpose ----------------------------------
 
 def test_matmul_with_constant_first_input_and_transposed_constant_weight_are_quantized():
     w_first = _f32(4, 5)          # y1 = W @ x, x [B, 5, 3]
@@ -181,7 +181,7 @@ def test_constant_node_weights_are_quantized_per_channel_like_initializers():
         assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05
 
 
-# ---- item 11: opset 11/12 upgraded before calibrating, outputs unchanged --------------------------
+# ---- opset 11/12 upgraded before calibrating, outputs unchanged --------------------------
 
 def _opset11_model():
     """Conv -> Relu -> ReduceSum(axes attr) -> Unsqueeze/Squeeze(axes attr) -> Softmax -> Split(split attr)."""
@@ -230,7 +230,7 @@ def test_opset_that_cannot_be_upgraded_is_refused_before_calibrating(monkeypatch
     assert not src.read
 
 
-# ---- item 12: BatchNormalization folded after Conv and ConvTranspose (grouped, behind a bias Add) ----
+# ---- BatchNormalization folded after Conv and ConvTranspose (grouped, behind a bias Add) ----
 
 def _bn(name, x, y, c):
     inits = [numpy_helper.from_array(a.astype(np.float32), f"{name}_{k}") for k, a in
@@ -270,7 +270,7 @@ def test_batchnorm_after_conv_and_grouped_conv_transpose_is_folded_exactly():
     np.testing.assert_allclose(_ort(prepared, {"x": x})[0], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-# ---- item 13: compute inside If/Loop/Scan ------------------------------------------------------------
+# ---- compute inside If/Loop/Scan ------------------------------------------------------------
 
 def _if_model():
     n = helper.make_node

@@ -1,4 +1,4 @@
-"""Issue 13: the recipe's [workload] for the user's own model: forms, paths, profiles, Python API, CLI."""
+"""The recipe: its [workload] for the user's own model: forms, paths, profiles, Python API, CLI."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from onnx import TensorProto, helper
+
 import trtopt
+from _helpers.paths import REPO_ROOT
 from _helpers.user_project import FAST_BENCH, FAST_BENCH_TOML, make_package
+from trtopt.cli.main import main
 from trtopt.errors import ConfigError, InputError
 
 SPECS = ["input_ids:int64:batchxseq=4..12..16:0..50", "attention_mask:int64:batchxseq=4..12..16:0..2"]
@@ -152,7 +156,6 @@ def test_output_names_count_must_match_the_model(tmp_path, userpkg):
 
 
 def test_cli_run_bad_factory_is_one_line_exit_2(tmp_path, userpkg, capsys):
-    from trtopt.cli.main import main
 
     (tmp_path / "r.toml").write_text(textwrap.dedent(f"""
         [recipe]
@@ -169,7 +172,6 @@ def test_cli_run_bad_factory_is_one_line_exit_2(tmp_path, userpkg, capsys):
 
 
 def _dynamic_width_onnx(path):
-    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "W"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
@@ -212,3 +214,38 @@ def test_onnx_with_a_dynamic_sequence_takes_its_size_from_the_data(tmp_path, use
     assert "input_ids:int64:batch=1..1..32xseq=10" in " ".join(res.report.workload["input_specs"])
     if importlib.util.find_spec("tensorrt_rtx") is not None:  # the engine column's profile has seq = 10
         assert rows["int8"].extra["engine"]["status"] == "ok", rows["int8"].extra["engine"]
+
+
+def test_recipe_rejects_unknown_keys_and_tables(tmp_path):
+    from trtopt.recipe import load_recipe
+
+    good = tmp_path / "r.toml"
+    good.write_text('[recipe]\nname = "x"\nvariants = ["int8"]\n[workload]\nmodel = "digits_cnn"\n')
+    r = load_recipe(good)
+    assert r.run.variants == ("fp32", "int8")  # the FP32 baseline is always included
+    bad_key = tmp_path / "k.toml"
+    bad_key.write_text('[workload]\nmodle = "digits_cnn"\n')
+    with pytest.raises(ConfigError, match="unknown key.*modle.*workload"):
+        load_recipe(bad_key)
+    bad_table = tmp_path / "t.toml"
+    bad_table.write_text("[bogus]\na = 1\n")
+    with pytest.raises(ConfigError, match="unknown table.*bogus"):
+        load_recipe(bad_table)
+    bad_variant = tmp_path / "v.toml"
+    bad_variant.write_text('[recipe]\nvariants = ["int4"]\n')
+    with pytest.raises(ConfigError, match="unknown variant"):
+        load_recipe(bad_variant)
+    with pytest.raises(InputError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_shipped_recipes_parse():
+
+    from trtopt.cli.cmd_demo import demo_recipe_path
+    from trtopt.recipe import load_recipe
+
+    recipes = sorted(REPO_ROOT.joinpath("bench", "recipes").glob("*.toml"))
+    assert recipes, "bench/recipes/ holds the shipped recipes"
+    for path in recipes:
+        load_recipe(path)
+    assert demo_recipe_path().read_text() == (recipes[0].parent / "digits_demo.toml").read_text()

@@ -1,4 +1,4 @@
-"""Item 18 of issue 11: the summary must not look healthy while the task fails.
+"""Fidelity: the summary must not look healthy while the task fails.
 
 Each test re-creates one way a broken variant used to be reported ``ok``: a small-scale score
 channel hidden under pixel coordinates (whole-tensor cosine 0.998), a sequence output

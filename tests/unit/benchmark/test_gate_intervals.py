@@ -1,4 +1,4 @@
-"""Gate with intervals (issue 14): regression / pass / inconclusive (exit 3), older baselines, and the
+"""Gate with intervals: regression / pass / inconclusive (exit 3), older baselines, and the
 interval-carrying tables of ``report`` (one report and A vs B)."""
 
 from __future__ import annotations

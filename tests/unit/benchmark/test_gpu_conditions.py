@@ -1,4 +1,4 @@
-"""GPU conditions (issue 14, item 4): throttle-reason decoding, per-variant summaries and warnings as pure
+"""GPU conditions: throttle-reason decoding, per-variant summaries and warnings as pure
 functions over recorded readings; without NVML everything is "unknown", never a crash."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Interleaved rounds (issue 14): a synthetic clock with known drift, round order, budgets, and paired speedups."""
+"""Interleaved rounds: a synthetic clock with known drift, round order, budgets, and paired speedups."""
 
 from __future__ import annotations
 

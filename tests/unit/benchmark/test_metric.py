@@ -1,4 +1,4 @@
-"""Issue 13 items 2 and 5: a task metric given as ``package.module:function`` in bench, report and gate;
+"""A task metric given as ``package.module:function`` in bench, report and gate;
 random feeds that respect the graph's input specs (token ids below the embedding rows, ``--input``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plots people can read (issue 14, item 7): a Pareto panel per batch size, no overlapping annotations,
+"""Plots people can read: a Pareto panel per batch size, no overlapping annotations,
 intervals on both axes, an accuracy axis that does not turn one image into a cliff, plain batch ticks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Outputs whose argmax means nothing (boxes) are judged by cosine only: ``regression_outputs`` (issue 13)."""
+"""Outputs whose argmax means nothing (boxes) are judged by cosine only: ``regression_outputs``."""
 
 from __future__ import annotations
 

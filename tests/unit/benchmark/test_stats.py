@@ -1,4 +1,4 @@
-"""Intervals (issue 14): bootstrap coverage on simulated rounds, Wilson/Clopper-Pearson against their formulas,
+"""Intervals: bootstrap coverage on simulated rounds, Wilson/Clopper-Pearson against their formulas,
 paired accuracy changes, and the bit packing of per-sample results."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``bench --strict`` / ``run --strict`` (issue 14, item 6): exit 1 when a variant is marked ✗ or failed."""
+"""``bench --strict`` / ``run --strict``: exit 1 when a variant is marked ✗ or failed."""
 
 from __future__ import annotations
 

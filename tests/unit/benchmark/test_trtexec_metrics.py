@@ -1,4 +1,4 @@
-"""trtexec vocabulary (issue 14, item 5): its percentile/median definitions, the summary from per-query times,
+"""trtexec vocabulary: its percentile/median definitions, the summary from per-query times,
 and reading a trtexec log back (the GPU measurement itself runs in tests/gpu and bench/trtexec_compare.py)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Entropy / percentile / mse thresholds on hand-built histograms, and agreement with an independent
-re-implementation of pytorch-quantization's published ``_compute_amax_entropy`` (issue 4, item 8)."""
+re-implementation of pytorch-quantization's published ``_compute_amax_entropy``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Models stored with external data (issue 11, item 17): calibrate -> quantize -> fp16 end to end.
+"""Models stored with external data: calibrate -> quantize -> fp16 end to end.
 
 The >2 GB code paths (external-data augmented model for ONNX Runtime, hashing without
 serializing, automatic external-data saves) are exercised on a small model by lowering the

@@ -1,4 +1,4 @@
-"""FP16 overflow preview (issue 11, item 16): overflow that only FP16 arithmetic shows, found on the CPU."""
+"""FP16 overflow preview: overflow that only FP16 arithmetic shows, found on the CPU."""
 
 from __future__ import annotations
 

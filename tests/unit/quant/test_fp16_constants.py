@@ -1,4 +1,4 @@
-"""FP16 conversion of real-model weight forms (issue 11, items 14-15).
+"""FP16 conversion of real-model weight forms.
 
 Every expected value comes from the FP32 model run with ONNX's reference evaluator.
 """

@@ -162,7 +162,7 @@ def test_table_for_another_model_is_rejected_and_old_opset_is_upgraded(setup, tm
         quantize_qdq(path, CalibrationTable({"other/tensor": 1.0}))
     old = onnx.ModelProto()
     old.CopyFrom(m)
-    old.opset_import[0].version = 11  # issue 11 item 11: raised to 13 instead of refused
+    old.opset_import[0].version = 11  # an old opset is raised to 13, not refused
     q = quantize_qdq(old, CalibrationTable({"x": 1.0}))
     assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) == 13
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

@@ -172,7 +172,7 @@ def test_extraction_finds_known_names(bindings):
                      "IExecutionContext.execute_async_v3"):
             assert api.has(name), (api.version, name)
         assert not api.has("BuilderFlag.NOT_A_FLAG") and not api.has("IBuilderConfig.not_a_method")
-    # the version gates the backend relies on (brief §1.1)
+    # the version gates the backend relies on
     assert ten.has("BuilderFlag.INT8") and not eleven.has("BuilderFlag.INT8")
     assert ten.has("BuilderFlag.FP16") and not eleven.has("BuilderFlag.FP16")
     assert ten.has("IInt8EntropyCalibrator2") and not eleven.has("IInt8EntropyCalibrator2")

@@ -33,7 +33,7 @@ def _build(model, tmp_path, name="m.onnx", **options):
     return build_engine(_save(model, tmp_path, name), BuildConfig(**options), engine_dir=tmp_path / "engines")
 
 
-# -- item 1: flavour, targets, manifest ------------------------------------------------------
+# -- flavour, targets, manifest ---------------------------------------------------------------
 def test_rtx_build_writes_engine_and_manifest_with_version_and_default_targets(tmp_path):
     res = _build(G.qdq_conv(), tmp_path, precision="int8")
     assert res.engine.is_file() and res.engine.stat().st_size > 1000 and not res.reused
@@ -140,7 +140,7 @@ def test_build_killed_while_writing_leaves_no_engine_or_manifest(tmp_path, monke
     assert not list((tmp_path / "engines").glob("*.engine")) and not list((tmp_path / "engines").glob("*.json"))
 
 
-# -- item 2: what compiled to INT8 / FP16 ------------------------------------------------------
+# -- what compiled to INT8 / FP16 ---------------------------------------------------------------
 def test_qdq_gemm_and_matmul_compile_int8(tmp_path):
     res = _build(G.qdq_gemm_matmul(), tmp_path, precision="int8")
     c = res.data["compiled"]
@@ -216,7 +216,7 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 1  # built ahead of time before the GPU check
 
 
-# -- item 5: the demo's engine column ------------------------------------------------------------
+# -- the demo's engine column ---------------------------------------------------------------------
 def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     import importlib.util
 

@@ -1,6 +1,6 @@
 """What TensorRT for RTX can compile per target, known before a build (no TensorRT needed here).
 
-The Turing limits themselves are checked against real TensorRT-RTX builds in ``test_trt_rtx.py``.
+The Turing limits themselves are checked against real TensorRT-RTX builds in ``test_rtx_build.py``.
 """
 
 from __future__ import annotations
