@@ -76,6 +76,32 @@ def test_missing_external_data_is_one_clear_error(tmp_path):
         load_onnx(src)
 
 
+def _write_external_data_model(path, dim: int, value: float):
+    """``y = (x @ w1) @ w2`` with two ``[dim, dim]`` float32 weights filled with ``value``, stored as external data.
+
+    The weights are written straight to ``<path>.data`` (one block in memory at a time) and the model
+    only points at them, so making a 2 GB model costs seconds and one weight's memory.
+    """
+    block = np.full((dim, dim), value, np.float32)
+    data = path.with_name(path.name + ".data")
+    with open(data, "wb") as f:
+        for _ in range(2):
+            block.tofile(f)
+    del block
+    inits = []
+    for i, name in enumerate(("w1", "w2")):
+        t = TensorProto(name=name, data_type=F32, dims=(dim, dim), data_location=TensorProto.EXTERNAL)
+        for key, val in (("location", data.name), ("offset", str(i * dim * dim * 4)), ("length", str(dim * dim * 4))):
+            t.external_data.add(key=key, value=val)
+        inits.append(t)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", F32, ["N", dim])],
+                          [helper.make_tensor_value_info("y", F32, ["N", dim])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 @pytest.mark.slow
 def test_real_model_over_2gb_calibrates_and_converts(tmp_path):
     """A real 2.1 GB model: calibrate (augmented model by path), quantize and FP16 save as external data."""
@@ -83,16 +109,11 @@ def test_real_model_over_2gb_calibrates_and_converts(tmp_path):
     from trtopt.quant import QuantizeConfig, convert_fp16, quantize_qdq
 
     dim = 1 << 14  # two 16384 x 16384 float32 weights = 2.15 GB
-    inits = [numpy_helper.from_array(np.full((dim, dim), 1e-4, np.float32), n) for n in ("w1", "w2")]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-             helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]
-    g = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", F32, ["N", dim])],
-                          [helper.make_tensor_value_info("y", F32, ["N", dim])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    del inits, g
-    assert not onnx_graph.fits_protobuf(m)
-    src = save_onnx(m, tmp_path / "big.onnx")
+    src = _write_external_data_model(tmp_path / "big.onnx", dim, 1e-4)
     assert (tmp_path / "big.onnx.data").stat().st_size >= 2**31
+    onnx.checker.check_model(str(src), full_check=True)
+    m = load_onnx(src)
+    assert not onnx_graph.fits_protobuf(m)
     del m
     x = np.ones((2, dim), np.float32)
     table = calibrate(src, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
