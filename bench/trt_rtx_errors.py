@@ -1,6 +1,6 @@
 """The one line `trtopt build --backend tensorrt-rtx` prints for each TensorRT error kind a user can hit.
 
-Builds the small graphs of tests/unit/rtx_graphs.py (one per kind) with the real TensorRT-for-RTX parser
+Builds the small graphs of tests/_helpers/onnx_models.py (one per kind) with the real TensorRT-for-RTX parser
 and builder through the CLI, and records exit code and stderr:
 
     nice -n 10 python bench/trt_rtx_errors.py      # writes bench/results/trt-rtx/errors.{json,md}
@@ -18,10 +18,9 @@ import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests/unit")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import rtx_graphs as G  # noqa: E402
-
+from _helpers import onnx_models as G  # noqa: E402
 from trtopt.cli.main import main as cli  # noqa: E402
 from trtopt.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -60,7 +59,7 @@ def main() -> int:
            "rows": rows}
     atomic_write_json(out / "errors.json", doc)
     md = [f"# What `trtopt build --backend tensorrt-rtx --strict` prints per error kind (TensorRT for RTX "
-          f"{doc['tensorrt_rtx']})", "", f"Command: `{doc['command']}` (graphs: tests/unit/rtx_graphs.py)", "",
+          f"{doc['tensorrt_rtx']})", "", f"Command: `{doc['command']}` (graphs: tests/_helpers/onnx_models.py)", "",
           "| graph | exit | stderr (one line) |", "|---|---|---|"]
     md += [f"| {r['kind']} | {r['exit']} | `{r['message'].replace('|', '/')}` |" for r in rows]
     atomic_write_text(out / "errors.md", "\n".join(md) + "\n")

@@ -49,8 +49,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = args.onnx
         if onnx_path is None:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
-            from rtx_graphs import tiny_conv_net
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from _helpers.onnx_models import tiny_conv_net
 
             onnx_path = Path(tiny_conv_net(Path(tmp) / "tiny.onnx"))
         cfg = BuildConfig(precision=args.precision, shapes=(Profile.static(name, shape),))

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from _helpers.paths import REPO_ROOT as ROOT
+
 EXAMPLE = ROOT / "examples" / "byom"
 DET_SPEC = "image:float32:batchx1x32x32"
 ENC_SPECS = ("input_ids:int64:batchx32", "attention_mask:int64:batchx32")
@@ -55,8 +56,8 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dense_onnx(project: Path) -> dict[str, Path]:
     """Both dense models exported with the Python API (what `trtopt export --model` will do)."""
-    sys.path.insert(0, str(project))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the project is importable only inside this block
+        mp.syspath_prepend(str(project))
         from trtopt.export import ExportConfig, export_with_specs
         from trtopt.inputs import parse_input_specs
         from trtopt.models.reference import load_model
@@ -68,8 +69,6 @@ def dense_onnx(project: Path) -> dict[str, Path]:
             out[key] = export_with_specs(model, parse_input_specs(specs), project / "runs" / f"{key}.onnx",
                                          ExportConfig(output_names=names))
         return out
-    finally:
-        sys.path.remove(str(project))
 
 
 def _ort(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -133,8 +132,8 @@ def test_hit_rate_metric(project: Path) -> None:
 
 def test_factories_load_trained_weights(project: Path) -> None:
     """The factories are trtopt model references; train.py's state dicts load into them."""
-    sys.path.insert(0, str(project))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the project is importable only inside this block
+        mp.syspath_prepend(str(project))
         from trtopt.inputs import parse_input_specs
         from trtopt.models.reference import check_forward, load_model
 
@@ -144,8 +143,6 @@ def test_factories_load_trained_weights(project: Path) -> None:
         enc = load_model("byom_models.encoder:make_encoder", project / "weights" / "encoder.pt")
         (out,) = check_forward(enc, parse_input_specs(ENC_SPECS))
         assert tuple(out.shape) == (1, 4)
-    finally:
-        sys.path.remove(str(project))
 
 
 # --- stages that work with today's CLI ----------------------------------------------------------
@@ -155,13 +152,11 @@ def test_exported_detector_matches_torch_hit_rate(project: Path, dense_onnx: dic
     """The ONNX detector scores the same hit rate as the trained torch model (same outputs)."""
     import torch
 
-    sys.path.insert(0, str(project))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the project is importable only inside this block
+        mp.syspath_prepend(str(project))
         from trtopt.models.reference import load_model
 
         model = load_model("byom_models.detector:make_detector", project / "weights" / "detector.pt")
-    finally:
-        sys.path.remove(str(project))
     with np.load(project / "data" / "det_eval.npz") as z:
         x, labels = z["image"], z["labels"]
     with torch.no_grad():

@@ -9,7 +9,7 @@ Every case builds one engine with trtopt and runs the same inputs through three 
   import time (``POLYGRAPHY_USE_TENSORRT_RTX``);
 - ONNX Runtime on CPU on the ONNX model that was built.
 
-On a mismatch, ``verdict`` (tests/unit/runner_parity.py, checked on the CPU) names which of the two
+On a mismatch, ``verdict`` (tests/_helpers/runner_parity.py, checked on the CPU) names which of the two
 is wrong, so the first GPU run answers it: Polygraphy agrees with ONNX Runtime and trtopt does not ->
 trtopt's runner; both runners agree with each other but not with ONNX Runtime -> the engine (build),
 not a runner.
@@ -28,10 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import rtx_graphs
-from runner_parity import verdict
-
+from _helpers import onnx_models as rtx_graphs
+from _helpers.runner_parity import verdict
 from trtopt.errors import ConfigError
 
 POLYGRAPHY_SCRIPT = textwrap.dedent("""

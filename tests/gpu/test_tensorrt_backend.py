@@ -1,20 +1,17 @@
 """TensorRT backend on a real GPU: runtime tests, marked ``tensorrt`` and ``gpu`` (skipped without them).
 
-Build-only tests live in tests/unit/test_trt_builder.py and run in CI with TensorRT for RTX (no GPU).
+Build-only tests live in tests/unit/backends/tensorrt/test_loader.py and run in CI with TensorRT for RTX (no GPU).
 Tiny ONNX graphs are built in fixtures; ONNX Runtime on CPU is the numeric oracle.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from rtx_graphs import tiny_conv_net as _conv_net
+from _helpers.onnx_models import tiny_conv_net as _conv_net
 
 
 def _reference(path, x):

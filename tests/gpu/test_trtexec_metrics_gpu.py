@@ -1,15 +1,11 @@
-"""trtexec-vocabulary timing of a real TensorRT engine and interleaved timing on the GPU (issue 14)."""
+"""trtexec-vocabulary timing of a real TensorRT engine and interleaved timing on the GPU."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from rtx_graphs import tiny_conv_net
+from _helpers.onnx_models import tiny_conv_net
 
 
 @pytest.mark.tensorrt

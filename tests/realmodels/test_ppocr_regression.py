@@ -1,4 +1,4 @@
-"""Real-model regression: PP-OCRv4 det + rec through trtopt's default path (issue 11, "Done means").
+"""Real-model regression: PP-OCRv4 det + rec through trtopt's default path.
 
 The models are RapidOCR's (``rapidocr-onnxruntime==1.4.4``, Paddle2ONNX opset-12 exports, as
 shipped); each variant is built with the trtopt CLI exactly as a user would and judged with
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import ppocr_common as P
+from _helpers.paths import load_bench_module
+
+P = load_bench_module("ppocr_common")
 
 if (_why := P.available()) is not None:
     pytest.skip(f"PP-OCR regression tests need the ocr extra: {_why}", allow_module_level=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.dim_graphs import qmark_model
 from trtopt.cli.main import main
 from trtopt.doctor import diagnose
 
@@ -141,7 +143,6 @@ def test_cli_json_strict_and_bad_input(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["ch_PP-OCRv4_det_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx"])
 def test_real_ppocr_models(name):
     rapid = pytest.importorskip("rapidocr_onnxruntime", reason="real-model check needs the [ocr] extra")
-    from pathlib import Path
 
     r = diagnose(Path(rapid.__file__).parent / "models" / name)
     codes = _codes(r)
@@ -167,7 +168,7 @@ def make():
 @pytest.fixture()
 def cnn_package(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from byom_testpkg import make_package
+    from _helpers.user_project import make_package
 
     return make_package(tmp_path, monkeypatch, {"nets": _CNN_SRC})
 
@@ -203,3 +204,12 @@ def test_doctor_reference_errors_are_one_line(tmp_path, capsys, cnn_package):
         assert main(["doctor", *argv]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("trtopt doctor: error: "), (argv, err)
+
+
+def test_doctor_reports_placeholder_dims(tmp_path):
+    from trtopt.doctor import diagnose
+
+    found = {f.code: f for f in diagnose(qmark_model(tmp_path / "q.onnx")).findings}
+    f = found["placeholder-dims"]
+    assert f.severity == "info" and "renamed for TensorRT" in f.message and f.detail["dims"] == ["x[2]='?'",
+                                                                                                "x[3]='?'"]

@@ -48,7 +48,7 @@ def test_every_variant_ran_and_report_is_written(demo_run):
         assert v[name]["status"] == "ok", v[name]
         assert v[name]["throughput_sps"] > 0
         assert v[name]["accuracy"]["metric"] == "top1"
-        # issue 14: all variants timed together in interleaved rounds; speedups paired, with intervals
+        # all variants timed together in interleaved rounds; speedups paired, with intervals
         assert v[name]["timing"]["method"] == "interleaved" and v[name]["timing"]["group"] == "b16"
         assert v[name]["timing"]["rounds"] == 5 and v[name]["vs_fp32"]["speedup_ci95"] is not None
     assert v["int8"]["vs_fp32"]["speedup_method"] == "paired-rounds"
@@ -139,8 +139,8 @@ def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):
     import subprocess
     import sys
 
-    from byom_testpkg import FAST_BENCH_TOML
-    from ort_crash_graphs import child_env
+    from _helpers.ort_crash_graphs import child_env
+    from _helpers.user_project import FAST_BENCH_TOML
 
     onnx.save(model, tmp_path / "user.onnx")
     (tmp_path / "r.toml").write_text(f'[recipe]\nname = "user"\nvariants = {json.dumps(variants)}\n[workload]\n'
@@ -154,7 +154,7 @@ def _run_recipe_in_child(tmp_path, model, variants, script: str = ""):
 def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
     """An FP16 conversion whose result crashes ONNX Runtime's optimized session (the seq-first projection in FP16):
     that variant is reported failed with the reason and nothing is left of it; the FP32 variant is benchmarked."""
-    from ort_crash_graphs import seq_first_projection
+    from _helpers.ort_crash_graphs import seq_first_projection
 
     onnx.save(seq_first_projection(fp16=True), tmp_path / "crashing16.onnx")
     conversion = (f"import onnx, trtopt.quant\n"
@@ -170,7 +170,7 @@ def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
 
 def test_a_user_model_that_crashes_onnx_runtime_fails_the_run_up_front(tmp_path):
     """Calibration and the bench open the user's file in ONNX Runtime: a crash there is one line, exit 2, no folders."""
-    from ort_crash_graphs import seq_first_projection
+    from _helpers.ort_crash_graphs import seq_first_projection
 
     res = _run_recipe_in_child(tmp_path, seq_first_projection(fp16=True), ["fp32", "fp16"])
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])

@@ -42,7 +42,7 @@ class BenchConfig:
         min_channel_cosine: Fidelity tolerance on the worst channel's cosine.
         regression_outputs: Outputs whose argmax means nothing (box coordinates, embeddings, any
             regression value): judged by cosine and worst-channel cosine, not by top-1 agreement.
-        rounds: Most interleaved rounds per comparison (issue 14): the variants of one comparison
+        rounds: Most interleaved rounds per comparison: the variants of one comparison
             are timed round-robin, each getting ``min_duration_s / rounds`` (or ``iterations /
             rounds``) per round; fewer rounds are run when one iteration does not fit.
         min_rounds: Fewest rounds a comparison may have: a budget too short for them is an error

@@ -5,7 +5,8 @@ detector whose output mixes pixel coordinates with 0-1 scores keeps cosine 0.998
 scores are wrong; and an argmax agreement that only looks at ``(N, C)`` outputs says nothing
 about sequence outputs ``(N, T, C)`` (CTC recognizers, token logits). So :func:`fidelity`
 also measures the worst channel's cosine and per-position agreement, and every comparison is
-checked against :data:`DEFAULT_TOLERANCE` unless the caller gives a tolerance (issue 11, item 18).
+checked against :data:`DEFAULT_TOLERANCE` unless the caller gives a tolerance, so a variant that loses
+the task is never reported ``ok``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Tolerance:
 
 #: Applied when no tolerance is given: a variant below these is never reported ``ok``.
 #: Why these values: a working INT8/FP16 variant keeps cosine >= 0.999 and flips well under
-#: 1 % of argmaxes on the models we benchmark; the broken ones seen in issue 11 sat at cosine
+#: 1 % of argmaxes on the models we benchmark; the broken ones we have seen sat at cosine
 #: 0.000-0.94, per-position agreement near 0 %, or a worst channel far below 0.99 while the
 #: whole-tensor cosine read 0.998. Embedding outputs (argmax meaningless) should set
 #: ``min_top1_agreement=0``.

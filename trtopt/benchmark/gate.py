@@ -1,6 +1,6 @@
 """Regression gate: compare a report with a baseline report under accuracy/throughput budgets.
 
-Used by ``trtopt gate`` in GPU CI. Three outcomes per check (issue 14): *regression* only when
+Used by ``trtopt gate`` in GPU CI. Three outcomes per check: *regression* only when
 the whole 95 % interval of the change lies beyond the budget, *pass* when it lies within, and
 *inconclusive* (exit code 3: re-run on a quieter machine or time longer) when it straddles the
 budget. Throughput intervals come from the per-round throughputs of both runs (two-sample

@@ -1,6 +1,6 @@
 """GPU conditions during timing: clocks, power, temperature, throttle reasons (NVML), Jetson power mode.
 
-Why (issue 14): a T4 throttles at its 70 W limit, so the variant timed last runs on a hotter,
+Why: a T4 throttles at its 70 W limit, so the variant timed last runs on a hotter,
 slower GPU. Interleaving spreads that over every variant; these readings say whether it happened
 at all. Before and after every interleaved block :class:`NvmlMonitor` reads the GPU through NVML
 (``nvidia-ml-py``, imported lazily, extra ``gpu``; never by parsing ``nvidia-smi``);

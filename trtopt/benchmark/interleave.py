@@ -1,6 +1,6 @@
 """Interleaved timing: every variant of one comparison timed round-robin in many short rounds.
 
-Why (issue 14): timed one after another, variant B runs while a neighbour process wakes up, or
+Why: timed one after another, variant B runs while a neighbour process wakes up, or
 on a GPU that has heated up and throttled since A ran, and the speedup B/A measures the machine,
 not the model (a graph with the very same kernels read 2.08x, then 0.46x). Timed in rounds
 ``A B C | B C A | C A B ...`` (a random variant starts each round), drift and neighbours hit
@@ -294,7 +294,7 @@ def time_comparison(
         group = [TimedVariant(key, runner, feeds_for(key, bs), bs, label) for key, runner, label in entries]
         if group:
             res = measure_interleaved(group, cfg, group=f"b{bs}", monitor=monitor)
-            for tv in group:  # TensorRT variants: also trtexec's metrics, in its vocabulary (issue 14, item 5)
+            for tv in group:  # TensorRT variants: also trtexec's metrics, in its vocabulary
                 if getattr(tv.runner, "backend", "") == "tensorrt":
                     res[tv.key] = replace(res[tv.key], trtexec=_trtexec_metrics(tv, cfg))
             out.update({(k, bs): t for k, t in res.items()})

@@ -4,7 +4,7 @@ Three figures: throughput vs accuracy with the Pareto front, one panel per batch
 across batch sizes compares unlike things), the latency distribution of every variant (from the
 per-iteration latencies kept in memory), and throughput against batch size for batch sweeps.
 
-Readable by construction (issue 14, item 7): variants are told apart by colour and marker in a
+Readable by construction: variants are told apart by colour and marker in a
 legend instead of text annotations (which overlap when variants cluster); every point carries its
 95 % intervals as error bars (throughput: bootstrap; accuracy: Wilson), and the accuracy axis spans
 at least :data:`MIN_ACCURACY_SPAN` points, so one image of 540 (0.19 points) does not look like

@@ -1,6 +1,6 @@
 """Confidence intervals for what a benchmark report shows (numpy and the standard library only).
 
-Throughput (issue 14). A variant is timed in many short rounds interleaved with the other
+Throughput. A variant is timed in many short rounds interleaved with the other
 variants of its comparison, so each round yields one throughput per variant and the rounds of
 two variants are *paired* (they ran at the same time, under the same drift and neighbours).
 

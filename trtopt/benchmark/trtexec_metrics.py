@@ -1,4 +1,4 @@
-"""trtexec's vocabulary for TensorRT variants (issue 14, item 5), with trtexec's own definitions.
+"""trtexec's vocabulary for TensorRT variants, with trtexec's own definitions.
 
 So users can put trtopt next to ``trtexec --loadEngine=...`` (TensorRT developer guide,
 "trtexec > Performance metrics"; ``samples/common/sampleReporting.cpp``):

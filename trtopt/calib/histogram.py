@@ -6,14 +6,14 @@ up to a power of two). ``|x| * 2**-e`` is exact in float32, so the bin index ``f
 no rounding at all; when a later batch raises the maximum, ``e`` grows by ``d`` and bins are merged
 ``2**d``-to-1 in aligned groups, which is exactly binning at the new width because
 ``floor(x / 2w) == floor(floor(x / w) / 2)``. The final width depends only on the global maximum,
-so the final counts are identical whatever the batch size and sample order (issue 11 item 4;
-pytorch-quantization instead fixes the width from the *first* batch, so its ranges move with the
+so the final counts are identical whatever the batch size and sample order
+(pytorch-quantization instead fixes the width from the *first* batch, so its ranges move with the
 order). Memory is ``bins`` int64 per tensor, and every method working on the histogram is O(bins).
 
 Log histogram (``AbsHistogram.log_counts``): counts per float32 exponent and top 3 mantissa bits
 (2048 bins, ~9 % relative resolution over the whole float range, also exact and order-independent:
 the index is the bit pattern ``>> 20``). It keeps the shape of the data visible when a handful of
-outliers stretch the linear range so far that every ordinary value lands in bin 0 (item 3).
+outliers stretch the linear range so far that every ordinary value lands in bin 0.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
    within the bound (``Where(IsNaN(p), 0, p)``, as exported for BERT attention): amax 1.0, no
    histogram needed. A histogram method
    can only *under*-estimate such a range (entropy puts attention probabilities at 0.03 where
-   the max is 0.55, issue 11 item 2).
+   the max is 0.55).
 2. Otherwise candidates ``entropy``, ``percentile`` (``config.percentile`` and 99.999), ``mse``
    and ``max`` are computed on the tensor's |x| histogram and scored by the estimated
    fake-quantization error of the tensor (:func:`quant_error`: rounding noise ``step^2/12`` of the
@@ -16,9 +16,9 @@
    the lowest score wins.
 3. **Guards.** A candidate clipping more than ``CLIP_LIMIT`` (0.1 %) of the non-zero values is
    rejected: that is the collapse of entropy on SiLU/Swish outputs, whose |x| mass piles up at
-   the negative dip (0.2785) and drags the threshold there while positive activations reach 4-8
-   (item 1). A range *dominated by a handful of values* (at most ``HANDFUL`` values above
-   ``max/16``, e.g. one 1e6 among ordinary images, item 3) is flagged; then those values are left
+   the negative dip (0.2785) and drags the threshold there while positive activations reach 4-8.
+   A range *dominated by a handful of values* (at most ``HANDFUL`` values above
+   ``max/16``, e.g. one 1e6 among ordinary images) is flagged; then those values are left
    out and the candidates (``max`` = the top of the remaining data) are computed on the log
    histogram, whose resolution does not depend on the outliers (the linear bins would all be
    wider than the ordinary data, and the outliers would dominate every error estimate).

@@ -1,6 +1,6 @@
 """Calibration tables: JSON (tensor -> amax plus provenance) and TensorRT's calibration cache.
 
-TensorRT cache format (brief §3.2): first line ``TRT-<NV_TENSORRT_VERSION>-<Algorithm>``, then one
+TensorRT cache format: first line ``TRT-<NV_TENSORRT_VERSION>-<Algorithm>``, then one
 ``<tensor name>: <8 lowercase hex digits>`` line per tensor, the hex being the big-endian IEEE-754
 float32 bit pattern of ``scale = amax / 127``.
 """

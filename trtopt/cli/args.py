@@ -18,12 +18,6 @@ def add_model_arg(parser: argparse.ArgumentParser, nargs: str | None = None, hel
     parser.add_argument("model", metavar="MODEL.onnx", type=Path, nargs=nargs, help=help_)
 
 
-def add_out_arg(parser: argparse.ArgumentParser, default: str | None, help_: str, required: bool = False) -> None:
-    """Add ``--out``."""
-    parser.add_argument("--out", type=Path, default=None if default is None else Path(default),
-                        required=required, help=help_)
-
-
 def add_regression_output_arg(group) -> None:
     """Add ``--regression-output NAME`` (repeatable) to an argument group (bench, quantize)."""
     group.add_argument("--regression-output", action="append", default=[], metavar="NAME",
@@ -79,13 +73,3 @@ def parse_percent(text: str, what: str) -> float:
         return float(text.strip().rstrip("%"))
     except ValueError:
         raise ConfigError(f"{what} must be a number or percentage, got '{text}'") from None
-
-
-def not_implemented(stage: str, issue: str) -> int:
-    """Raise the standard "not implemented yet" error for a stage a later issue delivers.
-
-    Args:
-        stage: Subcommand name.
-        issue: Short reference to the issue delivering it.
-    """
-    raise ConfigError(f"'trtopt {stage}' is not implemented yet ({issue})")

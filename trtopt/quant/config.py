@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from trtopt.errors import ConfigError
 from trtopt.onnx.ops import WEIGHTED_OPS
 
-#: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16` (brief §5.2).
+#: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16`.
 DEFAULT_FP16_BLOCK_OPS = (
     "LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "LogSoftmax", "Exp", "Log",
     "Pow", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
@@ -59,7 +59,7 @@ def exclude_to_regex(patterns: tuple[str, ...] | list[str], what: str = "--exclu
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """Explicit (Q/DQ) INT8 quantization following TensorRT's placement rules (brief §4.2).
+    """Explicit (Q/DQ) INT8 quantization following TensorRT's placement rules (see :mod:`trtopt.quant.qdq`).
 
     Attributes:
         op_types: Weighted op types whose inputs (activation and weight) get Q/DQ.
@@ -124,7 +124,7 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class FP16Config:
-    """FP16 conversion with FP32 islands (brief §5).
+    """FP16 conversion with FP32 islands.
 
     Attributes:
         keep_io_types: Keep graph inputs/outputs FP32 (Casts inside the graph).

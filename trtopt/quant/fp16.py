@@ -1,4 +1,4 @@
-"""FP16 conversion with FP32 islands, written for TensorRT's strongly typed mode (brief §5).
+"""FP16 conversion with FP32 islands, written for TensorRT's strongly typed mode.
 
 TensorRT 11 has no FP16 builder flag: a node runs in the type of its tensors. This converter
 retypes the graph to FP16 except where a rule keeps a node in FP32:

@@ -2,7 +2,7 @@
 
 Post-training INT8 of a real model can lose the task while every single layer looks fine: on
 PP-OCRv4's recognizer each Conv alone costs 2-20 % of the lines read as FP32 reads them, and all
-of them together a third (issue 11). The guard measures what matters on the calibration data,
+of them together a third. The guard measures what matters on the calibration data,
 the same way ``trtopt bench`` judges a variant (:func:`trtopt.benchmark.fidelity.fidelity`
 against :data:`~trtopt.benchmark.fidelity.DEFAULT_TOLERANCE`: cosine, per-position / top-1
 agreement and worst-channel cosine of every output), and when the all-INT8 model misses it:

@@ -1,6 +1,6 @@
 """What ``quantize_qdq`` did, in one place: the no-op error message and the stored summary.
 
-An INT8 model without a single Q/DQ node is never written (issue 11): :func:`nothing_quantized`
+An INT8 model without a single Q/DQ node is never written: :func:`nothing_quantized`
 builds the one-line reason. Every quantized model carries a JSON summary (Q/DQ pairs, layers in
 INT8, layers kept in float and why, preparation notes) that ``trtopt quantize`` prints.
 """

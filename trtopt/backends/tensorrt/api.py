@@ -1,4 +1,4 @@
-"""The TensorRT API surface the backend uses, declared once (checked by tests/unit/test_trt_apicheck.py)."""
+"""The TensorRT API surface the backend uses, declared once (tests check it against the code and the bindings)."""
 
 from __future__ import annotations
 
