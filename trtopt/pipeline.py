@@ -167,9 +167,8 @@ class Pipeline:
     def _variant_model(self, variant: str, fp32: dict[str, Path], tables: dict[str, object]) -> Path:
         from dataclasses import replace
 
-        from trtopt.calib import NumpySource
         from trtopt.onnx_graph import load_onnx, model_computes_fp16, save_onnx
-        from trtopt.quant import convert_fp16, quantize_qdq
+        from trtopt.quant import CalibData, quantize
         from trtopt.quant.fp16_check import fp16_overflows
 
         sparse, precision, fp16_rest = VARIANTS[variant]
@@ -177,23 +176,19 @@ class Pipeline:
         if precision == "fp32":
             return fp32[kind]
         dest = self.models_dir / f"{variant}.onnx"
+        # calibration data drives the FP16 data rule and overflow preview, and the INT8 fidelity guard
+        # (never an INT8 variant that misses the bench tolerance on calibration data)
+        data = CalibData(self.workload.as_feeds(self.workload.calib), seed=self.recipe.workload.seed)
         if precision == "fp16":
-            # calibration data drives the |activation| rule and the FP16-arithmetic overflow preview
-            src = NumpySource(self.workload.as_feeds(self.workload.calib), batch_size=32,
-                              seed=self.recipe.workload.seed)
-            model = convert_fp16(fp32[kind], self.recipe.fp16, source=src)
+            res = quantize(fp32[kind], None, self.recipe.fp16, data)
         else:
             qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
-            if qcfg.fidelity_guard:  # never an INT8 variant that misses the bench tolerance on calibration data
-                from trtopt.quant.guard import guard_fidelity
-
-                res = guard_fidelity(fp32[kind], tables[kind], self.workload.as_feeds(self.workload.calib), qcfg,
-                                     tolerance=self.recipe.bench.output_tolerances())
-                model = res.model
+            res = quantize(fp32[kind], tables[kind], qcfg, data, tolerance=self.recipe.bench.output_tolerances())
+            if res.guard is not None:
                 self.notes.setdefault("fidelity_guard", {})[variant] = {
-                    "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
-            else:
-                model = quantize_qdq(fp32[kind], tables[kind], qcfg)
+                    "samples": res.guard.samples, "violations_all_int8": res.guard.violations_all,
+                    "kept_nodes": res.guard.kept_nodes}
+        model = res.model
         if model_computes_fp16(model):
             # ONNX Runtime's CPU hides FP16 overflow (float32 kernels): a variant that overflows in FP16
             # arithmetic on the evaluation data is failed here, not scored as fine
