@@ -84,20 +84,13 @@ class Pipeline:
         models = {"dense": workload.model}
         if not self.recipe.run.needs_sparse:
             return models
-        from trtopt.sparsity import finetune_masked, prune_
+        from trtopt.sparsity import finetune_masked
+        from trtopt.sparsity.api import prune
 
         sparse = copy.deepcopy(workload.model)
-        calib = None
-        if self.recipe.prune.method == "sparsegpt":
-            import torch
-
-            feeds = workload.as_feeds(workload.calib)  # forward-argument order (the specs' order)
-            n = workload.count(workload.calib)
-            calib = [tuple(torch.from_numpy(np.ascontiguousarray(v[i : i + 64])) for v in feeds.values())
-                     for i in range(0, n, 64)]
-            calib = [c[0] if len(c) == 1 else c for c in calib]
+        calib = workload.as_feeds(workload.calib)  # forward-argument order (the specs' order)
         report = self._stage("prune", f"2:4 {self.recipe.prune.method}",
-                             lambda: prune_(sparse, self.recipe.prune, calib_inputs=calib))
+                             lambda: prune(sparse, self.recipe.prune, calib))
         pruned = [ly for ly in report.layers if getattr(ly, "pruned", False)]
         self.notes["prune"] = {"method": self.recipe.prune.method, "pruned_layers": len(pruned),
                                "layers": len(report.layers)}
@@ -118,6 +111,8 @@ class Pipeline:
         return models
 
     def _export(self, workload, models: dict[str, object]) -> dict[str, Path]:
+        from dataclasses import replace
+
         import torch
 
         from trtopt.export import ExportConfig, export_onnx, export_with_specs
@@ -126,8 +121,6 @@ class Pipeline:
             return {"dense": workload.onnx_path}
         cfg = self.recipe.export
         if workload.specs is not None:  # a user's model: names, example inputs and dynamic axes from its specs
-            from dataclasses import replace
-
             cfg = replace(cfg, output_names=workload.outputs)
             return {
                 kind: self._stage("export", f"{kind} FP32 -> ONNX",
@@ -136,10 +129,8 @@ class Pipeline:
                 for kind, m in models.items()
             }
         example = workload.as_feeds(workload.example)
-        if cfg.input_names == ExportConfig().input_names:
-            cfg = ExportConfig(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                               input_names=tuple(example), output_names=(workload.output_name,),
-                               constant_folding=cfg.constant_folding)
+        if cfg.input_names == ExportConfig().input_names:  # a built-in workload: its own input and output names
+            cfg = replace(cfg, input_names=tuple(example), output_names=(workload.output_name,))
         sample = tuple(torch.from_numpy(example[n]) for n in cfg.input_names)
         return {
             kind: self._stage("export", f"{kind} FP32 -> ONNX",
@@ -152,8 +143,8 @@ class Pipeline:
         from trtopt.calib import NumpySource, calibrate
 
         tables = {}
-        needs = {("sparse" if VARIANTS[v][0] else "dense") for v in self.recipe.run.variants
-                 if VARIANTS[v][1] == "int8" and v not in self.skipped}
+        needs = {VARIANTS[v].kind for v in self.recipe.run.variants
+                 if VARIANTS[v].precision == "int8" and v not in self.skipped}
         for kind in sorted(needs):
             src = NumpySource(workload.as_feeds(workload.calib), batch_size=32, seed=self.recipe.workload.seed)
             detail = f"{kind}: {self.recipe.calibrate.method} on {workload.count(workload.calib)} samples"
@@ -171,18 +162,18 @@ class Pipeline:
         from trtopt.quant import CalibData, quantize
         from trtopt.quant.fp16_check import fp16_overflows
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        kind = "sparse" if sparse else "dense"
-        if precision == "fp32":
+        var = VARIANTS[variant]
+        kind = var.kind
+        if var.precision == "fp32":
             return fp32[kind]
         dest = self.models_dir / f"{variant}.onnx"
         # calibration data drives the FP16 data rule and overflow preview, and the INT8 fidelity guard
         # (never an INT8 variant that misses the bench tolerance on calibration data)
         data = CalibData(self.workload.as_feeds(self.workload.calib), seed=self.recipe.workload.seed)
-        if precision == "fp16":
+        if var.precision == "fp16":
             res = quantize(fp32[kind], None, self.recipe.fp16, data)
         else:
-            qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
+            qcfg = replace(self.recipe.quantize, fp16_rest=True) if var.fp16_rest else self.recipe.quantize
             res = quantize(fp32[kind], tables[kind], qcfg, data, tolerance=self.recipe.bench.output_tolerances())
             if res.guard is not None:
                 self.notes.setdefault("fidelity_guard", {})[variant] = {
@@ -206,7 +197,7 @@ class Pipeline:
             from trtopt.models.user_workload import ONNX_NOTE
 
             for v in self.recipe.run.variants:
-                if VARIANTS[v][0]:
+                if VARIANTS[v].sparse:
                     self.skipped[v] = f"{ONNX_NOTE}; 2:4 variants need pruning"
         tables = self._calibrate(workload, fp32)
         artifacts: dict[str, Path] = {}
@@ -228,26 +219,26 @@ class Pipeline:
         FP32 model itself is a different model than the dense one, so its fidelity to it is reported,
         not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
         """
-        if variant == "sparse24-fp32" or (VARIANTS[variant][0] and "sparse24-fp32" not in refs):
+        if variant == "sparse24-fp32" or (VARIANTS[variant].sparse and "sparse24-fp32" not in refs):
             return "fp32", refs.get("fp32"), False
-        name = "sparse24-fp32" if VARIANTS[variant][0] else "fp32"
+        name = "sparse24-fp32" if VARIANTS[variant].sparse else "fp32"
         return name, refs.get(name), True
 
     def _bench_variant(self, variant: str, path: Path, workload, reference, stack) -> tuple[list, object]:
         """Open (kept open on ``stack`` until every variant is timed) and evaluate one variant; rows untimed."""
         from trtopt.benchmark import VariantResult, evaluate
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
+        var = VARIANTS[variant]
         bcfg = self.recipe.bench
         runner = stack.enter_context(self._open(variant, path, workload))
         compared, reference, judged = reference
         acc = evaluate(runner, workload.as_feeds(workload.eval_x), labels=workload.eval_y, reference=reference,
                        batch_size=max(bcfg.batch_sizes), tolerances=bcfg.output_tolerances(), metric=bcfg.metric,
                        judged=judged, reference_name=compared)
-        results = [VariantResult(name=variant, backend=runner.backend, precision=precision,
-                                 sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=acc,
+        results = [VariantResult(name=variant, backend=runner.backend, precision=var.precision,
+                                 sparsity=var.sparsity, batch_size=bs, timing=None, accuracy=acc,
                                  artifact=str(path), status="ok", reason="",
-                                 extra={"fp16_rest": fp16_rest, "runner": runner.describe()})
+                                 extra={"fp16_rest": var.fp16_rest, "runner": runner.describe()})
                    for bs in bcfg.batch_sizes]
         self._timed.append((variant, runner, results))
         return results, acc
@@ -273,13 +264,13 @@ class Pipeline:
         from trtopt.backends.torch_runner import TorchRunner
         from trtopt.errors import ConfigError
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        if precision == "int8" or fp16_rest:
+        var = VARIANTS[variant]
+        if var.precision == "int8" or var.fp16_rest:
             raise ConfigError("PyTorch eager has no INT8 path in trtopt; run INT8 variants on onnxruntime or tensorrt")
-        model = self.torch_models["sparse" if sparse else "dense"]
+        model = self.torch_models[var.kind]
         inputs = tuple(workload.as_feeds(workload.example))
         # 2:4 semi-structured kernels exist on CUDA only; on CPU the sparse model runs dense.
-        return TorchRunner(model, precision=precision, sparse24=sparse and _cuda_available(),
+        return TorchRunner(model, precision=var.precision, sparse24=var.sparse and _cuda_available(),
                            input_names=inputs, output_names=workload.outputs)
 
     def _backend_options(self, variant: str) -> dict:
@@ -289,14 +280,14 @@ class Pipeline:
         from trtopt.backends.tensorrt import BuildConfig
         from trtopt.inputs import profile_shapes
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
+        var = VARIANTS[variant]
         # The graph already carries the precision (Q/DQ, FP16 casts): TensorRT 10 and 11 build it
         # strongly typed; the build precision only names what the graph holds.
-        trt_precision = "int8+fp16" if fp16_rest else precision
+        trt_precision = "int8+fp16" if var.fp16_rest else var.precision
         # a user's model: the optimization profile (min/opt/max of every dynamic axis) from its input specs
         specs = getattr(getattr(self, "workload", None), "specs", None)
         shapes = profile_shapes(specs) if specs else ()
-        cfg = BuildConfig(precision=trt_precision, sparsity=sparse, backend=self.recipe.run.backend, shapes=shapes)
+        cfg = BuildConfig(precision=trt_precision, sparsity=var.sparse, backend=self.recipe.run.backend, shapes=shapes)
         return {"config": cfg, "engine_dir": self.out / "engines"}
 
     def _attach_engine(self, variant: str, path: Path, results: list) -> None:
@@ -319,9 +310,9 @@ class Pipeline:
     def _failed_variant(self, variant: str, reason: str, status: str = "failed") -> list:
         from trtopt.benchmark import VariantResult
 
-        sparse, precision, _ = VARIANTS[variant]
-        return [VariantResult(name=variant, backend=self.recipe.run.backend, precision=precision,
-                              sparsity="2:4" if sparse else "dense", batch_size=bs, timing=None, accuracy=None,
+        var = VARIANTS[variant]
+        return [VariantResult(name=variant, backend=self.recipe.run.backend, precision=var.precision,
+                              sparsity=var.sparsity, batch_size=bs, timing=None, accuracy=None,
                               artifact=None, status=status, reason=reason)
                 for bs in self.recipe.bench.batch_sizes]
 

@@ -87,7 +87,7 @@ def test_fp16_reasons_come_back_typed(tmp_path):
 
 
 def test_the_mode_and_its_inputs_must_agree(tmp_path):
-    path, x, table = _mlp(tmp_path)
+    path, _, table = _mlp(tmp_path)
     with pytest.raises(ConfigError, match="no calibration table"):
         quantize(path, table, FP16Config())
     with pytest.raises(ConfigError, match="needs a calibration table"):

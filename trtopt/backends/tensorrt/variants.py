@@ -98,7 +98,8 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
     from trtopt.backends.tensorrt import BuildConfig, build_engine
     from trtopt.recipe import VARIANTS
 
-    sparse, precision, fp16_rest = VARIANTS[variant]
+    v = VARIANTS[variant]
+    sparse, precision, fp16_rest = v.sparse, v.precision, v.fp16_rest
     try:
         cfg = BuildConfig(backend=backend, precision="int8+fp16" if fp16_rest else precision, sparsity=sparse,
                           **options)
@@ -137,7 +138,7 @@ def engine_summary(recipe: str, variant: str, onnx_path: str | os.PathLike[str],
     import importlib.util
 
     if importlib.util.find_spec("tensorrt_rtx") is None:
-        from trtopt._optional import install_hint
+        from trtopt.optional import install_hint
 
         return {"text": install_hint("tensorrt-rtx"), "status": "not installed"}
     b = build_variant(recipe, variant, onnx_path, engine_dir, **options)
