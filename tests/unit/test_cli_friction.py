@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtopt._optional import from_source, install_hint
-from trtopt.errors import InputError, MissingDependencyError
+from trtopt.errors import InputError
+from trtopt.optional import from_source, install_hint, missing_dependency
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,15 +103,15 @@ def test_install_hint_fits_the_install(tmp_path):
 def test_missing_extra_hint_in_this_checkout_is_editable():
     """This test runs from a source checkout: the hint is the clone's command, not the index's."""
     assert install_hint("tensorrt") == 'pip install -e ".[tensorrt]"'
-    msg = str(MissingDependencyError("tensorrt", "tensorrt"))
+    msg = str(missing_dependency("tensorrt"))
     assert 'pip install -e ".[tensorrt]"' in msg and "pip install 'trtopt[tensorrt]'" not in msg
 
 
 def test_index_install_hint(monkeypatch):
-    import trtopt._optional as opt
+    import trtopt.optional as opt
 
     monkeypatch.setattr(opt, "installed_from_source", lambda: False)
-    assert "pip install 'trtopt[tensorrt]'" in str(MissingDependencyError("tensorrt", "tensorrt"))
+    assert "pip install 'trtopt[tensorrt]'" in str(missing_dependency("tensorrt"))
 
 
 def _small_report():

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from trtopt._optional import install_hint
 from trtopt.cli.main import main
+from trtopt.optional import install_hint
 
 
 @pytest.fixture(autouse=True)

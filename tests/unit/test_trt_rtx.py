@@ -223,8 +223,8 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
 def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     import importlib.util
 
-    from trtopt._optional import install_hint
     from trtopt.backends.tensorrt.variants import engine_summary
+    from trtopt.optional import install_hint
 
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
     info = engine_summary("t", "int8", q, tmp_path / "engines")

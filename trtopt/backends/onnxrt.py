@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from trtopt._optional import require
 from trtopt.backends.base import Runner, TensorSpec
 from trtopt.errors import InputError
+from trtopt.optional import require
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,

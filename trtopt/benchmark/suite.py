@@ -27,6 +27,7 @@ from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.timing import measure
 from trtopt.errors import BackendUnavailableError, InputError, MissingDependencyError
+from trtopt.optional import missing_dependency
 
 Progress = Callable[[str, str], None]
 
@@ -360,7 +361,8 @@ def bench_models(models: Sequence[str | os.PathLike[str]], backends: Sequence[st
                 except ImportError as exc:  # a backend module not (fully) shipped in this build
                     if not str(exc.name).startswith("trtopt.backends"):
                         raise
-                    err = MissingDependencyError(backend, backend, f"trtopt has no {backend} runner in this build")
+                    err = missing_dependency(backend, backend if backend.startswith("tensorrt") else None,
+                                             f"trtopt has no {backend} runner in this build")
                     unavailable[backend] = err
                     variants += _skipped(name, backend, precision, sparsity, cfg, path, str(err))
                     continue

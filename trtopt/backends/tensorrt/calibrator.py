@@ -170,7 +170,7 @@ def make_calibrator(trt: Any, feed: CalibrationFeed, cache_text: str | None) -> 
         ConfigError: Polygraphy is set to TensorRT for RTX (``POLYGRAPHY_USE_TENSORRT_RTX``), which has
             no calibrators, or the cache names an unknown algorithm.
     """
-    from trtopt._optional import require
+    from trtopt.optional import require
 
     require("polygraphy", "tensorrt", "needed for implicit INT8 calibration on TensorRT 10")
     from polygraphy import config as polygraphy_config

@@ -97,8 +97,8 @@ def manifest_flavour(manifest: dict[str, Any]) -> str:
 def flavour_mismatch(manifest: dict[str, Any], flavour: str, version: str, what: str
                      ) -> IncompatibleArtifactError | None:
     """The error for an engine built by the other TensorRT flavour (RTX vs 10/11), before deserializing it."""
-    from trtopt._optional import install_hint
     from trtopt.backends.tensorrt.flavour import label
+    from trtopt.optional import install_hint
 
     built = manifest_flavour(manifest)
     if built == flavour:

@@ -422,7 +422,7 @@ def plan_build(config: BuildConfig, features: Features, info: GraphInfo, has_cal
     if features.rtx:
         hw, targets = rtx_plan_rules(config, notes)
     elif config.compute_capabilities:
-        from trtopt._optional import install_hint
+        from trtopt.optional import install_hint
 
         raise ConfigError("--compute-capability chooses TensorRT for RTX targets; this is TensorRT 10/11, which "
                           f"builds for the local GPU (use --backend tensorrt-rtx: {install_hint('tensorrt-rtx')})")
