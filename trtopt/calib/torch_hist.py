@@ -233,7 +233,7 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
     """
     require("torch", detail="the torch histogram collector")
     from trtopt.calib.torch_exec import TorchGraphExecutor
-    from trtopt.models.digits import torch_threads
+    from trtopt.torch_util import torch_threads
 
     dev = resolve_device(device)
     specs = model_input_specs(model)
