@@ -77,7 +77,7 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------
     def _torch_models(self, workload) -> dict[str, object]:
         if workload.onnx_path is not None:  # the user's .onnx: nothing to prune, fine-tune or export
-            from trtopt.models.user_workload import ONNX_NOTE
+            from trtopt.models.user import ONNX_NOTE
 
             self.notes["onnx"] = ONNX_NOTE
             return {}
@@ -96,7 +96,7 @@ class Pipeline:
                                "layers": len(report.layers)}
         ft = self.recipe.finetune
         if ft is not None and (workload.train_x is not None or ft.data is not None):
-            from trtopt.models.digits import torch_threads
+            from trtopt.torch_util import torch_threads
 
             teacher = workload.model if ft.distill_alpha is not None or ft.loss == "kd" else None
             detail = f"masked fine-tune, {ft.epochs} epochs" + (" + distillation" if teacher is not None else "")
@@ -194,7 +194,7 @@ class Pipeline:
         self.torch_models = models
         fp32 = self._export(workload, models)
         if workload.onnx_path is not None:
-            from trtopt.models.user_workload import ONNX_NOTE
+            from trtopt.models.user import ONNX_NOTE
 
             for v in self.recipe.run.variants:
                 if VARIANTS[v].sparse:
@@ -368,10 +368,10 @@ class Pipeline:
 
     def _run(self) -> PipelineResult:
         from trtopt.benchmark import Report, capture_environment, write_report
+        from trtopt.models.load import load_workload
 
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
-                               lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
-                                   self.recipe.workload))
+                               lambda: load_workload(self.recipe.workload))
         self._check_metric(workload)
         artifacts = self._prepare(workload)
         variants, refs = [], {}

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the stage configs are imported when a recipe is parsed (_se
     from trtopt.benchmark import BenchConfig
     from trtopt.calib import CalibrationConfig
     from trtopt.export import ExportConfig
-    from trtopt.models.workloads import WorkloadConfig
+    from trtopt.models.workload import WorkloadConfig
     from trtopt.quant import FP16Config, QuantizeConfig
     from trtopt.sparsity import FinetuneConfig, PruneConfig
 
@@ -115,7 +115,7 @@ def _section_classes() -> dict[str, type]:
     from trtopt.benchmark import BenchConfig
     from trtopt.calib import CalibrationConfig
     from trtopt.export import ExportConfig
-    from trtopt.models.workloads import WorkloadConfig
+    from trtopt.models.workload import WorkloadConfig
     from trtopt.quant import FP16Config, QuantizeConfig
     from trtopt.sparsity import FinetuneConfig, PruneConfig
 
@@ -204,7 +204,13 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>",
         raise ConfigError(f"unknown table(s) {', '.join(unknown)} in {source} (known: {', '.join(classes)})")
     if base_dir is not None and "workload" in data:
         data = {**data, "workload": _resolve_paths(data["workload"], Path(base_dir))}
-    built = {name: _build(cls, data.get(name, {}), name, source) for name, cls in classes.items()}
+    from trtopt.models.load import validate_workload
+
+    built = {}
+    for name, cls in classes.items():
+        built[name] = _build(cls, data.get(name, {}), name, source)
+        if name == "workload":
+            validate_workload(built[name])  # a user's model reference, specs and files, before the other tables
     built["run"] = built.pop("recipe")
     if "finetune" not in data:
         built["finetune"] = None

@@ -3,7 +3,7 @@
 Gives a real GPU comparison where TensorRT is missing. ``model`` is one of:
 
 * a ``torch.nn.Module`` (copied, so the caller's module is not cast or sparsified);
-* a workload name from :mod:`trtopt.models.workloads` (``digits_cnn``, ``resnet18``...);
+* a workload name from :mod:`trtopt.models.builtin` (``digits_cnn``, ``resnet18``...);
 * a ``.pt``/``.pth`` file holding a TorchScript module or a whole pickled ``nn.Module``
   (``torch.load(weights_only=False)``: only load files you trust).
 
@@ -57,7 +57,9 @@ def _load_module(model: Any, workload_kwargs: Mapping[str, Any]) -> tuple[Any, s
         if not isinstance(obj, torch.nn.Module):
             raise InputError(f"{path} holds a {type(obj).__name__}, not an nn.Module (a state_dict needs its class)")
         return obj, None, None
-    from trtopt.models.workloads import WORKLOADS, WorkloadConfig, load_workload
+    from trtopt.models.builtin import WORKLOADS
+    from trtopt.models.load import load_workload
+    from trtopt.models.workload import WorkloadConfig
 
     if text not in WORKLOADS:
         raise InputError(f"unknown torch model '{text}': not a workload ({', '.join(sorted(WORKLOADS))}) "
@@ -80,7 +82,7 @@ class TorchRunner(Runner):
         input_shape: Shape of the (single) input with ``None`` for the batch, for input checks;
             taken from the workload when ``model`` is a workload name.
         threads: ``torch.set_num_threads`` on CPU (0 keeps torch's default).
-        workload_kwargs: Extra :class:`~trtopt.models.workloads.WorkloadConfig` fields.
+        workload_kwargs: Extra :class:`~trtopt.models.workload.WorkloadConfig` fields.
     """
 
     backend = "torch"

@@ -88,7 +88,8 @@ def load_source(args: argparse.Namespace, what: str, dynamic_batch: bool = True)
     if args.workload:
         if args.weights or args.inputs:
             raise ConfigError("--weights and --input apply to --model/--module, not to a built-in --workload")
-        from trtopt.models.workloads import WorkloadConfig, load_workload
+        from trtopt.models.load import load_workload
+        from trtopt.models.workload import WorkloadConfig
 
         w = load_workload(WorkloadConfig(model=args.workload))
         return Source(w.model, (), args.workload, w)

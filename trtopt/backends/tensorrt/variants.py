@@ -72,7 +72,7 @@ def prepare_variant_graphs(recipe_path: str | os.PathLike[str], out_dir: str | o
     Returns:
         ``(recipe, {variant: ONNX path}, {variant: failure reason})``.
     """
-    from trtopt.models.workloads import load_workload
+    from trtopt.models.load import load_workload
     from trtopt.pipeline import Pipeline
     from trtopt.recipe import load_recipe
 
