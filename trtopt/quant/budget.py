@@ -28,7 +28,7 @@ from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
 from trtopt.onnx_graph import module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import quantize_qdq
+from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
 from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
 
 log = get_logger(__name__)
@@ -134,7 +134,8 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
         raise InputError(f"eval labels hold {len(labels)} entries for {ref.shape[0]} samples")
     metric = "top1" if labels is not None else "cosine"
     fp32 = _metric(ref, ref, labels)
-    full = quantize_qdq(fp32_model, table, cfg)
+    prep = prepare_for_qdq(fp32_model)  # once: every candidate below quantizes the same prepared graph
+    full = quantize_qdq(prep, table, cfg)
     int8_all = _metric(_predict(full, eval_inputs, batch_size, static), ref, labels)
     say("budget", f"FP32 {metric} {fp32:.3f}, all-INT8 {int8_all:.3f} (budget {max_drop} points)")
     result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
@@ -142,13 +143,13 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
         return result
     layers = quantized_layers(full)
     result.sensitivity = rank_layers(
-        fp32_model, table, cfg, layers,
+        prep, table, cfg, layers,
         lambda one: output_error([_predict(one, eval_inputs, batch_size, static)], [ref]),
         lambda k, name: say("budget", f"sensitivity {k}/{len(layers)}: {name}"))
     order = list(result.sensitivity)
     for k in range(1, len(order) + 1):  # the first k that meets the budget (else every layer kept)
         kept = order[:k]
-        cand = quantize_qdq(fp32_model, table, keeping(cfg, kept), allow_empty=True)
+        cand = quantize_qdq(prep, table, keeping(cfg, kept), allow_empty=True)
         score = _metric(_predict(cand, eval_inputs, batch_size, static), ref, labels)
         say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
         result.model, result.final, result.kept_nodes = cand, score, kept

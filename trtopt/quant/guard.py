@@ -38,7 +38,7 @@ from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx_graph import module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import quantize_qdq
+from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
 from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
 
 log = get_logger(__name__)
@@ -220,7 +220,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         fids = [fidelity(r, y) for r, y in zip(ref, outs)]
         return [v for r, f, t in zip(ref, fids, tols) for v in t.violations(significant(f, r.shape))], fids, outs
 
-    full = quantize_qdq(fp32, table, cfg, fp16_ranges=fp16_ranges)
+    prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
+    full = quantize_qdq(prep, table, cfg, fp16_ranges=fp16_ranges)
     bad, fids, _ = judge(full)
     result = GuardResult(full, n, violations_all=bad, fidelity=fids)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
@@ -228,7 +229,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     layers = quantized_layers(full)
     say(f"fidelity guard: ranking the {len(layers)} quantized layers by sensitivity")
     result.sensitivity = rank_layers(
-        fp32, table, cfg, layers,
+        prep, table, cfg, layers,
         lambda one: output_error(predict_all(one, feeds, batch_size, static, "the INT8 model on the calibration data"),
                                  ref),
         lambda k, name: say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}"))
@@ -237,7 +238,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
 
     def attempt(k: int) -> bool:
         if k not in tried:
-            m = quantize_qdq(fp32, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
+            m = quantize_qdq(prep, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
             v, f, _ = judge(m)
             tried[k] = (m, v, f)
             say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")

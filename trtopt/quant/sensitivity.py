@@ -17,7 +17,7 @@ import onnx
 
 from trtopt.calib.table import CalibrationTable
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import qdq_nodes_for, quantize_qdq
+from trtopt.quant.qdq import PreparedModel, qdq_nodes_for, quantize_qdq
 
 
 def output_error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:
@@ -46,13 +46,13 @@ def keeping(cfg: QuantizeConfig, names: list[str]) -> QuantizeConfig:
     return replace(cfg, exclude_nodes=cfg.exclude_nodes + exactly(names))
 
 
-def rank_layers(model: onnx.ModelProto, table: CalibrationTable, cfg: QuantizeConfig, layers: list[str],
+def rank_layers(model: onnx.ModelProto | PreparedModel, table: CalibrationTable, cfg: QuantizeConfig, layers: list[str],
                 error: Callable[[onnx.ModelProto], float],
                 say: Callable[[int, str], None] | None = None) -> dict[str, float]:
     """Each of ``layers`` quantized alone, scored by ``error`` (higher: more sensitive), worst first.
 
     Args:
-        model: The FP32 model.
+        model: The FP32 model (prepared once: :func:`trtopt.quant.qdq.prepare_for_qdq`).
         table: Its calibration table.
         cfg: Q/DQ options (its exclusions stay excluded).
         layers: The layers the all-INT8 model quantizes (:func:`quantized_layers`).
