@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from trtopt.errors import TrtoptError  # noqa: E402
 from trtopt.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from trtopt.models.workloads import load_workload  # noqa: E402
+from trtopt.models.load import load_workload  # noqa: E402
 from trtopt.pipeline import Pipeline  # noqa: E402
 from trtopt.recipe import VARIANTS, load_recipe  # noqa: E402
 from trtopt.run.engines import build_variant  # noqa: E402

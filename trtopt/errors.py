@@ -32,18 +32,22 @@ class MetricError(InputError):
 class MissingDependencyError(TrtoptError):
     """An optional dependency is not installed.
 
+    Build it with :func:`trtopt.optional.missing_dependency`, which composes ``hint`` for how trtopt
+    was installed.
+
     Args:
         module: The import name that failed (e.g. ``"tensorrt"``).
-        extra: The pip extra that installs it (e.g. ``"tensorrt"``).
+        extra: The pip extra that installs it (e.g. ``"tensorrt"``), or ``None`` for a base dependency.
         detail: Optional extra context (e.g. what needed the module).
+        hint: The install command (e.g. ``pip install 'trtopt[tensorrt]'``).
     """
 
-    def __init__(self, module: str, extra: str, detail: str = "") -> None:
+    def __init__(self, module: str, extra: str | None, detail: str = "", hint: str = "") -> None:
         self.module = module
         self.extra = extra
-        from trtopt._optional import install_hint  # here: _optional imports this module
-
-        msg = f"{module} is not installed: install the [{extra}] extra ({install_hint(extra)})"
+        how = f" ({hint})" if hint else ""
+        msg = (f"{module} is not installed: install the [{extra}] extra{how}" if extra
+               else f"{module} is not installed: it is a dependency of trtopt, reinstall it{how}")
         if detail:
             msg = f"{msg}; {detail}"
         super().__init__(msg)

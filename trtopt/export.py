@@ -6,7 +6,7 @@ comparison and the accuracy budget map back to PyTorch module names (``features.
 
 Every export (the CLI, the recipe and the Python API all come here):
 
-- runs with PyTorch's fused Transformer fast path off (:func:`transformer_fastpath_off`), so
+- runs with PyTorch's fused Transformer fast path off (:func:`trtopt.torch_util.transformer_fastpath_off`), so
   ``nn.TransformerEncoder`` / ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` export;
 - keeps the exporter's console output (its Torch IR graph dump on errors) off the terminal: it
   is logged at debug level, and an exporter error is one line naming the operator and the fix;
@@ -30,6 +30,8 @@ from pathlib import Path
 from trtopt.errors import ConfigError, InputError
 from trtopt.fileio import atomic_path
 from trtopt.log import get_logger
+from trtopt.models.reference import check_forward
+from trtopt.torch_util import transformer_fastpath_off
 
 log = get_logger(__name__)
 
@@ -65,29 +67,6 @@ class ExportConfig:
             raise ConfigError("export.input_names must not be empty")
         object.__setattr__(self, "input_names", tuple(self.input_names))
         object.__setattr__(self, "output_names", tuple(self.output_names))
-
-
-@contextlib.contextmanager
-def transformer_fastpath_off() -> Iterator[None]:
-    """Run the block with PyTorch's fused Transformer / MultiheadAttention fast path turned off.
-
-    In eval mode without gradients, ``nn.TransformerEncoder``, ``nn.TransformerEncoderLayer`` and
-    ``nn.MultiheadAttention`` dispatch to fused kernels (``aten::_transformer_encoder_layer_fwd``,
-    ``aten::_native_multi_head_attention``, and nested tensors for a ``src_key_padding_mask``) that
-    the ONNX exporter cannot export. With the fast path off they run their reference implementation,
-    which is what the exported graph computes: the same outputs up to float rounding, except on
-    padded positions, which the fused path sets to 0. This sets ``torch.backends.mha.set_fastpath_enabled``
-    (a documented PyTorch switch) for the block only and restores the previous value on exit, errors
-    included.
-    """
-    import torch
-
-    prev = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(prev)
 
 
 def _flush_native_stdio() -> None:
@@ -241,7 +220,6 @@ def export_with_specs(model, specs, path: str | os.PathLike[str], config: Export
     """
     from trtopt.export_parity import check_parity
     from trtopt.inputs import dynamic_axes, example_tensors
-    from trtopt.models.reference import check_forward
 
     cfg = config or ExportConfig()
     outs = check_forward(model, specs)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from trtopt.backends import open_runner
 from trtopt.benchmark.accuracy import get_metric
 from trtopt.benchmark.environment import capture_environment
@@ -26,11 +24,12 @@ from trtopt.benchmark.write import write_report
 from trtopt.errors import ConfigError, TrtoptError
 from trtopt.inputs import check_batch_sizes
 from trtopt.log import get_logger
+from trtopt.models.load import load_workload
 from trtopt.recipe import VARIANTS, Recipe
 from trtopt.run.engines import engine_column, runner_options
 
 if TYPE_CHECKING:
-    from trtopt.models.workloads import Workload
+    from trtopt.models.workload import Workload
 
 log = get_logger(__name__)
 
@@ -60,7 +59,7 @@ def recipe_references(variants: tuple[str, ...]) -> dict[str, str]:
     FP32 model itself is a different model than the dense one, so its fidelity to ``fp32`` is reported,
     not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
     """
-    return {v: "none" if v == "sparse24-fp32" else "sparse24-fp32" for v in variants if VARIANTS[v][0]}
+    return {v: "none" if v == "sparse24-fp32" else "sparse24-fp32" for v in variants if VARIANTS[v].sparse}
 
 
 def _cuda_available() -> bool:
@@ -99,33 +98,26 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------
     def _torch_models(self, workload) -> dict[str, object]:
         if workload.onnx_path is not None:  # the user's .onnx: nothing to prune, fine-tune or export
-            from trtopt.models.user_workload import ONNX_NOTE
+            from trtopt.models.user import ONNX_NOTE
 
             self.notes["onnx"] = ONNX_NOTE
             return {}
         models = {"dense": workload.model}
         if not self.recipe.run.needs_sparse:
             return models
-        from trtopt.sparsity import finetune_masked, prune_
+        from trtopt.sparsity import finetune_masked
+        from trtopt.sparsity.api import prune
 
         sparse = copy.deepcopy(workload.model)
-        calib = None
-        if self.recipe.prune.method == "sparsegpt":
-            import torch
-
-            feeds = workload.as_feeds(workload.calib)  # forward-argument order (the specs' order)
-            n = workload.count(workload.calib)
-            calib = [tuple(torch.from_numpy(np.ascontiguousarray(v[i : i + 64])) for v in feeds.values())
-                     for i in range(0, n, 64)]
-            calib = [c[0] if len(c) == 1 else c for c in calib]
+        calib = workload.as_feeds(workload.calib)  # forward-argument order (the specs' order)
         report = self._stage("prune", f"2:4 {self.recipe.prune.method}",
-                             lambda: prune_(sparse, self.recipe.prune, calib_inputs=calib))
+                             lambda: prune(sparse, self.recipe.prune, calib))
         pruned = [ly for ly in report.layers if getattr(ly, "pruned", False)]
         self.notes["prune"] = {"method": self.recipe.prune.method, "pruned_layers": len(pruned),
                                "layers": len(report.layers)}
         ft = self.recipe.finetune
         if ft is not None and (workload.train_x is not None or ft.data is not None):
-            from trtopt.models.digits import torch_threads
+            from trtopt.torch_util import torch_threads
 
             teacher = workload.model if ft.distill_alpha is not None or ft.loss == "kd" else None
             detail = f"masked fine-tune, {ft.epochs} epochs" + (" + distillation" if teacher is not None else "")
@@ -140,6 +132,8 @@ class Pipeline:
         return models
 
     def _export(self, workload, models: dict[str, object]) -> dict[str, Path]:
+        from dataclasses import replace
+
         import torch
 
         from trtopt.export import ExportConfig, export_onnx, export_with_specs
@@ -148,8 +142,6 @@ class Pipeline:
             return {"dense": workload.onnx_path}
         cfg = self.recipe.export
         if workload.specs is not None:  # a user's model: names, example inputs and dynamic axes from its specs
-            from dataclasses import replace
-
             cfg = replace(cfg, output_names=workload.outputs)
             return {
                 kind: self._stage("export", f"{kind} FP32 -> ONNX",
@@ -158,10 +150,8 @@ class Pipeline:
                 for kind, m in models.items()
             }
         example = workload.as_feeds(workload.example)
-        if cfg.input_names == ExportConfig().input_names:
-            cfg = ExportConfig(opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                               input_names=tuple(example), output_names=(workload.output_name,),
-                               constant_folding=cfg.constant_folding)
+        if cfg.input_names == ExportConfig().input_names:  # a built-in workload: its own input and output names
+            cfg = replace(cfg, input_names=tuple(example), output_names=(workload.output_name,))
         sample = tuple(torch.from_numpy(example[n]) for n in cfg.input_names)
         return {
             kind: self._stage("export", f"{kind} FP32 -> ONNX",
@@ -174,8 +164,8 @@ class Pipeline:
         from trtopt.calib import NumpySource, calibrate
 
         tables = {}
-        needs = {("sparse" if VARIANTS[v][0] else "dense") for v in self.recipe.run.variants
-                 if VARIANTS[v][1] == "int8" and v not in self.skipped}
+        needs = {VARIANTS[v].kind for v in self.recipe.run.variants
+                 if VARIANTS[v].precision == "int8" and v not in self.skipped}
         for kind in sorted(needs):
             src = NumpySource(workload.as_feeds(workload.calib), batch_size=32, seed=self.recipe.workload.seed)
             detail = f"{kind}: {self.recipe.calibrate.method} on {workload.count(workload.calib)} samples"
@@ -189,32 +179,27 @@ class Pipeline:
     def _variant_model(self, variant: str, fp32: dict[str, Path], tables: dict[str, object]) -> Path:
         from dataclasses import replace
 
-        from trtopt.calib import NumpySource
         from trtopt.onnx.io import save_onnx
-        from trtopt.quant import convert_fp16, quantize_qdq
+        from trtopt.quant import CalibData, quantize
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        kind = "sparse" if sparse else "dense"
-        if precision == "fp32":
+        var = VARIANTS[variant]
+        kind = var.kind
+        if var.precision == "fp32":
             return fp32[kind]
         dest = self.models_dir / f"{variant}.onnx"
-        if precision == "fp16":
-            # calibration data drives the |activation| rule and the FP16-arithmetic overflow preview
-            src = NumpySource(self.workload.as_feeds(self.workload.calib), batch_size=32,
-                              seed=self.recipe.workload.seed)
-            model = convert_fp16(fp32[kind], self.recipe.fp16, source=src)
+        # calibration data drives the FP16 data rule and overflow preview, and the INT8 fidelity guard
+        # (never an INT8 variant that misses the bench tolerance on calibration data)
+        data = CalibData(self.workload.as_feeds(self.workload.calib), seed=self.recipe.workload.seed)
+        if var.precision == "fp16":
+            res = quantize(fp32[kind], None, self.recipe.fp16, data)
         else:
-            qcfg = replace(self.recipe.quantize, fp16_rest=fp16_rest) if fp16_rest else self.recipe.quantize
-            if qcfg.fidelity_guard:  # never an INT8 variant that misses the bench tolerance on calibration data
-                from trtopt.quant.guard import guard_fidelity
-
-                res = guard_fidelity(fp32[kind], tables[kind], self.workload.as_feeds(self.workload.calib), qcfg,
-                                     tolerance=self.recipe.bench.output_tolerances())
-                model = res.model
+            qcfg = replace(self.recipe.quantize, fp16_rest=True) if var.fp16_rest else self.recipe.quantize
+            res = quantize(fp32[kind], tables[kind], qcfg, data, tolerance=self.recipe.bench.output_tolerances())
+            if res.guard is not None:
                 self.notes.setdefault("fidelity_guard", {})[variant] = {
-                    "samples": res.samples, "violations_all_int8": res.violations_all, "kept_nodes": res.kept_nodes}
-            else:
-                model = quantize_qdq(fp32[kind], tables[kind], qcfg)
+                    "samples": res.guard.samples, "violations_all_int8": res.guard.violations_all,
+                    "kept_nodes": res.guard.kept_nodes}
+        model = res.model
         return save_onnx(model, dest)
 
     def prepare(self, workload: Workload) -> dict[str, Path]:
@@ -229,10 +214,10 @@ class Pipeline:
         self.torch_models = models
         fp32 = self._export(workload, models)
         if workload.onnx_path is not None:
-            from trtopt.models.user_workload import ONNX_NOTE
+            from trtopt.models.user import ONNX_NOTE
 
             for v in self.recipe.run.variants:
-                if VARIANTS[v][0]:
+                if VARIANTS[v].sparse:
                     self.skipped[v] = f"{ONNX_NOTE}; 2:4 variants need pruning"
         tables = self._calibrate(workload, fp32)
         artifacts: dict[str, Path] = {}
@@ -252,13 +237,13 @@ class Pipeline:
                 self.recipe.run.backend, variant, getattr(self.workload, "specs", None), self.out / "engines"))
         from trtopt.backends.torch_runner import TorchRunner
 
-        sparse, precision, fp16_rest = VARIANTS[variant]
-        if precision == "int8" or fp16_rest:
+        var = VARIANTS[variant]
+        if var.precision == "int8" or var.fp16_rest:
             raise ConfigError("PyTorch eager has no INT8 path in trtopt; run INT8 variants on onnxruntime or tensorrt")
-        model = self.torch_models["sparse" if sparse else "dense"]
+        model = self.torch_models[var.kind]
         inputs = tuple(workload.as_feeds(workload.example))
         # 2:4 semi-structured kernels exist on CUDA only; on CPU the sparse model runs dense.
-        return TorchRunner(model, precision=precision, sparse24=sparse and _cuda_available(),
+        return TorchRunner(model, precision=var.precision, sparse24=var.sparse and _cuda_available(),
                            input_names=inputs, output_names=workload.outputs)
 
     def _attach_engine(self, variant: str, path: Path, results: list[VariantResult]) -> None:
@@ -320,22 +305,21 @@ class Pipeline:
         """What the benchmark session measures: every recipe variant, in order (fp32 first: the baseline)."""
         out = []
         for v in self.recipe.run.variants:
-            sparse, precision, fp16_rest = VARIANTS[v]
-            row = {"name": v, "backend": self.recipe.run.backend, "precision": precision,
-                   "sparsity": "2:4" if sparse else "dense"}
+            var = VARIANTS[v]
+            row = {"name": v, "backend": self.recipe.run.backend, "precision": var.precision,
+                   "sparsity": var.sparsity}
             if v in self.skipped or v not in artifacts:
                 why = ("skipped", self.skipped[v]) if v in self.skipped else ("failed", self.failed.get(v, "not built"))
                 out.append(SessionEntry(**row, artifact=None, not_run=why))
                 continue
-            out.append(SessionEntry(**row, artifact=str(artifacts[v]), extra={"fp16_rest": fp16_rest},
+            out.append(SessionEntry(**row, artifact=str(artifacts[v]), extra={"fp16_rest": var.fp16_rest},
                                     open=lambda v=v: self._open(v, artifacts[v], workload),
                                     feeds=lambda _runner: workload.as_feeds(workload.eval_x)))
         return out
 
     def _run(self) -> PipelineResult:
         workload = self._stage("workload", f"prepare {self.recipe.workload.model}",
-                               lambda: __import__("trtopt.models.workloads", fromlist=["x"]).load_workload(
-                                   self.recipe.workload))
+                               lambda: load_workload(self.recipe.workload))
         self._check_metric(workload)
         artifacts = self.prepare(workload)
         session = BenchSession(self.recipe.bench, labels=workload.eval_y, metric=self.recipe.bench.metric,

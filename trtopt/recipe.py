@@ -23,21 +23,57 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtopt.errors import ConfigError, InputError
 
-#: variant name -> (2:4 sparse, precision, FP16 for the non-INT8 rest)
-VARIANTS: dict[str, tuple[bool, str, bool]] = {
-    "fp32": (False, "fp32", False),
-    "fp16": (False, "fp16", False),
-    "int8": (False, "int8", False),
-    "int8-fp16": (False, "int8", True),
-    "sparse24-fp32": (True, "fp32", False),
-    "sparse24-fp16": (True, "fp16", False),
-    "sparse24-int8": (True, "int8", False),
-    "sparse24-int8-fp16": (True, "int8", True),
-}
+if TYPE_CHECKING:  # the stage configs are imported when a recipe is parsed (_section_classes), not here
+    from trtopt.benchmark import BenchConfig
+    from trtopt.calib import CalibrationConfig
+    from trtopt.export import ExportConfig
+    from trtopt.models.workload import WorkloadConfig
+    from trtopt.quant import FP16Config, QuantizeConfig
+    from trtopt.sparsity import FinetuneConfig, PruneConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model a recipe can build and benchmark.
+
+    Attributes:
+        name: The recipe's name for it (``int8-fp16``, ``sparse24-fp32``, ...).
+        sparse: Made from the 2:4-pruned model (else the dense one).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        fp16_rest: INT8 with FP16 for everything not in INT8.
+    """
+
+    name: str
+    sparse: bool
+    precision: str
+    fp16_rest: bool = False
+
+    @property
+    def kind(self) -> str:
+        """Which FP32 model it is made from: ``sparse`` or ``dense``."""
+        return "sparse" if self.sparse else "dense"
+
+    @property
+    def sparsity(self) -> str:
+        """The report's sparsity column: ``2:4`` or ``dense``."""
+        return "2:4" if self.sparse else "dense"
+
+
+#: variant name -> :class:`Variant`
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("fp32", False, "fp32"),
+    Variant("fp16", False, "fp16"),
+    Variant("int8", False, "int8"),
+    Variant("int8-fp16", False, "int8", fp16_rest=True),
+    Variant("sparse24-fp32", True, "fp32"),
+    Variant("sparse24-fp16", True, "fp16"),
+    Variant("sparse24-int8", True, "int8"),
+    Variant("sparse24-int8-fp16", True, "int8", fp16_rest=True),
+)}
 BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 
 
@@ -71,7 +107,7 @@ class RunConfig:
     @property
     def needs_sparse(self) -> bool:
         """Whether any variant is 2:4 sparse."""
-        return any(VARIANTS[v][0] for v in self.variants)
+        return any(VARIANTS[v].sparse for v in self.variants)
 
 
 def _section_classes() -> dict[str, type]:
@@ -79,7 +115,7 @@ def _section_classes() -> dict[str, type]:
     from trtopt.benchmark import BenchConfig
     from trtopt.calib import CalibrationConfig
     from trtopt.export import ExportConfig
-    from trtopt.models.workloads import WorkloadConfig
+    from trtopt.models.workload import WorkloadConfig
     from trtopt.quant import FP16Config, QuantizeConfig
     from trtopt.sparsity import FinetuneConfig, PruneConfig
 
@@ -95,14 +131,14 @@ class Recipe:
     """A parsed recipe: one config object per stage (``finetune`` is ``None`` when absent)."""
 
     run: RunConfig
-    workload: Any
-    prune: Any
-    finetune: Any
-    export: Any
-    calibrate: Any
-    quantize: Any
-    fp16: Any
-    bench: Any
+    workload: WorkloadConfig
+    prune: PruneConfig
+    finetune: FinetuneConfig | None
+    export: ExportConfig
+    calibrate: CalibrationConfig
+    quantize: QuantizeConfig
+    fp16: FP16Config
+    bench: BenchConfig
     source: str = "<dict>"
 
 
@@ -168,7 +204,13 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>",
         raise ConfigError(f"unknown table(s) {', '.join(unknown)} in {source} (known: {', '.join(classes)})")
     if base_dir is not None and "workload" in data:
         data = {**data, "workload": _resolve_paths(data["workload"], Path(base_dir))}
-    built = {name: _build(cls, data.get(name, {}), name, source) for name, cls in classes.items()}
+    from trtopt.models.load import validate_workload
+
+    built = {}
+    for name, cls in classes.items():
+        built[name] = _build(cls, data.get(name, {}), name, source)
+        if name == "workload":
+            validate_workload(built[name])  # a user's model reference, specs and files, before the other tables
     built["run"] = built.pop("recipe")
     if "finetune" not in data:
         built["finetune"] = None

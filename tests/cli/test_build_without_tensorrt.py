@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trtopt._optional import install_hint
 from trtopt.cli.main import main
+from trtopt.optional import install_hint
 
 
 @pytest.fixture(autouse=True)

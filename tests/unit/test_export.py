@@ -104,7 +104,7 @@ def test_multihead_attention_exports_and_matches_pytorch(tmp_path, batch_first, 
 
 
 def test_fastpath_switch_is_restored_after_the_block_even_on_error():
-    from trtopt.export import transformer_fastpath_off
+    from trtopt.torch_util import transformer_fastpath_off
 
     torch.backends.mha.set_fastpath_enabled(True)
     with pytest.raises(ValueError), transformer_fastpath_off():

@@ -230,7 +230,7 @@ def test_relative_data_paths_resolve_against_the_recipe_folder(tmp_path, userpkg
     assert rec.workload.calib_data == str(folder.resolve() / "data" / "calib.npz")
     assert rec.workload.eval_data == str(folder.resolve() / "data" / "eval.npz")
     assert rec.workload.weights == str(folder.resolve() / "w.pt")
-    from trtopt.models.workloads import load_workload
+    from trtopt.models.load import load_workload
 
     wl = load_workload(rec.workload)  # reads the data (and weights) from the recipe's folder, not the CWD
     assert wl.count(wl.eval_x) == 24 and wl.eval_y is not None

@@ -24,10 +24,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trtopt._optional import require
 from trtopt.backends.base import Runner, TensorSpec
 from trtopt.errors import BackendUnavailableError, ConfigError, InputError
 from trtopt.log import get_logger
+from trtopt.optional import require
 
 log = get_logger(__name__)
 

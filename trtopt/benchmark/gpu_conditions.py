@@ -116,7 +116,7 @@ class NvmlMonitor:
             self.status = "ok"
             return True
         except ImportError:
-            from trtopt._optional import install_hint
+            from trtopt.optional import install_hint
 
             self.status = f"unknown: nvidia-ml-py is not installed ({install_hint('gpu')})"
         except Exception as exc:  # pynvml.NVMLError and driver problems: record, never crash a benchmark

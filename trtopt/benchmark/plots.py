@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trtopt._optional import is_installed
 from trtopt.fileio import atomic_path
 from trtopt.log import get_logger
+from trtopt.optional import is_installed
 
 log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ def plots_available() -> bool:
 
 def skipped_note() -> str:
     """``plots skipped: ...`` with the install command that fits how trtopt was installed."""
-    from trtopt._optional import install_hint
+    from trtopt.optional import install_hint
 
     return SKIPPED_NOTE.format(hint=install_hint("plot"))
 

@@ -154,7 +154,7 @@ def choose_collector(config: CalibrationConfig) -> tuple[str, str]:
     ``auto`` picks the torch collector on a CUDA GPU (activations then never leave the GPU)
     and ONNX Runtime on the CPU otherwise; torch is only imported when a GPU driver is present.
     """
-    from trtopt._optional import is_installed
+    from trtopt.optional import is_installed
 
     auto = config.collector == "auto"
     if config.collector == "onnxruntime" or (auto and config.device == "cpu"):

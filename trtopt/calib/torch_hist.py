@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtopt._optional import is_installed, require
 from trtopt.calib.batches import iter_batches
 from trtopt.calib.config import CalibrationConfig, ProgressFn
 from trtopt.calib.histogram import LOG_BINS, LOG_SHIFT, AbsHistogram, ChannelAbsMax, pow2_bins, width_exponent
 from trtopt.calib.source import model_input_specs
 from trtopt.errors import ConfigError, InputError
+from trtopt.optional import is_installed, require
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -56,7 +56,7 @@ def resolve_device(device: str) -> str:
     index = dev[5:] if dev.startswith("cuda:") else ""
     if dev != "cuda" and not index.isdigit():
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{device}'")
-    torch = require("torch", "torch", "the torch histogram collector")
+    torch = require("torch", detail="the torch histogram collector")
     if not torch.cuda.is_available():
         raise InputError(f"device '{device}' requested but CUDA is not available to torch "
                          f"{torch.__version__}; use device='cpu' or 'auto'")
@@ -230,9 +230,9 @@ def collect_histograms_torch(model: onnx.ModelProto, source: Iterable[dict[str, 
         InputError: Data not matching the model, an op the torch collector cannot run, CUDA
             requested but unavailable, or an empty source.
     """
-    require("torch", "torch", "the torch histogram collector")
+    require("torch", detail="the torch histogram collector")
     from trtopt.calib.torch_exec import TorchGraphExecutor
-    from trtopt.models.digits import torch_threads
+    from trtopt.torch_util import torch_threads
 
     dev = resolve_device(device)
     specs = model_input_specs(model)

@@ -107,9 +107,8 @@ def _npz(path, specs, what: str):
 
 
 def _calib(args, specs, model):
-    """``--calib`` as an array (one input) or a list of tuples of batches, and the specs (derived from a .npy)."""
+    """``--calib`` as input name -> array (``forward()`` order), and the specs (derived from a .npy)."""
     import numpy as np
-    import torch
 
     from trtopt.dataset import Dataset
     from trtopt.errors import ConfigError, InputError
@@ -119,7 +118,7 @@ def _calib(args, specs, model):
     path = Path(args.calib)
     if path.suffix.lower() != ".npy":
         x, _ = _npz(path, specs, "--calib")
-        return _batches(x), specs
+        return x, specs
     if not path.is_file():
         raise InputError(f"calibration file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
@@ -143,18 +142,7 @@ def _calib(args, specs, model):
     ds = Dataset({specs[0].name: arr}, source=path.name).check(specs)
     get_logger(__name__).warning("--calib %s: a .npy is deprecated; use a .npz with one array per input "
                                  "(np.savez('calib.npz', %s=x))", path, specs[0].name)
-    return torch.from_numpy(np.ascontiguousarray(ds.inputs[specs[0].name])), specs
-
-
-def _batches(x: dict, size: int = 64):
-    import numpy as np
-    import torch
-
-    arrays = list(x.values())
-    if len(arrays) == 1:
-        return torch.from_numpy(np.ascontiguousarray(arrays[0]))
-    n = len(arrays[0])
-    return [tuple(torch.from_numpy(np.ascontiguousarray(a[i : i + size])) for a in arrays) for i in range(0, n, size)]
+    return {specs[0].name: ds.inputs[specs[0].name]}, specs
 
 
 def _load_data(args, src, ft) -> tuple[_Data, Any, Any]:
@@ -164,7 +152,8 @@ def _load_data(args, src, ft) -> tuple[_Data, Any, Any]:
     specs = src.specs
     if src.workload is not None:
         w = src.workload
-        d = _Data(w.train_x, w.train_y, w.eval_x, w.eval_y, w.calib, "workload eval data")
+        d = _Data(w.train_x, w.train_y, w.eval_x, w.eval_y, w.as_feeds(w.calib) if w.calib is not None else None,
+                  "workload eval data")
         if args.data:
             from trtopt.errors import ConfigError
 
@@ -180,24 +169,17 @@ def _load_data(args, src, ft) -> tuple[_Data, Any, Any]:
     if args.calib is not None:
         d.calib, specs = _calib(args, specs, src.model)
     elif d.calib is None and d.train_x is not None and args.method == "sparsegpt":
-        d.calib = _batches(d.train_x)
+        d.calib = d.train_x
     return d, specs, ft
 
 
 def _prune(args, cfg, model, calib):
-    from trtopt.errors import InputError
-    from trtopt.refs import describe_exception
-    from trtopt.sparsity import prune_
+    from trtopt.sparsity.api import prune
     from trtopt.sparsity.masks import apply_masks_, kept_magnitude_share, load_masks, masked_weight, validate_masks
     from trtopt.sparsity.prune import PruneReport, classify_layers
 
     if args.masks is None:
-        try:
-            return prune_(model, cfg, calib_inputs=calib)
-        except RuntimeError as exc:  # a forward on calibration data that does not fit the model
-            shapes = _shapes(calib)
-            raise InputError(f"calibration inputs ({shapes}) do not fit the model: {describe_exception(exc)}; "
-                             "check --calib against --input") from None
+        return prune(model, cfg, calib, hint="check --calib against --input")
     masks = load_masks(args.masks)
     validate_masks(model, masks, source=str(args.masks))
     records = classify_layers(model, cfg)
@@ -210,12 +192,6 @@ def _prune(args, cfg, model, calib):
         r.reason = "mask from file" if r.pruned else (r.reason or "not in the mask file")
     apply_masks_(model, masks)
     return PruneReport(method=f"masks:{args.masks.name}", layers=records, masks=masks)
-
-
-def _shapes(calib) -> str:
-    first = calib if hasattr(calib, "shape") else next(iter(calib), None)
-    items = first if isinstance(first, tuple | list) else (first,)
-    return ", ".join(str(list(t.shape)) for t in items if hasattr(t, "shape")) or "?"
 
 
 def run(args: argparse.Namespace) -> int:

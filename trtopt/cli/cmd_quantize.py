@@ -108,72 +108,56 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``trtopt quantize``."""
-    from trtopt.calib import NumpySource
+    """Run ``trtopt quantize``: parse, one :func:`trtopt.quant.quantize` call, print the result, save."""
     from trtopt.cli import tables
-    from trtopt.fileio import atomic_write_json
+    from trtopt.fileio import atomic_write_json, check_writable
     from trtopt.onnx.graph import as_model
     from trtopt.onnx.io import save_onnx
-    from trtopt.quant import FP16Config, QuantizeConfig, apply_accuracy_budget, convert_fp16, quantize_qdq
+    from trtopt.quant import Budget, FP16Config, QuantizeConfig, quantize
     from trtopt.quant.config import exclude_to_regex
 
     _check(args)
     err = tables.console(stderr=True, soft_wrap=True)  # never split node names mid-line
     model = as_model(args.model)
-    from trtopt.fileio import check_writable
-
     inputs = [args.model, args.calib, args.calib_data, args.eval]
     check_writable(args.out, inputs=inputs)  # before minutes of work, not after
     if args.report:
         check_writable(args.report, inputs=[*inputs, args.out], what="--report")
-    src = NumpySource.from_npz(args.calib_data, exclude=("labels", "label", "y"), static=tuple(args.static_input),
-                               model=model) if args.calib_data else None
     if args.fp16:
+        data = _calib_data(args.calib_data, tuple(args.static_input), model) if args.calib_data else None
         with err.status("converting to FP16"):
-            out = convert_fp16(model, FP16Config(node_block_list=exclude_to_regex(args.exclude)), source=src)
-        _print_fp16(err, out, checked=src is not None)
-        print(save_onnx(out, args.out))
+            res = quantize(model, None, FP16Config(node_block_list=exclude_to_regex(args.exclude)), data)
+        _print_fp16(err, res)
+        print(save_onnx(res.model, args.out))
         return 0
     table = _table(args.calib, model)
     cfg = QuantizeConfig(exclude=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
                          per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest,
-                         smoothquant_alpha=args.smoothquant)
-    if args.max_accuracy_drop is None:
-        ranges = None
-        if src is not None:
-            from trtopt.calib import CalibrationConfig, calibrate
+                         smoothquant_alpha=args.smoothquant, fidelity_guard=not args.no_fidelity_guard)
+    if args.max_accuracy_drop is not None:
+        feeds, labels, static = _load_npz(args.eval, model)
+        from trtopt.calib.source import model_input_specs, validate_batch
 
-            ranges = calibrate(model, src, CalibrationConfig(method="minmax", scope="all")).amax
-        guard_in = None if args.no_fidelity_guard else _guard_data(args, table, model)
-        if guard_in is None:
-            with err.status("inserting Q/DQ"):
-                out = quantize_qdq(model, table, cfg, fp16_ranges=ranges)
-        else:
-            from trtopt.quant.guard import guard_fidelity
-
-            with err.status("inserting Q/DQ") as status:
-                from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, with_regression_outputs
-
-                tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
-                res = guard_fidelity(model, table, guard_in[0], cfg, fp16_ranges=ranges, static=guard_in[1],
-                                     progress=status.update if err.is_terminal else _line(err), tolerance=tol)
-            out = res.model
-            _print_guard(err, res)
-        _print_summary(err, out)
-        print(save_onnx(out, args.out))
+        feeds = validate_batch(feeds, model_input_specs(model), where=f"evaluation data {args.eval}")
+        with err.status("accuracy budget") as status:
+            res = quantize(model, table, cfg, budget=Budget(args.max_accuracy_drop, feeds, labels, static),
+                           progress=status.update)
+        _print_budget(err, res.budget)
+        _print_summary(err, res.summary)
+        if args.report:
+            atomic_write_json(args.report, res.budget.summary())
+        print(save_onnx(res.model, args.out))
         return 0
-    inputs, labels, static = _load_npz(args.eval, model)
-    from trtopt.calib.source import model_input_specs, validate_batch
-    from trtopt.onnx.graph import as_model
+    data = _guard_data(args, table, model)
+    from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, with_regression_outputs
 
-    inputs = validate_batch(inputs, model_input_specs(as_model(model)), where=f"evaluation data {args.eval}")
-    with err.status("accuracy budget") as status:
-        res = apply_accuracy_budget(model, table, inputs, labels, args.max_accuracy_drop, cfg,
-                                    progress=lambda st, detail: status.update(f"{st}: {detail}"), static=static)
-    _print_budget(err, res)
-    _print_summary(err, res.model)
-    if args.report:
-        atomic_write_json(args.report, res.summary())
+    tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
+    with err.status("inserting Q/DQ") as status:
+        res = quantize(model, table, cfg, data, tolerance=tol,
+                       progress=status.update if err.is_terminal else _line(err))
+    if res.guard is not None:
+        _print_guard(err, res.guard)
+    _print_summary(err, res.summary)
     print(save_onnx(res.model, args.out))
     return 0
 
@@ -183,14 +167,13 @@ def _line(console):
     return lambda msg: console.print(msg, highlight=False, markup=False)
 
 
-def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str, ...]] | None:
-    """Calibration inputs and static input names for the fidelity guard.
+def _guard_data(args: argparse.Namespace, table, model):
+    """Calibration data for the fidelity guard and the FP16 ranges of ``--fp16-rest``, or ``None``.
 
-    From --calib-data, else from the file the table recorded (content-hash checked).
+    From --calib-data, else (guard on) from the file the table recorded (content-hash checked).
     """
     import logging
 
-    from trtopt.calib.source import model_input_specs, validate_batch
     from trtopt.fileio import sha256_file
 
     path, static = args.calib_data, tuple(args.static_input)
@@ -198,6 +181,8 @@ def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str
     if not static and rec is not None:
         static = tuple(rec.get("static", ()))
     if path is None:
+        if args.no_fidelity_guard:
+            return None
         log = logging.getLogger("trtopt.quantize")
         if rec is None:
             log.warning("fidelity not checked: pass --calib-data CALIB.npz to check the INT8 model against FP32")
@@ -207,13 +192,18 @@ def _guard_data(args: argparse.Namespace, table, model) -> tuple[dict, tuple[str
             log.warning("fidelity not checked: the calibration data recorded in the table (%s) is gone or changed; "
                         "pass --calib-data CALIB.npz", path)
             return None
-    from trtopt.dataset import load_npz
+    return _calib_data(path, static, model)
 
-    # every sample: the guard picks its own seeded subset (the same as the recipe pipeline's); static
-    # inputs go whole, and the guard's batching rule adds them to every call
+
+def _calib_data(path: Path, static: tuple[str, ...], model):
+    """``--calib-data`` in the one data format: every sample (the guard picks its own seeded subset)."""
+    from trtopt.calib.source import model_input_specs, validate_batch
+    from trtopt.dataset import load_npz
+    from trtopt.quant import CalibData
+
     ds = load_npz(path, static=static).check_onnx(model)
     feeds = validate_batch({**ds.inputs, **ds.static}, model_input_specs(model), where=f"calibration data {path}")
-    return feeds, tuple(ds.static)
+    return CalibData(feeds, tuple(ds.static))
 
 
 def _print_guard(console, res) -> None:
@@ -233,32 +223,27 @@ def _print_guard(console, res) -> None:
                   markup=False, highlight=False)
 
 
-def _print_summary(console, model, limit: int = 8) -> None:
+def _print_summary(console, s, limit: int = 8) -> None:
     """One screen: preparation notes, Q/DQ pairs, layers in INT8, layers kept in float and why."""
-    from trtopt.quant.summary import read_summary
-
-    s = read_summary(model)
     if s is None:
         return
-    for note in s.get("notes", []):
+    for note in s.notes:
         console.print(f"note: {note}", markup=False)
-    kept = s.get("kept_float", {})
-    console.print(f"INT8: {s['int8_nodes']} layer(s) quantized, {s['qdq_pairs']} Q/DQ pair(s) "
-                  f"({s['dequantize_nodes']} DequantizeLinear); {len(kept)} kept in float", markup=False)
+    kept = s.kept_float
+    console.print(f"INT8: {s.int8_nodes} layer(s) quantized, {s.qdq_pairs} Q/DQ pair(s) "
+                  f"({s.dequantize_nodes} DequantizeLinear); {len(kept)} kept in float", markup=False)
     for name, why in list(kept.items())[:limit]:
         console.print(f"  kept in float: {name}: {why}", markup=False)
     if len(kept) > limit:
         console.print(f"  ... and {len(kept) - limit} more", markup=False)
 
 
-def _print_fp16(console, model, checked: bool) -> None:
+def _print_fp16(console, res) -> None:
     """Nodes kept in FP32 by reason (one line per reason kind, with examples), and the preview status."""
-    import json
     import re
     from collections import defaultdict
 
-    meta = {p.key: p.value for p in model.metadata_props}
-    reasons = json.loads(meta.get("trtopt.fp16.fp32_reasons", "{}"))
+    reasons = res.fp16_reasons
     console.print(f"FP16: {len(reasons)} node(s) kept in FP32")
     groups: dict[str, list[str]] = defaultdict(list)
     for node, why in reasons.items():
@@ -268,7 +253,7 @@ def _print_fp16(console, model, checked: bool) -> None:
     for kind, nodes in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         more = f" (+{len(nodes) - 3} more)" if len(nodes) > 3 else ""
         console.print(f"  {len(nodes)} x {kind}: {', '.join(nodes[:3])}{more}")
-    if not checked:
+    if not res.fp16_checked:
         console.print("  FP16 overflow on real data not checked: pass --calib-data CALIB.npz for the data rule and "
                       "the FP16-arithmetic overflow preview")
 

@@ -92,7 +92,8 @@ def load_source(args: argparse.Namespace, what: str, dynamic_batch: bool = True)
     if args.workload:
         if args.weights or args.inputs:
             raise ConfigError("--weights and --input apply to --model/--module, not to a built-in --workload")
-        from trtopt.models.workloads import WorkloadConfig, load_workload
+        from trtopt.models.load import load_workload
+        from trtopt.models.workload import WorkloadConfig
 
         w = load_workload(WorkloadConfig(model=args.workload))
         return Source(w.model, (), args.workload, w)
@@ -136,7 +137,9 @@ def load_torch_workload(name: str) -> TorchModel:
         InputError: ``name`` is no built-in workload (the message lists them).
     """
     from trtopt.backends.torch_runner import TorchModel
-    from trtopt.models.workloads import WORKLOADS, WorkloadConfig, load_workload
+    from trtopt.models.builtin import WORKLOADS
+    from trtopt.models.load import load_workload
+    from trtopt.models.workload import WorkloadConfig
 
     if name not in WORKLOADS:
         raise InputError(f"unknown torch model '{name}': not a workload ({', '.join(sorted(WORKLOADS))}) "

@@ -7,13 +7,12 @@ held-out test split on which every accuracy is measured.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from trtopt.log import get_logger
+from trtopt.torch_util import torch_threads
 
 log = get_logger(__name__)
 
@@ -79,26 +78,6 @@ def make_digits_cnn(width: int = 16):
     from trtopt.models.digits_net import DigitsCNN
 
     return DigitsCNN(width)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (restored on exit).
-
-    Tiny models train faster on one thread: per-op work is too small to amortise thread
-    hand-offs, and on a busy machine extra threads only add contention.
-
-    Args:
-        n: Threads to use inside the block.
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def train_classifier(model, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3,

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from trtopt._optional import require
 from trtopt.errors import InputError
 from trtopt.log import get_logger
+from trtopt.optional import require
 
 log = get_logger(__name__)
 

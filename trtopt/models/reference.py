@@ -21,6 +21,7 @@ from typing import Any
 
 from trtopt.errors import ConfigError, InputError
 from trtopt.refs import describe_exception, import_callable, is_import_ref
+from trtopt.torch_util import transformer_fastpath_off
 
 #: built-in model name -> factory reference (random weights; the data comes with the workload)
 BUILTIN_FACTORIES: dict[str, str] = {
@@ -181,7 +182,7 @@ def check_input_order(model: Any, specs: Sequence[Any], where: str = "--input") 
 def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: str = "--input") -> tuple[Any, ...]:
     """Run ``model`` once on example inputs built from ``specs`` (OPT shapes, batch 1), as the export will.
 
-    PyTorch's fused Transformer fast path is off for the call (:func:`trtopt.export.transformer_fastpath_off`).
+    PyTorch's fused Transformer fast path is off for the call (:func:`trtopt.torch_util.transformer_fastpath_off`).
 
     Args:
         model: The ``torch.nn.Module``.
@@ -198,7 +199,6 @@ def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: s
     """
     import torch
 
-    from trtopt.export import transformer_fastpath_off
     from trtopt.inputs import example_tensors
 
     check_input_order(model, specs, where)

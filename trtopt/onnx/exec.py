@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtopt._optional import require
 from trtopt.batching import rule_for_onnx
 from trtopt.errors import InputError
 from trtopt.onnx.dims import with_symbolic_dims
 from trtopt.onnx.io import first_error_line
+from trtopt.optional import require
 
 #: ONNX Runtime's type strings -> numpy dtypes (the types trtopt feeds and reads).
 ORT_TYPES = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -28,7 +28,8 @@ from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import quantize_qdq
+from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
+from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
 
 log = get_logger(__name__)
 Progress = Callable[[str, str], None]
@@ -126,27 +127,22 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
         raise InputError(f"eval labels hold {len(labels)} entries for {ref.shape[0]} samples")
     metric = "top1" if labels is not None else "cosine"
     fp32 = _metric(ref, ref, labels)
-    full = quantize_qdq(fp32_model, table, cfg)
+    prep = prepare_for_qdq(fp32_model)  # once: every candidate below quantizes the same prepared graph
+    full = quantize_qdq(prep, table, cfg)
     int8_all = _metric(_predict(full, eval_inputs, batch_size, static), ref, labels)
     say("budget", f"FP32 {metric} {fp32:.3f}, all-INT8 {int8_all:.3f} (budget {max_drop} points)")
     result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
     if result.within_budget:
         return result
-    from trtopt.quant.guard import exactly, only, quantized_layers
-
     layers = quantized_layers(full)
-    sens = {}
-    for k, name in enumerate(layers, 1):
-        say("budget", f"sensitivity {k}/{len(layers)}: {name}")
-        one = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
-        y = _predict(one, eval_inputs, batch_size, static)
-        sens[name] = float(np.sum((y - ref) ** 2) / max(np.sum(ref**2), 1e-12))
-    result.sensitivity = dict(sorted(sens.items(), key=lambda kv: -kv[1]))
+    result.sensitivity = rank_layers(
+        prep, table, cfg, layers,
+        lambda one: output_error([_predict(one, eval_inputs, batch_size, static)], [ref]),
+        lambda k, name: say("budget", f"sensitivity {k}/{len(layers)}: {name}"))
     order = list(result.sensitivity)
-    for k in range(1, len(order) + 1):
+    for k in range(1, len(order) + 1):  # the first k that meets the budget (else every layer kept)
         kept = order[:k]
-        excl = cfg.exclude_nodes + exactly(kept)
-        cand = quantize_qdq(fp32_model, table, replace(cfg, exclude_nodes=excl), allow_empty=True)
+        cand = quantize_qdq(prep, table, keeping(cfg, kept), allow_empty=True)
         score = _metric(_predict(cand, eval_inputs, batch_size, static), ref, labels)
         say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
         result.model, result.final, result.kept_nodes = cand, score, kept

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from trtopt.errors import ConfigError
 from trtopt.onnx.ops import WEIGHTED_OPS
+from trtopt.patterns import check_patterns, check_regexes, to_regex
 
 #: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16`.
 DEFAULT_FP16_BLOCK_OPS = (
@@ -17,14 +17,6 @@ DEFAULT_FP16_BLOCK_OPS = (
 )
 
 
-def _check_regexes(patterns: tuple[str, ...], what: str) -> None:
-    for p in patterns:
-        try:
-            re.compile(p)
-        except re.error as exc:
-            raise ConfigError(f"{what}: invalid regular expression '{p}' ({exc})") from None
-
-
 #: characters that mark a pattern as a regular expression written where a glob is expected
 _REGEX_MARKS = ("^", "$", "\\", ".*", ".+")
 
@@ -32,28 +24,21 @@ _REGEX_MARKS = ("^", "$", "\\", ".*", ".+")
 def exclude_to_regex(patterns: tuple[str, ...] | list[str], what: str = "--exclude") -> tuple[str, ...]:
     r"""Translate user exclusion patterns into regular expressions for ``re.search`` on node names.
 
-    The syntax is the same as ``trtopt prune --exclude``: an fnmatch glob matched against the WHOLE
-    node name (``*/attention/*``, ``/fc*``), or ``re:<regex>`` searched anywhere in it. A glob that
+    The syntax is :mod:`trtopt.patterns` (the same as ``trtopt prune --exclude``): an fnmatch glob
+    matched against the WHOLE node name (``*/attention/*``, ``/fc*``), or ``re:<regex>`` searched
+    anywhere in it. A glob that
     looks like a regular expression (contains ``^``, ``$``, ``\``, ``.*`` or ``.+``: quantize took
     regexes before) is refused with the ``re:`` spelling, rather than silently matching nothing.
 
     Raises:
         ConfigError: A pattern is empty, looks like a regex without ``re:``, or is a bad regex.
     """
-    import fnmatch
-
-    out = []
+    check_patterns(patterns, what)
     for p in patterns:
-        if not isinstance(p, str) or not p:
-            raise ConfigError(f"{what}: patterns must be non-empty strings, got {p!r}")
-        if p.startswith("re:"):
-            _check_regexes((p[3:],), what)
-            out.append(p[3:])
-            continue
-        if any(m in p for m in _REGEX_MARKS):
+        if not p.startswith("re:") and any(m in p for m in _REGEX_MARKS):
             raise ConfigError(f"{what} '{p}' looks like a regular expression; patterns are globs matching the whole "
                               f"node name (e.g. '*/fc*'): write 're:{p}' for a regex")
-        out.append("^" + fnmatch.translate(p))
+    out = [to_regex(p) for p in patterns]
     return tuple(out)
 
 
@@ -86,8 +71,8 @@ class QuantizeConfig:
             calibrate`` (per-channel maxima). ~0.8 suits BERT-style encoders; CNNs do not need it.
         fidelity_guard: Check the INT8 model against FP32 on calibration samples and keep the
             fewest most-sensitive layers in float that meet the fidelity tolerance
-            (:func:`trtopt.quant.guard.guard_fidelity`; used by ``trtopt quantize`` and the
-            pipeline, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
+            (:func:`trtopt.quant.guard.guard_fidelity`; applied by :func:`trtopt.quant.quantize`
+            when it is given calibration data, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
     """
 
     op_types: tuple[str, ...] = WEIGHTED_OPS
@@ -111,7 +96,7 @@ class QuantizeConfig:
         unknown = set(self.op_types) - set(WEIGHTED_OPS)
         if unknown:
             raise ConfigError(f"quantize.op_types supports Conv, ConvTranspose, Gemm, MatMul; got {sorted(unknown)}")
-        _check_regexes(self.exclude_nodes, "quantize.exclude_nodes")
+        check_regexes(self.exclude_nodes, "quantize.exclude_nodes")
         extra = tuple(r for r in exclude_to_regex(self.exclude, "quantize.exclude") if r not in self.exclude_nodes)
         object.__setattr__(self, "exclude_nodes", self.exclude_nodes + extra)
         if self.weight_storage not in ("float", "int8"):
@@ -158,6 +143,6 @@ class FP16Config:
         for f in ("op_block_list", "node_block_list"):
             val = getattr(self, f)
             object.__setattr__(self, f, (val,) if isinstance(val, str) else tuple(val))
-        _check_regexes(self.node_block_list, "fp16.node_block_list")
+        check_regexes(self.node_block_list, "fp16.node_block_list")
         if not self.data_max > 0 or not self.init_max > 0:
             raise ConfigError("fp16.data_max and fp16.init_max must be > 0")

@@ -36,7 +36,7 @@ The rules themselves live in :mod:`trtopt.quant.fp16_patterns`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -235,23 +235,24 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
 
 
 def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Config | None = None,
-                 source: Iterable[dict[str, np.ndarray]] | None = None,
-                 ranges: Mapping[str, float] | None = None) -> onnx.ModelProto:
+                 ranges: Mapping[str, float] | None = None, preview: Mapping[str, np.ndarray] | None = None,
+                 static: Collection[str] = ()) -> onnx.ModelProto:
     """Convert an FP32 model to FP16 with FP32 islands and FP32 graph I/O (by default).
 
-    With ``source``, the converted model is also previewed in FP16 arithmetic on the first
+    With ``preview``, the converted model is also run in FP16 arithmetic on its first
     ``config.overflow_samples`` samples (:func:`trtopt.quant.fp16_check.fp16_overflows`); nodes that
     overflow are kept in FP32 and the model is converted again, up to ``config.overflow_rounds`` times.
     Reasons are stored in metadata: ``trtopt.fp16.fp32_nodes`` (names) and ``trtopt.fp16.fp32_reasons``
-    (JSON ``{node: reason}``).
+    (JSON ``{node: reason}``). :func:`trtopt.quant.api.quantize` measures ``ranges`` and picks
+    ``preview`` from calibration data.
 
     Args:
         model: FP32 ``.onnx`` path or ModelProto (not modified).
         config: Block lists and data rule thresholds.
-        source: Calibration batches for the data rule (max |x| of every float tensor is measured
-            with ONNX Runtime) and the overflow preview; without it (and without ``ranges``) both
-            are skipped.
-        ranges: Precomputed ``{tensor: max|x|}`` instead of ``source``.
+        ranges: ``{tensor: max|x|}`` over calibration data for the data rule (``None``: skipped).
+        preview: One call's inputs by name (samples on axis 0, static inputs whole) for the overflow
+            preview (``None``: skipped).
+        static: Names in ``preview`` that are per-call constants (not cut into samples).
 
     Returns:
         The mixed-precision model.
@@ -268,19 +269,14 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     m = onnx.ModelProto()
     m.CopyFrom(src)
     _name_nodes(m.graph)
-    if source is not None and ranges is None:
-        from trtopt.calib import CalibrationConfig, calibrate
-
-        ranges = calibrate(m, source, CalibrationConfig(method="minmax", scope="all")).amax
     masks = mask_constants(m, cfg.init_max)
     for name in masks:
         log.info("FP16: clamping additive mask '%s' to %g (exact in effect before Softmax)", name, MASK_FILL)
     blocked = blocked_nodes(m, cfg, ranges, masks)
-    feeds = next(iter(source), None) if source is not None and cfg.overflow_samples else None
-    static = dict(getattr(source, "static_inputs", None) or {})
+    feeds = dict(preview) if preview is not None and cfg.overflow_samples else None
+    static = tuple(static)
     previewed = 0
     if feeds is not None:
-        feeds = {**feeds, **static}
         from trtopt.batching import rule_for_onnx
 
         rule = rule_for_onnx(m, static)  # the preview runs one call: a fixed batch size sets its samples

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,7 +38,8 @@ from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import qdq_nodes_for, quantize_qdq
+from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
+from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
@@ -62,27 +62,6 @@ def predict_all(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], batch_
     """
     outs = predict(model, inputs, batch_size, static, what)
     return [v.astype(np.float32) for v in outs.values() if np.issubdtype(v.dtype, np.floating)]
-
-
-def output_error(outs: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    """Sum over outputs of the normalised squared error ``|y - ref|^2 / |ref|^2`` (continuous: no ties)."""
-    return float(sum(np.sum((y.astype(np.float64) - r) ** 2) / max(float(np.sum(r.astype(np.float64) ** 2)), 1e-12)
-                     for y, r in zip(outs, ref)))
-
-
-def quantized_layers(model: onnx.ModelProto) -> list[str]:
-    """Weighted nodes of a Q/DQ model whose activation input comes from a DequantizeLinear."""
-    return [n for n, srcs in qdq_nodes_for(model).items() if srcs and srcs[0] == "DequantizeLinear"]
-
-
-def only(layers: list[str], keep: str) -> tuple[str, ...]:
-    """Exclusion patterns that leave only ``keep`` of ``layers`` quantized."""
-    return tuple(f"^{re.escape(n)}$" for n in layers if n != keep)
-
-
-def exactly(names: list[str]) -> tuple[str, ...]:
-    """Exclusion patterns matching exactly ``names``."""
-    return tuple(f"^{re.escape(n)}$" for n in names)
 
 
 @dataclass
@@ -234,27 +213,25 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         fids = [fidelity(r, y) for r, y in zip(ref, outs)]
         return [v for r, f, t in zip(ref, fids, tols) for v in t.violations(significant(f, r.shape))], fids, outs
 
-    full = quantize_qdq(fp32, table, cfg, fp16_ranges=fp16_ranges)
+    prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
+    full = quantize_qdq(prep, table, cfg, fp16_ranges=fp16_ranges)
     bad, fids, _ = judge(full)
     result = GuardResult(full, n, violations_all=bad, fidelity=fids)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
     layers = quantized_layers(full)
     say(f"fidelity guard: ranking the {len(layers)} quantized layers by sensitivity")
-    sens = {}
-    for k, name in enumerate(layers, 1):
-        say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}")
-        one = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + only(layers, name)))
-        sens[name] = output_error(predict_all(one, feeds, batch_size, static, "the INT8 model on the calibration data"),
-                                  ref)
-    order = sorted(sens, key=lambda k: -sens[k])
-    result.sensitivity = {k: sens[k] for k in order}
+    result.sensitivity = rank_layers(
+        prep, table, cfg, layers,
+        lambda one: output_error(predict_all(one, feeds, batch_size, static, "the INT8 model on the calibration data"),
+                                 ref),
+        lambda k, name: say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}"))
+    order = list(result.sensitivity)
     tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
 
     def attempt(k: int) -> bool:
         if k not in tried:
-            m = quantize_qdq(fp32, table, replace(cfg, exclude_nodes=cfg.exclude_nodes + exactly(order[:k])),
-                             fp16_ranges=fp16_ranges)
+            m = quantize_qdq(prep, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
             v, f, _ = judge(m)
             tried[k] = (m, v, f)
             say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")

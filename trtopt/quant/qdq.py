@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -43,6 +44,30 @@ from trtopt.quant.summary import nothing_quantized, store_summary
 
 log = get_logger(__name__)
 _FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """An FP32 model and the prepared graph Q/DQ goes into, made once (searches quantize it many times).
+
+    Attributes:
+        source: The model as given.
+        model: :func:`trtopt.prepare.prepare_model`'s result (never modified: each quantization copies it).
+        notes: The preparation steps applied.
+        hash: sha256 of ``model`` (what a calibration table records).
+    """
+
+    source: onnx.ModelProto
+    model: onnx.ModelProto
+    notes: tuple[str, ...]
+    hash: str
+
+
+def prepare_for_qdq(model: str | os.PathLike[str] | onnx.ModelProto) -> PreparedModel:
+    """Load (when needed) and prepare ``model`` once for :func:`quantize_qdq`."""
+    src = as_model(model)
+    prepared, notes = prepare_model(src)
+    return PreparedModel(src, prepared, tuple(notes), model_hash(prepared))
 
 
 def _excluded(node: onnx.NodeProto, cfg: QuantizeConfig) -> bool:
@@ -171,13 +196,14 @@ def _plan_node(node: onnx.NodeProto, index: GraphIndex, table: CalibrationTable,
     return plan, ""
 
 
-def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
+def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, table: CalibrationTable,
                  config: QuantizeConfig | None = None, fp16_ranges: dict[str, float] | None = None,
                  allow_empty: bool = False) -> onnx.ModelProto:
     """Insert Q/DQ nodes into an FP32 model using a calibration table.
 
     Args:
-        model: FP32 ``.onnx`` path or ModelProto (not modified).
+        model: FP32 ``.onnx`` path or ModelProto (not modified), or its :func:`prepare_for_qdq` result
+            (prepared once for many calls).
         table: Activation ranges from :func:`trtopt.calib.calibrate` for this model.
         config: Placement options; ``fp16_rest=True`` also converts the rest of the graph to FP16.
         fp16_ranges: Optional ``{tensor: max|x|}`` over calibration data for the FP16 data rule
@@ -199,8 +225,8 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
             compute only inside If/Loop/Scan, or an opset that cannot be raised to 13.
     """
     cfg = config or QuantizeConfig()
-    src = as_model(model)
-    prepared, notes = prepare_model(src)
+    prep = model if isinstance(model, PreparedModel) else prepare_for_qdq(model)
+    src, prepared, notes = prep.source, prep.model, list(prep.notes)
     m = onnx.ModelProto()
     m.CopyFrom(prepared)
     opset = opset_of(m)
@@ -208,7 +234,7 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibra
     names |= {i.name for i in m.graph.input}
     # every entry must name a tensor of this model (before preparation: a folded BN's input is fine too)
     table.check_names(names, what="calibration table")
-    if table.model_hash and table.model_hash != model_hash(prepared):
+    if table.model_hash and table.model_hash != prep.hash:
         # Same tensor names but other bytes: e.g. a dense model's table applied to its pruned copy.
         log.warning("the calibration table was made for a different model (sha256 %s...); its ranges may not "
                     "fit this one: re-run `trtopt calibrate` on this exact model", table.model_hash[:12])

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trtopt._optional import install_hint, is_installed
 from trtopt.backends.tensorrt import BuildConfig, build_engine
 from trtopt.backends.tensorrt.profiles import profiles_from_specs
 from trtopt.benchmark.report import EngineCell
 from trtopt.errors import TrtoptError
 from trtopt.log import get_logger
+from trtopt.optional import install_hint, is_installed
 from trtopt.recipe import VARIANTS
 
 log = get_logger(__name__)
@@ -83,7 +83,8 @@ def build_variant(recipe: str, variant: str, onnx_path: str | os.PathLike[str], 
         backend: ``tensorrt-rtx`` (default, no GPU needed) or ``tensorrt``.
         **options: Further :class:`~trtopt.backends.tensorrt.config.BuildConfig` fields.
     """
-    sparse, precision, fp16_rest = VARIANTS[variant]
+    v = VARIANTS[variant]
+    sparse, precision, fp16_rest = v.sparse, v.precision, v.fp16_rest
     try:
         cfg = BuildConfig(backend=backend, precision="int8+fp16" if fp16_rest else precision, sparsity=sparse,
                           **options)
@@ -159,7 +160,7 @@ def runner_options(backend: str, variant: str, specs: Sequence[Any] | None,
     """
     if backend not in ("tensorrt", "tensorrt-rtx"):
         return {}
-    sparse, precision, fp16_rest = VARIANTS[variant]
-    cfg = BuildConfig(precision="int8+fp16" if fp16_rest else precision, sparsity=sparse, backend=backend,
+    v = VARIANTS[variant]
+    cfg = BuildConfig(precision="int8+fp16" if v.fp16_rest else v.precision, sparsity=v.sparse, backend=backend,
                       shapes=profiles_from_specs(specs) if specs else ())
     return {"config": cfg, "engine_dir": engine_dir}

@@ -7,10 +7,10 @@ Both are frozen dataclasses with TOML-friendly fields, so a recipe's ``[prune]``
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from trtopt.errors import ConfigError
+from trtopt.patterns import check_patterns
 
 #: pruning methods understood by :func:`trtopt.sparsity.prune_`
 METHODS = ("magnitude", "permutation", "sparsegpt")
@@ -31,17 +31,6 @@ def check_pattern(pattern: str) -> None:
             f"sparsity pattern '{pattern}' is not supported: TensorRT's sparse tensor cores run only 2:4 "
             "(2 non-zeros in every group of 4 along the reduction axis)"
         )
-
-
-def _check_patterns(field: str, patterns: tuple[str, ...]) -> None:
-    for p in patterns:
-        if not isinstance(p, str) or not p:
-            raise ConfigError(f"prune.{field} entries must be non-empty strings, got {p!r}")
-        if p.startswith("re:"):
-            try:
-                re.compile(p[3:])
-            except re.error as exc:
-                raise ConfigError(f"prune.{field}: bad regular expression {p[3:]!r} ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -88,7 +77,7 @@ class PruneConfig:
         for name in ("include", "exclude"):
             val = getattr(self, name)
             val = (val,) if isinstance(val, str) else tuple(val)
-            _check_patterns(name, val)
+            check_patterns(val, f"prune.{name}")
             object.__setattr__(self, name, val)
         ints = ("min_in_features", "min_out_features", "min_params", "perm_max_iters", "perm_max_channels")
         for name in ints:

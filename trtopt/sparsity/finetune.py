@@ -290,7 +290,7 @@ def evaluate(model, x, y, batch_size: int = 256) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    from trtopt.export import transformer_fastpath_off
+    from trtopt.torch_util import transformer_fastpath_off
 
     xs, yt = _inputs(x), _tensor(y, "labels")
     device = next(model.parameters()).device

@@ -89,7 +89,7 @@ def resolve_gpu(gpu: str) -> tuple[str, tuple[int, int] | None]:
         return GPUS[key]
     if key != "auto":
         raise ConfigError(f"unknown --gpu '{gpu}' (choose from {', '.join(GPU_CHOICES)})")
-    from trtopt._optional import is_installed
+    from trtopt.optional import is_installed
 
     if is_installed("torch"):
         import torch

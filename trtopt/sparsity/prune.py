@@ -10,13 +10,12 @@ include/exclude patterns. Every other layer with a weight (recurrent layers, oth
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
+from trtopt.patterns import matches
 from trtopt.sparsity.config import PruneConfig
 from trtopt.sparsity.masks import apply_masks_, check_2to4, kept_magnitude_share, magnitude_mask, masked_weight
 
@@ -94,17 +93,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def name_matches(name: str, patterns: tuple[str, ...]) -> bool:
-    """Return whether ``name`` matches any fnmatch glob or ``re:<regex>`` pattern."""
-    for p in patterns:
-        if p.startswith("re:"):
-            if re.search(p[3:], name):
-                return True
-        elif fnmatch.fnmatchcase(name, p):
-            return True
-    return False
-
-
 #: ``nn.MultiheadAttention`` projection weights that are pruned like a Linear weight ([out, in], groups along in)
 ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
@@ -145,9 +133,9 @@ def _ineligible_reason(mod, w, name: str, cfg: PruneConfig, first_conv: bool) ->
     if isinstance(mod, nn.modules.conv._ConvTransposeNd):
         return "transposed conv: not a TensorRT sparse-math layer"
     owner = name.rpartition(".")[0] if isinstance(mod, nn.MultiheadAttention) else None
-    if cfg.include and not (name_matches(name, cfg.include) or (owner and name_matches(owner, cfg.include))):
+    if cfg.include and not (matches(name, cfg.include) or (owner and matches(owner, cfg.include))):
         return "not selected by prune.include"
-    if cfg.exclude and (name_matches(name, cfg.exclude) or (owner and name_matches(owner, cfg.exclude))):
+    if cfg.exclude and (matches(name, cfg.exclude) or (owner and matches(owner, cfg.exclude))):
         return "excluded by prune.exclude"
     if not w.is_floating_point():
         return f"weight dtype {w.dtype} is not floating point"

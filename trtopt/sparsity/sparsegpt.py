@@ -246,7 +246,7 @@ def sparsegpt_prune_(model, names: list[str], calib_inputs, cfg: PruneConfig) ->
         if _supported(modules[n]):
             notes["fallback"][n] = _supported(modules[n])
             masks[n] = magnitude_mask(modules[n].weight, axis=1)
-    from trtopt.export import transformer_fastpath_off
+    from trtopt.torch_util import transformer_fastpath_off
 
     try:  # without the fused Transformer path, whose kernels bypass the layers' hooks (and pass nested tensors)
         with transformer_fastpath_off():

@@ -10,10 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt.calib import NumpySource
 from trtopt.errors import ConfigError, InputError
 from trtopt.onnx.io import save_onnx
-from trtopt.quant import FP16Config, convert_fp16, layernorm_pattern_nodes
+from trtopt.quant import CalibData, FP16Config, convert_fp16, layernorm_pattern_nodes, quantize
 
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
 
@@ -93,7 +92,7 @@ def test_data_rule_keeps_large_activations_fp32():
     x = np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32)
     plain = _precision(convert_fp16(m))
     assert plain["/unscale/Mul"] == F16  # no data: only static rules
-    f = convert_fp16(m, FP16Config(), source=NumpySource({"x": x}))
+    f = quantize(m, None, FP16Config(), CalibData({"x": x})).model
     prec = _precision(f)
     assert prec["/unscale/Mul"] == F32  # its input zb reaches ~1e5 on real data
     assert prec["/fc2/MatMul"] == F16  # small activations stay FP16

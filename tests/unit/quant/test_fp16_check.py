@@ -11,9 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from trtopt.calib import NumpySource
 from trtopt.errors import InputError
-from trtopt.quant import FP16Config, convert_fp16
+from trtopt.quant import CalibData, FP16Config, convert_fp16, quantize
 from trtopt.quant.fp16_check import fp16_overflows
 
 F32 = TensorProto.FLOAT
@@ -61,7 +60,7 @@ def test_reduction_overflow_hidden_on_cpu_is_reported_and_fixed():
                                rtol=1e-2)
     assert "node mean (ReduceMean)" in str(found[0]) and "overflows FP16" in str(found[0])
 
-    fixed = convert_fp16(m, _NO_NORM, source=NumpySource({"x": x}))
+    fixed = quantize(m, None, _NO_NORM, CalibData({"x": x})).model
     meta = {p.key: p.value for p in fixed.metadata_props}
     reasons = json.loads(meta["trtopt.fp16.fp32_reasons"])
     assert reasons["mean"].startswith("FP16 overflow on data: node mean (ReduceMean)")
@@ -92,10 +91,10 @@ def test_unfixable_overflow_is_an_error():
     x = np.full((2, 4), 300.0, np.float32)
     cfg = FP16Config(keep_io_types=False, data_max=1e9)  # FP16 graph input; data rule off
     with pytest.raises(InputError, match="overflows"):
-        convert_fp16(m, cfg, source=NumpySource({"x": np.full((2, 4), 7e4, np.float32)}))
+        quantize(m, None, cfg, CalibData({"x": np.full((2, 4), 7e4, np.float32)}))
     # the square and the Mul reading it both stay FP32: nothing computes in FP16, which is an error, not the FP32 model
     with pytest.raises(InputError, match=r"no node computing in FP16.*square: FP16 overflow on data"):
-        convert_fp16(m, FP16Config(data_max=1e9), source=NumpySource({"x": x}))
+        quantize(m, None, FP16Config(data_max=1e9), CalibData({"x": x}))
 
 
 def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
@@ -107,7 +106,7 @@ def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
     m, x = _rms_model(), _data(16)
     fp32 = save_onnx(m, tmp_path / "fp32.onnx")
     bad = save_onnx(convert_fp16(m, _NO_NORM), tmp_path / "fp16.onnx")
-    good = save_onnx(convert_fp16(m, source=NumpySource({"x": x})), tmp_path / "fp16_checked.onnx")
+    good = save_onnx(quantize(m, None, FP16Config(), CalibData({"x": x})).model, tmp_path / "fp16_checked.onnx")
     cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=5)
     rep = bench_models([fp32, bad, good], ["onnxruntime"], cfg, data={"x": x})
     rows = {v.name: v for v in rep.variants}

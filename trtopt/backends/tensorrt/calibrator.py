@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from trtopt._optional import require
 from trtopt.errors import ConfigError, InputError
 from trtopt.fileio import atomic_write_bytes
 from trtopt.log import get_logger
+from trtopt.optional import require
 
 log = get_logger(__name__)
 

@@ -14,10 +14,10 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
-from trtopt._optional import install_hint
 from trtopt.backends.tensorrt.config import RTX_DEFAULT_TARGETS, BuildConfig
-from trtopt.errors import ConfigError, MissingDependencyError
+from trtopt.errors import ConfigError
 from trtopt.log import get_logger
+from trtopt.optional import install_hint, missing_dependency
 
 log = get_logger(__name__)
 
@@ -40,8 +40,8 @@ def import_tensorrt(backend: str = "tensorrt") -> Any:
         try:
             import tensorrt_rtx
         except ImportError as exc:
-            raise MissingDependencyError("tensorrt_rtx", "tensorrt-rtx",
-                                         f"needed for --backend tensorrt-rtx ({exc})") from exc
+            raise missing_dependency("tensorrt_rtx", "tensorrt-rtx",
+                                     f"needed for --backend tensorrt-rtx ({exc})") from exc
         return tensorrt_rtx
     try:
         import tensorrt
@@ -49,8 +49,8 @@ def import_tensorrt(backend: str = "tensorrt") -> Any:
         try:
             import tensorrt_rtx
         except ImportError:
-            raise MissingDependencyError("tensorrt", "tensorrt", f"needed for --backend tensorrt ({exc}); "
-                                         f"or {install_hint('tensorrt-rtx')} to build for RTX GPUs") from exc
+            raise missing_dependency("tensorrt", "tensorrt", f"needed for --backend tensorrt ({exc}); "
+                                     f"or {install_hint('tensorrt-rtx')} to build for RTX GPUs") from exc
         log.info("TensorRT 10/11 is not installed; building with TensorRT for RTX %s", tensorrt_rtx.__version__)
         return tensorrt_rtx
     return tensorrt

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from trtopt import __version__
-from trtopt._optional import install_hint
 from trtopt.backends.tensorrt.features import nv_tensorrt_version
 from trtopt.backends.tensorrt.flavour import label
 from trtopt.errors import BackendUnavailableError, IncompatibleArtifactError, InputError
+from trtopt.optional import install_hint
 
 SCHEMA = "trtopt.engine/1"
 

@@ -17,7 +17,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from trtopt._optional import install_hint
 from trtopt.backends.tensorrt.config import BuildConfig, graph_precision
 from trtopt.backends.tensorrt.features import Features
 from trtopt.backends.tensorrt.flavour import rtx_plan_rules
@@ -25,6 +24,7 @@ from trtopt.backends.tensorrt.graph import GraphInfo
 from trtopt.backends.tensorrt.profiles import Ranges
 from trtopt.errors import ConfigError
 from trtopt.fileio import sha256_bytes
+from trtopt.optional import install_hint
 
 
 @dataclass(frozen=True)

@@ -218,8 +218,8 @@ def test_recipe_backend_tensorrt_rtx_builds_then_needs_a_gpu_to_run(tmp_path):
 def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     import importlib.util
 
-    from trtopt._optional import install_hint
     from trtopt.benchmark import EngineCell
+    from trtopt.optional import install_hint
     from trtopt.run.engines import engine_summary
 
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")

