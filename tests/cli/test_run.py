@@ -11,10 +11,10 @@ def _fake_run(monkeypatch, tmp_path, engine_extra):
     """``trtopt run`` on a stub pipeline whose report has one variant with ``engine_extra`` in its engine cell."""
     import trtopt.pipeline
     import trtopt.recipe
+    from trtopt.benchmark import EngineCell, Report, VariantResult
 
-    report = {"workload": {"name": "w"}, "schema": "trtopt.report/2", "variants": [
-        {"name": "int8", "backend": "onnxruntime", "batch_size": b, "status": "ok", "fidelity_ok": True,
-         "fidelity_violations": {}, "extra": {"engine": engine_extra}} for b in (1, 8)]}
+    report = Report(environment={}, workload={"name": "w"}, variants=[
+        VariantResult("int8", "onnxruntime", "int8", batch_size=b, engine=EngineCell(**engine_extra)) for b in (1, 8)])
 
     class FakePipeline:
         def __init__(self, *a, **k):

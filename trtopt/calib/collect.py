@@ -99,8 +99,10 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # a model over 2 GB is opened by path from external data in this folder, kept until we return;
     # made only then, so that a process that dies (an ONNX Runtime crash) leaves no folder behind
     workdir = _ScratchDir()
-    sess = make_session(_augmented(model, targets, types, serialized, workdir=workdir),
-                        intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize)
+    augmented = _augmented(model, targets, types, serialized, workdir=workdir)
+    # a model over 2 GB (opened by path): no pre-packed second copy of its weights in ONNX Runtime
+    sess = make_session(augmented, intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize,
+                        prepack=not isinstance(augmented, str))
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [t for t in targets if t in out_names]
     from_feed = [t for t in targets if t in specs and t not in out_names]

@@ -43,6 +43,7 @@ def make_session(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     intra_op_threads: int = 0,
     optimize: bool = True,
+    prepack: bool = True,
 ):  # -> onnxruntime.InferenceSession (untyped to keep the import lazy)
     """Create an ONNX Runtime session with a clear error for unreadable models.
 
@@ -52,6 +53,8 @@ def make_session(
         intra_op_threads: Threads per op; 0 lets ONNX Runtime decide.
         optimize: Apply ONNX Runtime's graph optimizations (disable for calibration so
             tensor names stay those of the exported graph).
+        prepack: Let ONNX Runtime pre-pack constant MatMul/Conv weights (faster kernels, but a second
+            copy of every such weight in memory: turned off for multi-GB models).
 
     Returns:
         An ``onnxruntime.InferenceSession``.
@@ -70,6 +73,8 @@ def make_session(
     opts.log_severity_level = 4  # fatal only: a failing run raises, and trtopt says it in one line (no raw log)
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     available = set(ort.get_available_providers())
     chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     try:

@@ -266,8 +266,11 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
 
     cfg = config or FP16Config()
     src = as_model(model)
-    m = onnx.ModelProto()
-    m.CopyFrom(src)
+    if src is model:  # the caller's model is never changed
+        m = onnx.ModelProto()
+        m.CopyFrom(src)
+    else:  # loaded here from a path: nobody else holds it (no second copy of a multi-GB model)
+        m = src
     _name_nodes(m.graph)
     masks = mask_constants(m, cfg.init_max)
     for name in masks:

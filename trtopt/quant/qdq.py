@@ -154,11 +154,15 @@ def _activation_amax(table: CalibrationTable, name: str, cfg: QuantizeConfig) ->
 
 
 def _weight_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
-    a = np.abs(w.astype(np.float64))
-    if axis is None:
-        m = np.asarray(a.max() if a.size else 0.0)
-    else:
-        m = a.max(axis=tuple(i for i in range(a.ndim) if i != axis))
+    """Max |w| per tensor (``axis=None``) or per ``axis`` channel, float64; a zero channel gets 1.0.
+
+    Taken as ``max(-min(w), max(w))`` in ``w``'s own dtype: exact, and no copy of the weight (a
+    multi-GB weight is never duplicated in float64 just to find its maxima).
+    """
+    if not w.size:
+        return np.asarray(1.0)
+    reduce = None if axis is None else tuple(i for i in range(w.ndim) if i != axis)
+    m = np.maximum(-w.min(axis=reduce).astype(np.float64), w.max(axis=reduce).astype(np.float64))
     return np.where(m > 0, m, 1.0)  # a zero channel stays zero under any scale; TRT needs scale > 0
 
 
