@@ -76,3 +76,34 @@ def test_tensorrt_backend_without_tensorrt_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1, res.stderr
     assert "[tensorrt]" in lines[0]  # pip install -e ".[tensorrt]" in a clone
     assert "Traceback" not in res.stderr
+
+
+def test_trtopt_has_no_import_circle():
+    """Module- and function-level imports alike: a function-level import is no way around a circle."""
+    from _helpers.import_graph import circles, import_graph
+
+    graph = import_graph()
+    assert len(graph) > 100  # the scan saw the package
+    assert circles(graph) == []
+
+
+def test_the_scanner_finds_a_circle_through_a_function_level_import():
+    from _helpers.import_graph import circles
+
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_library_module_is_over_400_lines():
+    from _helpers.import_graph import modules
+
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+def test_backends_never_import_the_application_layer():
+    from _helpers.import_graph import import_graph
+
+    app = ("trtopt.pipeline", "trtopt.recipe", "trtopt.run", "trtopt.cli", "trtopt.models")
+    upward = {m: sorted(t for t in ts if t.startswith(app))
+              for m, ts in import_graph().items() if m.startswith("trtopt.backends")}
+    assert {m: ts for m, ts in upward.items() if ts} == {}
