@@ -40,3 +40,19 @@ def state_model(state_dims):
     return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
                                helper.make_tensor_value_info("state", TensorProto.FLOAT, state_dims),
                                helper.make_tensor_value_info("sr", TensorProto.FLOAT, [])], [weight((16, 4))])
+
+
+def silu_model():
+    """x[N,64] -> SiLU (Sigmoid * x) -> MatMul -> y: the activation 'act' is SiLU's output."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["sg"]), helper.make_node("Mul", ["x", "sg"], ["act"]),
+             helper.make_node("MatMul", ["act", "w"], ["y"])]
+    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])], [weight((64, 8))])
+
+
+def silu_data(n=512):
+    """Pre-activations where SiLU's negative dip dominates and a few positives have a long tail, [n, 64]."""
+    r = np.random.default_rng(0)
+    x = r.normal(-1.5, 1.0, (n, 64))  # most pre-activations sit around SiLU's minimum (-0.2785)
+    pos = r.random((n, 64)) < 0.05
+    x[pos] = r.exponential(0.3, pos.sum())  # a minority of positive activations with a long tail
+    return x.astype(np.float32)

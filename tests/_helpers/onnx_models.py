@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 RNG = np.random.default_rng(0)
@@ -165,3 +166,26 @@ def detector_head(path, score_max, rng):
     m.ir_version = 8
     path.write_bytes(m.SerializeToString())
     return str(path)
+
+
+def fragile_mlp(path, heavy: float = 300.0, samples: int = 64):
+    """x[N,16] -> Gemm(first) -> Relu -> Gemm(mid) -> Relu -> Gemm(head) -> logits[N,10], saved to ``path``.
+
+    Input channel 0 is scaled by ``heavy``: per-tensor INT8 of the *input* then leaves the other
+    15 channels a handful of levels, so only the first layer is fragile. Returns ``(path, x[samples, 16])``.
+    """
+    rng = np.random.default_rng(0)
+    ws = {"w1": rng.standard_normal((32, 16)) * 0.3, "w2": rng.standard_normal((32, 32)) * 0.2,
+          "w3": rng.standard_normal((10, 32)) * 0.3}
+    ws["w1"][:, 0] /= heavy  # channel 0 carries no more signal than the others, only a larger scale
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "w1"], ["h1"], name="/first/Gemm", transB=1), n("Relu", ["h1"], ["r1"]),
+             n("Gemm", ["r1", "w2"], ["h2"], name="/mid/Gemm", transB=1), n("Relu", ["h2"], ["r2"]),
+             n("Gemm", ["r2", "w3"], ["logits"], name="/head/Gemm", transB=1)]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+                          [numpy_helper.from_array(w.astype(np.float32), k) for k, w in ws.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.standard_normal((samples, 16)).astype(np.float32)
+    x[:, 0] *= heavy
+    return path, x

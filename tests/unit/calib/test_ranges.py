@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from _helpers.calib_graphs import ORT, float_model, matmul_model, ort_config, weight
+from _helpers.calib_graphs import ORT, float_model, matmul_model, ort_config, silu_data, silu_model, weight
 from trtopt.calib import AbsHistogram, CalibrationConfig, NumpySource, calibrate
 from trtopt.calib.ranges import CLIP_LIMIT, quant_error
 
@@ -18,24 +18,10 @@ def _fake_quant_mse(v, amax):
     return float(np.mean((np.clip(np.round(v / s), -127, 127) * s - v) ** 2))
 
 
-def _silu_model():
-    nodes = [helper.make_node("Sigmoid", ["x"], ["sg"]), helper.make_node("Mul", ["x", "sg"], ["act"]),
-             helper.make_node("MatMul", ["act", "w"], ["y"])]
-    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])], [weight((64, 8))])
-
-
-def _silu_data(n=512):
-    r = np.random.default_rng(0)
-    x = r.normal(-1.5, 1.0, (n, 64))  # most pre-activations sit around SiLU's minimum (-0.2785)
-    pos = r.random((n, 64)) < 0.05
-    x[pos] = r.exponential(0.3, pos.sum())  # a minority of positive activations with a long tail
-    return x.astype(np.float32)
-
-
 def test_auto_does_not_collapse_on_silu_where_entropy_does():
-    x = _silu_data()
+    x = silu_data()
     act = np.abs(x / (1 + np.exp(-x.astype(np.float64))))
-    m = _silu_model()
+    m = silu_model()
     ent = calibrate(m, NumpySource({"x": x}), ort_config("entropy")).amax["act"]
     auto = calibrate(m, NumpySource({"x": x}), ort_config("auto"))
     a = auto.amax["act"]

@@ -14,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from _helpers.calib_graphs import float_model, ort_config, weight  # noqa: E402
+from _helpers.calib_graphs import ort_config, silu_data, silu_model  # noqa: E402
 from trtopt.calib import CalibrationConfig, NumpySource, calibrate, calibration_targets, collect_histograms  # noqa: E402
 from trtopt.calib.collect import _augmented  # noqa: E402
 from trtopt.calib.histogram import AbsHistogram, ChannelAbsMax  # noqa: E402
@@ -442,25 +442,11 @@ def test_runtime_failures_are_one_line_errors_and_non_finite_values_are_left_out
     np.testing.assert_array_equal(got["y0"].counts, ref["y0"].counts)
 
 
-def _silu_model():
-    nodes = [helper.make_node("Sigmoid", ["x"], ["sg"]), helper.make_node("Mul", ["x", "sg"], ["act"]),
-             helper.make_node("MatMul", ["act", "w"], ["y"])]
-    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])], [weight((64, 8))])
-
-
-def _silu_data(n=512):
-    r = np.random.default_rng(0)
-    x = r.normal(-1.5, 1.0, (n, 64))  # most pre-activations sit around SiLU's minimum (-0.2785)
-    pos = r.random((n, 64)) < 0.05
-    x[pos] = r.exponential(0.3, pos.sum())  # a minority of positive activations with a long tail
-    return x.astype(np.float32)
-
-
 def test_torch_collector_gives_the_same_auto_table():
     pytest.importorskip("torch")
-    x = _silu_data(128)
+    x = silu_data(128)
     x[3, 3] = 40.0
-    m = _silu_model()
+    m = silu_model()
     ort_t = calibrate(m, NumpySource({"x": x}, batch_size=16), ort_config("auto"))
     torch_t = calibrate(m, NumpySource({"x": x}, batch_size=50),
                         CalibrationConfig(collector="torch", device="cpu"))

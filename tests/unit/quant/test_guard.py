@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.onnx_models import fragile_mlp
 from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity
 from trtopt.calib import CalibrationConfig, NumpySource, calibrate
 from trtopt.cli.main import main
@@ -17,27 +18,7 @@ from trtopt.quant.guard import guard_fidelity, predict_all, significant, wilson_
 
 
 def _mlp(tmp_path, heavy: float):
-    """x[N,16] -> Gemm(first) -> Relu -> Gemm(mid) -> Relu -> Gemm(head) -> logits[N,10].
-
-    Input channel 0 is scaled by ``heavy``: per-tensor INT8 of the *input* then leaves the other
-    15 channels a handful of levels, so only the first layer is fragile.
-    """
-    rng = np.random.default_rng(0)
-    ws = {"w1": rng.standard_normal((32, 16)) * 0.3, "w2": rng.standard_normal((32, 32)) * 0.2,
-          "w3": rng.standard_normal((10, 32)) * 0.3}
-    ws["w1"][:, 0] /= heavy  # channel 0 carries no more signal than the others, only a larger scale
-    n = helper.make_node
-    nodes = [n("Gemm", ["x", "w1"], ["h1"], name="/first/Gemm", transB=1), n("Relu", ["h1"], ["r1"]),
-             n("Gemm", ["r1", "w2"], ["h2"], name="/mid/Gemm", transB=1), n("Relu", ["h2"], ["r2"]),
-             n("Gemm", ["r2", "w3"], ["logits"], name="/head/Gemm", transB=1)]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-                          [numpy_helper.from_array(w.astype(np.float32), k) for k, w in ws.items()])
-    path = tmp_path / "mlp.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-    x = rng.standard_normal((64, 16)).astype(np.float32)
-    x[:, 0] *= heavy
-    return path, x
+    return fragile_mlp(tmp_path / "mlp.onnx", heavy)
 
 
 def _violations(model, path, x):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.onnx_models import fragile_mlp
 from trtopt.calib import CalibrationConfig, NumpySource, calibrate
 from trtopt.cli.main import main
 from trtopt.errors import ConfigError
@@ -16,22 +16,8 @@ from trtopt.quant import CalibData, FP16Config, QuantizeConfig, quantize
 
 
 def _mlp(tmp_path):
-    """x[N,16] -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> logits[N,10]; input channel 0 is large (a fragile layer)."""
-    rng = np.random.default_rng(0)
-    ws = {"w1": rng.standard_normal((32, 16)) * 0.3, "w2": rng.standard_normal((32, 32)) * 0.2,
-          "w3": rng.standard_normal((10, 32)) * 0.3}
-    ws["w1"][:, 0] /= 300.0
-    n = helper.make_node
-    nodes = [n("Gemm", ["x", "w1"], ["h1"], name="/first/Gemm", transB=1), n("Relu", ["h1"], ["r1"]),
-             n("Gemm", ["r1", "w2"], ["h2"], name="/mid/Gemm", transB=1), n("Relu", ["h2"], ["r2"]),
-             n("Gemm", ["r2", "w3"], ["logits"], name="/head/Gemm", transB=1)]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-                          [numpy_helper.from_array(w.astype(np.float32), k) for k, w in ws.items()])
-    path = tmp_path / "mlp.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-    x = rng.standard_normal((24, 16)).astype(np.float32)
-    x[:, 0] *= 300.0
+    """The fragile MLP (input channel 0 is large), 24 calibration samples, its min/max table."""
+    path, x = fragile_mlp(tmp_path / "mlp.onnx", 300.0, samples=24)
     np.savez(tmp_path / "calib.npz", x=x)
     table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
     table.save_json(tmp_path / "mlp.calib.json")
