@@ -189,3 +189,16 @@ def fragile_mlp(path, heavy: float = 300.0, samples: int = 64):
     x = rng.standard_normal((samples, 16)).astype(np.float32)
     x[:, 0] *= heavy
     return path, x
+
+
+def linear_model(path, w: np.ndarray) -> str:
+    """``y = x @ w`` saved to ``path``: x [N, 8] float32 -> y [N, 4] (``w`` [8, 4]); returns the path."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)

@@ -6,9 +6,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.onnx_models import linear_model
 from trtopt.benchmark import EngineCell
 from trtopt.cli.main import main
 from trtopt.pipeline import Pipeline
@@ -17,26 +16,14 @@ FAST = ["--warmup", "1", "--iterations", "5", "--rounds", "5", "--batch", "4", "
 FAST_TOML = "[bench]\nbatch_sizes = [4]\nwarmup = 1\niterations = 5\nrounds = 5\nmin_rounds = 5\n"
 
 
-def _linear(path: Path, w: np.ndarray) -> str:
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        [numpy_helper.from_array(w.astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
-
-
 def _strict_line(err: str) -> str:
     return next(line for line in err.splitlines() if "--strict:" in line).split("--strict:", 1)[1].strip()
 
 
 def test_bench_and_run_strict_name_the_same_problems(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
-    files = {"fp32": _linear(tmp_path / "fp32.onnx", rng.normal(size=(8, 4))),
-             "int8": _linear(tmp_path / "int8.onnx", rng.normal(size=(8, 4)))}  # outside any tolerance
+    files = {"fp32": linear_model(tmp_path / "fp32.onnx", rng.normal(size=(8, 4))),
+             "int8": linear_model(tmp_path / "int8.onnx", rng.normal(size=(8, 4)))}  # outside any tolerance
     np.savez(tmp_path / "eval.npz", x=rng.normal(size=(16, 8)).astype(np.float32))
     assert main(["bench", files["fp32"], files["int8"], "--data", str(tmp_path / "eval.npz"),
                  "--out", str(tmp_path / "b"), "--strict", *FAST]) == 1
@@ -65,7 +52,7 @@ def test_bench_and_run_strict_name_the_same_problems(tmp_path, monkeypatch, caps
 def test_a_failed_engine_build_fails_run_strict_like_a_failed_variant(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 4))
-    files = {"fp32": _linear(tmp_path / "fp32.onnx", w), "int8": _linear(tmp_path / "int8.onnx", w)}
+    files = {"fp32": linear_model(tmp_path / "fp32.onnx", w), "int8": linear_model(tmp_path / "int8.onnx", w)}
     np.savez(tmp_path / "eval.npz", x=rng.normal(size=(16, 8)).astype(np.float32))
 
     def prepare(self, workload):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from _helpers.onnx_models import linear_model
 from trtopt.benchmark import BenchConfig, EngineCell
 from trtopt.benchmark.report import strict_problems
 from trtopt.benchmark.session import reference_for
@@ -17,28 +16,15 @@ VARIANTS = ("fp32", "int8", "sparse24-fp32", "sparse24-int8")
 FAST = {"batch_sizes": [4], "warmup": 1, "iterations": 5, "rounds": 5, "min_rounds": 5}
 
 
-def _linear(path, w: np.ndarray) -> str:
-    """``y = x @ w``: x [N, 8] float32 -> y [N, 4]."""
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        [numpy_helper.from_array(w.astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
-
-
 @pytest.fixture
 def four_models(tmp_path):
     """The recipe's four variants as files named after them: int8 broken; the 2:4 pair another model."""
     rng = np.random.default_rng(0)
     w, other = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
-    files = {"fp32": _linear(tmp_path / "fp32.onnx", w),
-             "int8": _linear(tmp_path / "int8.onnx", rng.normal(size=(8, 4))),  # far from fp32: judged, fails
-             "sparse24-fp32": _linear(tmp_path / "sparse24-fp32.onnx", other),  # far from fp32: not judged
-             "sparse24-int8": _linear(tmp_path / "sparse24-int8.onnx", other)}  # = the pruned fp32: ok
+    files = {"fp32": linear_model(tmp_path / "fp32.onnx", w),
+             "int8": linear_model(tmp_path / "int8.onnx", rng.normal(size=(8, 4))),  # far from fp32: judged, fails
+             "sparse24-fp32": linear_model(tmp_path / "sparse24-fp32.onnx", other),  # far from fp32: not judged
+             "sparse24-int8": linear_model(tmp_path / "sparse24-int8.onnx", other)}  # = the pruned fp32: ok
     x = rng.normal(size=(16, 8)).astype(np.float32)
     np.savez(tmp_path / "eval.npz", x=x)
     return files, x
