@@ -21,7 +21,7 @@ def _user_facing_files():
 
 
 def test_contributor_notes_are_not_user_docs():
-    """No working notes in trtopt/, docs/ (contributor notes under docs/dev/ aside), README.md, bench/, examples/, tests/."""
+    """No working notes in trtopt/, docs/ (docs/dev/ aside), README.md, bench/, examples/ or tests/."""
     found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
              for path in _user_facing_files()
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if WORKING_NOTE.search(line)]
