@@ -1,4 +1,4 @@
-"""PP-OCRv4 text recognizer: does a calibration method keep the strings FP32 reads? (issue 11 items 1-3)
+"""PP-OCRv4 text recognizer: does a calibration method keep the strings FP32 reads?
 
 The real model ``ch_PP-OCRv4_rec_infer.onnx`` ships in ``rapidocr-onnxruntime`` (Paddle2ONNX,
 opset 11, SiLU-family activations). Text lines: the scanned page in scikit-image

@@ -8,7 +8,8 @@ collector runs in its own subprocess so peak RSS (VmHWM) is its own; on CUDA the
 with the ONNX Runtime collector's when both ran on the same setting.
 
 Run:  python bench/calib_torch_collector.py [--runs resnet18:64:112:ort-cpu+torch-cpu+torch-cuda,...]
-      (each run is ARCH:SAMPLES:IMAGE_SIZE:COLLECTOR+COLLECTOR; collectors ort-cpu, torch-cpu, torch-cuda)
+      (each run is ARCH:SAMPLES:IMAGE_SIZE:COLLECTOR+COLLECTOR; collectors ort-cpu, torch-cpu,
+      torch-cuda, and the plain-inference floors ort-cpu-floor, torch-cpu-floor, torch-cuda-floor)
 Writes bench/results/calib/torch_collector.json and torch_collector.md.
 """
 
@@ -46,8 +47,53 @@ def _reset_peak_rss() -> float:
     return _status_mb("VmRSS")
 
 
+def floor(collector: str, model_path: str, data: str, batch: int) -> dict:
+    """Plain inference over the same batches, twice (cold, then warm): the floor any calibrator pays.
+
+    ``ort-cpu-floor``: an ONNX Runtime CPU session; ``torch-cpu-floor`` / ``torch-cuda-floor``: the
+    torch collector's graph executor asked for the graph outputs only (no intermediates, no histograms).
+    """
+    import onnx
+    import torch
+
+    from trtopt.calib.torch_exec import TorchGraphExecutor
+
+    x = np.load(data)
+    device = collector.split("-")[1]
+    if collector.startswith("ort"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def one(xb):
+            sess.run(None, {name: xb})
+    else:
+        model = onnx.load(model_path)
+        ex = TorchGraphExecutor(model, device)
+        outs = frozenset(o.name for o in model.graph.output)
+
+        def one(xb):
+            for _ in ex.run({model.graph.input[0].name: xb}, outs):
+                pass
+    if device == "cuda":
+        torch.zeros(1, device="cuda")
+    secs = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for i in range(0, len(x), batch):
+            one(x[i:i + batch])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        secs.append(time.perf_counter() - t0)
+    return {"seconds": round(secs[1], 3), "seconds_cold": round(secs[0], 3),
+            "samples_per_s": round(len(x) / secs[1], 1), "torch_threads": torch.get_num_threads()}
+
+
 def worker(collector: str, model_path: str, data: str, batch: int) -> dict:
     """Collect histograms twice (cold, then warm) with one collector; return times, memory, entropy amax."""
+    if collector.endswith("-floor"):
+        return floor(collector, model_path, data, batch)
     import onnx
     import onnxruntime  # noqa: F401  (loaded before the baseline RSS reading, like torch)
     import torch
@@ -121,12 +167,24 @@ def _amax_gap(rows: list[dict]) -> None:
             r["max_rel_amax_diff_vs_ort"] = round(max(abs(amax[k] - base[k]) / base[k] for k in base), 6)
 
 
+def _floor_ratio(rows: list[dict]) -> None:
+    """``x_floor``: a collector's warm seconds over plain inference's on the same device and setting."""
+    base = {(r["model"], r["samples"], r["image_size"], r["collector"][: -len("-floor")]): r.get("seconds")
+            for r in rows if r["collector"].endswith("-floor")}
+    for r in rows:
+        f = base.get((r["model"], r["samples"], r["image_size"], r["collector"]))
+        if f and r.get("seconds"):
+            r["x_floor"] = round(r["seconds"] / f, 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default=DEFAULT_RUNS, help="comma-separated ARCH:SAMPLES:IMAGE_SIZE:COLLECTORS runs")
     ap.add_argument("--batch", type=int, default=32, help="samples per source batch and per model call")
     ap.add_argument("--repeat", type=int, default=2, help="runs per collector; the fastest is reported")
     ap.add_argument("--timeout-s", type=float, default=300.0)
+    ap.add_argument("--require-cuda", action="store_true", help="without a CUDA GPU, print why and exit 0 at once")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     ap.add_argument("--worker", nargs=3, metavar=("COLLECTOR", "MODEL", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -135,6 +193,9 @@ def main() -> None:
     import torch
 
     cuda = torch.cuda.is_available()
+    if args.require_cuda and not cuda:
+        print("skipped: no CUDA GPU (torch.cuda.is_available() is False); nothing written")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -146,7 +207,7 @@ def main() -> None:
             np.save(data, np.random.default_rng(0).standard_normal((n, 3, size, size), dtype=np.float32))
             for collector in collectors.split("+"):
                 row = {"model": arch, "samples": n, "image_size": size, "batch": args.batch, "collector": collector}
-                if collector.endswith("cuda") and not cuda:
+                if "cuda" in collector and not cuda:
                     row["skipped"] = "no CUDA"
                 else:
                     cmd = [sys.executable, __file__, "--batch", str(args.batch), "--worker", collector, str(path),
@@ -159,7 +220,8 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in row.items() if k != "entropy_amax"}), flush=True)
             data.unlink()
     _amax_gap(rows)
-    write(rows, cuda)
+    _floor_ratio(rows)
+    write(rows, cuda, args.out)
 
 
 def _cpu_name() -> str:
@@ -183,32 +245,34 @@ def _meta(cuda: bool) -> dict:
             "note": "CPU timings come from a shared 2-core VM (other jobs running): indicative only"}
 
 
-def write(rows: list[dict], cuda: bool) -> None:
+def write(rows: list[dict], cuda: bool, out: Path = OUT) -> None:
     """Print the table and write the JSON and markdown results."""
     from trtopt.fileio import atomic_write_json, atomic_write_text
 
     meta = _meta(cuda)
-    atomic_write_json(OUT / "torch_collector.json", {"meta": meta, "rows": rows})
+    atomic_write_json(out / "torch_collector.json", {"meta": meta, "rows": rows})
     lines = ["# Histogram collection: ONNX Runtime (CPU) vs the torch collector (CPU / CUDA)", "",
              f"CPU: {meta['cpu']}; CUDA device: {meta['cuda_device']}; torch {meta['torch']}, "
              f"onnxruntime {meta['onnxruntime']}. {meta['weights']}. Timed: {meta['timed']}.", "",
              "| model | samples | image | collector | s (warm) | s (cold) | samples/s | RSS growth MB | CUDA peak MB "
-             "| amax diff vs ORT | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| amax diff vs ORT | x floor | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = r.get("skipped") or r.get("error") or ""
         lines.append(f"| {r['model']} | {r['samples']} | {r['image_size']} | {r['collector']} | {r.get('seconds', '')} "
                      f"| {r.get('seconds_cold', '')} | {r.get('samples_per_s', '')} | {r.get('rss_growth_mb', '')} "
                      f"| {r.get('cuda_max_memory_allocated_mb', '')} | {r.get('max_rel_amax_diff_vs_ort', '')} "
-                     f"| {note} |")
+                     f"| {r.get('x_floor', '')} | {note} |")
     lines += ["", "Each collector ran in its own subprocess and collected twice: cold (first call, incl. kernel "
               "selection / JIT) and warm; the repeat with the fastest warm run is shown (all_seconds in the JSON). "
               "RSS growth = peak RSS (VmHWM, reset before collecting) minus the RSS after loading model and data. "
               "amax diff = largest relative difference of a tensor's entropy amax from the ONNX Runtime "
-              "collector's on the same setting. The CPU is a shared 2-core VM: CPU timings are indicative."]
+              "collector's on the same setting. x floor = warm seconds over plain inference's (the `-floor` rows: "
+              "the same batches through the same runtime without intermediates or histograms). "
+              "The CPU is a shared 2-core VM: CPU timings are indicative."]
     text = "\n".join(lines) + "\n"
     print(text)
-    atomic_write_text(OUT / "torch_collector.md", text)
+    atomic_write_text(out / "torch_collector.md", text)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""FP16 conversion of the PP-OCR models shipped in rapidocr-onnxruntime: task-level check (issue 11, item 14).
+"""FP16 conversion of the PP-OCR models shipped in rapidocr-onnxruntime: task-level check.
 
 Converts det / cls / rec with ``trtopt.quant.convert_fp16`` (static rules, no calibration data), then
 runs RapidOCR's own pre/post-processing on scikit-image's scanned page and text image with the FP32

@@ -4,8 +4,8 @@ Weights are 2:4-pruned with trtopt's magnitude masks (TensorRT layout: groups al
 Shapes: the all-MiniLM-L6-v2 Linear layers at 4096 and 32768 tokens, and 4096^3.
 Needs an Ampere+ CUDA GPU; without one it prints why and exits 0 without writing anything.
 
-Run:  python bench/gpu_semi_structured.py
-Writes bench/results/sparsity/gpu_semi_structured.json and .md (with the device name).
+Run:  python bench/gpu_semi_structured.py [--out bench/results/sparsity]
+Writes OUT/gpu_semi_structured.json and .md (with the device name).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def time_ms(fn, warmup: int = 10, reps: int = 7, min_iters: int = 20) -> float:
 
 
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
+    out = ap.parse_args().out
     if not torch.cuda.is_available():
         print("no CUDA GPU: skipped (run this on an Ampere or newer GPU)")
         return 0
@@ -78,13 +83,13 @@ def main() -> int:
     result = {"benchmark": "gpu_semi_structured", "device": name, "compute_capability": f"{cc[0]}.{cc[1]}",
               "torch": torch.__version__, "cuda": torch.version.cuda, "backend": backend, "dtype": "float16",
               "rows": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(OUT / "gpu_semi_structured.json", result)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "gpu_semi_structured.json", result)
     md = [f"# Dense FP16 vs 2:4 FP16 linear on {name} (SM {cc[0]}.{cc[1]}, {backend}, torch {torch.__version__})", "",
           "| shape (M tokens x N out x K in) | dense ms | 2:4 ms | speedup | dense TFLOP/s |", "|---|---|---|---|---|"]
     md += [f"| {r['shape']} ({r['M']}x{r['N']}x{r['K']}) | {r['dense_ms']:.4f} | {r['sparse_ms']:.4f} | "
            f"{r['speedup']:.2f} | {r['dense_tflops']:.0f} |" for r in rows]
-    atomic_write_text(OUT / "gpu_semi_structured.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "gpu_semi_structured.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

@@ -3,8 +3,8 @@
 Both time the same InferenceSession on the same bound inputs, alternating round by round in
 one process (so drift, thermal state and neighbours affect both alike). The reported ratio is
 the median over rounds of the paired per-round ratio trtopt / bare (pairs run back to back, so
-slow load drift cancels); it should be within 2% of 1.0 (issue 14). The ratio of median
-throughputs is printed too. Since issue 14 ``trtopt bench``/``demo`` time through
+slow load drift cancels); it should be within 2% of 1.0. The ratio of median
+throughputs is printed too. ``trtopt bench``/``demo`` time through
 :func:`~trtopt.benchmark.interleave.measure_interleaved` (interleaved rounds); its loop is timed
 here as a third method, on equal footing (samples over the sum of its rounds' spans, not the
 median of rounds, which would drop stalls the bare loop has to count).

@@ -169,7 +169,7 @@ def render(res: dict[str, Any]) -> str:
         lines += [f"- {k} {n}: {why}" for k, n, why in fails]
     lines += ["", "Fidelity: cosine over the det probability maps / rec outputs, per-position argmax agreement "
               "for rec `[N, T, C]`; ✗ = outside trtopt's default tolerance (cosine >= 0.99, agreement >= 99 %).",
-              "Targets (issue 11): default INT8 and INT8+FP16 det >= 99 % of FP32's boxes; default INT8 rec >= 90 % "
+              "Targets: default INT8 and INT8+FP16 det >= 99 % of FP32's boxes; default INT8 rec >= 90 % "
               "of lines as FP32; FP16 >= 99 % boxes and strings.", ""]
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Can the benchmark be trusted on a noisy machine? (issue 14, "Measured")
+"""Can the benchmark be trusted on a noisy machine?
 
 Two checks, printed and saved under ``bench/results/timing_trust/`` (JSON + Markdown):
 
@@ -6,7 +6,7 @@ Two checks, printed and saved under ``bench/results/timing_trust/`` (JSON + Mark
    Runtime sessions of the same file) ``--runs`` times. Each run times both variants with
    trtopt's interleaved rounds (what ``trtopt bench``/``demo`` do now: the speedup interval must
    contain 1.0 in >= 19 of 20 runs, and no run may report a significant speedup) and, in the same
-   run, the way trtopt timed before issue 14 (one variant after the other, throughput = samples over
+   run, the way trtopt timed before interleaved rounds (one variant after the other, throughput = samples over
    the whole span), for comparison.
 2. **Back-to-back demo runs** (``demo-twice``): ``trtopt demo`` twice in a row; every variant's
    speedup interval in run 1 must overlap run 2's.
@@ -64,7 +64,7 @@ def same_graph(args: argparse.Namespace) -> dict:
                 res = measure_interleaved([TimedVariant("fp32", a, feeds, args.batch),
                                            TimedVariant("fp32-copy", b, feeds, args.batch)], cfg, group="same")
                 sp = speedup_of(res["fp32-copy"], res["fp32"])
-                # before issue 14: one variant after the other, throughput over the whole timed span
+                # before interleaved rounds: one variant after the other, throughput over the whole timed span
                 ta, tb = measure(a, feeds, cfg), measure(b, feeds, cfg)
                 lo, hi = sp["speedup_ci95"]
                 runs.append({"run": i + 1, "interleaved_speedup": sp["speedup"], "ci95": [lo, hi],
@@ -129,7 +129,7 @@ def _markdown(res: dict, command: str) -> str:
                   f"**{s['significant_speedups']}**, significant slowdowns: {s['significant_slowdowns']}",
                   f"- interleaved speedup {s['interleaved_speedup_min']:.3f}–{s['interleaved_speedup_max']:.3f}, "
                   f"median interval width {s['median_ci_width']:.3f}",
-                  f"- sequential (before issue 14), same runs: {s['sequential_speedup_min']:.3f}–"
+                  f"- sequential (before interleaved rounds), same runs: {s['sequential_speedup_min']:.3f}–"
                   f"{s['sequential_speedup_max']:.3f}, off by > 5 % in {s['sequential_off_by_5pct']} of {s['runs']}",
                   "", "| run | interleaved speedup (95% CI) | sequential speedup |", "|---|---|---|"]
         lines += [f"| {r['run']} | {r['interleaved_speedup']:.3f} ({r['ci95'][0]:.3f}–{r['ci95'][1]:.3f})"

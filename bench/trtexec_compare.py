@@ -1,4 +1,4 @@
-"""trtopt vs trtexec on the same TensorRT engine, side by side, in trtexec's vocabulary (issue 14, item 5).
+"""trtopt vs trtexec on the same TensorRT engine, side by side, in trtexec's vocabulary.
 
 Needs a GPU, TensorRT and ``trtexec`` (on PATH or ``--trtexec``). Builds (or reuses) the engine with
 trtopt, times it with :func:`trtopt.benchmark.trtexec_metrics.measure_trtexec_style` and with

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtopt.onnx.constants import iter_constants
+from trtopt.onnx.constants import constant_chain, iter_constants
 from trtopt.onnx.dims import is_dynamic_dim, placeholder_dims
-from trtopt.onnx.graph import constant_names, opset_of
+from trtopt.onnx.graph import constant_names, opset_of, producers
 from trtopt.onnx.io import load_graph_only
 from trtopt.onnx.ops import QUANT_OPS, WEIGHTED_OPS
 from trtopt.onnx.walk import iter_graphs
@@ -225,7 +225,9 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
     consts = constant_names(top)
     # a weight behind DequantizeLinear (a Q/DQ model) is still a constant weight
     consts |= {n.output[0] for n in top.node if n.op_type == "DequantizeLinear" and n.input[0] in consts}
-    w_const = sum(1 for n in top.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in consts)
+    prod = producers(top)  # and so is one that reaches the layer through Identity/Transpose/Reshape/Cast
+    w_const = sum(1 for n in top.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+                  and constant_chain(top, n.input[1], consts=consts, prod=prod) is not None)
     out.append(Finding("weighted-layers", "info" if weighted_top else "error",
                        f"{weighted_top} Conv/ConvTranspose/Gemm/MatMul in the main graph, {w_const} with constant "
                        "weights (INT8 per-channel)" + ("; the others are activation x activation (per-tensor)"

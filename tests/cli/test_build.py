@@ -1,4 +1,4 @@
-"""Issue 13: ``trtopt build --input SPEC`` takes the optimization profile from the input specs (real RTX build)."""
+"""``trtopt build --input SPEC`` takes the optimization profile from the input specs (real RTX build)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,7 @@ def test_prune_cli_applies_a_mask_file(pruned, tmp_path):
 
     model = torch.load(tmp_path / "p.pt", weights_only=False)
     assert check_2to4(model[0].weight) and check_2to4(model[2].weight)
+    assert f"wrote pruned module: {tmp_path / 'p.pt'}" in res.stdout  # the text summary names what it wrote
 
 
 def test_prune_cli_bad_inputs(pruned, tmp_path):

@@ -15,10 +15,13 @@ def _user_facing_files():
     yield from sorted((ROOT / "trtopt").rglob("*.py"))
     yield from sorted(p for p in (ROOT / "docs").rglob("*.md") if "dev" not in p.relative_to(ROOT / "docs").parts)
     yield ROOT / "README.md"
+    for folder in ("bench", "examples", "tests"):  # scripts, committed results and tests are read by users too
+        yield from sorted(p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md", ".toml", ".sh")
+                          and p.name != "test_docs.py" and ".venv" not in p.parts and "runs" not in p.parts)
 
 
 def test_contributor_notes_are_not_user_docs():
-    """No working notes in trtopt/, docs/ (contributor notes under docs/dev/ aside) or README.md."""
+    """No working notes in trtopt/, docs/ (docs/dev/ aside), README.md, bench/, examples/ or tests/."""
     found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
              for path in _user_facing_files()
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if WORKING_NOTE.search(line)]

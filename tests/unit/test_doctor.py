@@ -44,6 +44,22 @@ def test_paddle_style_model_opset_minus_one_batch_and_constant_nodes(tmp_path):
     assert r.worst == "info"
 
 
+def test_weights_reaching_the_layer_through_identity_or_transpose_count_as_constant(tmp_path):
+    w = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    nodes = [helper.make_node("Identity", ["W"], ["W_id"]), helper.make_node("MatMul", ["x", "W_id"], ["h"]),
+             helper.make_node("Transpose", ["W2"], ["W2_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "W2_t"], ["y"]), helper.make_node("MatMul", ["y", "x_t"], ["z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+                                       helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [8, 3])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "W"), numpy_helper.from_array(w, "W2")])
+    p = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    # two weights are constants behind Identity / Transpose; the third MatMul multiplies two activations
+    assert next(f for f in diagnose(p).findings if f.code == "weighted-layers").detail == \
+        {"layers": 3, "constant_weight": 2}
+
+
 def test_weights_inside_if_branches_are_reported_not_counted_as_main_graph_layers(tmp_path):
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "W")
     then = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["t"], name="mm_then")], "then", [],

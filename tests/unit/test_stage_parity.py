@@ -1,6 +1,7 @@
 """Each stage the CLI runs and the recipe runs makes the same artifact from the same inputs.
 
-The quantize modes (int8, int8-fp16, fp16) are checked in ``tests/unit/quant/test_quant_api.py``.
+The quantize modes (int8, int8-fp16, fp16) are checked in ``tests/unit/quant/test_quant_api.py``, the bench
+session in ``tests/unit/benchmark/test_bench_session.py``.
 """
 
 from __future__ import annotations
@@ -74,3 +75,32 @@ def test_calibrate_makes_the_same_table_from_the_cli_and_the_recipe(tmp_path, mo
     tables = pipe._calibrate(_workload(None, x), {"dense": tmp_path / "m.onnx"})
     assert cli["amax"] == json.loads((tmp_path / "run" / "calibration" / "dense.calib.json").read_text())["amax"]
     assert set(tables) == {"dense"}
+
+
+@pytest.mark.tensorrt_rtx
+def test_build_makes_the_same_engine_from_the_cli_and_the_recipe(tmp_path, monkeypatch):
+    """``trtopt build`` and the recipe's engine column: same precision, profile, builder plan and INT8 layers."""
+    pytest.importorskip("tensorrt_rtx")
+    from trtopt.run.engines import engine_column
+
+    monkeypatch.chdir(tmp_path)
+    spec = "x:float32:batch=1..4..8x32"
+    torch.save(_net(), "net.pt")
+    np.savez("calib.npz", x=np.random.default_rng(1).standard_normal((40, 32)).astype(np.float32))
+    for argv in (["export", "--module", "net.pt", "--input", spec, "--out", "m.onnx"],
+                 ["calibrate", "m.onnx", "--data", "calib.npz", "--method", "minmax", "--out", "cal"],
+                 ["quantize", "m.onnx", "--calib", "cal/m.calib.json", "--out", "q.onnx", "--no-fidelity-guard"],
+                 ["build", "q.onnx", "--backend", "tensorrt-rtx", "--input", spec, "--engine-dir", "cli"]):
+        assert main(argv) == 0, argv
+    cli = json.loads(next((tmp_path / "cli").glob("*.json")).read_text())
+    cell = engine_column("t", "int8", tmp_path / "q.onnx", tmp_path / "recipe", parse_input_specs([spec]))
+    assert cell.status == "ok", cell.text
+    recipe = json.loads(next((tmp_path / "recipe").glob("*.json")).read_text())
+
+    def what(m):
+        prof = {k: (v["min"], v["opt"], v["max"]) for k, v in m["profiles"].items()}
+        plan = {k: m["build"]["plan"][k] for k in ("strongly_typed", "network_flags", "builder_flags", "cleared_flags")}
+        c = m["compiled"]
+        return m["build"]["precision"]["built"], prof, plan, (c["quantized"], c["int8"], c["compute_precisions"])
+
+    assert what(cli) == what(recipe) == ("int8", {"x": ([1, 32], [4, 32], [8, 32])}, what(cli)[2], (2, 2, {"INT8": 2}))

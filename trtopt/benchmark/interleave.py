@@ -256,12 +256,16 @@ def measure_interleaved(
     for i, v in enumerate(variants):
         sps = [v.batch_size * n / s if s > 0 else math.inf for n, s in zip(counts[i], spans[i])]
         base = summarize(lat[i], v.batch_size, sum(spans[i]), mode=modes[i], threads=runner_threads(v.runner),
-                         warmup=cfg.warmup, cv_threshold=cfg.cv_threshold)
+                         warmup=cfg.warmup, cv_threshold=cfg.cv_threshold, warn=False)
         finite = [x for x in sps if math.isfinite(x)]
         med, lo, hi = bootstrap_median_ci(finite) if finite else (math.inf, math.inf, math.inf)
         out[v.key] = replace(base, throughput_sps=med, method="interleaved", round_sps=tuple(sps),
                              throughput_ci95=(lo, hi), group=group,
                              conditions={**conds[labels[i]], "warnings": warnings} if monitor else {})
+    shaky = [f"{labels[i]} {100 * out[v.key].cv:.1f}%" for i, v in enumerate(variants) if out[v.key].unstable]
+    if shaky:  # one line for the whole comparison, not one per variant
+        log.warning("unstable timing: latency CV above %.1f%% (%s); close other programs, pin clocks or time longer",
+                    100 * cfg.cv_threshold, ", ".join(shaky))
     log.info("timed %d variant(s) in %d interleaved rounds (group %s)", k, plan.rounds, group or "-")
     return out
 

@@ -188,7 +188,8 @@ def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
         judged = fidelity_judged(v)
         for out, f in (v.get("fidelity") or {}).items():
             bad = (v.get("fidelity_violations") or {}).get(out, [])
-            verdict = NOT_JUDGED if not judged else ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
+            verdict = (NOT_JUDGED + (f" ({v['extra']['fidelity_note']})" if (v.get("extra") or {}).get("fidelity_note")
+                                     else "")) if not judged else ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
             agree = f.get("top1_agreement")
             agree = f.get("position_agreement") if agree is None else agree
             ch = f.get("worst_channel_cosine")

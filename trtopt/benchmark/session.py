@@ -91,6 +91,16 @@ def reference_for(name: str, references: Mapping[str, str], evaluated: Sequence[
     return None, ref is None
 
 
+def missing_reference_note(name: str, references: Mapping[str, str], evaluated: Sequence[str]) -> str:
+    """Why ``name`` is not judged when its named reference produced no outputs (``""`` otherwise)."""
+    ref = references.get(name)
+    if ref is None or ref == "none" or ref in evaluated:
+        return ""
+    return (f"not judged: its reference '{ref}' has no outputs in this run (not among the variants, or it "
+            f"failed); compared with the baseline instead, whose difference is not this variant's error: "
+            f"run '{ref}' too to judge it")
+
+
 def check_references(references: Mapping[str, str], names: Sequence[str]) -> None:
     """Each ``variant=reference`` pair names models of this run, the reference given before the variant.
 
@@ -259,6 +269,8 @@ class BenchSession:
             except self.failures as exc:
                 self._skip(e, "failed", str(exc), artifact=None)
                 continue
+            note = missing_reference_note(e.name, self.references, list(seen.get(e.backend, {})))
+            extra = {**e.extra, "runner": runner.describe(), **({"fidelity_note": note} if note else {})}
             seen.setdefault(e.backend, {})[e.name] = acc.all_outputs
             if baseline is None and e.name == entries[0].name:
                 baseline = (f"{e.name} ({e.backend})" if several else e.name, acc.all_outputs)
@@ -266,7 +278,7 @@ class BenchSession:
                 check_tolerance_names(self.cfg.output_tolerances(), list(acc.all_outputs))
                 self.checked_outputs = True
             new = [VariantResult(e.name, runner.backend, e.precision, e.sparsity, bs, None, acc, e.artifact,
-                                 "ok", "", extra={**e.extra, "runner": runner.describe()})
+                                 "ok", "", extra=extra)
                    for bs in self.cfg.batch_sizes]
             overflow = (fp16_overflow_reason(e.artifact, feeds)
                         if e.backend in FLOAT32_KERNEL_BACKENDS and e.evaluation_data and e.artifact else "")

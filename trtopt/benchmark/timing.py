@@ -117,6 +117,7 @@ def summarize(
     threads: int | None = None,
     warmup: int = 0,
     cv_threshold: float = 0.05,
+    warn: bool = True,
 ) -> TimingResult:
     """Turn per-iteration latencies into a :class:`TimingResult`.
 
@@ -128,9 +129,11 @@ def summarize(
         threads: CPU threads used by the backend.
         warmup: Warm-up iterations that were run.
         cv_threshold: CV above which the result is flagged unstable.
+        warn: Log a warning when the run is unstable (a caller timing several variants warns once
+            for all of them instead).
 
     Returns:
-        The summary; a warning is logged when the run is unstable.
+        The summary (``unstable`` set when the CV exceeds ``cv_threshold``).
     """
     a = np.asarray(latencies_ms, dtype=np.float64)
     stats = latency_stats(a)
@@ -138,7 +141,7 @@ def summarize(
     throughput = batch_size * a.size / span if span > 0 else float("inf")
     cv = stats["std"] / stats["mean"] if stats["mean"] > 0 else 0.0
     unstable = cv > cv_threshold
-    if unstable:
+    if unstable and warn:
         log.warning("unstable timing: latency CV %.1f%% > %.1f%% over %d iterations (%s); "
                     "close other programs, pin clocks or time longer", 100 * cv, 100 * cv_threshold, a.size, mode)
     return TimingResult(throughput_sps=throughput, latency_ms=stats, cv=cv, iterations=int(a.size), mode=mode,

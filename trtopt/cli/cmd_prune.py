@@ -260,6 +260,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         print("\n".join(summary_lines(summary)))
+        labels = {"onnx": "ONNX model", "out_module": "pruned module", "out_masks": "masks", "report": "report"}
+        for k, label in labels.items():
+            if getattr(args, k) is not None:
+                print(f"  wrote {label}: {getattr(args, k)}")
     if not any(getattr(args, k) for k in ("out_module", "out_masks", "onnx", "report")):
         import logging
 

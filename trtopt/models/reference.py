@@ -208,9 +208,33 @@ def check_forward(model: Any, specs: Sequence[Any], ref: str = "model", where: s
             out = model(*args)
     except Exception as exc:
         shown = ", ".join(str(s) for s in specs)
+        hint = _index_hint(model, specs) if isinstance(exc, IndexError) else None
         raise InputError(f"{ref}: forward failed on the declared inputs ({shown}): {describe_exception(exc)}; "
-                         f"check {where} (order = forward's arguments, dtype, shape)") from None
+                         + (hint or f"check {where} (order = forward's arguments, dtype, shape)")) from None
     outs = out if isinstance(out, tuple | list) else (out,)
     if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
         raise InputError(f"{ref}: forward must return a tensor or a tuple of tensors, got {type(out).__name__}")
     return tuple(outs)
+
+
+def _index_hint(model: Any, specs: Sequence[Any]) -> str | None:
+    """The fix for an ``IndexError`` in ``forward``: integer inputs whose value range passes an embedding's size.
+
+    Random integer feeds are drawn from each spec's ``LOW..HIGH`` (half-open); ids at or above an
+    ``nn.Embedding``'s ``num_embeddings`` index past its table.
+    """
+    import torch
+
+    sizes = sorted({m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)})
+    ints = [sp for sp in specs if sp.dtype.startswith(("int", "uint"))]
+    if not sizes or not ints:
+        return None
+    ranges = ", ".join(f"'{sp.name}' {_num(sp.low)}..{_num(sp.high)}" if sp.high is not None
+                       else f"'{sp.name}' (no range given)" for sp in ints)
+    return (f"the integer inputs' value ranges ({ranges}) must stay below the model's embedding size(s) "
+            f"{', '.join(map(str, sizes))}: give each id input a range LOW..HIGH with HIGH <= its embedding's "
+            f"num_embeddings (e.g. {ints[0].name}:{ints[0].dtype}:DIMS:0..{sizes[0]})")
+
+
+def _num(v: float | None) -> str:
+    return "?" if v is None else (str(int(v)) if float(v).is_integer() else str(v))

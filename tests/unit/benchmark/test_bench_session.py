@@ -30,17 +30,17 @@ def four_models(tmp_path):
     return files, x
 
 
-def _recipe_report(monkeypatch, tmp_path, files):
-    """``run_recipe`` on the four files: the preparation stages replaced by the ready graphs."""
+def _recipe_report(monkeypatch, tmp_path, files, variants=VARIANTS):
+    """``run_recipe`` on the files of ``variants``: the preparation stages replaced by the ready graphs."""
     from pathlib import Path
 
     def prepare(self, workload):
         self.workload = workload
-        return {v: Path(files[v]) for v in VARIANTS}
+        return {v: Path(files[v]) for v in variants}
 
     monkeypatch.setattr(Pipeline, "prepare", prepare)
     monkeypatch.setattr("trtopt.pipeline.engine_column", lambda *a, **k: EngineCell("0.1 MB", "ok"))
-    res = run_recipe({"recipe": {"name": "t", "variants": list(VARIANTS), "backend": "onnxruntime"},
+    res = run_recipe({"recipe": {"name": "t", "variants": list(variants), "backend": "onnxruntime"},
                       "workload": {"model": files["fp32"], "eval_data": str(tmp_path / "eval.npz"),
                                    "calib_data": str(tmp_path / "eval.npz")},
                       "bench": FAST}, tmp_path / "run")
@@ -73,3 +73,15 @@ def test_bench_and_run_judge_the_same_models_against_the_same_references(four_mo
         "sparse24-fp32": ("fp32", False, None), "sparse24-int8": ("sparse24-fp32", True, True)}
     assert strict_problems(bench) == strict_problems(run)
     assert [p.split(":")[0] for p in strict_problems(run)] == ["int8@4 (onnxruntime)"]
+
+
+def test_a_variant_whose_reference_is_missing_says_why_it_is_not_judged(four_models, tmp_path, monkeypatch):
+    from trtopt.benchmark.render import render_markdown
+
+    files, _ = four_models
+    rep = _recipe_report(monkeypatch, tmp_path, files, ("fp32", "int8", "sparse24-int8"))  # no pruned FP32 model
+    row = next(v for v in rep.variants if v.name == "sparse24-int8")
+    assert (row.accuracy.reference, row.accuracy.judged) == ("fp32", False)
+    assert "its reference 'sparse24-fp32' has no outputs in this run" in row.extra["fidelity_note"]
+    assert "run 'sparse24-fp32' too to judge it" in render_markdown(rep)
+    assert "fidelity_note" not in next(v for v in rep.variants if v.name == "int8").extra

@@ -101,3 +101,16 @@ def test_cli_budget_too_short_exits_2_with_one_line(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert rc == 2 and len(err) == 1 and "too short for 5 interleaved rounds" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_unstable_variants_get_one_warning_for_the_whole_comparison(caplog):
+    cfg = BenchConfig(warmup=0, iterations=40, rounds=5, seed=0, cv_threshold=0.05)
+    clock = Clock()
+    runners = [DriftRunner(clock, 1.0, noise=0.5, seed=s, name=n) for s, n in enumerate("ABC")]
+    for r in runners:
+        r.__enter__()
+    with caplog.at_level("WARNING", logger="trtopt"):
+        res = measure_interleaved([TimedVariant(n, r, FEEDS, 4) for n, r in zip("ABC", runners)], cfg, clock=clock)
+    assert all(t.unstable for t in res.values())
+    lines = [r.message for r in caplog.records if "unstable timing" in r.message]
+    assert len(lines) == 1 and all(f"{n} " in lines[0] for n in "ABC"), lines

@@ -59,3 +59,22 @@ def test_saved_module_with_unimportable_class_gets_the_hint(user_pkg, tmp_path):
     assert torch  # imported for the subprocess's pickle format
     with pytest.raises(InputError, match="class must be importable"):
         load_model(str(tmp_path / "gone.pt"))
+
+
+def test_id_range_past_the_embedding_names_the_range_and_the_size():
+    torch = pytest.importorskip("torch")
+    from trtopt.models.reference import check_forward
+
+    class Ids(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 8)
+
+        def forward(self, ids):
+            return self.emb(ids).mean(1)
+
+    torch.manual_seed(0)
+    (out,) = check_forward(Ids(), parse_input_specs(["ids:int64:1x8:0..100"]))  # the largest valid range runs
+    assert tuple(out.shape) == (1, 8)
+    with pytest.raises(InputError, match=r"'ids' 0\.\.5000\) must stay below the model's embedding size\(s\) 100"):
+        check_forward(Ids(), parse_input_specs(["ids:int64:1x8:0..5000"]))
