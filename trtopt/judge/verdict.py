@@ -3,7 +3,7 @@
 :class:`Judge` is the one judge the fidelity guard, ``trtopt bench`` and the gate call: given FP32's
 and the variant's outputs it returns a :class:`Verdict` with, per output, the kind and why, the task
 metrics (:mod:`trtopt.judge.detection`, :mod:`~trtopt.judge.dense`, :mod:`~trtopt.judge.sequence`,
-:mod:`~trtopt.judge.vectors`), the generic metrics of :func:`trtopt.benchmark.fidelity.fidelity` as
+:mod:`~trtopt.judge.vectors`), the generic metrics of :func:`trtopt.judge.generic.fidelity` as
 extra columns, and the violations. Robustness rules:
 
 * Positions where FP32 itself is NaN/Inf say nothing about the variant: they are excluded and counted
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.benchmark.fidelity import Tolerance, fidelity, tolerance_for
 from trtopt.judge.dense import map_iou, segmentation_iou
 from trtopt.judge.detection import detection_agreement
+from trtopt.judge.generic import Tolerance, fidelity, tolerance_for
 from trtopt.judge.kinds import OutputKind
 from trtopt.judge.sequence import ctc_agreement, frame_agreement, pitch_agreement, token_agreement
 from trtopt.judge.vectors import SMALL_SAMPLE, class_agreement, embedding_agreement, wilson_upper

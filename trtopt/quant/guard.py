@@ -34,7 +34,8 @@ from trtopt.batching import rule_for_onnx
 from trtopt.calib.outliers import outlier_samples
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
-from trtopt.judge.kinds import OutputKind, recognize
+from trtopt.judge.kinds import OutputKind
+from trtopt.judge.recognize import recognize
 from trtopt.judge.vectors import wilson_upper
 from trtopt.judge.verdict import Judge, Verdict, half_loss
 from trtopt.log import get_logger

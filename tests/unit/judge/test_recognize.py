@@ -6,7 +6,8 @@ import pytest
 
 from _helpers.judge_graphs import l2_normalized, tail, yolo_head
 from trtopt.errors import ConfigError
-from trtopt.judge.kinds import OutputKind, parse_declarations, parse_kind, recognize
+from trtopt.judge.kinds import OutputKind, parse_declarations, parse_kind
+from trtopt.judge.recognize import recognize
 
 
 def _kind(model, shape):
