@@ -38,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input of --calib-data passed unchanged with every call (not samples on axis 0; default: "
                         "what `trtopt calibrate --static-input` recorded in the table)")
     s.add_argument("--no-fidelity-guard", action="store_true",
-                   help="the guard is on by default: it checks the INT8 model against FP32 on the calibration "
-                        "data, aiming at half the default tolerance's allowed loss there (cosine >= 0.995, "
-                        "top-1 / per-position agreement >= 99.5%%, judged with its 95%% upper bound on small "
-                        "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
-                        "the all-INT8 model instead")
+                   help="the guard is on by default: it judges the INT8 model against FP32, each output by its "
+                        "kind (--output-kind), on --eval data or else the calibration data aiming at half the "
+                        "allowed loss there (generic outputs: cosine >= 0.995, top-1 / per-position agreement >= "
+                        "99.5%%, judged with its 95%% upper bound on small samples), and keeps the most sensitive "
+                        "layers in float until it holds; this flag writes the all-INT8 model instead")
     add_regression_output_arg(s)
     add_output_kind_arg(s)
     b = p.add_argument_group("Accuracy budget")

@@ -2,10 +2,13 @@
 
 Post-training INT8 of a real model can lose the task while every single layer looks fine: on
 PP-OCRv4's recognizer each Conv alone costs 2-20 % of the lines read as FP32 reads them, and all
-of them together a third. The guard measures what matters on the calibration data,
-the same way ``trtopt bench`` judges a variant (:func:`trtopt.benchmark.fidelity.fidelity`
-against :data:`~trtopt.benchmark.fidelity.DEFAULT_TOLERANCE`: cosine, per-position / top-1
-agreement and worst-channel cosine of every output), and when the all-INT8 model misses it:
+of them together a third. The guard measures what matters with the judge the benchmark uses
+(:class:`trtopt.judge.verdict.Judge`): each output by its kind (detections kept, map IoU, decoded
+sequences, ...; outputs of no known kind by cosine, argmax agreement and worst-channel cosine against
+:data:`~trtopt.judge.generic.DEFAULT_TOLERANCE`), FP32's own NaN/Inf positions excluded and the
+calibration's outlier samples judged apart. It judges on held-out data where it is given
+(``eval_inputs``, ``trtopt quantize --eval``) against the tolerance itself, else on the calibration
+data against half the allowed loss. When the all-INT8 model misses it:
 
 1. scores every quantized layer by quantizing *only that layer* and measuring the normalised
    squared output error against FP32 (the per-layer sensitivity of NNCF's accuracy-aware
@@ -15,9 +18,7 @@ agreement and worst-channel cosine of every output), and when the all-INT8 model
 3. reports the kept layers (ONNX node and PyTorch module) and the fidelity before and after.
 
 If no k < L meets the tolerance, INT8 cannot help this model within it: that is an error, not a
-model with no Q/DQ. The data is the calibration data (the guard checks the quantized graph on the
-inputs its ranges came from; a held-out split is better where the user has one: ``--eval`` with
-``--max-accuracy-drop`` measures the task metric instead).
+model with no Q/DQ; the error names the verdict's case.
 """
 
 from __future__ import annotations
