@@ -16,7 +16,7 @@ MAP_THRESHOLD = 0.3
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float | None:
     union = int(np.count_nonzero(a | b))
-    return None if union == 0 else 100.0 * np.count_nonzero(a & b) / union
+    return None if union == 0 else 100.0 * int(np.count_nonzero(a & b)) / union
 
 
 def map_iou(ref: np.ndarray, out: np.ndarray, threshold: float = MAP_THRESHOLD) -> dict[str, float | int]:
