@@ -37,6 +37,7 @@ def test_a_detection_head_is_judged_by_detections_kept_and_reports_its_kind(dete
     fid = row["fidelity"]["y"]
     assert fid["kind"] == "detection" and "Sigmoid" in fid["kind_reason"]
     assert {"kept", "precision", "fp32_detections"} <= set(fid["task"]) and "cosine" in fid
+    assert "[detection: kept " in (tmp_path / "o" / "report.md").read_text()
 
 
 def test_a_declared_kind_and_bad_declarations(detectors, tmp_path, capsys):

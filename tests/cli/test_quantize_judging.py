@@ -26,7 +26,7 @@ def test_an_unrecognized_output_is_reported_and_a_declared_one_is_judged_by_its_
     assert "output logits: not recognized, judged generically; declare with --output-kind" in err
     assert main(["quantize", str(path), "--calib", str(table), "--output-kind", "logits=classes:floor=90",
                  "--out", str(tmp_path / "q2.onnx")]) == 0
-    assert "output logits: classes (declared)" in capsys.readouterr().err
+    assert "output logits: classes (declared); all-INT8 margin +" in capsys.readouterr().err
 
 
 def test_eval_data_is_judged_held_out(tmp_path, capsys, calibrated):

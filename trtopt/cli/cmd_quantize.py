@@ -235,7 +235,9 @@ def _print_guard(console, res) -> None:
     case = ""
     if res.verdict_all is not None:
         for o in res.verdict_all.outputs:
-            console.print(f"fidelity guard: output {o.name}: {o.kind.describe()}", markup=False, highlight=False)
+            margin = "" if o.margin is None else f"; all-INT8 margin {o.margin:+.2f} points"
+            console.print(f"fidelity guard: output {o.name}: {o.kind.describe()}{margin}", markup=False,
+                          highlight=False)
         case = f" [{res.verdict_all.explain()}]"
     if not res.violations_all:
         console.print(f"fidelity guard: all-INT8 within tolerance on {where}{case}", markup=False, highlight=False)

@@ -100,6 +100,8 @@ class OutputVerdict:
         violations: What misses the tolerance (empty: ok).
         fp32_nonfinite: FP32 NaN/Inf values excluded from judging.
         excluded_samples: Samples left out because FP32 is non-finite in them (task kinds).
+        margin: Points of the judged task agreement above its floor (lowest of the judged metrics;
+            negative: below it); ``None`` for the generic kind.
     """
 
     name: str
@@ -109,13 +111,14 @@ class OutputVerdict:
     violations: list[str] = field(default_factory=list)
     fp32_nonfinite: int = 0
     excluded_samples: int = 0
+    margin: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         return {"name": self.name, "kind": self.kind.kind, "kind_reason": self.kind.describe(),
                 "recognized": self.kind.recognized, "metrics": self.metrics, "generic": self.generic,
                 "violations": self.violations, "fp32_nonfinite": self.fp32_nonfinite,
-                "excluded_samples": self.excluded_samples}
+                "excluded_samples": self.excluded_samples, "margin": self.margin}
 
 
 @dataclass
@@ -197,6 +200,8 @@ def judge_output(name: str, kind: OutputKind, ref: np.ndarray, out: np.ndarray, 
         floor = 100.0 - (100.0 - floor) / 2.0
     for key in JUDGED[kind.kind]:
         v = res.metrics.get(key)
+        if v is not None:
+            res.margin = v - floor if res.margin is None else min(res.margin, v - floor)
         if v is not None and (math.isnan(v) or v < floor):
             res.violations.append(f"{key} {v:.4g} < {floor:g} ({kind.kind})")
     if kind.kind == "embedding":

@@ -17,7 +17,8 @@ def test_a_task_floor_is_halved_in_sample_and_applied_whole_held_out():
     out = ref.copy()
     out[0] = _ctc([0, 3, 0, 2])  # one of 20 lines read differently: 95 % identical
     kind = OutputKind("ctc")
-    assert judge_output("y", kind, ref, out, None, in_sample=False).violations == []
+    held = judge_output("y", kind, ref, out, None, in_sample=False)
+    assert held.violations == [] and held.margin == 0.0  # 95 % against the floor of 95 %
     assert judge_output("y", kind, ref, out, None, in_sample=True).violations == [
         "sequences_identical 95 < 97.5 (ctc)"]
 
