@@ -13,7 +13,7 @@ Recognition is :mod:`trtopt.judge.recognize`; this module holds the kinds and th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from trtopt.errors import ConfigError
 
@@ -149,8 +149,3 @@ def check_declared(declared: Mapping[str, OutputKind], outputs: Sequence[str]) -
     unknown = sorted(set(declared) - set(outputs))
     if unknown:
         raise ConfigError(f"--output-kind names {unknown}, not outputs of the model (outputs: {list(outputs)})")
-
-
-def with_reason(kind: OutputKind, reason: str) -> OutputKind:
-    """``kind`` with another reason (e.g. when a caller maps an older option onto a kind)."""
-    return replace(kind, reason=reason)
