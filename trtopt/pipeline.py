@@ -194,7 +194,8 @@ class Pipeline:
             res = quantize(fp32[kind], None, self.recipe.fp16, data)
         else:
             qcfg = replace(self.recipe.quantize, fp16_rest=True) if var.fp16_rest else self.recipe.quantize
-            res = quantize(fp32[kind], tables[kind], qcfg, data, tolerance=self.recipe.bench.output_tolerances())
+            res = quantize(fp32[kind], tables[kind], qcfg, data, tolerance=self.recipe.bench.output_tolerances(),
+                           kinds=self.recipe.bench.declared_kinds())
             if res.guard is not None:
                 self.notes.setdefault("fidelity_guard", {})[variant] = {
                     "samples": res.guard.samples, "violations_all_int8": res.guard.violations_all,

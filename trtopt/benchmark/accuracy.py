@@ -30,6 +30,7 @@ from trtopt.benchmark.fidelity import (
 )
 from trtopt.benchmark.metric import Metric, resolve_metric
 from trtopt.errors import ConfigError, InputError
+from trtopt.judge.verdict import judge_output
 
 __all__ = ["DEFAULT_TOLERANCE", "AccuracyResult", "ChannelSplit", "Metric", "Tolerance", "evaluate", "fidelity",
            "known_metrics", "register_metric", "run_batched", "topk_accuracy"]
@@ -204,6 +205,7 @@ def evaluate(
     channel_splits: Mapping[str, ChannelSplit] | None = None,
     reference_name: str | None = None,
     judged: bool = True,
+    kinds: Mapping[str, Any] | None = None,
 ) -> AccuracyResult:
     """Evaluate a runner's accuracy and fidelity.
 
@@ -226,6 +228,9 @@ def evaluate(
         reference_name: Name of the variant ``reference`` came from (reported with the fidelity).
         judged: ``False`` reports the fidelity to ``reference`` without checking any tolerance
             (``fidelity_ok`` is then ``None``: nothing was judged).
+        kinds: Output name -> :class:`trtopt.judge.kinds.OutputKind`: such an output is judged by its task
+            (:func:`trtopt.judge.verdict.judge_output`; FP32 NaN/Inf positions excluded), its fidelity gets
+            ``kind``, ``kind_reason`` and ``task`` (the task metrics) next to the generic metrics.
 
     Returns:
         The accuracy result, including the primary output array for use as a later reference.
@@ -247,7 +252,8 @@ def evaluate(
     metric_name, value, top5, correct, extra = "none", None, None, None, {}
     if task is not None:
         metric_name = task.name
-        value = task.compute(outs, primary, np.asarray(labels))
+        # read-only views: a user's metric cannot change the outputs the judge compares next
+        value = task.compute({k: _readonly(v) for k, v in outs.items()}, primary, _readonly(np.asarray(labels)))
         extra = {task.name: value}
         if task.name == "top1" and main.ndim == 2 and main.shape[1] >= 5:
             top5 = topk_accuracy(main, labels, 5)
@@ -265,9 +271,21 @@ def evaluate(
             if name not in outs:
                 raise InputError(f"reference output '{name}' is not an output of this model ({sorted(outs)})")
             fid[name] = fidelity(np.asarray(ref), outs[name], (channel_splits or {}).get(name))
+            tol = tolerance_for(tolerances, name)
+            if kinds and name in kinds and kinds[name].kind == "generic":
+                fid[name].update(kind="generic", kind_reason=kinds[name].describe())
+            elif kinds and name in kinds:
+                verdict = judge_output(name, kinds[name], np.asarray(ref), outs[name], tol)
+                fid[name].update(kind=verdict.kind.kind, kind_reason=verdict.kind.describe(), task=verdict.metrics,
+                                 fp32_nonfinite=verdict.fp32_nonfinite)
+                if judged and verdict.violations:
+                    bad[name] = verdict.violations
+                if judged:
+                    used[name] = tol.to_dict() if verdict.kind.kind == "generic" else \
+                        {"min_task_agreement": verdict.kind.min_agreement}
+                continue
             if not judged:
                 continue
-            tol = tolerance_for(tolerances, name)
             used[name] = tol.to_dict()
             if v := tol.violations(fid[name]):
                 bad[name] = v
@@ -277,6 +295,13 @@ def evaluate(
                           ref=task.ref if task else None, higher_is_better=task.higher_is_better if task else True,
                           metrics=extra, reference=reference_name if reference is not None else None,
                           judged=judged)
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of ``arr`` (``arr`` itself stays writable)."""
+    view = np.asarray(arr).view()
+    view.setflags(write=False)
+    return view
 
 
 def _builtin_alongside(main: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from trtopt.errors import ConfigError
 
@@ -42,6 +44,8 @@ class BenchConfig:
         min_channel_cosine: Fidelity tolerance on the worst channel's cosine.
         regression_outputs: Outputs whose argmax means nothing (box coordinates, embeddings, any
             regression value): judged by cosine and worst-channel cosine, not by top-1 agreement.
+        output_kinds: Output name -> ``"KIND[:options]"`` (:func:`trtopt.judge.kinds.parse_kind`): how that
+            output is judged where recognition from shapes and the graph is unsure; the others are recognized.
         rounds: Most interleaved rounds per comparison: the variants of one comparison
             are timed round-robin, each getting ``min_duration_s / rounds`` (or ``iterations /
             rounds``) per round; fewer rounds are run when one iteration does not fit.
@@ -69,6 +73,7 @@ class BenchConfig:
     min_top1_agreement: float | None = None
     min_channel_cosine: float | None = None
     regression_outputs: tuple[str, ...] = ()
+    output_kinds: Mapping[str, str] = field(default_factory=dict)
     rounds: int = 20
     min_rounds: int = 5
     seed: int | None = None
@@ -111,6 +116,20 @@ class BenchConfig:
             raise ConfigError(f"bench.regression_outputs must be output names, got {list(self.regression_outputs)}")
         if self.eval_batch_size < 0:
             raise ConfigError(f"bench.eval_batch_size must be >= 0, got {self.eval_batch_size}")
+        if not isinstance(self.output_kinds, Mapping):
+            raise ConfigError(f"bench.output_kinds must be a table NAME = \"KIND[:options]\", "
+                              f"got {self.output_kinds!r}")
+        self.declared_kinds()  # a bad kind fails here, with its name
+
+    def declared_kinds(self) -> dict[str, Any]:
+        """``output_kinds`` parsed: output name -> :class:`trtopt.judge.kinds.OutputKind`.
+
+        Raises:
+            ConfigError: A bad kind or option (one line naming the output).
+        """
+        from trtopt.judge.kinds import parse_declarations
+
+        return parse_declarations(dict(self.output_kinds))
 
     def tolerance(self):  # -> trtopt.benchmark.accuracy.Tolerance
         """Return the fidelity tolerance: the default with every tolerance set here applied on top.

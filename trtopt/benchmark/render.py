@@ -190,6 +190,7 @@ def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
             bad = (v.get("fidelity_violations") or {}).get(out, [])
             verdict = (NOT_JUDGED + (f" ({v['extra']['fidelity_note']})" if (v.get("extra") or {}).get("fidelity_note")
                                      else "")) if not judged else ("✗ FAIL: " + "; ".join(bad)) if bad else "ok"
+            verdict = _kind_note(f) + verdict
             agree = f.get("top1_agreement")
             agree = f.get("position_agreement") if agree is None else agree
             ch = f.get("worst_channel_cosine")
@@ -202,7 +203,18 @@ def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_TOL_TEXT = {"min_cosine": "cosine ≥ {:g}", "min_channel_cosine": "worst channel cosine ≥ {:g}",
+def _kind_note(f: Mapping[str, Any]) -> str:
+    """``[kind: task metrics] `` of an output judged by its task, the not-recognized notice, or ``""``."""
+    if f.get("kind") == "generic":
+        return f"[{f.get('kind_reason', 'generic')}] "
+    if not f.get("kind"):
+        return ""
+    task = ", ".join(f"{k} {fmt_num(v, 2)}" for k, v in (f.get("task") or {}).items() if v is not None)
+    return f"[{f['kind']}: {task}] "
+
+
+_TOL_TEXT = {"min_task_agreement": "task agreement ≥ {:g} %",
+             "min_cosine": "cosine ≥ {:g}", "min_channel_cosine": "worst channel cosine ≥ {:g}",
              "min_top1_agreement": "top-1 agreement ≥ {:g} %", "min_sqnr_db": "SQNR ≥ {:g} dB",
              "max_abs_err": "max abs err ≤ {:g}"}
 

@@ -207,6 +207,8 @@ class BenchSession:
         self.checked_outputs = False
         self.rows: list[VariantResult] = []
         self._timed: list[tuple[int, Any, str, Mapping[str, np.ndarray]]] = []  # (first row, runner, label, feeds)
+        self._graph: str | None = None  # the first ONNX artifact: where output kinds are recognized
+        self._kinds: dict[str, Any] | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> BenchSession:
@@ -229,7 +231,25 @@ class BenchSession:
         compared, reference = (named, seen[named]) if named is not None else (baseline or (None, None))
         return evaluate(runner, feeds, labels=self.labels, reference=reference,
                         batch_size=self.cfg.effective_eval_batch_size, metric=self.metric,
-                        tolerances=self.cfg.output_tolerances(), judged=judged, reference_name=compared)
+                        tolerances=self.cfg.output_tolerances(), judged=judged, reference_name=compared,
+                        kinds=None if reference is None else self._output_kinds(reference))
+
+    def _output_kinds(self, reference: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Kinds of the reference's outputs: declared (``bench.output_kinds``), else recognized from the graph."""
+        if self._kinds is None:
+            import onnx
+
+            from trtopt.judge.kinds import check_declared
+            from trtopt.judge.recognize import recognize
+
+            declared = self.cfg.declared_kinds()
+            shapes = {k: np.shape(v) for k, v in reference.items()}
+            if self._graph is None:
+                check_declared(declared, list(shapes))
+                self._kinds = dict(declared)
+            else:
+                self._kinds = recognize(onnx.load(self._graph, load_external_data=False), shapes, declared)
+        return self._kinds
 
     def evaluate(self, entries: Sequence[SessionEntry]) -> list[VariantResult]:
         """Open and evaluate every entry in order; rows untimed until :meth:`time`.
@@ -251,6 +271,8 @@ class BenchSession:
                 self._skip(e, *e.not_run, artifact=e.artifact)
                 continue
             self.progress("bench", f"{e.name} on {e.backend} (evaluate)")
+            if self._graph is None and e.artifact and str(e.artifact).endswith(".onnx"):
+                self._graph = str(e.artifact)
             try:
                 runner = _open(e)
             except (MissingDependencyError, BackendUnavailableError) as exc:

@@ -25,6 +25,24 @@ def add_regression_output_arg(group) -> None:
                             "cosine and worst-channel cosine only, not top-1 agreement; repeatable")
 
 
+def add_output_kind_arg(group) -> None:
+    """Add ``--output-kind NAME=KIND[:options]`` (repeatable) to an argument group (quantize, bench, run)."""
+    from trtopt.judge.kinds import KINDS  # no heavy dependency: numpy and onnx only
+
+    group.add_argument("--output-kind", action="append", default=[], metavar="NAME=KIND[:options]",
+                       help="judge output NAME by its task where recognition is unsure; KIND is one of "
+                            f"{', '.join(KINDS)}; options key=value,...: layout (detection cfirst/clast, ctc "
+                            "ntc/tnc), box (xywh/xyxy), objectness, threshold, blank, cents, floor (percent); "
+                            "repeatable")
+
+
+def parse_output_kinds(items: Iterable[str]) -> dict:
+    """``--output-kind`` items -> output name -> :class:`trtopt.judge.kinds.OutputKind` (one clear line on error)."""
+    from trtopt.judge.kinds import parse_declarations
+
+    return parse_declarations(list(items))
+
+
 def refuse_ignored(rules: Iterable[tuple[bool, str]]) -> None:
     """Refuse an option that the rest of the command line makes meaningless, instead of ignoring it.
 

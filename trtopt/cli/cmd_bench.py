@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtopt.cli.args import add_regression_output_arg
+from trtopt.cli.args import add_output_kind_arg, add_regression_output_arg, parse_output_kinds
 from trtopt.cli.model_source import load_torch_workload
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "judging it (a 2:4-pruned model is another model: sparse24-fp32=none "
                         "sparse24-int8=sparse24-fp32); repeatable")
     add_regression_output_arg(g)
+    add_output_kind_arg(g)
     g.add_argument("--num-samples", type=int, default=None,
                    help="random samples without --data (default 64; with --data every sample is evaluated)")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default 0: ONNX "
@@ -84,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "DIR/layerwise/NAME.json")
     p.add_argument("--top", type=int, default=None, help="layers to print per model with --layerwise (default 10)")
     p.set_defaults(func=run)
+
+
+def _kinds(items: list[str]) -> dict[str, str]:
+    """``--output-kind NAME=KIND[:options]`` items -> ``{NAME: "KIND[:options]"}`` (checked: one clear line)."""
+    parse_output_kinds(items)
+    return {name.strip(): spec.strip() for name, _, spec in (i.partition("=") for i in items)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_sizes=tuple(parse_int_list(args.batch, "--batch")), mode=args.mode, rounds=args.rounds,
                       metric=args.metric or "top1", min_sqnr_db=args.min_sqnr, min_top1_agreement=args.min_agreement,
                       min_cosine=args.min_cosine, min_channel_cosine=args.min_cosine,
-                      regression_outputs=tuple(args.regression_output))
+                      regression_outputs=tuple(args.regression_output), output_kinds=_kinds(args.output_kind))
     _refuse_ignored(args, backends)
     if args.num_samples is not None and args.num_samples <= 0:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")

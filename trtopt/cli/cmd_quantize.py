@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtopt.cli.args import add_model_arg, add_regression_output_arg
+from trtopt.cli.args import add_model_arg, add_output_kind_arg, add_regression_output_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,16 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input of --calib-data passed unchanged with every call (not samples on axis 0; default: "
                         "what `trtopt calibrate --static-input` recorded in the table)")
     s.add_argument("--no-fidelity-guard", action="store_true",
-                   help="the guard is on by default: it checks the INT8 model against FP32 on the calibration "
-                        "data, aiming at half the default tolerance's allowed loss there (cosine >= 0.995, "
-                        "top-1 / per-position agreement >= 99.5%%, judged with its 95%% upper bound on small "
-                        "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
-                        "the all-INT8 model instead")
+                   help="the guard is on by default: it judges the INT8 model against FP32, each output by its "
+                        "kind (--output-kind), on --eval data or else the calibration data aiming at half the "
+                        "allowed loss there (generic outputs: cosine >= 0.995, top-1 / per-position agreement >= "
+                        "99.5%%, judged with its 95%% upper bound on small samples), and keeps the most sensitive "
+                        "layers in float until it holds; this flag writes the all-INT8 model instead")
     add_regression_output_arg(s)
+    add_output_kind_arg(s)
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
-    b.add_argument("--eval", type=Path, metavar="EVAL.npz", help="held-out inputs by name (+ optional 'labels')")
+    b.add_argument("--eval", type=Path, metavar="EVAL.npz",
+                   help="held-out inputs by name (+ optional 'labels'): the budget's data with --max-accuracy-drop, "
+                        "else the fidelity guard judges on it against the tolerance itself (not the calibration "
+                        "data against half of it)")
     b.add_argument("--report", type=Path, metavar="REPORT.json", help="write the budget report as JSON")
     p.add_argument("--out", type=Path, required=True, metavar="OUT.onnx", help="output model")
     p.set_defaults(func=run)
@@ -80,8 +84,12 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--fp16 converts to FP16 only; use --calib with --fp16-rest for INT8 + FP16")
     if not args.fp16 and args.calib is None:
         raise ConfigError("give --calib TABLE.json (INT8) or --fp16")
-    if (args.max_accuracy_drop is None) != (args.eval is None):
-        raise ConfigError("--max-accuracy-drop and --eval go together")
+    if args.max_accuracy_drop is not None and args.eval is None:
+        raise ConfigError("--max-accuracy-drop needs --eval EVAL.npz (the held-out data it measures on)")
+    if args.fp16 and args.eval is not None:
+        raise ConfigError("--eval applies to INT8 quantization (--calib), not to --fp16")
+    if args.eval is not None and args.max_accuracy_drop is None and args.no_fidelity_guard:
+        raise ConfigError("--eval is the fidelity guard's held-out data: it does not apply with --no-fidelity-guard")
     if args.fp16 and args.max_accuracy_drop is not None:
         raise ConfigError("--max-accuracy-drop applies to INT8 quantization (--calib)")
     if args.fp16 and args.smoothquant:
@@ -93,18 +101,25 @@ def _check(args: argparse.Namespace) -> None:
         *((args.fp16 and bool(given), f"{name} applies to INT8 quantization (--calib), not to --fp16")
           for name, given in (("--exclude-op-type", args.exclude_op_type), ("--per-tensor-weights",
                               args.per_tensor_weights), ("--no-fidelity-guard", args.no_fidelity_guard),
-                              ("--regression-output", args.regression_output))),
+                              ("--regression-output", args.regression_output),
+                              ("--output-kind", args.output_kind))),
         *((budget and bool(given), f"{name} does not apply with --max-accuracy-drop (the budget measures on --eval, "
                                    "not with the fidelity guard): drop one of them")
           for name, given in (("--calib-data", args.calib_data), ("--static-input", args.static_input),
                               ("--no-fidelity-guard", args.no_fidelity_guard),
-                              ("--regression-output", args.regression_output))),
+                              ("--regression-output", args.regression_output),
+                              ("--output-kind", args.output_kind))),
+        (args.no_fidelity_guard and bool(args.output_kind), "--output-kind tells the fidelity guard how to judge "
+                                                            "an output: it does not apply with --no-fidelity-guard"),
         (args.report is not None and not budget, "--report writes the accuracy-budget report: it needs "
                                                  "--max-accuracy-drop and --eval"),
     ])
     from trtopt.quant.config import exclude_to_regex
 
     exclude_to_regex(args.exclude)  # a bad pattern fails before the model is read
+    from trtopt.cli.args import parse_output_kinds
+
+    parse_output_kinds(args.output_kind)  # a bad declaration too
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,11 +165,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     data = _guard_data(args, table, model)
     from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, with_regression_outputs
+    from trtopt.cli.args import parse_output_kinds
 
     tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
+    held = None
+    if args.eval is not None:
+        from trtopt.calib.source import model_input_specs, validate_batch
+
+        feeds, _, _ = _load_npz(args.eval, model)
+        held = validate_batch(feeds, model_input_specs(model), where=f"evaluation data {args.eval}")
     with err.status("inserting Q/DQ") as status:
         res = quantize(model, table, cfg, data, tolerance=tol,
-                       progress=status.update if err.is_terminal else _line(err))
+                       progress=status.update if err.is_terminal else _line(err),
+                       kinds=parse_output_kinds(args.output_kind), eval_inputs=held)
     if res.guard is not None:
         _print_guard(err, res.guard)
     _print_summary(err, res.summary)
@@ -207,17 +230,25 @@ def _calib_data(path: Path, static: tuple[str, ...], model):
 
 
 def _print_guard(console, res) -> None:
-    """What the fidelity guard did, in one or a few lines."""
+    """What the fidelity guard did, in one or a few lines: the kind of each output, the case, the layers kept."""
+    where = f"{res.held_out} held-out samples" if res.held_out else f"{res.samples} calibration samples"
+    case = ""
+    if res.verdict_all is not None:
+        for o in res.verdict_all.outputs:
+            margin = "" if o.margin is None else f"; all-INT8 margin {o.margin:+.2f} points"
+            console.print(f"fidelity guard: output {o.name}: {o.kind.describe()}{margin}", markup=False,
+                          highlight=False)
+        case = f" [{res.verdict_all.explain()}]"
     if not res.violations_all:
-        console.print(f"fidelity guard: all-INT8 within tolerance on {res.samples} calibration samples",
-                      markup=False, highlight=False)
+        console.print(f"fidelity guard: all-INT8 within tolerance on {where}{case}", markup=False, highlight=False)
         return
     mods = [m for m in res.kept_modules if m]
     if any(v.startswith("top1_agreement") for v in res.violations_all):
         console.print("fidelity guard: per-sample top-1 agreement on fewer than 1000 samples is judged by its 95% "
                       "upper bound (Wilson), against half the tolerance's allowed loss (99.5%)",
                       markup=False, highlight=False)
-    console.print(f"fidelity guard: all-INT8 missed the tolerance ({'; '.join(res.violations_all[:2])}); kept "
+    console.print(f"fidelity guard: all-INT8 missed the tolerance on {where} "
+                  f"({'; '.join(res.violations_all[:2])}); kept "
                   f"{len(res.kept_nodes)} most sensitive layer(s) in float: {', '.join(res.kept_nodes[:6])}"
                   + (" ..." if len(res.kept_nodes) > 6 else "") + (f" (modules {', '.join(mods[:6])})" if mods else ""),
                   markup=False, highlight=False)

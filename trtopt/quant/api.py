@@ -147,7 +147,8 @@ def _result(model: onnx.ModelProto, checked: bool, **kw) -> QuantizeResult:
 
 def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable | None,
              config: QuantizeConfig | FP16Config, data: CalibData | None = None, *, budget: Budget | None = None,
-             tolerance=None, progress: Callable[[str], None] | None = None) -> QuantizeResult:
+             tolerance=None, progress: Callable[[str], None] | None = None, kinds=None,
+             eval_inputs: Mapping[str, np.ndarray] | None = None) -> QuantizeResult:
     """Quantize ``model`` as ``config`` says: INT8 Q/DQ (``QuantizeConfig``) or FP16 (``FP16Config``).
 
     INT8: with ``budget``, :func:`~trtopt.quant.budget.apply_accuracy_budget` on its data; else, with
@@ -165,6 +166,8 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
         budget: An accuracy budget (INT8 only).
         tolerance: The guard's fidelity tolerance (default: the benchmark's default tolerance).
         progress: Optional ``callback(message)`` while the guard or budget works.
+        kinds: The guard's declared output kinds (name -> :class:`trtopt.judge.kinds.OutputKind`).
+        eval_inputs: Held-out inputs the guard judges on (:func:`~trtopt.quant.guard.guard_fidelity`).
 
     Returns:
         The model with its typed report.
@@ -187,6 +190,6 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     ranges = fp16_ranges(model, data) if data is not None and config.fp16_rest else None
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
-                             static=data.static, progress=say)
+                             static=data.static, progress=say, kinds=kinds, eval_inputs=eval_inputs)
         return _result(res.model, checked=ranges is not None, guard=res)
     return _result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None)

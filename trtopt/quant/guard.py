@@ -2,10 +2,13 @@
 
 Post-training INT8 of a real model can lose the task while every single layer looks fine: on
 PP-OCRv4's recognizer each Conv alone costs 2-20 % of the lines read as FP32 reads them, and all
-of them together a third. The guard measures what matters on the calibration data,
-the same way ``trtopt bench`` judges a variant (:func:`trtopt.benchmark.fidelity.fidelity`
-against :data:`~trtopt.benchmark.fidelity.DEFAULT_TOLERANCE`: cosine, per-position / top-1
-agreement and worst-channel cosine of every output), and when the all-INT8 model misses it:
+of them together a third. The guard measures what matters with the judge the benchmark uses
+(:class:`trtopt.judge.verdict.Judge`): each output by its kind (detections kept, map IoU, decoded
+sequences, ...; outputs of no known kind by cosine, argmax agreement and worst-channel cosine against
+:data:`~trtopt.judge.generic.DEFAULT_TOLERANCE`), FP32's own NaN/Inf positions excluded and the
+calibration's outlier samples judged apart. It judges on held-out data where it is given
+(``eval_inputs``, ``trtopt quantize --eval``) against the tolerance itself, else on the calibration
+data against half the allowed loss. When the all-INT8 model misses it:
 
 1. scores every quantized layer by quantizing *only that layer* and measuring the normalised
    squared output error against FP32 (the per-layer sensitivity of NNCF's accuracy-aware
@@ -15,25 +18,27 @@ agreement and worst-channel cosine of every output), and when the all-INT8 model
 3. reports the kept layers (ONNX node and PyTorch module) and the fidelity before and after.
 
 If no k < L meets the tolerance, INT8 cannot help this model within it: that is an error, not a
-model with no Q/DQ. The data is the calibration data (the guard checks the quantized graph on the
-inputs its ranges came from; a held-out split is better where the user has one: ``--eval`` with
-``--max-accuracy-drop`` measures the task metric instead).
+model with no Q/DQ; the error names the verdict's case.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
 from trtopt.batching import rule_for_onnx
+from trtopt.calib.outliers import outlier_samples
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import InputError
+from trtopt.judge.kinds import OutputKind
+from trtopt.judge.recognize import recognize
+from trtopt.judge.vectors import wilson_upper
+from trtopt.judge.verdict import Judge, Verdict, half_loss
 from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
@@ -77,6 +82,9 @@ class GuardResult:
         sensitivity: Node -> normalised output error when only that node is INT8 (measured only
             when the all-INT8 model missed the tolerance).
         fidelity: Per-output fidelity of ``model`` (see :func:`trtopt.benchmark.fidelity.fidelity`).
+        verdict_all: The judge's verdict on the all-INT8 model (kinds, task metrics, the case).
+        verdict: The judge's verdict on ``model``.
+        held_out: Samples judged on data the calibration did not see (``--eval``); 0 = calibration data.
     """
 
     model: onnx.ModelProto
@@ -86,11 +94,17 @@ class GuardResult:
     kept_modules: list[str | None] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     fidelity: list[dict[str, Any]] = field(default_factory=list)
+    verdict_all: Verdict | None = None
+    verdict: Verdict | None = None
+    held_out: int = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no model)."""
         return {"samples": self.samples, "violations_all_int8": self.violations_all, "kept_nodes": self.kept_nodes,
-                "kept_modules": self.kept_modules, "sensitivity": self.sensitivity, "fidelity": self.fidelity}
+                "kept_modules": self.kept_modules, "sensitivity": self.sensitivity, "fidelity": self.fidelity,
+                "held_out_samples": self.held_out,
+                "verdict_all_int8": None if self.verdict_all is None else self.verdict_all.to_dict(),
+                "verdict": None if self.verdict is None else self.verdict.to_dict()}
 
 
 def _relabel(model: onnx.ModelProto, reasons: dict[str, str]) -> None:
@@ -107,19 +121,6 @@ def _relabel(model: onnx.ModelProto, reasons: dict[str, str]) -> None:
             p.value = json.dumps(summary)
 
 
-def wilson_upper(agree_pct: float, n: int, z: float = 1.96) -> float:
-    """Upper end (percent) of the Wilson score interval of an agreement rate measured on ``n`` trials.
-
-    Source: E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
-    JASA 22 (1927); the interval that stays sensible for rates near 100 % and small ``n``
-    (:func:`trtopt.benchmark.stats.wilson_bounds`: never below the rate itself, exactly 100 at 100 %).
-    """
-    from trtopt.benchmark.stats import wilson_bounds
-
-    level = math.erf(z / math.sqrt(2))
-    return 100.0 * wilson_bounds(min(max(agree_pct / 100.0, 0.0), 1.0), n, level)[1]
-
-
 def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
     """``fid`` with a per-sample agreement rate replaced by its Wilson upper bound when the sample is small.
 
@@ -134,31 +135,16 @@ def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-def in_sample_target(tol):
-    """The tolerance the guard aims at on calibration data: half of ``tol``'s allowed loss.
-
-    Why: the ranges were fit to the calibration data, so the error measured there underestimates
-    the error on new inputs. Measured on PP-OCRv4's detector (``bench/ppocr_int8.py`` data): aiming
-    at cosine 0.99 on the calibration pages gave 0.984 on held-out pages and lost a text box;
-    aiming at 0.995 gave 0.993 held out and every box.
-    """
-    half = {}
-    for name in ("min_cosine", "min_channel_cosine"):
-        v = getattr(tol, name)
-        half[name] = None if v is None else 1.0 - (1.0 - v) / 2.0
-    if tol.min_top1_agreement is not None:
-        half["min_top1_agreement"] = 100.0 - (100.0 - tol.min_top1_agreement) / 2.0
-    if tol.min_sqnr_db is not None:
-        half["min_sqnr_db"] = tol.min_sqnr_db + 3.0103  # half the noise power
-    if tol.max_abs_err is not None:
-        half["max_abs_err"] = tol.max_abs_err / 2.0
-    return replace(tol, **half)
+#: The tolerance the guard aims at on calibration data: half of ``tol``'s allowed loss (:func:`half_loss`).
+in_sample_target = half_loss
 
 
 def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
                    inputs: Mapping[str, np.ndarray], config: QuantizeConfig | None = None, tolerance=None,
                    max_samples: int = 64, batch_size: int = 16, fp16_ranges: dict[str, float] | None = None,
-                   static: Collection[str] = (), progress: Progress | None = None) -> GuardResult:
+                   static: Collection[str] = (), progress: Progress | None = None,
+                   kinds: Mapping[str, OutputKind] | None = None,
+                   eval_inputs: Mapping[str, np.ndarray] | None = None) -> GuardResult:
     """Quantize with Q/DQ and keep the fewest most-sensitive layers in float that meet ``tolerance``.
 
     Args:
@@ -178,6 +164,11 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         fp16_ranges: Passed to :func:`~trtopt.quant.qdq.quantize_qdq` (the FP16 data rule of ``fp16_rest``).
         progress: Optional ``callback(message)`` for the work under way (ranking, attempts); the verdict
             is in the result, not reported here.
+        kinds: Declared output kinds (:func:`trtopt.judge.kinds.parse_declarations`); the others are
+            recognized from their shapes and the graph (:func:`trtopt.judge.kinds.recognize`).
+        eval_inputs: Held-out inputs (same names; the calibration never saw them): the judge measures
+            on them against the tolerance itself; without them it measures on the calibration samples
+            against half the allowed loss. Sensitivity ranking always uses the calibration samples.
 
     Returns:
         The model and the report.
@@ -187,7 +178,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
             even the most INT8-tolerant layers alone miss the tolerance (quantizing this model to INT8
             would break it: use FP16, or set a looser tolerance).
     """
-    from trtopt.benchmark.fidelity import check_tolerance_names, fidelity, tolerance_for
+    from trtopt.benchmark.fidelity import check_tolerance_names
 
     cfg = config or QuantizeConfig()
     say = progress or (lambda msg: None)
@@ -205,18 +196,24 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     feeds = rule.take(inputs, idx)
     n = len(idx)
     check_tolerance_names(tolerance, [o.name for o in fp32.graph.output])
-    tols = [in_sample_target(tolerance_for(tolerance, o.name)) for o in fp32.graph.output]
     ref = predict_all(fp32, feeds, batch_size, static, "the FP32 model on the calibration data")
+    judge_on, where = _judged_data(eval_inputs, static, rule, take, feeds)
+    judged = {k: v for k, v in predict(fp32, judge_on, batch_size, static, f"the FP32 model on {where}").items()
+              if np.issubdtype(v.dtype, np.floating)}
+    names, jref = list(judged), [v.astype(np.float32) for v in judged.values()]
+    the_judge = Judge(recognize(fp32, {k: v.shape for k, v in judged.items()}, kinds), tolerance,
+                      in_sample=eval_inputs is None, outliers=tuple(outlier_samples(table, judge_on, static)))
 
-    def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], list[np.ndarray]]:
-        outs = predict_all(m, feeds, batch_size, static, "the INT8 model on the calibration data")
-        fids = [fidelity(r, y) for r, y in zip(ref, outs)]
-        return [v for r, f, t in zip(ref, fids, tols) for v in t.violations(significant(f, r.shape))], fids, outs
+    def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], Verdict]:
+        outs = predict_all(m, judge_on, batch_size, static, f"the INT8 model on {where}")
+        verdict = the_judge(names, jref, outs)
+        return verdict.violations, [o.generic for o in verdict.outputs], verdict
 
     prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
     full = quantize_qdq(prep, table, cfg, fp16_ranges=fp16_ranges)
-    bad, fids, _ = judge(full)
-    result = GuardResult(full, n, violations_all=bad, fidelity=fids)
+    bad, fids, verdict = judge(full)
+    result = GuardResult(full, n, violations_all=bad, fidelity=fids, verdict_all=verdict, verdict=verdict,
+                         held_out=0 if eval_inputs is None else len(jref[0]) if jref else 0)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
     layers = quantized_layers(full)
@@ -227,13 +224,13 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
                                  ref),
         lambda k, name: say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}"))
     order = list(result.sensitivity)
-    tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
+    tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]], Verdict]] = {}
 
     def attempt(k: int) -> bool:
         if k not in tried:
             m = quantize_qdq(prep, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
-            v, f, _ = judge(m)
-            tried[k] = (m, v, f)
+            v, f, ver = judge(m)
+            tried[k] = (m, v, f, ver)
             say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")
         return not tried[k][1]
 
@@ -243,7 +240,8 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     hi = min(hi, len(order) - 1)
     if hi < 1 or not attempt(hi):
         raise InputError(f"INT8 breaks this model: with {len(order) - 1} of {len(order)} layers kept in float "
-                         f"it still misses the fidelity tolerance on the calibration data ({'; '.join(bad[:2])}); "
+                         f"it still misses the fidelity tolerance on {where} ({'; '.join(bad[:2])}; "
+                         f"{verdict.explain()}); "
                          "use --fp16, or pass --no-fidelity-guard to write the all-INT8 model anyway")
     lo = hi // 2  # attempt(lo) failed (or lo == 0, the all-INT8 model)
     while hi - lo > 1:  # bisection; assumes more float layers never hurts (re-checked by attempt)
@@ -252,7 +250,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
             hi = mid
         else:
             lo = mid
-    result.model, _, result.fidelity = tried[hi]
+    result.model, _, result.fidelity, result.verdict = tried[hi]
     result.kept_nodes = order[:hi]
     _relabel(result.model, {n: f"fidelity guard (sensitivity rank {k} of {len(order)})"
                             for k, n in enumerate(result.kept_nodes, 1)})
@@ -260,3 +258,15 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     log.info("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
                 hi, len(order), n)
     return result
+
+
+def _judged_data(eval_inputs: Mapping[str, np.ndarray] | None, static: Collection[str], rule, take: int,
+                 feeds: Mapping[str, np.ndarray]) -> tuple[Mapping[str, np.ndarray], str]:
+    """The inputs the judge measures on and how to name them: held-out data (a seeded subset), else ``feeds``."""
+    if eval_inputs is None:
+        return feeds, "the calibration data"
+    total = rule.samples(eval_inputs)
+    if total == 0:
+        raise InputError("the held-out data for the fidelity guard has no samples")
+    idx = np.sort(np.random.default_rng(0).permutation(total)[:take]) if take < total else np.arange(total)
+    return rule.take(eval_inputs, idx), "the held-out data"

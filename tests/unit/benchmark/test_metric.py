@@ -72,6 +72,10 @@ def metric_pkg(tmp_path, monkeypatch):
 
         def not_a_number(outputs, labels):
             return "high"
+
+        def scribble(outputs, labels):
+            outputs["logits"][...] = 0.0  # would change what the judge compares next
+            return 1.0
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
@@ -198,3 +202,11 @@ def test_dynamic_dim_hint_is_a_valid_input_spec_for_paddle_style_names(tmp_path,
     hint = err.split("pass --input ")[1].split(" ")[0]
     assert hint == "ids:int64:batchxd1=16..128"
     assert _bench(tmp_path, model, tmp_path / "o", "--input", hint) == 0
+
+
+def test_a_users_metric_gets_read_only_outputs(tmp_path, data, metric_pkg, capsys):
+    npz, _, _ = data
+    model = _classifier(tmp_path / "m.onnx")
+    rc = _bench(tmp_path, model, tmp_path / "o", "--data", str(npz), "--metric", f"{metric_pkg}:scribble")
+    err = capsys.readouterr().err
+    assert rc == 2 and "read-only" in err and "Traceback" not in err

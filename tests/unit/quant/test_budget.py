@@ -118,7 +118,7 @@ def test_cli_quantize_modes_and_budget(files, tmp_path, capsys):
     (["--fp16", "--fp16-rest", "--out", "o.onnx"], "--fp16 converts to FP16 only"),
     (["--calib", "CACHE", "--out", "o.onnx"], "damaged calibration cache"),
     (["--calib", "FOREIGN", "--out", "o.onnx"], "does not belong"),
-    (["--calib", "TABLE", "--max-accuracy-drop", "1", "--out", "o.onnx"], "go together"),
+    (["--calib", "TABLE", "--max-accuracy-drop", "1", "--out", "o.onnx"], "needs --eval"),
 ])
 def test_cli_user_errors_exit_2(files, tmp_path, capsys, monkeypatch, argv_tail, message):
     path, _ = files

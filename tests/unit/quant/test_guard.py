@@ -145,3 +145,51 @@ def test_cli_quantize_states_the_guard_verdict_once(tmp_path, capsys, heavy):
                  "--out", str(tmp_path / "q.onnx")]) == 0
     verdicts = [ln for ln in capsys.readouterr().err.splitlines() if "all-INT8" in ln]
     assert len(verdicts) == 1, verdicts
+
+
+def test_samples_where_fp32_is_nan_are_excluded_and_named_not_a_reason_to_refuse(tmp_path):
+    from _helpers.judge_graphs import l2_normalized
+
+    onnx.save(l2_normalized(), tmp_path / "l2.onnx")
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    x[5] = 0.0  # a padding-only sample: FP32 divides 0 by 0
+    table = calibrate(tmp_path / "l2.onnx", NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    res = guard_fidelity(tmp_path / "l2.onnx", table, {"x": x})
+    assert not res.violations_all and not res.kept_nodes
+    out = res.verdict_all.outputs[0]
+    assert out.kind.kind == "embedding" and out.fp32_nonfinite == 8 and out.excluded_samples == 1
+    assert res.verdict_all.case == "FP32 not finite" and "excluded" in res.verdict_all.explain()
+
+
+def test_a_variant_non_finite_where_fp32_is_finite_is_a_violation():
+    from trtopt.judge.verdict import Judge
+
+    ref, out = np.eye(4)[[0, 1, 2, 3] * 4], np.eye(4)[[0, 1, 2, 3] * 4]
+    out[2, 1] = np.nan
+    verdict = Judge({})(["y"], [ref], [out])
+    assert verdict.case == "INT8 loss" and any("non-finite" in v for v in verdict.violations)
+
+
+def test_an_outlier_calibration_sample_is_judged_apart_and_the_model_written_all_int8(tmp_path):
+    from _helpers.judge_graphs import wide_classifier
+
+    path, x = wide_classifier(tmp_path / "w.onnx")
+    x[7, 3] = 1e6  # one pixel: calibrate clips the input range, so this sample is far outside it
+    table = calibrate(path, NumpySource({"x": x}), CalibrationConfig())
+    res = guard_fidelity(path, table, {"x": x})
+    assert not res.kept_nodes and not res.violations_all
+    assert res.verdict_all.outlier_samples == [7] and res.verdict_all.case == "outlier data"
+    assert "[7] judged apart as outlier data" in res.verdict_all.explain()
+
+
+def test_held_out_data_is_judged_against_the_tolerance_itself_not_half_of_it(tmp_path):
+    from trtopt.benchmark.fidelity import Tolerance
+
+    path, x = fragile_mlp(tmp_path / "mlp.onnx", 20.0, samples=256)
+    table = calibrate(path, NumpySource({"x": x[:128]}), CalibrationConfig(method="minmax"))
+    tol = Tolerance(min_cosine=0.99)  # all-INT8 reaches ~0.992: short of the in-sample aim 0.995, within 0.99
+    in_sample = guard_fidelity(path, table, {"x": x[:128]}, tolerance=tol)
+    held = guard_fidelity(path, table, {"x": x[:128]}, tolerance=tol, eval_inputs={"x": x[128:]})
+    assert in_sample.kept_nodes and not in_sample.held_out
+    assert not held.kept_nodes and held.held_out == 64 and held.verdict_all.held_out
+    assert 0.99 <= held.verdict_all.outputs[0].generic["cosine"] < 0.995
