@@ -17,7 +17,7 @@ Task metrics, always against the FP32 model's own results (no human labels exist
   also the percent read exactly as the rendered ground truth (``lines_exact_vs_truth``; leading/
   trailing spaces ignored, since the decoder sometimes emits a leading space).
 
-Fidelity (raw outputs vs FP32) comes from :func:`trtopt.benchmark.fidelity`: det probability
+Fidelity (raw outputs vs FP32) comes from :func:`trtopt.judge.generic`: det probability
 maps (cosine), rec ``[N, T, C]`` (per-position argmax agreement, cosine), plus its default
 tolerance verdict.
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from trtopt.backends import open_runner
 from trtopt.benchmark.accuracy import get_metric
 from trtopt.benchmark.environment import capture_environment
-from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.session import BenchSession, SessionEntry
 from trtopt.benchmark.write import write_report
 from trtopt.errors import ConfigError, TrtoptError
 from trtopt.inputs import check_batch_sizes
+from trtopt.judge.generic import check_tolerance_names
 from trtopt.log import get_logger
 from trtopt.models.load import load_workload
 from trtopt.recipe import VARIANTS, Recipe

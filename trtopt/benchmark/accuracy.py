@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.benchmark.fidelity import (
+from trtopt.benchmark.metric import Metric, resolve_metric
+from trtopt.errors import ConfigError, InputError
+from trtopt.judge.generic import (
     DEFAULT_TOLERANCE,
     ChannelSplit,
     Tolerance,
@@ -28,8 +30,6 @@ from trtopt.benchmark.fidelity import (
     fidelity,
     tolerance_for,
 )
-from trtopt.benchmark.metric import Metric, resolve_metric
-from trtopt.errors import ConfigError, InputError
 from trtopt.judge.verdict import judge_output
 
 __all__ = ["DEFAULT_TOLERANCE", "AccuracyResult", "ChannelSplit", "Metric", "Tolerance", "evaluate", "fidelity",

@@ -144,7 +144,7 @@ class BenchConfig:
 
     def output_tolerances(self):  # -> Tolerance | dict[str, Tolerance]
         """:meth:`tolerance` for every output, without the argmax-agreement check on ``regression_outputs``."""
-        from trtopt.benchmark.fidelity import with_regression_outputs
+        from trtopt.judge.generic import with_regression_outputs
 
         return with_regression_outputs(self.tolerance(), self.regression_outputs)
 

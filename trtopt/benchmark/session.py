@@ -29,10 +29,10 @@ import numpy as np
 
 from trtopt.benchmark.accuracy import AccuracyResult, evaluate
 from trtopt.benchmark.config import BenchConfig
-from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import VariantResult
 from trtopt.errors import BackendUnavailableError, ConfigError, InputError, MetricError, MissingDependencyError
+from trtopt.judge.generic import check_tolerance_names
 
 Progress = Callable[[str, str], None]
 

@@ -21,11 +21,11 @@ import numpy as np
 from trtopt.benchmark.accuracy import get_metric
 from trtopt.benchmark.config import BenchConfig
 from trtopt.benchmark.environment import capture_environment
-from trtopt.benchmark.fidelity import check_tolerance_names
 from trtopt.benchmark.report import Report
 from trtopt.benchmark.session import BenchSession, SessionEntry, check_references
 from trtopt.errors import InputError
 from trtopt.fileio import atomic_write_json
+from trtopt.judge.generic import check_tolerance_names
 from trtopt.refs import is_import_ref
 
 Progress = Callable[[str, str], None]

@@ -164,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
         print(save_onnx(res.model, args.out))
         return 0
     data = _guard_data(args, table, model)
-    from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, with_regression_outputs
     from trtopt.cli.args import parse_output_kinds
+    from trtopt.judge.generic import DEFAULT_TOLERANCE, with_regression_outputs
 
     tol = with_regression_outputs(DEFAULT_TOLERANCE, args.regression_output)
     held = None

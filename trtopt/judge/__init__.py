@@ -5,7 +5,7 @@
 * :mod:`trtopt.judge.detection`, :mod:`~trtopt.judge.dense`, :mod:`~trtopt.judge.sequence`,
   :mod:`~trtopt.judge.vectors`: the task agreement of each family of kinds;
 * :mod:`trtopt.judge.generic`: the ``generic`` kind (cosine, worst channel, argmax agreement, SQNR) and
-  its :class:`~trtopt.judge.generic.Tolerance` (``trtopt.benchmark.fidelity`` re-exports them);
+  its :class:`~trtopt.judge.generic.Tolerance` (``trtopt.judge.generic`` re-exports them);
 * :mod:`trtopt.judge.verdict`: :class:`~trtopt.judge.verdict.Judge`, the one judge of the fidelity guard,
   the benchmark and the gate (non-finite FP32, outlier samples, held-out data).
 """

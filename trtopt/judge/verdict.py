@@ -96,7 +96,7 @@ class OutputVerdict:
         name: Output name.
         kind: Its kind and why (:meth:`~trtopt.judge.kinds.OutputKind.describe`).
         metrics: Task metrics of the kind (percent unless named otherwise; empty for ``generic``).
-        generic: :func:`~trtopt.benchmark.fidelity.fidelity` on the judged positions (extra columns).
+        generic: :func:`~trtopt.judge.generic.fidelity` on the judged positions (extra columns).
         violations: What misses the tolerance (empty: ok).
         fp32_nonfinite: FP32 NaN/Inf values excluded from judging.
         excluded_samples: Samples left out because FP32 is non-finite in them (task kinds).

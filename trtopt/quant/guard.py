@@ -38,7 +38,7 @@ from trtopt.errors import InputError
 from trtopt.judge.kinds import OutputKind
 from trtopt.judge.recognize import recognize
 from trtopt.judge.vectors import wilson_upper
-from trtopt.judge.verdict import Judge, Verdict, half_loss
+from trtopt.judge.verdict import Judge, Verdict
 from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
@@ -81,7 +81,7 @@ class GuardResult:
         kept_modules: Their PyTorch module paths (``None`` where the name carries none).
         sensitivity: Node -> normalised output error when only that node is INT8 (measured only
             when the all-INT8 model missed the tolerance).
-        fidelity: Per-output fidelity of ``model`` (see :func:`trtopt.benchmark.fidelity.fidelity`).
+        fidelity: Per-output fidelity of ``model`` (see :func:`trtopt.judge.generic.fidelity`).
         verdict_all: The judge's verdict on the all-INT8 model (kinds, task metrics, the case).
         verdict: The judge's verdict on ``model``.
         held_out: Samples judged on data the calibration did not see (``--eval``); 0 = calibration data.
@@ -135,8 +135,6 @@ def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-#: The tolerance the guard aims at on calibration data: half of ``tol``'s allowed loss (:func:`half_loss`).
-in_sample_target = half_loss
 
 
 def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: CalibrationTable,
@@ -152,9 +150,9 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         table: Calibration table for it.
         inputs: Calibration inputs by name, samples on axis 0 (the first ``max_samples`` are used).
         config: Q/DQ options (its exclusions stay; with ``fp16_rest`` kept layers run in FP16).
-        tolerance: A :class:`trtopt.benchmark.fidelity.Tolerance` (default: ``DEFAULT_TOLERANCE``), or output
-            name -> tolerance with ``"*"`` as the default (:func:`~trtopt.benchmark.fidelity.tolerance_for`); the
-            guard aims at half its allowed loss on the calibration data (:func:`in_sample_target`).
+        tolerance: A :class:`trtopt.judge.generic.Tolerance` (default: ``DEFAULT_TOLERANCE``), or output
+            name -> tolerance with ``"*"`` as the default (:func:`~trtopt.judge.generic.tolerance_for`); the
+            guard aims at half its allowed loss on the calibration data (:func:`~trtopt.judge.verdict.half_loss`).
         max_samples: Samples to measure on (bounds the cost: L + O(log L) model runs on them); fewer
             when a sample is large (at most :data:`MAX_ELEMENTS` input values in all). A classifier
             needs dozens: one flipped answer in 16 samples is already 6 % of top-1 agreement.
@@ -178,7 +176,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
             even the most INT8-tolerant layers alone miss the tolerance (quantizing this model to INT8
             would break it: use FP16, or set a looser tolerance).
     """
-    from trtopt.benchmark.fidelity import check_tolerance_names
+    from trtopt.judge.generic import check_tolerance_names
 
     cfg = config or QuantizeConfig()
     say = progress or (lambda msg: None)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from trtopt.benchmark.config import BenchConfig
-from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity, tolerance_for, with_regression_outputs
 from trtopt.errors import ConfigError
+from trtopt.judge.generic import DEFAULT_TOLERANCE, fidelity, tolerance_for, with_regression_outputs
 
 
 def _boxes_with_near_ties(n=200, seed=0):

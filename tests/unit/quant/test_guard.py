@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from _helpers.onnx_models import fragile_mlp
-from trtopt.benchmark.fidelity import DEFAULT_TOLERANCE, fidelity
 from trtopt.calib import CalibrationConfig, NumpySource, calibrate
 from trtopt.cli.main import main
+from trtopt.judge.generic import DEFAULT_TOLERANCE, fidelity
 from trtopt.quant import QuantizeConfig, quantize_qdq
 from trtopt.quant.guard import guard_fidelity, predict_all, significant, wilson_upper
 
@@ -93,9 +93,9 @@ def test_agreement_is_judged_with_its_sampling_uncertainty():
 
 
 def test_the_guard_aims_at_half_the_allowed_loss_on_calibration_data():
-    from trtopt.quant.guard import in_sample_target
+    from trtopt.judge.verdict import half_loss
 
-    t = in_sample_target(DEFAULT_TOLERANCE)
+    t = half_loss(DEFAULT_TOLERANCE)
     assert t.min_cosine == pytest.approx(0.995) and t.min_channel_cosine == pytest.approx(0.995)
     assert t.min_top1_agreement == pytest.approx(99.5)
 
@@ -183,7 +183,7 @@ def test_an_outlier_calibration_sample_is_judged_apart_and_the_model_written_all
 
 
 def test_held_out_data_is_judged_against_the_tolerance_itself_not_half_of_it(tmp_path):
-    from trtopt.benchmark.fidelity import Tolerance
+    from trtopt.judge.generic import Tolerance
 
     path, x = fragile_mlp(tmp_path / "mlp.onnx", 20.0, samples=256)
     table = calibrate(path, NumpySource({"x": x[:128]}), CalibrationConfig(method="minmax"))
