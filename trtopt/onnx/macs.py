@@ -48,6 +48,7 @@ class NodeMacs:
         macs: Multiply-accumulates for one call at the given input shapes.
         int8: Both data inputs come from INT8 ``DequantizeLinear`` (see the module rule).
         graph: Subgraph path (:func:`~trtopt.onnx.walk.iter_graphs`), ``""`` for the main graph.
+        output: The node's first output.
     """
 
     name: str
@@ -55,6 +56,7 @@ class NodeMacs:
     macs: int
     int8: bool
     graph: str = ""
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def mac_share(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> Ma
                 unshaped.append(name)
                 continue
             int8 = len(n.input) >= 2 and all(_from_int8_dq(g, t, elem, producers) for t in n.input[:2])
-            nodes.append(NodeMacs(name, n.op_type, macs, int8, path))
+            nodes.append(NodeMacs(name, n.op_type, macs, int8, path, n.output[0] if n.output else ""))
     by_op: dict[str, tuple[int, int]] = {}
     for nm in nodes:
         t, i = by_op.get(nm.op_type, (0, 0))
