@@ -225,7 +225,9 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
     info = engine_summary("t", "int8", q, tmp_path / "engines")
     mb = round(info.details["engine_mb"], 1)
-    assert info.status == "ok" and info.text == f"{mb:.1f} MB · 1/1 INT8"
+    assert info.status == "ok" and info.text == f"{mb:.1f} MB · 1/1 INT8 (100% of MACs)"
+    bad = engine_summary("t", "int8", _save(G.qdq_conv(weight_axis=1), tmp_path, "bad.onnx"), tmp_path / "engines")
+    assert bad.text.endswith("· 0/1 INT8 (0% of MACs)") and bad.details["int8_mac_share"] == 0.0
     h = _save(G.fp16_conv(), tmp_path, "fp16.onnx")
     assert engine_summary("t", "fp16", h, tmp_path / "engines").text.endswith("· 1/1 FP16")
     real = importlib.util.find_spec
