@@ -115,6 +115,10 @@ _FOLD_OPS = frozenset({"Shape", "Slice", "Gather", "Concat", "Unsqueeze", "Squee
                        "Div", "Identity", "Constant", "ReduceProd", "Equal", "Where", "Floor", "Ceil", "Max", "Min"})
 
 
+#: Rounds of folding and re-inference at most (a transformer needs about two per attention block).
+_MAX_FOLD_ROUNDS = 64
+
+
 def _fold_shapes(model: onnx.ModelProto) -> bool:
     """Replace shape computations of the main graph whose value is known by ``Constant`` nodes, in place.
 
@@ -175,7 +179,7 @@ def _shaped(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx
             for d in shapes[vi.name]:
                 shp.dim.add().dim_value = int(d)
     inferred = onnx.shape_inference.infer_shapes(sk, data_prop=True)
-    for _ in range(4):
+    for _ in range(_MAX_FOLD_ROUNDS):  # each round sizes one more level of shape-dependent Reshapes
         if not _fold_shapes(inferred):
             break
         del inferred.graph.value_info[:]

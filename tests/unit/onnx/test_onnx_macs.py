@@ -129,3 +129,18 @@ def test_ppocr_rec_attention_matmuls_get_shapes_through_paddle_shape_chains():
     # the SVTR neck works on a width/8 sequence: projections grow linearly, attention quadratically
     assert 2 * narrow.by_op["MatMul"][0] < wide.by_op["MatMul"][0] < 4 * narrow.by_op["MatMul"][0]
     assert wide.by_op["Conv"][0] == pytest.approx(2 * narrow.by_op["Conv"][0], rel=0.01)
+
+
+@pytest.mark.skipif(_ppocr_rec() is None, reason="rapidocr-onnxruntime (PP-OCRv4 rec) not installed")
+def test_ppocr_rec_with_qdq_is_sized_through_every_attention_block():
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+    from trtopt.quant import QuantizeConfig, quantize_qdq
+
+    src = _ppocr_rec()
+    x = np.random.default_rng(0).random((2, 3, 48, 320), dtype=np.float32)
+    table = calibrate(str(src), NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    q = quantize_qdq(str(src), table, QuantizeConfig(fidelity_guard=False))
+    shapes = {"x": (1, 3, 48, 320)}
+    qdq, fp32 = mac_share(q, shapes), mac_share(onnx.load(src), shapes)
+    assert qdq.unshaped == () and qdq.total_macs == fp32.total_macs  # Q/DQ changes no MAC
+    assert qdq.share == 1.0 and fp32.share == 0.0
