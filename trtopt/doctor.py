@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from trtopt.errors import InputError
+from trtopt.macshare import model_mac_share
 from trtopt.onnx.constants import constant_chain, iter_constants
 from trtopt.onnx.dims import is_dynamic_dim, placeholder_dims
 from trtopt.onnx.graph import constant_names, opset_of, producers
@@ -203,6 +205,7 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
         out.append(Finding("already-quantized", "warn", f"the graph is already quantized ({quant})",
                            "INT8 calibration/quantization refuse it: quantize the FP32 model instead, or build "
                            "and bench this one as it is", quant))
+        out.append(_int8_macs_finding(model))
     fp16 = _float16_share(top)
     if fp16:
         out.append(Finding("float16-graph", "warn", f"the graph computes in float16 ({fp16})",
@@ -259,6 +262,19 @@ def _graph_findings(model: onnx.ModelProto, graphs, nodes, ops: Counter) -> list
         out.append(Finding("bounded-ops", "info", f"outputs with known ranges ({bounded}) get analytic amax "
                            "under --method auto", "", bounded))
     return out
+
+
+def _int8_macs_finding(model: onnx.ModelProto) -> Finding:
+    """The INT8 share of the weighted ops' MACs at the graph's own opt shapes (``int8-macs``)."""
+    try:
+        share = model_mac_share(model)
+    except InputError as exc:
+        return Finding("int8-macs", "info", f"INT8 share of MACs not counted: {exc}",
+                       "trtopt bench with evaluation data reports it at the data's shapes")
+    at = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in share.shapes.items())
+    top = "; ".join(f"{n.name} ({n.op_type}) {100 * n.macs / share.total_macs:.1f}%" for n in share.top_float(3))
+    return Finding("int8-macs", "info", f"{share.line()} at {at}" + (f"; largest in float: {top}" if top else ""),
+                   "", share.to_json())
 
 
 def _is_swish(mul: onnx.NodeProto, prod: dict[str, onnx.NodeProto], consts: set[str]) -> bool:

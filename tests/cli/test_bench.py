@@ -21,16 +21,20 @@ W = RNG.normal(size=(8, 4)).astype(np.float32)
 FAST = ["--warmup", "1", "--iterations", "5", "--no-plots"]
 
 
-def _save(path, w, batch=None, qdq=False):
+def _save(path, w, batch=None, qdq=False, qdq_weight=False):
     inits = [numpy_helper.from_array(w, "w")]
-    nodes, src = [], "input"
+    nodes, src, wsrc = [], "input", "w"
+    if qdq_weight:
+        nodes += [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"], name="wq"),
+                  helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wdq"], name="wdq")]
+        wsrc = "wdq"
     if qdq:
         inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
                   numpy_helper.from_array(np.array(0, np.int8), "z")]
         nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"], name="q"),
                   helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq")]
         src = "dq"
-    nodes.append(helper.make_node("MatMul", [src, "w"], ["logits"], name="/fc/MatMul"))
+    nodes.append(helper.make_node("MatMul", [src, wsrc], ["logits"], name="/fc/MatMul"))
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 8])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -66,6 +70,22 @@ def test_bench_writes_report_with_sweep_accuracy_and_fidelity(models, tmp_path, 
     assert "sqnr_db " in (out / "report.md").read_text()
     assert (out / "report.md").is_file() and (out / "layerwise" / "int8.json").is_file()
     assert "layer-wise" in capsys.readouterr().out
+
+
+def test_bench_reports_the_int8_share_of_macs_of_each_int8_graph(models, tmp_path, capsys):
+    fp32, act_only, data = models
+    both = _save(tmp_path / "int8w.onnx", W, qdq=True, qdq_weight=True)
+    out = tmp_path / "out"
+    assert main(["bench", fp32, act_only, both, "--data", data, "--out", str(out), *FAST]) == 0
+    rows = {v["name"]: v for v in json.loads((out / "report.json").read_text())["variants"]}
+    assert rows["fp32"]["int8_macs"] is None
+    full, half = rows["int8w"]["int8_macs"], rows["int8"]["int8_macs"]
+    assert full["total_macs"] == full["int8_macs"] == 8 * 4 and full["share"] == 1.0 and full["shapes"] == {
+        "input": [1, 8]}
+    # the weight stays float: the MatMul computes in float although its activation is quantized
+    assert half["int8_macs"] == 0 and [t["node"] for t in half["top_float"]] == ["/fc/MatMul"]
+    md = (out / "report.md").read_text()
+    assert "| INT8 MACs |" in md and "| 100.0% |" in md and "| 0.0% |" in md
 
 
 def test_bench_without_data_is_throughput_and_fidelity_only(models, tmp_path):

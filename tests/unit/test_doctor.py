@@ -229,3 +229,19 @@ def test_doctor_reports_placeholder_dims(tmp_path):
     f = found["placeholder-dims"]
     assert f.severity == "info" and "renamed for TensorRT" in f.message and f.detail["dims"] == ["x[2]='?'",
                                                                                                 "x[3]='?'"]
+
+
+def test_a_qdq_model_gets_its_int8_share_of_macs_at_the_graph_opt_shapes(tmp_path):
+    from _helpers.onnx_models import fragile_mlp
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+    from trtopt.quant import QuantizeConfig, quantize_qdq
+
+    path, x = fragile_mlp(tmp_path / "mlp.onnx", samples=16)
+    table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    q = quantize_qdq(path, table, QuantizeConfig(fidelity_guard=False, exclude_nodes=("/mid/Gemm",)))
+    onnx.save(q, tmp_path / "q.onnx")
+    f = next(f for f in diagnose(tmp_path / "q.onnx").findings if f.code == "int8-macs")
+    int8, total = 16 * 32 + 32 * 10, 16 * 32 + 32 * 32 + 32 * 10  # batch 1 (the opt of a dynamic batch)
+    assert (f.detail["int8_macs"], f.detail["total_macs"]) == (int8, total)
+    assert f"INT8 MACs: {100 * int8 / total:.1f}%" in f.message and "largest in float: /mid/Gemm" in f.message
+    assert not [f for f in diagnose(path).findings if f.code == "int8-macs"]

@@ -115,14 +115,41 @@ COLUMNS = ("variant", "backend", "precision", "sparsity", "batch", "samples/s (9
 ENGINE_COLUMN = "RTX engine (AOT, not timed)"
 
 
+#: Header of the optional INT8-compute column: the share of the ONNX graph's Conv/Gemm/MatMul MACs in INT8 Q/DQ.
+MACS_COLUMN = "INT8 MACs"
+
 #: columns a narrow terminal may leave out of :func:`render_table`, first to go first (report.md keeps them all)
-OPTIONAL_COLUMNS = ("backend", "sparsity", "p99 ms", "batch", "precision", ENGINE_COLUMN, "p50 ms", "Δ vs FP32")
+OPTIONAL_COLUMNS = ("backend", "sparsity", "p99 ms", "batch", "precision", ENGINE_COLUMN, MACS_COLUMN, "p50 ms",
+                    "Δ vs FP32")
 
 
 def engine_cell(v: Mapping[str, Any]) -> str:
     """The engine column's text for a variant (``"0.9 MB · 5/5 INT8"``), or "" when none was built."""
     e = (v.get("extra") or {}).get("engine")
     return str(e.get("text", "")) if isinstance(e, Mapping) else ""
+
+
+def macs_cell(v: Mapping[str, Any]) -> str:
+    """The INT8 MAC share of a variant's ONNX graph (``"97.1%"``), or "" when the row has none."""
+    m = v.get("int8_macs")
+    return f"{100 * float(m['share']):.1f}%" if isinstance(m, Mapping) and m.get("share") is not None else ""
+
+
+def _extra_columns(data: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """``[(header, cells)]`` of the optional columns some variant fills (INT8 MACs, engine), in order."""
+    out = []
+    for header, cell in ((MACS_COLUMN, macs_cell), (ENGINE_COLUMN, engine_cell)):
+        cells = [cell(v) for v in data["variants"]]
+        if any(cells):
+            out.append((header, [c or "—" for c in cells]))
+    return out
+
+
+def _rows_with_extras(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the results table, optional columns included."""
+    extras = _extra_columns(data)
+    rows = [[*r, *(cells[i] for _, cells in extras)] for i, r in enumerate(table_rows(data))]
+    return [*COLUMNS, *(h for h, _ in extras)], rows
 
 
 def render_table(report: Any):  # -> rich.table.Table
@@ -137,15 +164,11 @@ def render_table(report: Any):  # -> rich.table.Table
 
     data = _data(report)
     t = Table(title=f"trtopt benchmark — {data['workload'].get('name', '')}".rstrip(" —"))
-    for i, c in enumerate(COLUMNS):
+    header, rows = _rows_with_extras(data)
+    for i, c in enumerate(header):
         t.add_column(c, justify="left" if i < 4 else "right")
-    engines = [engine_cell(v) for v in data["variants"]]
-    if any(engines):
-        t.add_column(ENGINE_COLUMN, justify="right")
     notes = {}
-    for v, row, eng in zip(data["variants"], table_rows(data), engines):
-        if any(engines):
-            row = [*row, eng or "—"]
+    for v, row in zip(data["variants"], rows):
         if v["status"] != "ok":  # keep cells narrow: the reason goes under the table, once per variant
             row[0] = f"{v['name']} ({v['status']})"
             notes[v["name"]] = f"{v['name']}: {v['status']}: {v['reason']}"
@@ -255,12 +278,8 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_n
              f"Schema `{data['schema']}`, created {data['created']}.", ""]
     if wl.get("description"):
         lines += [str(wl["description"]), ""]
-    engines = [engine_cell(v) for v in data["variants"]]
-    if any(engines):
-        rows = [[*r, e or "—"] for r, e in zip(table_rows(data), engines)]
-        lines += ["## Results", "", *_md_table([*COLUMNS, ENGINE_COLUMN], rows), ""]
-    else:
-        lines += ["## Results", "", *_md_table(list(COLUMNS), table_rows(data)), ""]
+    header, rows = _rows_with_extras(data)
+    lines += ["## Results", "", *_md_table(header, rows), ""]
     modes = sorted({(v.get("timing") or {}).get("mode") for v in data["variants"] if v.get("timing")})
     lines.append(f"Timing mode(s): {', '.join(m for m in modes if m) or 'n/a'}. Δ vs FP32 is in metric points "
                  "against the dense FP32 variant at the same batch size; speedup is a throughput ratio.")

@@ -14,13 +14,16 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtopt.benchmark.accuracy import AccuracyResult
 from trtopt.benchmark.stats import contains, paired_ratio_ci, ratio_of_medians_ci
 from trtopt.benchmark.timing import TimingResult
 from trtopt.errors import GateFailure, InputError
 from trtopt.log import get_logger
+
+if TYPE_CHECKING:
+    from trtopt.onnx.macs import MacShare
 
 log = get_logger(__name__)
 
@@ -73,6 +76,8 @@ class VariantResult:
         reason: Why a variant was skipped/failed (empty when ok).
         extra: Free-form details (runner description...).
         engine: The engine column (written as ``extra["engine"]``), ``None`` when none was built.
+        macs: INT8 share of the ONNX graph's Conv/ConvTranspose/Gemm/MatMul MACs (INT8 ONNX variants;
+            ``None`` otherwise), written as ``int8_macs``.
         vs_fp32: Filled by :meth:`Report.finalize`.
     """
 
@@ -88,6 +93,7 @@ class VariantResult:
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     engine: EngineCell | None = None
+    macs: MacShare | None = None
     vs_fp32: dict[str, Any] = field(default_factory=lambda: {"accuracy_delta": None, "speedup": None})
 
     def __post_init__(self) -> None:
@@ -116,6 +122,7 @@ class VariantResult:
             "vs_fp32": dict(self.vs_fp32),
             "artifact": None if self.artifact is None else str(self.artifact),
             "status": self.status, "reason": self.reason,
+            "int8_macs": self.macs.to_json() if self.macs is not None else None,
             "extra": {**self.extra, "engine": self.engine.to_dict()} if self.engine else self.extra,
         }
 

@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,12 @@ from trtopt.benchmark.interleave import time_comparison
 from trtopt.benchmark.report import VariantResult
 from trtopt.errors import BackendUnavailableError, ConfigError, InputError, MetricError, MissingDependencyError
 from trtopt.judge.generic import check_tolerance_names
+from trtopt.log import get_logger
+
+if TYPE_CHECKING:
+    from trtopt.onnx.macs import MacShare
+
+log = get_logger(__name__)
 
 Progress = Callable[[str, str], None]
 
@@ -159,6 +165,25 @@ def batch_of(feeds: Mapping[str, np.ndarray], bs: int) -> dict[str, np.ndarray]:
     n = len(next(iter(feeds.values())))
     idx = np.arange(bs) % n
     return {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
+
+
+def int8_macs_of(entry: SessionEntry, feeds: Mapping[str, np.ndarray]) -> MacShare | None:
+    """INT8 MAC share of an INT8 ``.onnx`` entry at one sample of ``feeds`` (``None`` for other entries).
+
+    Only the graph is read (no external weight data). A graph shape inference cannot follow at those
+    shapes gives ``None`` and a warning: the benchmark stands without the column.
+    """
+    if entry.precision != "int8" or not entry.artifact or not str(entry.artifact).endswith(".onnx"):
+        return None
+    import onnx
+
+    from trtopt.macshare import model_mac_share
+
+    try:
+        return model_mac_share(onnx.load(str(entry.artifact), load_external_data=False), feeds=feeds)
+    except (InputError, OSError) as exc:
+        log.warning("%s: INT8 MAC share not counted: %s", entry.name, exc)
+        return None
 
 
 def _open(entry: SessionEntry) -> Any:
@@ -299,8 +324,9 @@ class BenchSession:
             if not self.checked_outputs:  # a typo in an output name is never ignored
                 check_tolerance_names(self.cfg.output_tolerances(), list(acc.all_outputs))
                 self.checked_outputs = True
+            macs = int8_macs_of(e, feeds)
             new = [VariantResult(e.name, runner.backend, e.precision, e.sparsity, bs, None, acc, e.artifact,
-                                 "ok", "", extra=extra)
+                                 "ok", "", extra=extra, macs=macs)
                    for bs in self.cfg.batch_sizes]
             overflow = (fp16_overflow_reason(e.artifact, feeds)
                         if e.backend in FLOAT32_KERNEL_BACKENDS and e.evaluation_data and e.artifact else "")

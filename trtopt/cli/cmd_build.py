@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     compiled = res.data.get("compiled") or {}
     if compiled:
         console.print(compiled.get("summary", ""), highlight=False)
+        if compiled.get("mac_summary"):
+            console.print(f"{compiled['mac_summary']} (at the opt shapes)", highlight=False)
         for n in compiled.get("fallbacks") or []:
             module = f", module {n['module']}" if n.get("module") else ""
             console.print(f"  fell back: {n['node']} ({n['op']}{module}) compiled "

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             res = quantize(model, table, cfg, budget=Budget(args.max_accuracy_drop, feeds, labels, static),
                            progress=status.update)
         _print_budget(err, res.budget)
-        _print_summary(err, res.summary)
+        _print_summary(err, res.summary, res.mac_share)
         if args.report:
             atomic_write_json(args.report, res.budget.summary())
         print(save_onnx(res.model, args.out))
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                        kinds=parse_output_kinds(args.output_kind), eval_inputs=held)
     if res.guard is not None:
         _print_guard(err, res.guard)
-    _print_summary(err, res.summary)
+    _print_summary(err, res.summary, res.mac_share)
     print(save_onnx(res.model, args.out))
     return 0
 
@@ -254,8 +254,8 @@ def _print_guard(console, res) -> None:
                   markup=False, highlight=False)
 
 
-def _print_summary(console, s, limit: int = 8) -> None:
-    """One screen: preparation notes, Q/DQ pairs, layers in INT8, layers kept in float and why."""
+def _print_summary(console, s, share=None, limit: int = 8) -> None:
+    """One screen: preparation notes, Q/DQ pairs, layers in INT8, layers kept in float and why, INT8 MACs."""
     if s is None:
         return
     for note in s.notes:
@@ -267,6 +267,12 @@ def _print_summary(console, s, limit: int = 8) -> None:
         console.print(f"  kept in float: {name}: {why}", markup=False)
     if len(kept) > limit:
         console.print(f"  ... and {len(kept) - limit} more", markup=False)
+    if share is not None:
+        at = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in share.shapes.items())
+        console.print(f"{share.line()} at {at}", markup=False, highlight=False)
+        for n in share.top_float(3):
+            console.print(f"  float: {n.name} ({n.op_type}) {100 * n.macs / share.total_macs:.1f}% of MACs",
+                          markup=False, highlight=False)
 
 
 def _print_fp16(console, res) -> None:

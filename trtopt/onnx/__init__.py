@@ -9,6 +9,7 @@
 * :mod:`~trtopt.onnx.rewrite`: drop unused constants, rebuild the node list, raise the opset;
 * :mod:`~trtopt.onnx.ops`: the op-type sets;
 * :mod:`~trtopt.onnx.precision`: is a model quantized, does it hold Q/DQ, does it compute in FP16;
+* :mod:`~trtopt.onnx.macs`: MACs of the weighted ops at given shapes and the share computed in INT8;
 * :mod:`~trtopt.onnx.ort_probe`: crash-isolated ONNX Runtime load check of a written file.
 
 Importing this package imports nothing; each module imports ``onnx`` itself.

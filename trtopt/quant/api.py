@@ -29,6 +29,8 @@ from trtopt.calib.config import CalibrationConfig
 from trtopt.calib.source import NumpySource
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError
+from trtopt.macshare import model_mac_share
+from trtopt.onnx.macs import MacShare
 from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import FP16Config, QuantizeConfig
 from trtopt.quant.fp16 import convert_fp16
@@ -110,6 +112,8 @@ class QuantizeResult:
         budget: The accuracy-budget report (``None`` without a budget).
         fp16_reasons: Node -> why it stays FP32 (FP16 mode, and the rest of ``fp16_rest``).
         fp16_checked: Whether calibration data drove the FP16 data rule and overflow preview.
+        mac_share: INT8 share of the weighted ops' MACs (INT8 mode; at one sample of the calibration
+            data, else the graph's opt shapes: :func:`trtopt.macshare.model_mac_share`).
     """
 
     model: onnx.ModelProto
@@ -118,6 +122,13 @@ class QuantizeResult:
     budget: BudgetResult | None = None
     fp16_reasons: dict[str, str] = field(default_factory=dict)
     fp16_checked: bool = False
+    mac_share: MacShare | None = None
+
+
+def _with_share(res: QuantizeResult, data: CalibData | None) -> QuantizeResult:
+    res.mac_share = model_mac_share(res.model, feeds=data.inputs if data else None,
+                                    static=data.static if data else ())
+    return res
 
 
 def fp16_ranges(model: str | os.PathLike[str] | onnx.ModelProto, data: CalibData) -> dict[str, float]:
@@ -186,10 +197,12 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if budget is not None:
         res = apply_accuracy_budget(model, table, budget.inputs, budget.labels, budget.max_drop, config,
                                     progress=lambda stage, detail: say(f"{stage}: {detail}"), static=budget.static)
-        return _result(res.model, checked=False, budget=res)
+        return _with_share(_result(res.model, checked=False, budget=res),
+                           data or CalibData(budget.inputs, budget.static))
     ranges = fp16_ranges(model, data) if data is not None and config.fp16_rest else None
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
                              static=data.static, progress=say, kinds=kinds, eval_inputs=eval_inputs)
-        return _result(res.model, checked=ranges is not None, guard=res)
-    return _result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None)
+        return _with_share(_result(res.model, checked=ranges is not None, guard=res), data)
+    return _with_share(_result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None),
+                       data)

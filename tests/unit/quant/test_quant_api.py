@@ -78,3 +78,18 @@ def test_the_mode_and_its_inputs_must_agree(tmp_path):
         quantize(path, table, FP16Config())
     with pytest.raises(ConfigError, match="needs a calibration table"):
         quantize(path, None, QuantizeConfig())
+
+
+def test_the_int8_share_of_macs_weighs_each_layer_by_its_compute(tmp_path, capsys):
+    path, x, table = _mlp(tmp_path)
+    macs = {"/first/Gemm": 16 * 32, "/mid/Gemm": 32 * 32, "/head/Gemm": 32 * 10}  # M=1: K*N per layer
+    full = quantize(path, table, QuantizeConfig(fidelity_guard=False), CalibData({"x": x})).mac_share
+    assert full is not None and full.total_macs == sum(macs.values()) and full.share == 1.0
+    part = quantize(path, table, QuantizeConfig(fidelity_guard=False, exclude_nodes=("/mid/Gemm",)),
+                    CalibData({"x": x})).mac_share
+    assert part.int8_macs == macs["/first/Gemm"] + macs["/head/Gemm"]
+    assert [n.name for n in part.top_float()] == ["/mid/Gemm"] and part.shapes == {"x": (1, 16)}
+    assert main(["quantize", str(path), "--calib", str(tmp_path / "mlp.calib.json"), "--exclude", "/mid/Gemm",
+                 "--out", str(tmp_path / "q.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert f"INT8 MACs: {100 * part.share:.1f}% of" in err and "float: /mid/Gemm (Gemm)" in err

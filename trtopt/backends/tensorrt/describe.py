@@ -87,16 +87,18 @@ def describe_engine(trt: Any, data: bytes, what: str, host_code: bool = False
     return io, layers, inspector_layers(info)
 
 
-def compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: BuildConfig, what: str
-                    ) -> PrecisionReport:
+def compiled_report(onnx_bytes: bytes, layers: list[dict[str, Any]], config: BuildConfig, what: str,
+                    shapes: Mapping[str, Any] | None = None) -> PrecisionReport:
     """Precision report of a build; raises under ``config.strict`` and warns otherwise when INT8 fell back.
+
+    ``shapes`` (the first optimization profile's opt shapes) weigh each compute node by its MACs.
 
     Raises:
         BuildError: ``config.strict`` and a quantized layer compiled in float.
     """
     import onnx
 
-    report = precision_report(onnx.load_from_string(onnx_bytes), layers)
+    report = precision_report(onnx.load_from_string(onnx_bytes), layers, shapes)
     if config.strict:
         report.raise_if_fallbacks(f"{what}")
     elif report.fallbacks:
@@ -157,7 +159,8 @@ def describe_build(trt: Any, built: BuiltEngine, engine_path: Path, key: str, en
         io, layers, detailed = built.extra["io"], [], parse_layers_block(built.extra["layers"])
     else:
         io, layers, detailed = describe_engine(trt, built.data, str(engine_path), host_code=config.version_compatible)
-    compiled = compiled_report(model.parser_bytes, detailed, config, model.path.name)
+    compiled = compiled_report(model.parser_bytes, detailed, config, model.path.name,
+                               {k: v[1] for k, v in profiles.items()})
     sections = input_sections(built.data, engine_path.name, model, sha256_bytes(model.file_bytes), profiles, calib,
                               config, sources)
     sparsity = merge_inspector_sparsity(parse_sparsity_log(built.lines), layers)

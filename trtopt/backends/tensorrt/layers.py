@@ -114,10 +114,42 @@ class PrecisionReport:
             (both inputs come from DequantizeLinear), ``compiled`` (``INT8``, ``FP16``, ``FP32`` or
             None when no compiled layer names the node) and ``layer`` (compiled layer name).
         available: A layer list was available (False: verbosity too low or no inspector).
+
+    With the input shapes given (:func:`precision_report`), each node also has ``macs`` (its
+    multiply-accumulates at those shapes, :func:`trtopt.onnx.macs.mac_share`), and the INT8 share of
+    the compiled engine is weighted by them.
     """
 
     nodes: list[dict[str, Any]] = field(default_factory=list)
     available: bool = True
+
+    @property
+    def total_macs(self) -> int | None:
+        """MACs of every compute node, ``None`` when no node has a MAC count."""
+        counted = [n["macs"] for n in self.nodes if n.get("macs") is not None]
+        return sum(counted) if counted else None
+
+    @property
+    def int8_macs(self) -> int | None:
+        """MACs of the compute nodes compiled with integer (INT8/FP8/INT4) inputs."""
+        if self.total_macs is None:
+            return None
+        return sum(n.get("macs") or 0 for n in self.nodes if n["compiled"] in _INTEGER)
+
+    @property
+    def int8_mac_share(self) -> float | None:
+        """``int8_macs / total_macs`` (``None`` without MAC counts or without a layer list)."""
+        t, i = self.total_macs, self.int8_macs
+        return None if not self.available or not t or i is None else i / t
+
+    def mac_line(self) -> str:
+        """``"MACs compiled INT8: 97.1% of 2.31 GMAC"``, or ``""`` without MAC counts."""
+        share = self.int8_mac_share
+        if share is None:
+            return ""
+        from trtopt.onnx.macs import format_macs
+
+        return f"MACs compiled INT8: {100 * share:.1f}% of {format_macs(self.total_macs or 0)}"
 
     @property
     def quantized(self) -> int:
@@ -157,7 +189,8 @@ class PrecisionReport:
         """JSON form for manifests and bench results."""
         return {"available": self.available, "summary": self.summary(), "quantized": self.quantized,
                 "int8": self.int8, "fallbacks": self.fallbacks, "compute_precisions": self.counts(),
-                "nodes": self.nodes}
+                "total_macs": self.total_macs, "int8_macs": self.int8_macs, "int8_mac_share": self.int8_mac_share,
+                "mac_summary": self.mac_line(), "nodes": self.nodes}
 
     def raise_if_fallbacks(self, what: str) -> None:
         """Raise :class:`BuildError` (one line) when a quantized node compiled in float (``--strict``)."""
@@ -187,24 +220,32 @@ def _compiled(layers: Sequence[Mapping[str, Any]], trt_name: str) -> tuple[str |
     return prec, str(first.get("name"))
 
 
-def precision_report(model: Any, layers: Sequence[Mapping[str, Any]] | None) -> PrecisionReport:
+def precision_report(model: Any, layers: Sequence[Mapping[str, Any]] | None,
+                     shapes: Mapping[str, Sequence[int]] | None = None) -> PrecisionReport:
     """Match compiled ``layers`` to the compute nodes of an ONNX ``model``.
 
     Args:
         model: ``onnx.ModelProto`` that was built.
         layers: :func:`parse_layers_block` / :func:`inspector_layers` output; empty or None when the
             build gave no layer list (the report is then marked unavailable).
+        shapes: Input shapes (the optimization profile's opt shapes) to weigh each node by its MACs;
+            ``None``: no MAC counts.
 
     Returns:
         The report.
     """
     from trtopt.onnx.graph import module_name
+    from trtopt.onnx.macs import mac_share
     from trtopt.placement import compute_nodes
 
+    # the ONNX parser names a layer after its node, or node_of_<first output> for an unnamed one
+    macs = {(m.name if m.name != f"{m.op_type}:{m.output}" else f"node_of_{m.output}"): m.macs
+            for m in mac_share(model, shapes).nodes if not m.graph} if shapes else {}
     report = PrecisionReport(available=bool(layers))
     for node, quantized in compute_nodes(model.graph):
         trt_name = node.name or f"node_of_{node.output[0]}"
         compiled, layer = _compiled(layers or [], trt_name) if layers else (None, None)
         report.nodes.append({"node": trt_name, "op": node.op_type, "module": module_name(node.name or ""),
-                             "quantized": quantized, "compiled": compiled, "layer": layer})
+                             "quantized": quantized, "compiled": compiled, "layer": layer,
+                             **({"macs": macs.get(trt_name)} if shapes else {})})
     return report

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from _helpers.onnx_models import tiny_conv_net as _conv_net
+from _helpers.tiny_builds import tiny_batch
+from _helpers.tiny_builds import tiny_build_config as _cfg
 
 
 @pytest.fixture
@@ -34,15 +35,7 @@ def model(tmp_path):
     return _conv_net(tmp_path / "tiny.onnx")
 
 
-@pytest.fixture
-def x():
-    return np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
-
-
-def _cfg(**kw):
-    from trtopt.backends.tensorrt import BuildConfig, Profile
-
-    return BuildConfig(shapes=(Profile("input", (1, 1, 8, 8), (4, 1, 8, 8), (16, 1, 8, 8)),), **kw)
+x = pytest.fixture(tiny_batch, name="x")
 
 
 def test_sparsity_flag_and_report(tmp_path, model, backend):

@@ -225,7 +225,9 @@ def test_engine_summary_text_and_install_hint(tmp_path, monkeypatch):
     q = _save(G.qdq_conv(), tmp_path, "int8.onnx")
     info = engine_summary("t", "int8", q, tmp_path / "engines")
     mb = round(info.details["engine_mb"], 1)
-    assert info.status == "ok" and info.text == f"{mb:.1f} MB · 1/1 INT8"
+    assert info.status == "ok" and info.text == f"{mb:.1f} MB · 1/1 INT8 (100% of MACs)"
+    bad = engine_summary("t", "int8", _save(G.qdq_conv(weight_axis=1), tmp_path, "bad.onnx"), tmp_path / "engines")
+    assert bad.text.endswith("· 0/1 INT8 (0% of MACs)") and bad.details["int8_mac_share"] == 0.0
     h = _save(G.fp16_conv(), tmp_path, "fp16.onnx")
     assert engine_summary("t", "fp16", h, tmp_path / "engines").text.endswith("· 1/1 FP16")
     real = importlib.util.find_spec
@@ -334,3 +336,20 @@ def test_quantized_deconvolution_is_said_up_front_to_compile_float_on_every_targ
     with pytest.raises(ConfigError, match=r"--strict: 1 of 1 quantized layers are ConvTranspose"):
         build_engine(path, BuildConfig(backend="tensorrt-rtx", strict=True), engine_dir=tmp_path / "strict")
     assert not (tmp_path / "strict").exists() or not list((tmp_path / "strict").glob("*.engine"))
+
+
+def test_the_compiled_int8_share_weighs_layers_by_their_macs_at_the_opt_shapes(tmp_path, capsys):
+    from trtopt.onnx.macs import mac_share
+
+    model = G.qdq_conv(weight_axis=1)  # builds, but the conv compiles in float
+    good = _build(G.qdq_conv(), tmp_path, "good.onnx", precision="int8").data
+    bad = _build(model, tmp_path, "bad.onnx", precision="int8").data
+    opt = {k: v["opt"] for k, v in good["profiles"].items()}
+    macs = mac_share(G.qdq_conv(), opt)
+    assert good["compiled"]["total_macs"] == macs.total_macs > 0
+    assert good["compiled"]["int8_macs"] == macs.int8_macs and good["compiled"]["int8_mac_share"] == macs.share
+    assert (bad["compiled"]["int8_macs"], bad["compiled"]["int8_mac_share"]) == (0, 0.0)
+    assert [n["macs"] for n in good["compiled"]["nodes"]] == [n.macs for n in macs.nodes]
+    rc = main(["build", str(tmp_path / "good.onnx"), "--backend", "tensorrt-rtx", "--precision", "int8",
+               "--engine-dir", str(tmp_path / "e")])
+    assert rc == 0 and "MACs compiled INT8: 100.0% of" in capsys.readouterr().out
