@@ -3,8 +3,8 @@
 ``trtopt quantize`` and the recipe pipeline both call :func:`quantize`, so the same model, table,
 config and data give the same model whoever asks. The mode is the config's type
 (:class:`~trtopt.quant.config.QuantizeConfig` or :class:`~trtopt.quant.config.FP16Config`); the
-result is a typed :class:`QuantizeResult` (the metadata entries the steps write stay in the model
-for provenance).
+result is a typed :class:`QuantizeResult`, built from the steps' typed results (the metadata
+entries the steps write stay in the model as provenance for readers of the saved file).
 
 Example::
 
@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,15 +30,13 @@ from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError
 from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import FP16Config, QuantizeConfig
-from trtopt.quant.fp16 import convert_fp16
+from trtopt.quant.fp16 import FP16Result, convert_fp16
 from trtopt.quant.guard import GuardResult, guard_fidelity
-from trtopt.quant.qdq import quantize_qdq
-from trtopt.quant.summary import read_summary
+from trtopt.quant.qdq import QdqResult, quantize_qdq
+from trtopt.quant.summary import QdqSummary
 
 #: Samples per calibration batch for the FP16 ranges and the overflow preview (the first batch).
 BATCH_SIZE = 32
-#: ``metadata_props`` key of the FP16 converter's ``{node: why it stays FP32}`` JSON.
-FP16_REASONS_KEY = "trtopt.fp16.fp32_reasons"
 
 
 @dataclass(frozen=True)
@@ -80,25 +77,6 @@ class Budget:
     static: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class QdqSummary:
-    """What Q/DQ insertion did (also stored as the ``trtopt.int8.summary`` metadata entry).
-
-    Attributes:
-        qdq_pairs: QuantizeLinear nodes.
-        dequantize_nodes: DequantizeLinear nodes.
-        int8_nodes: Weighted nodes with Q/DQ inputs.
-        kept_float: Node -> why it stays in float (user exclusions, no range, the guard, ...).
-        notes: Preparation steps applied (:func:`trtopt.prepare.prepare_model`).
-    """
-
-    qdq_pairs: int
-    dequantize_nodes: int
-    int8_nodes: int
-    kept_float: dict[str, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-
 @dataclass
 class QuantizeResult:
     """The outcome of :func:`quantize`.
@@ -110,6 +88,7 @@ class QuantizeResult:
         budget: The accuracy-budget report (``None`` without a budget).
         fp16_reasons: Node -> why it stays FP32 (FP16 mode, and the rest of ``fp16_rest``).
         fp16_checked: Whether calibration data drove the FP16 data rule and overflow preview.
+        fp16_preview: The FP16 overflow preview's outcome (``"<n> samples, no overflow"``; FP16 mode with data).
     """
 
     model: onnx.ModelProto
@@ -118,6 +97,7 @@ class QuantizeResult:
     budget: BudgetResult | None = None
     fp16_reasons: dict[str, str] = field(default_factory=dict)
     fp16_checked: bool = False
+    fp16_preview: str | None = None
 
 
 def fp16_ranges(model: str | os.PathLike[str] | onnx.ModelProto, data: CalibData) -> dict[str, float]:
@@ -127,21 +107,21 @@ def fp16_ranges(model: str | os.PathLike[str] | onnx.ModelProto, data: CalibData
 
 def _fp16(model, config: FP16Config, data: CalibData | None) -> QuantizeResult:
     if data is None:
-        return _result(convert_fp16(model, config), checked=False)
+        return _fp16_result(convert_fp16(model, config), checked=False)
     src = data.source()
     first = next(iter(src), None)
     preview = None if first is None else {**first, **src.static_inputs}
     out = convert_fp16(model, config, ranges=fp16_ranges(model, data), preview=preview, static=data.static)
-    return _result(out, checked=True)
+    return _fp16_result(out, checked=True)
 
 
-def _result(model: onnx.ModelProto, checked: bool, **kw) -> QuantizeResult:
-    raw = read_summary(model)
-    summary = None if raw is None else QdqSummary(
-        qdq_pairs=raw["qdq_pairs"], dequantize_nodes=raw["dequantize_nodes"], int8_nodes=raw["int8_nodes"],
-        kept_float=dict(raw.get("kept_float", {})), notes=tuple(raw.get("notes", ())))
-    reasons = next((p.value for p in model.metadata_props if p.key == FP16_REASONS_KEY), None)
-    return QuantizeResult(model=model, summary=summary, fp16_reasons=json.loads(reasons) if reasons else {},
+def _fp16_result(res: FP16Result, checked: bool) -> QuantizeResult:
+    return QuantizeResult(model=res.model, fp16_reasons=dict(res.fp32_reasons), fp16_checked=checked,
+                          fp16_preview=res.overflow_preview)
+
+
+def _result(res: QdqResult, checked: bool, **kw) -> QuantizeResult:
+    return QuantizeResult(model=res.model, summary=res.summary, fp16_reasons=dict(res.fp16_reasons),
                           fp16_checked=checked, **kw)
 
 
@@ -183,10 +163,10 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if budget is not None:
         res = apply_accuracy_budget(model, table, budget.inputs, budget.labels, budget.max_drop, config,
                                     progress=lambda stage, detail: say(f"{stage}: {detail}"), static=budget.static)
-        return _result(res.model, checked=False, budget=res)
+        return _result(res.qdq, checked=False, budget=res)
     ranges = fp16_ranges(model, data) if data is not None and config.fp16_rest else None
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
                              static=data.static, progress=say)
-        return _result(res.model, checked=ranges is not None, guard=res)
+        return _result(res.qdq, checked=ranges is not None, guard=res)
     return _result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None)
