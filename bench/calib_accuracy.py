@@ -85,10 +85,10 @@ def run_seed(seed: int, tmp: Path) -> dict:
     for method in ("auto", "entropy", "minmax", "percentile", "mse"):
         table = calibrate(fp32, NumpySource({"input": split.x_calib}, batch_size=32, seed=0),
                           CalibrationConfig(method=method))
-        q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig()), tmp / f"trtopt-{method}_{seed}.onnx")
+        q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig()).model, tmp / f"trtopt-{method}_{seed}.onnx")
         row[f"trtopt_{method}"] = top1(q, x, y)
         if method == "entropy":
-            q16 = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(fp16_rest=True)),
+            q16 = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(fp16_rest=True)).model,
                             tmp / f"trtopt-entropy-fp16rest_{seed}.onnx")
             row["trtopt_entropy_fp16_rest"] = top1(q16, x, y)
     for method in ("Entropy", "MinMax", "Percentile"):
@@ -149,15 +149,15 @@ def minilm_bench(n_calib: int = 256, n_eval: int = 300, seq: int = 64) -> dict:
 
         for method in ("auto", "entropy", "minmax", "percentile"):
             table = calibrate(fp32, NumpySource(calib, batch_size=32, seed=0), CalibrationConfig(method=method))
-            q = save_onnx(quantize_qdq(fp32, table), Path(td) / f"{method}.onnx")
+            q = save_onnx(quantize_qdq(fp32, table).model, Path(td) / f"{method}.onnx")
             out[f"trtopt_{method}_cos_mean"], out[f"trtopt_{method}_cos_min"] = cos(q)
-            q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=0.8)), Path(td) / "sq.onnx")
+            q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=0.8)).model, Path(td) / "sq.onnx")
             out[f"trtopt_{method}_smoothquant0.8_cos_mean"], out[f"trtopt_{method}_smoothquant0.8_cos_min"] = cos(q)
             if method == "entropy":
                 # alpha chosen on the first half of the eval sentences, reported on the held-out second half
                 sweep = {}
                 for alpha in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-                    q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=alpha)),
+                    q = save_onnx(quantize_qdq(fp32, table, QuantizeConfig(smoothquant_alpha=alpha)).model,
                                   Path(td) / "sq.onnx")
                     sweep[alpha] = (cos(q, slice(0, half))[0], cos(q, slice(half, None))[0])
                 best = max(sweep, key=lambda a: sweep[a][0])

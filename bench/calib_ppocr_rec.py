@@ -165,7 +165,7 @@ def main() -> None:
         won: dict[str, int] = {}
         for r in table.info.values():
             won[r["method"]] = won.get(r["method"], 0) + 1
-        rows[method] = {**row(run(quantize_qdq(fp32, table))), "chosen": won}
+        rows[method] = {**row(run(quantize_qdq(fp32, table).model)), "chosen": won}
         print(method, {k: v for k, v in rows[method].items() if k != "examples"}, flush=True)
     res = {"model": "ch_PP-OCRv4_rec_infer.onnx (rapidocr-onnxruntime 1.4.4)", "calib_lines": len(calib),
            "eval_lines": {k: len(v) for k, v in held.items()}, "results": rows}

@@ -57,7 +57,7 @@ def worker(tool: str, model: str, data: str, batch: int) -> dict:
 
         table = calibrate(model, NumpySource({"input": x}, batch_size=batch, seed=None), CalibrationConfig())
         t_cal = time.perf_counter() - t0
-        save_onnx(quantize_qdq(model, table), out_model)
+        save_onnx(quantize_qdq(model, table).model, out_model)
         n_tensors = len(table)
     else:
         from onnxruntime.quantization import (

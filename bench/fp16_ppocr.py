@@ -53,12 +53,12 @@ def main() -> None:
     fp32 = {k: str(root / v) for k, v in names.items()}
     fp16, info = {}, {}
     for k, path in fp32.items():
-        model = convert_fp16(path)
-        kept = next((p.value for p in model.metadata_props if p.key == "trtopt.fp16.fp32_nodes"), "")
+        res = convert_fp16(path)
+        model, kept = res.model, sorted(res.fp32_reasons)
         dest = save_onnx(model, args.out / names[k].replace(".onnx", "_fp16.onnx"))
         fp16[k] = str(dest)
         info[k] = {"fp32_bytes": os.path.getsize(path), "fp16_bytes": os.path.getsize(dest),
-                   "kept_fp32": [n for n in kept.split(",") if n], "bench_label": describe_onnx(dest)[0]}
+                   "kept_fp32": kept, "bench_label": describe_onnx(dest)[0]}
     gray = [data.page(), data.text()]
     images = [np.ascontiguousarray(np.stack([g] * 3, -1)) for g in gray]
     ref, got = _ocr(fp32, images), _ocr(fp16, images)

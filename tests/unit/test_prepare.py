@@ -119,7 +119,7 @@ def test_fp16_model_is_refused_before_calibration_and_quantization():
 def test_already_quantized_model_is_refused():
     m = _conv_relu_conv()
     table = CalibrationTable({"x": 1.0, "r0": 1.0})
-    q = quantize_qdq(m, table)
+    q = quantize_qdq(m, table).model
     with pytest.raises(InputError, match=r"already quantized \(\d+ DequantizeLinear, \d+ QuantizeLinear\)"):
         quantize_qdq(q, table)
     with pytest.raises(InputError, match="already quantized"):
@@ -141,7 +141,7 @@ def test_matmul_with_constant_first_input_and_transposed_constant_weight_are_qua
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     x = _f32(2, 5, 3, scale=1.0)
     ax, ay1 = float(np.abs(x).max()) * 0.8, 1.5  # clipping on purpose
-    q = quantize_qdq(m, CalibrationTable({"x": ax, "y1": ay1}))
+    q = quantize_qdq(m, CalibrationTable({"x": ax, "y1": ay1})).model
     onnx.checker.check_model(q, full_check=True)
     prod = producers(q.graph)
     for node in (nd for nd in q.graph.node if nd.op_type == "MatMul"):
@@ -168,7 +168,7 @@ def test_constant_node_weights_are_quantized_per_channel_like_initializers():
     x = _f32(8, 3, 6, 6, scale=1.0)
     table = calibrate(m, NumpySource({"x": x}, batch_size=4), CalibrationConfig(method="minmax"))
     for storage in ("float", "int8"):
-        q = quantize_qdq(m, table, QuantizeConfig(weight_storage=storage))
+        q = quantize_qdq(m, table, QuantizeConfig(weight_storage=storage)).model
         onnx.checker.check_model(q, full_check=True)
         prod = producers(q.graph)
         for node in (nd for nd in q.graph.node if nd.op_type in WEIGHTED):
@@ -210,7 +210,7 @@ def test_opset11_model_is_upgraded_before_calibration_with_identical_outputs(cap
     table = calibrate(m, NumpySource({"x": x}, batch_size=4), CalibrationConfig(method="minmax"))
     assert table.model_hash == hashlib.sha256(prepared.SerializeToString()).hexdigest()  # same graph for both
     with caplog.at_level("WARNING", logger="trtopt"):
-        q = quantize_qdq(m, table)
+        q = quantize_qdq(m, table).model
     assert "different model" not in caplog.text
     onnx.checker.check_model(q, full_check=True)
     assert sum(nd.op_type == "QuantizeLinear" for nd in q.graph.node) == 4

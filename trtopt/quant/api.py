@@ -3,8 +3,8 @@
 ``trtopt quantize`` and the recipe pipeline both call :func:`quantize`, so the same model, table,
 config and data give the same model whoever asks. The mode is the config's type
 (:class:`~trtopt.quant.config.QuantizeConfig` or :class:`~trtopt.quant.config.FP16Config`); the
-result is a typed :class:`QuantizeResult` (the metadata entries the steps write stay in the model
-for provenance).
+result is a typed :class:`QuantizeResult`, built from the steps' typed results (the metadata
+entries the steps write stay in the model as provenance for readers of the saved file).
 
 Example::
 
@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,15 +32,13 @@ from trtopt.macshare import model_mac_share
 from trtopt.onnx.macs import MacShare
 from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import FP16Config, QuantizeConfig
-from trtopt.quant.fp16 import convert_fp16
+from trtopt.quant.fp16 import FP16Result, convert_fp16
 from trtopt.quant.guard import GuardResult, guard_fidelity
-from trtopt.quant.qdq import quantize_qdq
-from trtopt.quant.summary import read_summary
+from trtopt.quant.qdq import QdqResult, quantize_qdq
+from trtopt.quant.summary import QdqSummary
 
 #: Samples per calibration batch for the FP16 ranges and the overflow preview (the first batch).
 BATCH_SIZE = 32
-#: ``metadata_props`` key of the FP16 converter's ``{node: why it stays FP32}`` JSON.
-FP16_REASONS_KEY = "trtopt.fp16.fp32_reasons"
 
 
 @dataclass(frozen=True)
@@ -82,25 +79,6 @@ class Budget:
     static: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class QdqSummary:
-    """What Q/DQ insertion did (also stored as the ``trtopt.int8.summary`` metadata entry).
-
-    Attributes:
-        qdq_pairs: QuantizeLinear nodes.
-        dequantize_nodes: DequantizeLinear nodes.
-        int8_nodes: Weighted nodes with Q/DQ inputs.
-        kept_float: Node -> why it stays in float (user exclusions, no range, the guard, ...).
-        notes: Preparation steps applied (:func:`trtopt.prepare.prepare_model`).
-    """
-
-    qdq_pairs: int
-    dequantize_nodes: int
-    int8_nodes: int
-    kept_float: dict[str, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-
 @dataclass
 class QuantizeResult:
     """The outcome of :func:`quantize`.
@@ -114,6 +92,7 @@ class QuantizeResult:
         fp16_checked: Whether calibration data drove the FP16 data rule and overflow preview.
         mac_share: INT8 share of the weighted ops' MACs (INT8 mode; at one sample of the calibration
             data, else the graph's opt shapes: :func:`trtopt.macshare.model_mac_share`).
+        fp16_preview: The FP16 overflow preview's outcome (``"<n> samples, no overflow"``; FP16 mode with data).
     """
 
     model: onnx.ModelProto
@@ -123,6 +102,7 @@ class QuantizeResult:
     fp16_reasons: dict[str, str] = field(default_factory=dict)
     fp16_checked: bool = False
     mac_share: MacShare | None = None
+    fp16_preview: str | None = None
 
 
 def _with_share(res: QuantizeResult, data: CalibData | None) -> QuantizeResult:
@@ -138,21 +118,21 @@ def fp16_ranges(model: str | os.PathLike[str] | onnx.ModelProto, data: CalibData
 
 def _fp16(model, config: FP16Config, data: CalibData | None) -> QuantizeResult:
     if data is None:
-        return _result(convert_fp16(model, config), checked=False)
+        return _fp16_result(convert_fp16(model, config), checked=False)
     src = data.source()
     first = next(iter(src), None)
     preview = None if first is None else {**first, **src.static_inputs}
     out = convert_fp16(model, config, ranges=fp16_ranges(model, data), preview=preview, static=data.static)
-    return _result(out, checked=True)
+    return _fp16_result(out, checked=True)
 
 
-def _result(model: onnx.ModelProto, checked: bool, **kw) -> QuantizeResult:
-    raw = read_summary(model)
-    summary = None if raw is None else QdqSummary(
-        qdq_pairs=raw["qdq_pairs"], dequantize_nodes=raw["dequantize_nodes"], int8_nodes=raw["int8_nodes"],
-        kept_float=dict(raw.get("kept_float", {})), notes=tuple(raw.get("notes", ())))
-    reasons = next((p.value for p in model.metadata_props if p.key == FP16_REASONS_KEY), None)
-    return QuantizeResult(model=model, summary=summary, fp16_reasons=json.loads(reasons) if reasons else {},
+def _fp16_result(res: FP16Result, checked: bool) -> QuantizeResult:
+    return QuantizeResult(model=res.model, fp16_reasons=dict(res.fp32_reasons), fp16_checked=checked,
+                          fp16_preview=res.overflow_preview)
+
+
+def _result(res: QdqResult, checked: bool, **kw) -> QuantizeResult:
+    return QuantizeResult(model=res.model, summary=res.summary, fp16_reasons=dict(res.fp16_reasons),
                           fp16_checked=checked, **kw)
 
 
@@ -197,12 +177,12 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if budget is not None:
         res = apply_accuracy_budget(model, table, budget.inputs, budget.labels, budget.max_drop, config,
                                     progress=lambda stage, detail: say(f"{stage}: {detail}"), static=budget.static)
-        return _with_share(_result(res.model, checked=False, budget=res),
+        return _with_share(_result(res.qdq, checked=False, budget=res),
                            data or CalibData(budget.inputs, budget.static))
     ranges = fp16_ranges(model, data) if data is not None and config.fp16_rest else None
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
                              static=data.static, progress=say, kinds=kinds, eval_inputs=eval_inputs)
-        return _with_share(_result(res.model, checked=ranges is not None, guard=res), data)
+        return _with_share(_result(res.qdq, checked=ranges is not None, guard=res), data)
     return _with_share(_result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None),
                        data)

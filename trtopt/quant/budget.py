@@ -2,11 +2,11 @@
 
 1. Measure FP32 and all-INT8 quality on a held-out split (top-1 accuracy in percent when labels
    are given, else 100 x mean cosine similarity of the outputs to FP32).
-2. If the drop exceeds the budget, score every quantized layer by quantizing *only that layer*
-   and measuring the output error vs FP32 (normalised squared error: continuous, so no ties
-   from a small eval set).
-3. Exclude layers worst-first, re-measuring after each, until the drop is within the budget.
-   Excluded layers stay FP32, or FP16 with ``fp16_rest`` (the rest of the graph's precision).
+2. If the drop exceeds the budget, rank the quantized layers by sensitivity on the split
+   (:mod:`trtopt.quant.sensitivity`: continuous errors, so no ties from a small eval set).
+3. Keep the fewest most sensitive layers out of INT8 that bring the drop within the budget
+   (:func:`trtopt.quant.search.fewest_in_float`, the search the fidelity guard uses: doubling,
+   then bisection). Kept layers stay FP32, or FP16 with ``fp16_rest`` (the rest of the graph's precision).
 
 Reports ONNX node names and the PyTorch module paths encoded in them (``/layer1/layer1.0/conv1/Conv``
 -> ``layer1.0.conv1``) -- NNCF's accuracy-aware quantization, for TensorRT's Q/DQ graphs.
@@ -28,8 +28,8 @@ from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
-from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
+from trtopt.quant.qdq import QdqResult, prepare_for_qdq
+from trtopt.quant.search import Answer, fewest_in_float
 
 log = get_logger(__name__)
 Progress = Callable[[str, str], None]
@@ -40,7 +40,7 @@ class BudgetResult:
     """Outcome of :func:`apply_accuracy_budget`.
 
     Attributes:
-        model: The final Q/DQ model.
+        qdq: The final Q/DQ model and its summary (``.model`` is the model).
         metric: ``top1`` (percent) or ``cosine`` (100 x mean cosine to FP32).
         fp32: FP32 metric.
         int8_all: Metric with every layer quantized.
@@ -52,7 +52,7 @@ class BudgetResult:
         within_budget: ``fp32 - final <= max_drop``.
     """
 
-    model: onnx.ModelProto
+    qdq: QdqResult
     metric: str
     fp32: float
     int8_all: float
@@ -61,6 +61,11 @@ class BudgetResult:
     kept_nodes: list[str] = field(default_factory=list)
     kept_modules: list[str | None] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The final Q/DQ model."""
+        return self.qdq.model
 
     @property
     def within_budget(self) -> bool:
@@ -128,26 +133,17 @@ def apply_accuracy_budget(model: str | os.PathLike[str] | onnx.ModelProto, table
     metric = "top1" if labels is not None else "cosine"
     fp32 = _metric(ref, ref, labels)
     prep = prepare_for_qdq(fp32_model)  # once: every candidate below quantizes the same prepared graph
-    full = quantize_qdq(prep, table, cfg)
-    int8_all = _metric(_predict(full, eval_inputs, batch_size, static), ref, labels)
+
+    def judge(cand: QdqResult) -> Answer:
+        score = _metric(_predict(cand.model, eval_inputs, batch_size, static), ref, labels)
+        return Answer(fp32 - score <= max_drop + 1e-9, score, f"{metric} {score:.3f}")
+
+    found = fewest_in_float(prep, table, cfg, judge, eval_inputs, batch_size, static, may_keep_all=True,
+                            say=lambda msg: say("budget", msg))
+    int8_all = found.all_int8.score
     say("budget", f"FP32 {metric} {fp32:.3f}, all-INT8 {int8_all:.3f} (budget {max_drop} points)")
-    result = BudgetResult(full, metric, fp32, int8_all, int8_all, max_drop)
-    if result.within_budget:
-        return result
-    layers = quantized_layers(full)
-    result.sensitivity = rank_layers(
-        prep, table, cfg, layers,
-        lambda one: output_error([_predict(one, eval_inputs, batch_size, static)], [ref]),
-        lambda k, name: say("budget", f"sensitivity {k}/{len(layers)}: {name}"))
-    order = list(result.sensitivity)
-    for k in range(1, len(order) + 1):  # the first k that meets the budget (else every layer kept)
-        kept = order[:k]
-        cand = quantize_qdq(prep, table, keeping(cfg, kept), allow_empty=True)
-        score = _metric(_predict(cand, eval_inputs, batch_size, static), ref, labels)
-        say("budget", f"keeping {k} layer(s) out of INT8 -> {metric} {score:.3f}")
-        result.model, result.final, result.kept_nodes = cand, score, kept
-        if result.within_budget:
-            break
+    result = BudgetResult(found.qdq, metric, fp32, int8_all, found.verdict.score, max_drop,
+                          kept_nodes=found.kept, sensitivity=found.sensitivity)
     result.kept_modules = [module_name(n) for n in result.kept_nodes]
     if not result.within_budget:
         log.warning("accuracy budget not met even with every layer kept out of INT8")

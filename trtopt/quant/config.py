@@ -73,6 +73,9 @@ class QuantizeConfig:
             fewest most-sensitive layers in float that meet the fidelity tolerance
             (:func:`trtopt.quant.guard.guard_fidelity`; applied by :func:`trtopt.quant.quantize`
             when it is given calibration data, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
+        sensitivity: How the guard and the accuracy budget rank layers (:mod:`trtopt.quant.sensitivity`):
+            ``"local"`` (each layer's own output error under its Q/DQ inputs, one run for all layers)
+            or ``"model"`` (the whole model's output error with that layer alone in INT8, one run per layer).
     """
 
     op_types: tuple[str, ...] = WEIGHTED_OPS
@@ -86,6 +89,7 @@ class QuantizeConfig:
     weight_storage: str = "float"
     smoothquant_alpha: float = 0.0
     fidelity_guard: bool = True
+    sensitivity: str = "local"
 
     def __post_init__(self) -> None:
         for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types"):
@@ -101,6 +105,8 @@ class QuantizeConfig:
         object.__setattr__(self, "exclude_nodes", self.exclude_nodes + extra)
         if self.weight_storage not in ("float", "int8"):
             raise ConfigError(f"quantize.weight_storage must be 'float' or 'int8', got '{self.weight_storage}'")
+        if self.sensitivity not in ("local", "model"):
+            raise ConfigError(f"quantize.sensitivity must be 'local' or 'model', got '{self.sensitivity}'")
         if not self.min_amax > 0:
             raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
         if not 0.0 <= self.smoothquant_alpha <= 1.0:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -234,17 +235,34 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
                 n.name = names(f"{n.op_type}_{n.output[0] if n.output else 'node'}")
 
 
+@dataclass(frozen=True)
+class FP16Result:
+    """What :func:`convert_fp16` made.
+
+    Attributes:
+        model: The mixed-precision model (its metadata entries ``trtopt.fp16.fp32_nodes``,
+            ``trtopt.fp16.fp32_reasons`` and ``trtopt.fp16.overflow_preview`` record the same facts for
+            readers of the saved file).
+        fp32_reasons: Node -> why it stays FP32.
+        overflow_preview: ``"<n> samples, no overflow"`` when the preview ran, else ``None``.
+    """
+
+    model: onnx.ModelProto
+    fp32_reasons: dict[str, str] = field(default_factory=dict)
+    overflow_preview: str | None = None
+
+
 def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Config | None = None,
                  ranges: Mapping[str, float] | None = None, preview: Mapping[str, np.ndarray] | None = None,
-                 static: Collection[str] = ()) -> onnx.ModelProto:
+                 static: Collection[str] = ()) -> FP16Result:
     """Convert an FP32 model to FP16 with FP32 islands and FP32 graph I/O (by default).
 
     With ``preview``, the converted model is also run in FP16 arithmetic on its first
     ``config.overflow_samples`` samples (:func:`trtopt.quant.fp16_check.fp16_overflows`); nodes that
     overflow are kept in FP32 and the model is converted again, up to ``config.overflow_rounds`` times.
-    Reasons are stored in metadata: ``trtopt.fp16.fp32_nodes`` (names) and ``trtopt.fp16.fp32_reasons``
-    (JSON ``{node: reason}``). :func:`trtopt.quant.api.quantize` measures ``ranges`` and picks
-    ``preview`` from calibration data.
+    The result holds the reasons (``{node: reason}``); they are also written into the model's metadata
+    for readers of the saved file: ``trtopt.fp16.fp32_nodes`` (names) and ``trtopt.fp16.fp32_reasons``
+    (JSON). :func:`trtopt.quant.api.quantize` measures ``ranges`` and picks ``preview`` from calibration data.
 
     Args:
         model: FP32 ``.onnx`` path or ModelProto (not modified).
@@ -255,7 +273,7 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
         static: Names in ``preview`` that are per-call constants (not cut into samples).
 
     Returns:
-        The mixed-precision model.
+        The mixed-precision model, the FP32 nodes and why, and the preview's outcome.
 
     Raises:
         InputError: The preview still finds an FP16 overflow that keeping nodes in FP32 cannot remove
@@ -322,7 +340,7 @@ def convert_fp16(model: str | os.PathLike[str] | onnx.ModelProto, config: FP16Co
     out.metadata_props.append(
         onnx.StringStringEntryProto(key="trtopt.fp16.fp32_nodes", value=",".join(sorted(blocked))))
     out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.fp32_reasons", value=json.dumps(blocked)))
-    if feeds is not None:
-        out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.overflow_preview",
-                                                              value=f"{previewed} samples, no overflow"))
-    return out
+    preview_note = f"{previewed} samples, no overflow" if feeds is not None else None
+    if preview_note is not None:
+        out.metadata_props.append(onnx.StringStringEntryProto(key="trtopt.fp16.overflow_preview", value=preview_note))
+    return FP16Result(out, dict(blocked), preview_note)

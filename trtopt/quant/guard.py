@@ -10,11 +10,11 @@ calibration's outlier samples judged apart. It judges on held-out data where it 
 (``eval_inputs``, ``trtopt quantize --eval``) against the tolerance itself, else on the calibration
 data against half the allowed loss. When the all-INT8 model misses it:
 
-1. scores every quantized layer by quantizing *only that layer* and measuring the normalised
-   squared output error against FP32 (the per-layer sensitivity of NNCF's accuracy-aware
-   quantization and ModelOpt's auto-quantize, without the search over formats);
+1. ranks every quantized layer by sensitivity (:mod:`trtopt.quant.sensitivity`; by default the
+   error of the layer's own output under its Q/DQ inputs, all layers in one ONNX Runtime run);
 2. keeps the k most sensitive layers in float, with the smallest k that meets the tolerance
-   (doubling, then bisection: O(log L) evaluations after the L sensitivity runs);
+   (:func:`trtopt.quant.search.fewest_in_float`, shared with the accuracy budget: doubling, then
+   bisection, O(log L) judged models);
 3. reports the kept layers (ONNX node and PyTorch module) and the fidelity before and after.
 
 If no k < L meets the tolerance, INT8 cannot help this model within it: that is an error, not a
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,9 @@ from trtopt.log import get_logger
 from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
-from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
+from trtopt.quant.qdq import QdqResult, prepare_for_qdq
+from trtopt.quant.search import Answer, fewest_in_float
+from trtopt.quant.summary import write_summary
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
@@ -74,7 +75,7 @@ class GuardResult:
     """Outcome of :func:`guard_fidelity`.
 
     Attributes:
-        model: The Q/DQ model to write.
+        qdq: The Q/DQ model to write and its summary (``.model`` is the model).
         samples: Calibration samples the fidelity was measured on.
         violations_all: Tolerance violations of the all-INT8 model (empty: nothing was kept back).
         kept_nodes: ONNX nodes kept out of INT8, most sensitive first.
@@ -87,7 +88,7 @@ class GuardResult:
         held_out: Samples judged on data the calibration did not see (``--eval``); 0 = calibration data.
     """
 
-    model: onnx.ModelProto
+    qdq: QdqResult
     samples: int
     violations_all: list[str] = field(default_factory=list)
     kept_nodes: list[str] = field(default_factory=list)
@@ -98,6 +99,11 @@ class GuardResult:
     verdict: Verdict | None = None
     held_out: int = 0
 
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The Q/DQ model to write."""
+        return self.qdq.model
+
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no model)."""
         return {"samples": self.samples, "violations_all_int8": self.violations_all, "kept_nodes": self.kept_nodes,
@@ -107,18 +113,15 @@ class GuardResult:
                 "verdict": None if self.verdict is None else self.verdict.to_dict()}
 
 
-def _relabel(model: onnx.ModelProto, reasons: dict[str, str]) -> None:
-    """Say in the stored Q/DQ summary why the guard, not the user, kept these layers in float."""
-    import json
+def _relabel(qdq: QdqResult, reasons: dict[str, str]) -> QdqResult:
+    """``qdq`` whose summary says why the guard, not the user, kept these layers in float.
 
-    from trtopt.quant.summary import SUMMARY_KEY
+    The model's metadata entry is rewritten to match (provenance of the saved file).
+    """
+    summary = qdq.summary.relabeled(reasons)
+    write_summary(qdq.model, summary)
+    return replace(qdq, summary=summary)
 
-    for p in model.metadata_props:
-        if p.key == SUMMARY_KEY:
-            summary = json.loads(p.value)
-            kept = summary.get("kept_float", {})
-            kept.update({n: r for n, r in reasons.items() if n in kept})
-            p.value = json.dumps(summary)
 
 
 def significant(fid: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
@@ -153,7 +156,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         tolerance: A :class:`trtopt.judge.generic.Tolerance` (default: ``DEFAULT_TOLERANCE``), or output
             name -> tolerance with ``"*"`` as the default (:func:`~trtopt.judge.generic.tolerance_for`); the
             guard aims at half its allowed loss on the calibration data (:func:`~trtopt.judge.verdict.half_loss`).
-        max_samples: Samples to measure on (bounds the cost: L + O(log L) model runs on them); fewer
+        max_samples: Samples to measure on (bounds the cost: O(log L) model runs on them); fewer
             when a sample is large (at most :data:`MAX_ELEMENTS` input values in all). A classifier
             needs dozens: one flipped answer in 16 samples is already 6 % of top-1 agreement.
         batch_size: Samples per ONNX Runtime call (the model's fixed batch size wins, :mod:`trtopt.batching`).
@@ -194,7 +197,6 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     feeds = rule.take(inputs, idx)
     n = len(idx)
     check_tolerance_names(tolerance, [o.name for o in fp32.graph.output])
-    ref = predict_all(fp32, feeds, batch_size, static, "the FP32 model on the calibration data")
     judge_on, where = _judged_data(eval_inputs, static, rule, take, feeds)
     judged = {k: v for k, v in predict(fp32, judge_on, batch_size, static, f"the FP32 model on {where}").items()
               if np.issubdtype(v.dtype, np.floating)}
@@ -202,59 +204,34 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
     the_judge = Judge(recognize(fp32, {k: v.shape for k, v in judged.items()}, kinds), tolerance,
                       in_sample=eval_inputs is None, outliers=tuple(outlier_samples(table, judge_on, static)))
 
-    def judge(m: onnx.ModelProto) -> tuple[list[str], list[dict[str, Any]], Verdict]:
-        outs = predict_all(m, judge_on, batch_size, static, f"the INT8 model on {where}")
+    def judge(cand: QdqResult) -> Answer:
+        outs = predict_all(cand.model, judge_on, batch_size, static, f"the INT8 model on {where}")
         verdict = the_judge(names, jref, outs)
-        return verdict.violations, [o.generic for o in verdict.outputs], verdict
+        bad = verdict.violations
+        return Answer(not bad, -float(len(bad)), "ok" if not bad else "; ".join(bad[:2]), verdict)
 
     prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
-    full = quantize_qdq(prep, table, cfg, fp16_ranges=fp16_ranges)
-    bad, fids, verdict = judge(full)
-    result = GuardResult(full, n, violations_all=bad, fidelity=fids, verdict_all=verdict, verdict=verdict,
+    found = fewest_in_float(prep, table, cfg, judge, feeds, batch_size, static, fp16_ranges=fp16_ranges,
+                            say=lambda msg: say(f"fidelity guard: {msg}"))
+    first: Verdict = found.all_int8.data
+    bad = first.violations
+    result = GuardResult(found.qdq, n, violations_all=bad, fidelity=[o.generic for o in found.verdict.data.outputs],
+                         sensitivity=found.sensitivity, verdict_all=first, verdict=found.verdict.data,
                          held_out=0 if eval_inputs is None else len(jref[0]) if jref else 0)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
-    layers = quantized_layers(full)
-    say(f"fidelity guard: ranking the {len(layers)} quantized layers by sensitivity")
-    result.sensitivity = rank_layers(
-        prep, table, cfg, layers,
-        lambda one: output_error(predict_all(one, feeds, batch_size, static, "the INT8 model on the calibration data"),
-                                 ref),
-        lambda k, name: say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}"))
-    order = list(result.sensitivity)
-    tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]], Verdict]] = {}
-
-    def attempt(k: int) -> bool:
-        if k not in tried:
-            m = quantize_qdq(prep, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
-            v, f, ver = judge(m)
-            tried[k] = (m, v, f, ver)
-            say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")
-        return not tried[k][1]
-
-    hi = 1
-    while hi < len(order) and not attempt(hi):  # doubling: the first k that passes
-        hi *= 2
-    hi = min(hi, len(order) - 1)
-    if hi < 1 or not attempt(hi):
-        raise InputError(f"INT8 breaks this model: with {len(order) - 1} of {len(order)} layers kept in float "
+    if not found.verdict.passed:
+        L = len(found.layers)
+        raise InputError(f"INT8 breaks this model: with {L - 1} of {L} layers kept in float "
                          f"it still misses the fidelity tolerance on {where} ({'; '.join(bad[:2])}; "
-                         f"{verdict.explain()}); "
+                         f"{first.explain()}); "
                          "use --fp16, or pass --no-fidelity-guard to write the all-INT8 model anyway")
-    lo = hi // 2  # attempt(lo) failed (or lo == 0, the all-INT8 model)
-    while hi - lo > 1:  # bisection; assumes more float layers never hurts (re-checked by attempt)
-        mid = (lo + hi) // 2
-        if attempt(mid):
-            hi = mid
-        else:
-            lo = mid
-    result.model, _, result.fidelity, result.verdict = tried[hi]
-    result.kept_nodes = order[:hi]
-    _relabel(result.model, {n: f"fidelity guard (sensitivity rank {k} of {len(order)})"
-                            for k, n in enumerate(result.kept_nodes, 1)})
+    result.kept_nodes = found.kept
+    result.qdq = _relabel(found.qdq, {n: f"fidelity guard (sensitivity rank {k} of {len(found.layers)})"
+                                      for k, n in enumerate(found.kept, 1)})
     result.kept_modules = [module_name(n) for n in result.kept_nodes]
     log.info("fidelity guard: kept %d of %d layers in float to meet the tolerance on %d calibration samples",
-                hi, len(order), n)
+             len(found.kept), len(found.layers), n)
     return result
 
 

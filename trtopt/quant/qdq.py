@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -40,7 +40,7 @@ from trtopt.onnx.rewrite import drop_unused, upgrade_opset
 from trtopt.placement import residual_skip_inputs, weight_axis
 from trtopt.prepare import prepare_model
 from trtopt.quant.config import QuantizeConfig
-from trtopt.quant.summary import nothing_quantized, store_summary
+from trtopt.quant.summary import QdqSummary, nothing_quantized, store_summary
 
 log = get_logger(__name__)
 _FP16_MIN_SCALE = 2.0**-14  # smallest normal FP16, so FP16 scales never flush to 0
@@ -61,6 +61,22 @@ class PreparedModel:
     model: onnx.ModelProto
     notes: tuple[str, ...]
     hash: str
+
+
+@dataclass(frozen=True)
+class QdqResult:
+    """What :func:`quantize_qdq` made.
+
+    Attributes:
+        model: The Q/DQ model.
+        summary: What Q/DQ insertion did (also written into ``model`` as the ``trtopt.int8.summary``
+            metadata entry, for readers of the saved file).
+        fp16_reasons: With ``fp16_rest``: node -> why it stays FP32 (empty otherwise).
+    """
+
+    model: onnx.ModelProto
+    summary: QdqSummary
+    fp16_reasons: dict[str, str] = field(default_factory=dict)
 
 
 def prepare_for_qdq(model: str | os.PathLike[str] | onnx.ModelProto) -> PreparedModel:
@@ -202,7 +218,7 @@ def _plan_node(node: onnx.NodeProto, index: GraphIndex, table: CalibrationTable,
 
 def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, table: CalibrationTable,
                  config: QuantizeConfig | None = None, fp16_ranges: dict[str, float] | None = None,
-                 allow_empty: bool = False) -> onnx.ModelProto:
+                 allow_empty: bool = False) -> QdqResult:
     """Insert Q/DQ nodes into an FP32 model using a calibration table.
 
     Args:
@@ -216,12 +232,13 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel
             searches such as the accuracy budget that may exclude every layer on purpose).
 
     Returns:
-        The quantized model (runs in ONNX Runtime on CPU; TensorRT builds it strongly typed).
+        The quantized model (runs in ONNX Runtime on CPU; TensorRT builds it strongly typed) and its
+        :class:`~trtopt.quant.summary.QdqSummary`.
 
     The model first goes through :func:`trtopt.prepare.prepare_model` (the same step
     ``calibrate`` runs): opset 11/12 is raised to 13, BatchNormalization after Conv/ConvTranspose
-    is folded, constant Transpose/Reshape/Cast chains become weights. The result carries a
-    ``trtopt.int8.summary`` metadata entry (JSON: Q/DQ pairs, INT8 nodes, nodes kept in float and why).
+    is folded, constant Transpose/Reshape/Cast chains become weights. The model also carries the
+    summary as a ``trtopt.int8.summary`` metadata entry (JSON), provenance for readers of the saved file.
 
     Raises:
         IncompatibleArtifactError: The table was made for another model.
@@ -290,12 +307,13 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel
     ins.finish()
     if cfg.weight_storage == "int8":  # the float originals of pre-quantized weights are now unused
         drop_unused(g)
-    store_summary(m, quantized, kept, notes)
+    summary = store_summary(m, quantized, kept, notes)
     if cfg.fp16_rest:
         from trtopt.quant.fp16 import convert_fp16
 
-        m = convert_fp16(m, ranges=fp16_ranges if fp16_ranges is not None else dict(table.amax))
-    return m
+        f16 = convert_fp16(m, ranges=fp16_ranges if fp16_ranges is not None else dict(table.amax))
+        return QdqResult(f16.model, summary, f16.fp32_reasons)
+    return QdqResult(m, summary)
 
 
 def qdq_nodes_for(model: onnx.ModelProto) -> dict[str, list[str]]:

@@ -1,13 +1,16 @@
-"""What ``quantize_qdq`` did, in one place: the no-op error message and the stored summary.
+"""What ``quantize_qdq`` did, in one place: the no-op error message and the Q/DQ summary.
 
 An INT8 model without a single Q/DQ node is never written: :func:`nothing_quantized`
-builds the one-line reason. Every quantized model carries a JSON summary (Q/DQ pairs, layers in
-INT8, layers kept in float and why, preparation notes) that ``trtopt quantize`` prints.
+builds the one-line reason. ``quantize_qdq`` returns a :class:`QdqSummary` (Q/DQ pairs, layers in
+INT8, layers kept in float and why, preparation notes) that ``trtopt quantize`` prints; the same
+facts are written into the model as a JSON metadata entry, provenance for whoever reads the saved
+file later (``trtopt inspect``, a benchmark), never read back by trtopt within one call.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, replace
 
 import onnx
 
@@ -17,8 +20,37 @@ from trtopt.onnx.walk import describe_subgraph_ops, subgraph_op_counts
 
 log = get_logger(__name__)
 
-#: ``metadata_props`` key of the summary.
+#: ``metadata_props`` key of the summary written into a quantized model (provenance of a saved file).
 SUMMARY_KEY = "trtopt.int8.summary"
+
+
+@dataclass(frozen=True)
+class QdqSummary:
+    """What Q/DQ insertion did.
+
+    Attributes:
+        qdq_pairs: QuantizeLinear nodes.
+        dequantize_nodes: DequantizeLinear nodes.
+        int8_nodes: Weighted nodes with Q/DQ inputs.
+        kept_float: Node -> why it stays in float (user exclusions, no range, the guard, ...).
+        notes: Preparation steps applied (:func:`trtopt.prepare.prepare_model`).
+    """
+
+    qdq_pairs: int
+    dequantize_nodes: int
+    int8_nodes: int
+    kept_float: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def relabeled(self, reasons: dict[str, str]) -> QdqSummary:
+        """This summary with new reasons for nodes it already keeps in float (e.g. kept by the guard)."""
+        kept = {n: reasons.get(n, w) for n, w in self.kept_float.items()}
+        return replace(self, kept_float=kept)
+
+    def as_dict(self) -> dict:
+        """JSON-friendly form (the metadata entry's content)."""
+        return {"qdq_pairs": self.qdq_pairs, "dequantize_nodes": self.dequantize_nodes,
+                "int8_nodes": self.int8_nodes, "kept_float": dict(self.kept_float), "notes": list(self.notes)}
 
 
 def nothing_quantized(g: onnx.GraphProto, op_types: tuple[str, ...], kept: dict[str, str],
@@ -53,12 +85,10 @@ def nothing_quantized(g: onnx.GraphProto, op_types: tuple[str, ...], kept: dict[
     return f"no Q/DQ inserted: none of the {len(kept)} {ops} node(s) can be quantized ({', '.join(parts)}){fix}"
 
 
-def store_summary(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str], notes: list[str]) -> None:
-    """Log the Q/DQ summary and store it in ``m`` as the :data:`SUMMARY_KEY` metadata entry.
+def store_summary(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str], notes: list[str]) -> QdqSummary:
+    """Log the Q/DQ summary of ``m``, write it as its :data:`SUMMARY_KEY` metadata entry and return it.
 
-    The JSON object holds ``qdq_pairs`` (QuantizeLinear nodes), ``dequantize_nodes``, ``int8_nodes``
-    (weighted ops with Q/DQ inputs), ``kept_float`` (node -> why it stays in float) and ``notes``
-    (the preparation steps applied, see :func:`trtopt.prepare.prepare_model`).
+    The JSON entry holds the :class:`QdqSummary` fields (:meth:`QdqSummary.as_dict`).
     """
     pairs = sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear")
     dqs = sum(1 for n in m.graph.node if n.op_type == "DequantizeLinear")
@@ -70,15 +100,14 @@ def store_summary(m: onnx.ModelProto, quantized: set[str], kept: dict[str, str],
     for n, w in kept.items():
         if w != "excluded" and n not in no_range:
             log.info("left in float: %s (%s)", n, w)
-    summary = {"qdq_pairs": pairs, "dequantize_nodes": dqs, "int8_nodes": len(quantized),
-               "kept_float": kept, "notes": notes}
+    summary = QdqSummary(pairs, dqs, len(quantized), dict(kept), tuple(notes))
+    write_summary(m, summary)
+    return summary
+
+
+def write_summary(m: onnx.ModelProto, summary: QdqSummary) -> None:
+    """Write ``summary`` into ``m`` as its :data:`SUMMARY_KEY` metadata entry (replacing an older one)."""
     for p in list(m.metadata_props):
         if p.key == SUMMARY_KEY:
             m.metadata_props.remove(p)
-    m.metadata_props.append(onnx.StringStringEntryProto(key=SUMMARY_KEY, value=json.dumps(summary)))
-
-
-def read_summary(m: onnx.ModelProto) -> dict | None:
-    """The summary :func:`store_summary` stored in ``m``, or ``None``."""
-    raw = next((p.value for p in m.metadata_props if p.key == SUMMARY_KEY), None)
-    return None if raw is None else json.loads(raw)
+    m.metadata_props.append(onnx.StringStringEntryProto(key=SUMMARY_KEY, value=json.dumps(summary.as_dict())))

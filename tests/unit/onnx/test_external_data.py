@@ -118,9 +118,9 @@ def test_real_model_over_2gb_calibrates_and_converts(tmp_path):
     x = np.ones((2, dim), np.float32)
     table = calibrate(src, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
     assert table.amax["x"] == 1.0 and table.amax["h"] == pytest.approx(dim * 1e-4, rel=1e-3)
-    q = save_onnx(quantize_qdq(src, table, QuantizeConfig()), tmp_path / "q.onnx")
+    q = save_onnx(quantize_qdq(src, table, QuantizeConfig()).model, tmp_path / "q.onnx")
     assert (tmp_path / "q.onnx.data").is_file()
-    f = convert_fp16(src)
+    f = convert_fp16(src).model
     assert save_onnx(f, tmp_path / "f.onnx") == tmp_path / "f.onnx"
     assert not (tmp_path / "f.onnx.data").exists()  # FP16 halves it below 2 GB: a single file
     del f

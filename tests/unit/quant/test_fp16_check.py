@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -48,7 +46,7 @@ def _ort(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def test_reduction_overflow_hidden_on_cpu_is_reported_and_fixed():
     m, x = _rms_model(), _data()
     ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
-    plain = convert_fp16(m, _NO_NORM)  # the ReduceMean runs in FP16
+    plain = convert_fp16(m, _NO_NORM).model  # the ReduceMean runs in FP16
     # ONNX Runtime's CPU kernels accumulate in float32: the broken model scores perfectly there
     np.testing.assert_allclose(_ort(plain, x), ref, rtol=2e-3)
     found = fp16_overflows(plain, {"x": x}, reference=m)
@@ -60,11 +58,10 @@ def test_reduction_overflow_hidden_on_cpu_is_reported_and_fixed():
                                rtol=1e-2)
     assert "node mean (ReduceMean)" in str(found[0]) and "overflows FP16" in str(found[0])
 
-    fixed = quantize(m, None, _NO_NORM, CalibData({"x": x})).model
-    meta = {p.key: p.value for p in fixed.metadata_props}
-    reasons = json.loads(meta["trtopt.fp16.fp32_reasons"])
-    assert reasons["mean"].startswith("FP16 overflow on data: node mean (ReduceMean)")
-    assert "no overflow" in meta["trtopt.fp16.overflow_preview"]
+    res = quantize(m, None, _NO_NORM, CalibData({"x": x}))
+    fixed = res.model
+    assert res.fp16_reasons["mean"].startswith("FP16 overflow on data: node mean (ReduceMean)")
+    assert "no overflow" in res.fp16_preview
     assert fp16_overflows(fixed, {"x": x}) == []
     np.testing.assert_allclose(_ort(fixed, x), ref, rtol=2e-3)
 
@@ -81,7 +78,7 @@ def _square_model() -> onnx.ModelProto:
 def test_output_overflow_names_the_node_and_magnitude():
     m = _square_model()
     x = np.full((2, 4), 300.0, np.float32)  # 300^2 = 9e4 > 65504
-    found = fp16_overflows(convert_fp16(m), {"x": x}, reference=m)
+    found = fp16_overflows(convert_fp16(m).model, {"x": x}, reference=m)
     assert [(f.node, f.kind) for f in found] == [("square", "output")]
     np.testing.assert_allclose(found[0].max_abs, 9e4)
 
@@ -105,7 +102,7 @@ def test_bench_fails_an_fp16_variant_that_overflows(tmp_path):
 
     m, x = _rms_model(), _data(16)
     fp32 = save_onnx(m, tmp_path / "fp32.onnx")
-    bad = save_onnx(convert_fp16(m, _NO_NORM), tmp_path / "fp16.onnx")
+    bad = save_onnx(convert_fp16(m, _NO_NORM).model, tmp_path / "fp16.onnx")
     good = save_onnx(quantize(m, None, FP16Config(), CalibData({"x": x})).model, tmp_path / "fp16_checked.onnx")
     cfg = BenchConfig(batch_sizes=(4,), warmup=0, iterations=5)
     rep = bench_models([fp32, bad, good], ["onnxruntime"], cfg, data={"x": x})

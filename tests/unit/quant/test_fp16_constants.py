@@ -57,9 +57,9 @@ def _bn_model() -> onnx.ModelProto:
 
 def test_constant_node_weights_are_range_checked_and_converted():
     m = _bn_model()
-    f = convert_fp16(m)
-    kept = next(p.value for p in f.metadata_props if p.key == "trtopt.fp16.fp32_nodes").split(",")
-    assert kept == ["bn"]  # var (Constant node) 1e8 > 65504: BN stays FP32; Conv/Mul go FP16
+    res = convert_fp16(m)
+    f = res.model
+    assert list(res.fp32_reasons) == ["bn"]  # var (Constant node) 1e8 > 65504: BN stays FP32; Conv/Mul go FP16
     t = _types(f)
     assert t["c"] == F16 and t["ck"] == F16 and t["bn"] == F32
     # Constant-node weights read by FP16 nodes become FP16 data (the model shrinks), no runtime Cast
@@ -98,7 +98,7 @@ def _mask_model(fill: float) -> onnx.ModelProto:
 def test_additive_mask_beyond_fp16_is_clamped_not_inf():
     m = _mask_model(float(np.finfo(np.float32).min))
     assert mask_constants(m) == {"mask": MASK_FILL}
-    f = convert_fp16(m)
+    f = convert_fp16(m).model
     assert _types(f)["sm"] == F16  # the Add runs in FP16 with the clamped mask
     x = np.random.default_rng(2).standard_normal((2, 3, 8)).astype(np.float32)
     ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
@@ -115,8 +115,9 @@ def test_out_of_range_constant_not_a_mask_keeps_consumer_fp32():
     m.graph.node[-1].op_type = "Relu"  # no Softmax: clamping would change the output, so no mask rule
     del m.graph.node[-1].attribute[:]
     assert mask_constants(m) == {}
-    f = convert_fp16(m)
-    assert "add_mask" in next(p.value for p in f.metadata_props if p.key == "trtopt.fp16.fp32_nodes").split(",")
+    res = convert_fp16(m)
+    f = res.model
+    assert "add_mask" in res.fp32_reasons
     x = np.random.default_rng(2).standard_normal((2, 3, 8)).astype(np.float32)
     np.testing.assert_allclose(_ort(f, {"x": x}), ReferenceEvaluator(m).run(None, {"x": x})[0], rtol=1e-2)
 
@@ -166,7 +167,7 @@ def _if_model() -> onnx.ModelProto:
 def test_weights_used_only_in_subgraphs_are_kept(tmp_path):
     m = _if_model()
     assert len(m.graph.initializer) == 45
-    f = convert_fp16(m)
+    f = convert_fp16(m).model
     inits = {i.name: i for i in f.graph.initializer}
     branch = next(n for n in f.graph.node if n.op_type == "If")
     reads = set(outer_scope_inputs(branch))
@@ -189,7 +190,7 @@ def test_int8_weight_storage_keeps_weights_read_only_in_subgraphs(tmp_path):
     from trtopt.quant import QuantizeConfig, quantize_qdq
 
     m = _if_model()
-    q = quantize_qdq(m, CalibrationTable(amax={"x": 4.0}, method="minmax"), QuantizeConfig(weight_storage="int8"))
+    q = quantize_qdq(m, CalibrationTable(amax={"x": 4.0}, method="minmax"), QuantizeConfig(weight_storage="int8")).model
     names = {i.name for i in q.graph.initializer}
     assert {f"wt{k}" for k in range(22)} | {f"we{k}" for k in range(22)} <= names
     path = save_onnx(q, tmp_path / "q.onnx")  # full checker + ONNX Runtime load

@@ -4,7 +4,6 @@ the Transposes ONNX Runtime's CPU session cannot open in FP16."""
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 
 import numpy as np
@@ -21,10 +20,6 @@ from trtopt.quant.fp16_patterns import ort_transpose_hazards
 
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
 D = 64
-
-
-def _reasons(model: onnx.ModelProto) -> dict[str, str]:
-    return json.loads({p.key: p.value for p in model.metadata_props}["trtopt.fp16.fp32_reasons"])
 
 
 def _norm_model(kind: str) -> onnx.ModelProto:
@@ -75,8 +70,9 @@ def test_normalization_chain_stays_fp32_and_is_right_in_true_fp16_arithmetic(kin
     assert np.abs(h).max() < 65504 < float((h.astype(np.float64) ** 2).max())  # h fits FP16, its square does not
     chain = {nd.name for nd in m.graph.node} - {"fc1", "gamma", "fc2"}
     assert set(norm_chain_nodes(m.graph, top_constants(m))) == chain
-    f = convert_fp16(m)  # no calibration data: the static rule alone
-    reasons = _reasons(f)
+    res = convert_fp16(m)  # no calibration data: the static rule alone
+    f = res.model
+    reasons = res.fp32_reasons
     assert chain <= set(reasons)  # from the square to the normalized result (Pow, ReduceSum: their op type)
     assert all("chain of 'h' (square" in reasons[c] for c in chain if not reasons[c].startswith("op type"))
     assert "normalization chain of 'h' (square" in reasons["normalize"]
@@ -88,8 +84,9 @@ def test_normalization_chain_stays_fp32_and_is_right_in_true_fp16_arithmetic(kin
 
 def test_seq_first_transpose_into_matmul_stays_fp32_and_the_model_opens_fully_optimized(tmp_path):
     m = seq_first_projection(fp16=False)
-    f = convert_fp16(m)
-    reasons = _reasons(f)
+    res = convert_fp16(m)
+    f = res.model
+    reasons = res.fp32_reasons
     assert set(reasons) == {"seq_first"} and "ONNX Runtime" in reasons["seq_first"]
     path = save_onnx(f, tmp_path / "proj16.onnx")
     assert opens_in_child(path) == 0
@@ -145,12 +142,13 @@ def test_fp16_transformer_encoder_opens_in_onnx_runtime_with_full_optimization(t
     import onnxruntime as ort
 
     _transformer_onnx(tmp_path / "enc.onnx")
-    f = convert_fp16(onnx.load(str(tmp_path / "enc.onnx")))
+    res = convert_fp16(onnx.load(str(tmp_path / "enc.onnx")))
+    f = res.model
     path = save_onnx(f, tmp_path / "enc16.onnx")  # checked the way bench and run open it
     assert opens_in_child(path) == 0  # ONNX Runtime's default session, as `trtopt bench` opens it
-    assert sum("ONNX Runtime" in why for why in _reasons(f).values()) == 2  # one Transpose per layer
+    assert sum("ONNX Runtime" in why for why in res.fp32_reasons.values()) == 2  # one Transpose per layer
     matmuls = [nd.name for nd in f.graph.node if nd.op_type == "MatMul"]
-    assert len(matmuls) == 10 and not set(matmuls) & set(_reasons(f))  # every MatMul computes in FP16
+    assert len(matmuls) == 10 and not set(matmuls) & set(res.fp32_reasons)  # every MatMul computes in FP16
     ids = {"ids": np.random.default_rng(0).integers(0, 100, (4, 16)).astype(np.int64)}
     ref = ort.InferenceSession(str(tmp_path / "enc.onnx"), providers=["CPUExecutionProvider"]).run(None, ids)[0]
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, ids)[0]
@@ -162,6 +160,6 @@ def test_without_the_rule_the_chain_overflows_in_true_fp16():
     m = _norm_model("rms")
     x = np.random.default_rng(1).standard_normal((16, D)).astype(np.float32)
     ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
-    off = convert_fp16(m, FP16Config(block_layernorm_pattern=False))
+    off = convert_fp16(m, FP16Config(block_layernorm_pattern=False)).model
     out = ReferenceEvaluator(off).run(None, {"x": x})[0]
     assert not np.allclose(out, ref, rtol=0.1, atol=0.1 * float(np.abs(ref).max()))  # garbage: zeros here

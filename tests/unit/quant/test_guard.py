@@ -30,7 +30,7 @@ def _violations(model, path, x):
 def test_fragile_layer_is_kept_in_float_and_the_result_meets_the_tolerance(tmp_path):
     path, x = _mlp(tmp_path, heavy=400.0)
     table = calibrate(path, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
-    assert _violations(quantize_qdq(path, table), path, x)  # all-INT8 breaks it (the guard's reason)
+    assert _violations(quantize_qdq(path, table).model, path, x)  # all-INT8 breaks it (the guard's reason)
     res = guard_fidelity(path, table, {"x": x})
     assert res.violations_all and res.kept_nodes[0] == "/first/Gemm"
     assert len(res.kept_nodes) < 3 and res.sensitivity["/first/Gemm"] == max(res.sensitivity.values())
@@ -38,9 +38,7 @@ def test_fragile_layer_is_kept_in_float_and_the_result_meets_the_tolerance(tmp_p
     quantized = {n.name for n in res.model.graph.node if n.op_type == "Gemm"
                  and any(i.endswith("_dequantized") for i in n.input)}
     assert "/first/Gemm" not in quantized and quantized  # the rest stays INT8
-    from trtopt.quant.summary import read_summary
-
-    assert read_summary(res.model)["kept_float"]["/first/Gemm"].startswith("fidelity guard (sensitivity rank 1 of")
+    assert res.qdq.summary.kept_float["/first/Gemm"].startswith("fidelity guard (sensitivity rank 1 of")
 
 
 def test_a_model_within_tolerance_is_left_all_int8(tmp_path):

@@ -65,7 +65,7 @@ def _ort(model, x):
 
 def test_every_weighted_input_comes_from_dequantize_with_zero_points_and_axes(setup):
     path, _, _, table = setup
-    q = quantize_qdq(path, table)
+    q = quantize_qdq(path, table).model
     onnx.checker.check_model(q)
     prod = producers(q.graph)
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
@@ -100,20 +100,20 @@ def test_every_weighted_input_comes_from_dequantize_with_zero_points_and_axes(se
 
 def test_residual_add_quantizes_the_short_branch_only(setup):
     path, _, _, table = setup
-    q = quantize_qdq(path, table)
+    q = quantize_qdq(path, table).model
     prod = producers(q.graph)
     add = next(n for n in q.graph.node if n.op_type == "Add")
     ops = [prod[i].op_type for i in add.input]
     # c2 (longer path from r0: conv1, relu, conv2) fuses into the Add; the downsample branch is quantized
     assert ops == ["Conv", "DequantizeLinear"]
-    q2 = quantize_qdq(path, table, QuantizeConfig(quantize_residual_add=False))
+    q2 = quantize_qdq(path, table, QuantizeConfig(quantize_residual_add=False)).model
     add2 = next(n for n in q2.graph.node if n.op_type == "Add")
     assert [prod_op.op_type for prod_op in map(producers(q2.graph).get, add2.input)] == ["Conv", "Conv"]
 
 
 def test_numerics_match_reference_evaluator_and_stay_close_to_fp32(setup):
     path, m, x, table = setup
-    q = quantize_qdq(path, table)
+    q = quantize_qdq(path, table).model
     y32 = _ort(m, x)
     yq = _ort(q, x)
     q19 = onnx.ModelProto()
@@ -133,7 +133,8 @@ def test_numerics_match_reference_evaluator_and_stay_close_to_fp32(setup):
 
 def test_exclusions_by_name_and_op_type(setup):
     path, _, _, table = setup
-    q = quantize_qdq(path, table, QuantizeConfig(exclude_nodes=(r"^/layer1/conv\d",), exclude_op_types=("MatMul",)))
+    cfg = QuantizeConfig(exclude_nodes=(r"^/layer1/conv\d",), exclude_op_types=("MatMul",))
+    q = quantize_qdq(path, table, cfg).model
     prod = producers(q.graph)
     state = {n.name: prod.get(n.input[0]) is not None and prod[n.input[0]].op_type == "DequantizeLinear"
              for n in q.graph.node if n.op_type in WEIGHTED}
@@ -143,7 +144,7 @@ def test_exclusions_by_name_and_op_type(setup):
 
 def test_int8_plus_fp16_rest(setup):
     path, m, x, table = setup
-    q = quantize_qdq(path, table, QuantizeConfig(fp16_rest=True))
+    q = quantize_qdq(path, table, QuantizeConfig(fp16_rest=True)).model
     onnx.checker.check_model(q)
     assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) == 19
     assert q.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -163,7 +164,7 @@ def test_table_for_another_model_is_rejected_and_old_opset_is_upgraded(setup, tm
     old = onnx.ModelProto()
     old.CopyFrom(m)
     old.opset_import[0].version = 11  # an old opset is raised to 13, not refused
-    q = quantize_qdq(old, CalibrationTable({"x": 1.0}))
+    q = quantize_qdq(old, CalibrationTable({"x": 1.0})).model
     assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) == 13
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
 
@@ -177,7 +178,7 @@ def test_resnet18_export_every_residual_add_gets_one_quantized_skip_input(tmp_pa
     path = export_onnx(resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32), tmp_path / "r18.onnx")
     x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     table = calibrate(path, NumpySource({"input": x}, batch_size=8))
-    q = quantize_qdq(path, table)
+    q = quantize_qdq(path, table).model
     prod = producers(q.graph)
     adds = [n for n in q.graph.node if n.op_type == "Add"]
     assert len(adds) == 8

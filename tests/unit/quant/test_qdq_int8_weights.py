@@ -38,8 +38,8 @@ def conv_gemm(tmp_path):
 
 def test_int8_storage_matches_float_storage(conv_gemm):
     path, x, table = conv_gemm
-    flt = quantize_qdq(path, table, QuantizeConfig(weight_storage="float"))
-    i8 = quantize_qdq(path, table, QuantizeConfig(weight_storage="int8"))
+    flt = quantize_qdq(path, table, QuantizeConfig(weight_storage="float")).model
+    i8 = quantize_qdq(path, table, QuantizeConfig(weight_storage="int8")).model
     inits = {t.name: t for t in i8.graph.initializer}
     assert "W1" not in inits and "W2" not in inits  # float originals dropped
     prod = {o: n for n in i8.graph.node for o in n.output}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,7 @@ from _helpers.onnx_models import fragile_mlp
 from trtopt.calib import CalibrationConfig, NumpySource, calibrate
 from trtopt.cli.main import main
 from trtopt.errors import ConfigError
-from trtopt.quant import CalibData, FP16Config, QuantizeConfig, quantize
+from trtopt.quant import CalibData, FP16Config, QuantizeConfig, quantize, quantize_qdq
 
 
 def _mlp(tmp_path):
@@ -56,6 +57,20 @@ def test_the_result_is_typed_and_says_what_the_guard_kept(tmp_path):
     assert set(res.guard.kept_nodes) <= set(res.summary.kept_float)
     plain = quantize(path, table, QuantizeConfig(fidelity_guard=False), CalibData({"x": x}))
     assert plain.guard is None and plain.summary.int8_nodes == 3 and not plain.summary.kept_float
+
+
+def test_the_steps_results_are_passed_on_not_read_back_from_the_model(tmp_path):
+    path, x, table = _mlp(tmp_path)
+    res = quantize(path, table, QuantizeConfig(), CalibData({"x": x}))
+    assert res.summary is res.guard.qdq.summary  # the guard's object, not a copy parsed from metadata
+    assert all(res.summary.kept_float[n].startswith("fidelity guard") for n in res.guard.kept_nodes)
+    del res.model.metadata_props[:]  # provenance only: the typed results stand without it
+    assert res.summary.kept_float and res.guard.kept_nodes
+    both = quantize(path, table, QuantizeConfig(fp16_rest=True, fidelity_guard=False), CalibData({"x": x}))
+    step = quantize_qdq(path, table, QuantizeConfig(fp16_rest=True))
+    assert both.fp16_reasons == step.fp16_reasons
+    assert step.summary.as_dict() == json.loads(
+        next(p.value for p in step.model.metadata_props if p.key == "trtopt.int8.summary"))
 
 
 def test_int8_fp16_takes_its_fp16_ranges_from_every_float_tensor_of_the_data(tmp_path):

@@ -100,11 +100,11 @@ def test_smoothquant_int8_is_closer_to_fp32_on_outlier_channels(setup):
     ref = _run(m, xe)
     errs = {}
     for alpha in (0.0, 0.8):
-        q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=alpha))
+        q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=alpha)).model
         got = _run(q, xe)
         errs[alpha] = sum(float(((g - r) ** 2).sum() / (r**2).sum()) for g, r in zip(got, ref))
     assert errs[0.8] < errs[0.0] / 3, errs
-    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8))
+    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8)).model
     prod = producers(q.graph)
     for node in q.graph.node:  # every weighted node still reads DQ on both inputs
         if node.op_type in ("MatMul", "Gemm"):
@@ -115,7 +115,7 @@ def test_smoothquant_int8_is_closer_to_fp32_on_outlier_channels(setup):
 
 def test_excluded_nodes_are_not_smoothed(setup):
     m, _, table = setup
-    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8, exclude_nodes=(r"/fc2/",)))
+    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8, exclude_nodes=(r"/fc2/",))).model
     gemm = next(n for n in q.graph.node if n.op_type == "Gemm")
     assert gemm.input[0] == "h" and gemm.input[1] == "w2"
 
@@ -158,7 +158,7 @@ def test_without_channel_stats_or_bad_alpha_is_a_clear_error(setup, tmp_path, ca
 def test_smoothquant_with_fp16_rest_runs_and_stays_close(setup):
     m, _, table = setup
     xe = _data(64, 9)
-    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8, fp16_rest=True))
+    q = quantize_qdq(m, table, QuantizeConfig(smoothquant_alpha=0.8, fp16_rest=True)).model
     assert any(n.op_type == "Mul" for n in q.graph.node)
     for got, ref in zip(_run(q, xe), _run(m, xe)):
         assert float(((got - ref) ** 2).sum() / (ref**2).sum()) < 1e-3
