@@ -100,6 +100,7 @@ class _Converter:
         name = self.names(f"{tensor}_{suffix}")
         if const is not None:
             arr = np.asarray(const.array)
+            const.release()  # converted once (cached in self.casts): not kept decoded
             if dtype == F16 and tensor in self.masks:
                 arr = np.maximum(arr, self.masks[tensor])
             arr = arr.astype(np.float16 if dtype == F16 else np.float32)
