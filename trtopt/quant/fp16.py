@@ -79,7 +79,6 @@ class _Converter:
         self.cur: dict[str, int] = {k: v for k, v in types.items() if v in (F32, F16) and k in local}
         self.cur.update({k: c.data_type for k, c in self.consts.items() if c.data_type in (F32, F16)})
         self.casts: dict[tuple[str, int], str] = {}
-        self.new_inits: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
         self.fp16_compute = 0  # nodes (this level and below) that compute in FP16
 
@@ -104,7 +103,9 @@ class _Converter:
             if dtype == F16 and tensor in self.masks:
                 arr = np.maximum(arr, self.masks[tensor])
             arr = arr.astype(np.float16 if dtype == F16 else np.float32)
-            self.new_inits.append(numpy_helper.from_array(arr, name))
+            # straight into the graph, after its initializers (a list to extend later would hold a
+            # second copy of every converted weight until the end)
+            self.g.initializer.append(numpy_helper.from_array(arr, name))
         else:
             self.nodes.append(helper.make_node("Cast", [tensor], [name], to=dtype, name=self.names(f"{name}_Cast")))
         self.cur[name] = dtype
@@ -163,7 +164,6 @@ class _Converter:
             self.nodes.append(helper.make_node("Cast", [inner], [name], to=want, name=self.names(f"{name}_Cast")))
         del g.node[:]
         g.node.extend(self.nodes)
-        g.initializer.extend(self.new_inits)
         _drop_unused_constants(g)
         del g.value_info[:]
 

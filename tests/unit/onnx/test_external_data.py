@@ -115,8 +115,8 @@ def test_calibration_over_the_limit_reads_no_weight_and_matches_the_loaded_model
         onnx_io.model_hash(loaded)
 
 
-def test_size_check_reads_no_tensor_bytes_and_counts_them(monkeypatch):
-    """``fits_protobuf`` answers from dims for a model whose tensors alone pass the limit."""
+def test_tensor_payload_from_dims_decides_the_size_check(monkeypatch):
+    """The in-memory tensor bytes, counted from dims, and ``fits_protobuf`` on either side of the limit."""
     m = _model()
     payload = 4 * (16 * 64 + 64 * 4)
     assert inline_tensor_bytes(m) == payload
