@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,9 @@ from trtopt.errors import InputError
 from trtopt.log import get_logger
 from trtopt.onnx.dims import with_symbolic_dims
 from trtopt.onnx.exec import exposed_outputs, make_session
+from trtopt.onnx.external import model_hash_on_disk
 from trtopt.onnx.graph import as_model, float_tensor_types
-from trtopt.onnx.io import fits_protobuf, model_hash, save_onnx
+from trtopt.onnx.io import fits_protobuf, load_graph_over_limit, model_hash, save_onnx
 from trtopt.placement import calibration_targets, smoothable_inputs
 from trtopt.prepare import prepare_model
 
@@ -51,10 +53,11 @@ class _ScratchDir:
 
 
 def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int], raw: bytes | None = None,
-               workdir: Callable[[], str] | None = None) -> bytes | str:
+               workdir: Callable[[], str] | None = None, graph_only: bool = False) -> bytes | str:
     """``model`` with ``targets`` added as graph outputs: serialized bytes, or a file path for large models.
 
-    Below the limit this is :func:`trtopt.onnx.exec.exposed_bytes` (no copy of the weights).
+    Below the limit this is :func:`trtopt.onnx.exec.exposed_bytes` (no copy of the weights), and so
+    it is for a ``graph_only`` model whose tensors still point at their external data files.
 
     A model over protobuf's 2 GB limit cannot be serialized at all: the extra outputs are added to
     ``model`` in place, it is written with external data into the folder ``workdir()`` returns (which
@@ -63,7 +66,7 @@ def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]
     inputs = {i.name for i in model.graph.input}  # graph inputs are read from the feeds, not exposed
     exposed = [t for t in targets if t not in inputs]
     extra = exposed_outputs(model, exposed, {t: types.get(t) or onnx.TensorProto.FLOAT for t in exposed})
-    if raw is not None or workdir is None or fits_protobuf(model, extra.ByteSize()):
+    if raw is not None or workdir is None or graph_only or fits_protobuf(model, extra.ByteSize()):
         return (model.SerializeToString() if raw is None else raw) + extra.SerializeToString()
     n_out = len(model.graph.output)
     model.graph.output.extend(extra.graph.output)
@@ -79,12 +82,15 @@ def _augmented(model: onnx.ModelProto, targets: list[str], types: dict[str, int]
 def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.ndarray]], targets: list[str],
                        config: CalibrationConfig, progress: ProgressFn | None = None,
                        total: int = 0, types: dict[str, int] | None = None,
-                       channel: ChannelAbsMax | None = None, serialized: bytes | None = None
+                       channel: ChannelAbsMax | None = None, serialized: bytes | None = None,
+                       external_dir: str | os.PathLike[str] | None = None
                        ) -> tuple[dict[str, AbsHistogram], str, int]:
     """Stream ``source`` through ONNX Runtime and histogram ``targets``.
 
     ``channel`` (optional) also receives every batch of the tensors it tracks (per-channel maxima).
-    ``serialized`` is ``model.SerializeToString()`` when the caller already has it.
+    ``serialized`` is ``model.SerializeToString()`` when the caller already has it. ``external_dir``:
+    ``model`` is a graph-only proto (:func:`trtopt.onnx.io.load_graph_over_limit`) whose external
+    data lie there; ONNX Runtime memory-maps them from that folder.
 
     Returns:
         ``(histograms, data sha256, samples seen)``.
@@ -99,10 +105,11 @@ def collect_histograms(model: onnx.ModelProto, source: Iterable[dict[str, np.nda
     # a model over 2 GB is opened by path from external data in this folder, kept until we return;
     # made only then, so that a process that dies (an ONNX Runtime crash) leaves no folder behind
     workdir = _ScratchDir()
-    augmented = _augmented(model, targets, types, serialized, workdir=workdir)
-    # a model over 2 GB (opened by path): no pre-packed second copy of its weights in ONNX Runtime
+    augmented = _augmented(model, targets, types, serialized, workdir=workdir, graph_only=external_dir is not None)
+    # a model over 2 GB: no pre-packed second copy of its weights in ONNX Runtime
+    large = isinstance(augmented, str) or external_dir is not None
     sess = make_session(augmented, intra_op_threads=config.intra_op_threads, optimize=config.ort_optimize,
-                        prepack=not isinstance(augmented, str))
+                        prepack=not large, external_dir=external_dir)
     out_names = [o.name for o in sess.get_outputs()]
     wanted = [t for t in targets if t in out_names]
     from_feed = [t for t in targets if t in specs and t not in out_names]
@@ -188,8 +195,20 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
         InputError: Unreadable model, data not matching the model's inputs, NaN/Inf in data.
     """
     config = config or CalibrationConfig()
-    m = as_model(model)
-    m, _ = prepare_model(m, strict=config.scope == "quantizable")
+    # a path to a model over 2 GB: its weights stay on disk (graph and ONNX Runtime's memory map only)
+    m = None if isinstance(model, onnx.ModelProto) else load_graph_over_limit(model)
+    data_dir = None if m is None else Path(model).parent.resolve()
+    if m is not None:
+        try:
+            prepared, _ = prepare_model(m, strict=config.scope == "quantizable")
+        except InputError:
+            raise
+        except Exception:  # a rewrite reading the weights (BN folding, constant chains): load them below
+            prepared = None
+        if prepared is not m:  # a rewrite of the weights: they are needed in memory
+            m, data_dir = None, None
+    if m is None:
+        m, _ = prepare_model(as_model(model), strict=config.scope == "quantizable")
     types = float_tensor_types(m)
     targets = calibration_targets(m, config.op_types, config.scope, types)
     if not targets:
@@ -200,8 +219,10 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
     channel = ChannelAbsMax(set(smoothable_inputs(m, config.op_types)) & set(targets)) if config.channel_stats \
         else None
     # once: for the model hash and the ONNX Runtime session (None above protobuf's 2 GB limit)
-    raw = m.SerializeToString() if fits_protobuf(m) else None
+    raw = m.SerializeToString() if data_dir is None and fits_protobuf(m) else None
     collector, device = choose_collector(config)
+    if collector == "torch" and data_dir is not None:  # the torch collector reads the weights into torch
+        m, data_dir = prepare_model(as_model(model), strict=config.scope == "quantizable")[0], None
     if collector == "torch" and config.collector == "auto":
         from trtopt.calib.torch_exec import node_supported
 
@@ -217,13 +238,14 @@ def calibrate(model: str | os.PathLike[str] | onnx.ModelProto, source: Iterable[
                                                           channel=channel, device=device)
     else:
         hists, data_hash, seen = collect_histograms(m, source, targets, config, progress, total, types, channel,
-                                                    serialized=raw)
+                                                    serialized=raw, external_dir=data_dir)
     amax, info = finish_ranges(m, targets, hists, channel, config, seen)
     meta: dict[str, Any] = {"num_bins": config.num_bins, "scope": config.scope, "op_types": list(config.op_types),
                             "collector": collector if collector == "onnxruntime" else f"torch:{device}"}
     if config.method == "percentile":
         meta["percentile"] = config.percentile
     return CalibrationTable(amax=amax, method=config.method, data_hash=data_hash,
-                            model_hash=model_hash(m, raw), num_samples=seen,
+                            model_hash=model_hash(m, raw) if data_dir is None else model_hash_on_disk(m, data_dir),
+                            num_samples=seen,
                             meta=meta, channel_amax={k: [float(x) for x in v] for k, v in
                                                      (channel.values.items() if channel else ())}, info=info)

@@ -60,6 +60,10 @@ class ConstantRef:
                 self._array = np.array(p, object)
         return self._array
 
+    def release(self) -> None:
+        """Drop the decoded array (decoded again on the next :attr:`array`): for multi-GB weights read once."""
+        self._array = None
+
     @property
     def is_float(self) -> bool:
         """Float element type (float32/16, bfloat16, double)."""

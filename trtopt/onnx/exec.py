@@ -44,6 +44,7 @@ def make_session(
     intra_op_threads: int = 0,
     optimize: bool = True,
     prepack: bool = True,
+    external_dir: str | os.PathLike[str] | None = None,
 ):  # -> onnxruntime.InferenceSession (untyped to keep the import lazy)
     """Create an ONNX Runtime session with a clear error for unreadable models.
 
@@ -55,6 +56,9 @@ def make_session(
             tensor names stay those of the exported graph).
         prepack: Let ONNX Runtime pre-pack constant MatMul/Conv weights (faster kernels, but a second
             copy of every such weight in memory: turned off for multi-GB models).
+        external_dir: Folder of the external data that serialized ``model`` bytes point at (their
+            ``location`` entries are relative to it): ONNX Runtime memory-maps the weights from there,
+            so a graph-only proto of a multi-GB model opens without any copy of its weights.
 
     Returns:
         An ``onnxruntime.InferenceSession``.
@@ -75,6 +79,8 @@ def make_session(
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not prepack:
         opts.add_session_config_entry("session.disable_prepacking", "1")
+    if external_dir is not None:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_dir))
     available = set(ort.get_available_providers())
     chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     try:

@@ -19,6 +19,7 @@ import onnx
 
 from trtopt.errors import InputError, TrtoptError
 from trtopt.fileio import atomic_path
+from trtopt.onnx.external import external_tensor_bytes, inline_tensor_bytes, write_external_data
 from trtopt.onnx.ort_probe import probe_load
 
 PROTO_LIMIT_BYTES = 2**31 - 1
@@ -81,6 +82,32 @@ def load_onnx(path: str | os.PathLike[str], check: bool = True) -> onnx.ModelPro
             raise InputError(f"{p} failed the ONNX checker: {first_error_line(exc)}") from exc
     return model
 
+def load_graph_over_limit(path: str | os.PathLike[str]) -> onnx.ModelProto | None:
+    """The graph of a model whose external data alone exceed protobuf's 2 GB limit, its weights left on disk.
+
+    Such a model can never be one serialized protobuf, so a stage that needs only its graph and an
+    ONNX Runtime session (calibration) keeps the weights in their file: ONNX Runtime memory-maps
+    them (:func:`trtopt.onnx.exec.make_session` with ``external_dir``) and :func:`model_hash_on_disk`
+    hashes them from the file, instead of a copy in this process (plus protobuf's copies on every
+    write) and a second one re-saved for ONNX Runtime.
+
+    Returns:
+        The checked graph-only proto (tensors still point at ``path``'s folder), or ``None`` for a
+        model under the limit (load it with :func:`load_onnx`).
+
+    Raises:
+        InputError: As :func:`load_onnx`.
+    """
+    p = Path(path)
+    model = load_graph_only(p)
+    if external_tensor_bytes(model, p.parent) <= PROTO_LIMIT_BYTES:
+        return None
+    try:
+        onnx.checker.check_model(str(p))
+    except Exception as exc:
+        raise InputError(f"{p} failed the ONNX checker: {first_error_line(exc)}") from exc
+    return model
+
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bool = True, ort_load: bool = True,
               external_data: bool | None = None) -> Path:
     """Save ``model`` atomically, verified: nothing is left at ``path`` unless the file is valid.
@@ -123,10 +150,14 @@ def fits_protobuf(model: onnx.ModelProto, extra_bytes: int = 0) -> bool:
     """True when ``model`` (plus ``extra_bytes``) serializes under :data:`PROTO_LIMIT_BYTES`.
 
     Protobuf's C implementation refuses even to compute the size of a message over 2 GB
-    (``EncodeError``), which is an answer too.
+    (``EncodeError``), which is an answer too. ``ByteSize`` serializes the whole message (seconds and
+    a transient copy of a multi-GB model), so the in-memory tensor payloads (read from their dims,
+    never copied) are summed first: over the limit they answer alone.
     """
     from google.protobuf.message import EncodeError
 
+    if inline_tensor_bytes(model) + extra_bytes > PROTO_LIMIT_BYTES:
+        return False
     try:
         return model.ByteSize() + extra_bytes <= PROTO_LIMIT_BYTES
     except EncodeError:
@@ -196,11 +227,8 @@ def save_with_external_data(model: onnx.ModelProto, dest: Path, *, check: bool, 
     """Write ``dest`` + ``dest.name + '.data'`` atomically: both go to a temp folder, are verified, then renamed.
 
     The data file is renamed first, then the ``.onnx``, so a reader never sees a model whose data
-    is missing. ``model``'s tensors are converted to external references by onnx's helper and read
-    back into memory afterwards, so the caller's proto is unchanged.
+    is missing. The caller's proto is unchanged (:func:`trtopt.onnx.external.write_external_data`).
     """
-    from onnx.external_data_helper import convert_model_to_external_data
-
     if dest.is_dir():
         raise InputError(f"cannot write {dest}: it is a directory")
     location = dest.name + ".data"
@@ -210,13 +238,10 @@ def save_with_external_data(model: onnx.ModelProto, dest: Path, *, check: bool, 
     except OSError as exc:
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     try:
-        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024,
-                                       convert_attribute=True)  # Constant-node weights (Paddle) too
-        try:
-            onnx.save(model, str(tmpdir / dest.name))
-        finally:  # put the tensors back into the caller's proto whatever happened
-            if (tmpdir / location).is_file():
-                load_external_tensors(model, tmpdir)
+        if uses_external_data(model):  # tensors already pointing at files: onnx's helper moves them
+            _save_converted(model, tmpdir, dest.name, location)
+        else:  # the usual case: written tensor by tensor, the caller's proto untouched (no read-back copy)
+            onnx.save(write_external_data(model, tmpdir, location), str(tmpdir / dest.name))
         verify_onnx_file(tmpdir / dest.name, check=check, ort_load=ort_load, label=str(dest), domains=_domains(model))
         umask = os.umask(0)
         os.umask(umask)
@@ -229,6 +254,18 @@ def save_with_external_data(model: onnx.ModelProto, dest: Path, *, check: bool, 
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return dest
+
+def _save_converted(model: onnx.ModelProto, folder: Path, name: str, location: str) -> None:
+    """Save with onnx's own external-data helper; ``model``'s tensors are read back afterwards (it is unchanged)."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024,
+                                   convert_attribute=True)  # Constant-node weights (Paddle) too
+    try:
+        onnx.save(model, str(folder / name))
+    finally:  # put the tensors back into the caller's proto whatever happened
+        if (folder / location).is_file():
+            load_external_tensors(model, folder)
 
 def model_hash(model: onnx.ModelProto, serialized: bytes | None = None) -> str:
     """SHA-256 identifying a model's content, also for models too large to serialize.

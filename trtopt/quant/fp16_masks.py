@@ -32,12 +32,31 @@ _MASK_PASS = {"Add": (0, 1), "Sub": (0,), "Where": (1, 2), "Min": (0, 1, 2, 3), 
 _MASK_SINKS = {"Softmax", "LogSoftmax"}
 
 
+def _abs_stats(a: np.ndarray, block: int = 1 << 22) -> tuple[bool, float, float]:
+    """``(any NaN, max |a|, max a)`` of a non-empty array, read in blocks of ``block`` elements.
+
+    Floats are reduced in their own type (abs and max are exact, so the figures equal float64's),
+    so a 1 GB float32 weight needs no 2 GB float64 copy and no full-size ``abs`` temporary.
+    """
+    flat = np.asarray(a).reshape(-1)
+    if flat.dtype.kind != "f":
+        flat = flat.astype(np.float64)
+    nan, peak, top = False, 0.0, -float("inf")
+    for i in range(0, flat.size, block):
+        c = flat[i:i + block]
+        if np.isnan(c).any():
+            nan = True
+            continue
+        peak, top = max(peak, float(np.abs(c).max())), max(top, float(c.max()))
+    return nan, peak, top
+
+
 def max_abs_or_inf(a: np.ndarray) -> float:
     """Max |a| with NaN counted as infinite (a NaN weight is as broken in FP16 as an overflowing one)."""
-    if not a.size:
+    if not np.size(a):
         return 0.0
-    a = np.asarray(a, np.float64)
-    return float("inf") if np.isnan(a).any() else float(np.abs(a).max())
+    nan, peak, _ = _abs_stats(a)
+    return float("inf") if nan else peak
 
 
 def mask_constants(model: onnx.ModelProto, init_max: float = 65504.0) -> dict[str, float]:
@@ -59,10 +78,13 @@ def mask_constants(model: onnx.ModelProto, init_max: float = 65504.0) -> dict[st
     for c in iter_constants(model):
         if c.graph_path or c.data_type != F32:
             continue
-        a = np.asarray(c.array, np.float64)
-        if not a.size or np.isnan(a).any() or max_abs_or_inf(a) <= init_max:
+        if not np.size(c.array):
             continue
-        if a.max() > init_max:  # only very negative entries may overflow in a mask
+        nan, peak, top = _abs_stats(c.array)
+        c.release()  # decoded once per constant, not kept (a multi-GB weight)
+        if nan or peak <= init_max:
+            continue
+        if top > init_max:  # only very negative entries may overflow in a mask
             continue
         if _reaches_softmax(c.name, cons, outputs):
             found[c.name] = MASK_FILL

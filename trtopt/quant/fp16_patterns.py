@@ -230,6 +230,7 @@ def _block_level(g: onnx.GraphProto, path: str, visible: Mapping[str, ConstantRe
     for name, c in consts.items():
         if c.data_type == F32 and name not in masks:
             mx = max_abs_or_inf(c.array)
+            c.release()  # the rules below read only small constants: a weight is not kept decoded
             if mx > cfg.init_max:
                 big[name] = mx
     regs = [re.compile(p) for p in cfg.node_block_list]

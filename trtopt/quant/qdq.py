@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -33,8 +34,9 @@ from onnx import helper, numpy_helper
 from trtopt.calib.table import CalibrationTable
 from trtopt.errors import ConfigError, InputError
 from trtopt.log import get_logger
+from trtopt.onnx.external import model_hash_on_disk
 from trtopt.onnx.graph import GraphIndex, NameGen, as_model, opset_of, producers
-from trtopt.onnx.io import model_hash
+from trtopt.onnx.io import load_graph_over_limit, model_hash
 from trtopt.onnx.ops import WEIGHTED_OPS
 from trtopt.onnx.rewrite import drop_unused, upgrade_opset
 from trtopt.placement import residual_skip_inputs, weight_axis
@@ -83,7 +85,10 @@ def prepare_for_qdq(model: str | os.PathLike[str] | onnx.ModelProto) -> Prepared
     """Load (when needed) and prepare ``model`` once for :func:`quantize_qdq`."""
     src = as_model(model)
     prepared, notes = prepare_model(src)
-    return PreparedModel(src, prepared, tuple(notes), model_hash(prepared))
+    graph = None if prepared is not src or isinstance(model, onnx.ModelProto) else load_graph_over_limit(model)
+    # over 2 GB: hashed from the file (the same hash; no copy of the weights in protobuf's arena)
+    digest = model_hash(prepared) if graph is None else model_hash_on_disk(graph, Path(model).parent)
+    return PreparedModel(src, prepared, tuple(notes), digest)
 
 
 def _excluded(node: onnx.NodeProto, cfg: QuantizeConfig) -> bool:
@@ -136,8 +141,7 @@ class _Inserter:
         bshape = [1] * weight.ndim
         if axis is not None:
             bshape[axis] = -1
-        # Same arithmetic as QuantizeLinear: round half to even, saturate to [-128, 127].
-        q = np.clip(np.rint(weight.astype(np.float64) / scale.reshape(bshape)), -128, 127).astype(np.int8)
+        q = _int8(weight, scale.reshape(bshape))
         q_name, s_name = self.names(f"{base}_int8"), self.names(f"{base}_scale")
         z_name, dq_out = self.names(f"{base}_zero_point"), self.names(f"{base}_dequantized")
         self.g.initializer.extend([numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, s_name),
@@ -161,6 +165,28 @@ class _Inserter:
             new[:0] = rest
         del self.g.node[:]
         self.g.node.extend(new)
+
+
+def _int8(weight: np.ndarray, scale: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+    """``clip(rint(weight / scale), -128, 127)`` as int8, in float64 like QuantizeLinear (round half to even).
+
+    Computed over blocks of ``weight``'s leading axis (about ``block`` elements each): elementwise,
+    so the result is the same as one pass, while the float64 temporaries stay a few MB instead of
+    4x the weight (a 1 GB float32 weight would need 2 GB per float64 temporary).
+    """
+    out = np.empty(weight.shape, np.int8)
+    if weight.ndim == 0 or weight.size == 0:
+        out[...] = np.clip(np.rint(weight.astype(np.float64) / scale), -128, 127)
+        return out
+    rows = max(1, block // max(1, weight.size // weight.shape[0]))
+    for i in range(0, weight.shape[0], rows):
+        s = scale[i:i + rows] if scale.ndim and scale.shape[0] > 1 else scale
+        r = weight[i:i + rows].astype(np.float64)
+        np.divide(r, s, out=r)
+        np.rint(r, out=r)
+        np.clip(r, -128, 127, out=r)
+        out[i:i + rows] = r
+    return out
 
 
 def _activation_amax(table: CalibrationTable, name: str, cfg: QuantizeConfig) -> np.ndarray | None:
@@ -248,8 +274,11 @@ def quantize_qdq(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel
     cfg = config or QuantizeConfig()
     prep = model if isinstance(model, PreparedModel) else prepare_for_qdq(model)
     src, prepared, notes = prep.source, prep.model, list(prep.notes)
-    m = onnx.ModelProto()
-    m.CopyFrom(prepared)
+    if isinstance(model, (onnx.ModelProto, PreparedModel)):  # the caller's model is never changed
+        m = onnx.ModelProto()
+        m.CopyFrom(prepared)
+    else:  # loaded here from a path: nobody else holds it (no second copy of a multi-GB model)
+        m = prepared
     opset = opset_of(m)
     names = {t for g0 in (src.graph, m.graph) for n in g0.node for t in list(n.input) + list(n.output)}
     names |= {i.name for i in m.graph.input}

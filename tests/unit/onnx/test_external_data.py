@@ -17,7 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import trtopt.onnx.io as onnx_io
+from _helpers.external_data import write_external_data_model
 from trtopt.cli.main import main
+from trtopt.onnx.external import external_tensor_bytes, inline_tensor_bytes, model_hash_on_disk
 from trtopt.onnx.io import load_onnx, save_onnx, uses_external_data
 
 F32 = TensorProto.FLOAT
@@ -76,53 +78,109 @@ def test_missing_external_data_is_one_clear_error(tmp_path):
         load_onnx(src)
 
 
-def _write_external_data_model(path, dim: int, value: float):
-    """``y = (x @ w1) @ w2`` with two ``[dim, dim]`` float32 weights filled with ``value``, stored as external data.
+def _mixed_model(dim: int = 16) -> onnx.ModelProto:
+    """An MLP whose tensors are big (external) and small (kept inline by the save), initializers and a Constant."""
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.standard_normal((dim, 64)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(64).astype(np.float32) * 0.1, "b")  # 256 bytes: inline
+    c = helper.make_node("Constant", [], ["w2"], name="c2", value=numpy_helper.from_array(
+        rng.standard_normal((64, 8)).astype(np.float32), "w2"))
+    nodes = [c, helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", F32, ["N", dim])],
+                          [helper.make_tensor_value_info("y", F32, ["N", 8])], [w, b])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
-    The weights are written straight to ``<path>.data`` (one block in memory at a time) and the model
-    only points at them, so making a 2 GB model costs seconds and one weight's memory.
-    """
-    block = np.full((dim, dim), value, np.float32)
-    data = path.with_name(path.name + ".data")
-    with open(data, "wb") as f:
-        for _ in range(2):
-            block.tofile(f)
-    del block
-    inits = []
-    for i, name in enumerate(("w1", "w2")):
-        t = TensorProto(name=name, data_type=F32, dims=(dim, dim), data_location=TensorProto.EXTERNAL)
-        for key, val in (("location", data.name), ("offset", str(i * dim * dim * 4)), ("length", str(dim * dim * 4))):
-            t.external_data.add(key=key, value=val)
-        inits.append(t)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-             helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]
-    g = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", F32, ["N", dim])],
-                          [helper.make_tensor_value_info("y", F32, ["N", dim])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+
+def test_calibration_over_the_limit_reads_no_weight_and_matches_the_loaded_model(tmp_path, monkeypatch):
+    """Over the limit the weights stay on disk, and the table (ranges, hash) is the one of the loaded model."""
+    from onnx import external_data_helper
+
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+
+    src = save_onnx(_mixed_model(), tmp_path / "m.onnx", external_data=True)
+    monkeypatch.setattr(onnx_io, "PROTO_LIMIT_BYTES", 200)
+    x = np.random.default_rng(3).standard_normal((32, 16)).astype(np.float32)
+    loaded = load_onnx(src)
+    cfg = CalibrationConfig(method="minmax")
+    expected = calibrate(loaded, NumpySource({"x": x}), cfg).to_dict()  # weights in memory (the reference)
+    reads = []
+    real_read = external_data_helper._read_external_data_bytes
+    monkeypatch.setattr(external_data_helper, "_read_external_data_bytes",
+                        lambda t, d: reads.append(t.name) or real_read(t, d))
+    got = calibrate(src, NumpySource({"x": x}), cfg).to_dict()
+    assert reads == []  # no tensor was read into this process
+    assert got["model_hash"].startswith("ext:") and got == expected
+    assert model_hash_on_disk(onnx.load(str(src), load_external_data=False), tmp_path) == \
+        onnx_io.model_hash(loaded)
+
+
+def test_tensor_payload_from_dims_decides_the_size_check(monkeypatch):
+    """The in-memory tensor bytes, counted from dims, and ``fits_protobuf`` on either side of the limit."""
+    m = _model()
+    payload = 4 * (16 * 64 + 64 * 4)
+    assert inline_tensor_bytes(m) == payload
+    monkeypatch.setattr(onnx_io, "PROTO_LIMIT_BYTES", payload - 1)
+    assert not onnx_io.fits_protobuf(m)
+    monkeypatch.setattr(onnx_io, "PROTO_LIMIT_BYTES", m.ByteSize())
+    assert onnx_io.fits_protobuf(m)
 
 
 @pytest.mark.slow
 def test_real_model_over_2gb_calibrates_and_converts(tmp_path):
-    """A real 2.1 GB model: calibrate (augmented model by path), quantize and FP16 save as external data."""
+    """A real 2.1 GB model: calibrate (weights memory-mapped by ONNX Runtime), quantize and FP16, saved and run.
+
+    Each stage's own checks are the proof of validity: ``save_onnx`` passes every file through the
+    full checker and ONNX Runtime (by path) before it exists; the test adds the numbers.
+    """
     from trtopt.calib import CalibrationConfig, NumpySource, calibrate
     from trtopt.quant import QuantizeConfig, convert_fp16, quantize_qdq
 
     dim = 1 << 14  # two 16384 x 16384 float32 weights = 2.15 GB
-    src = _write_external_data_model(tmp_path / "big.onnx", dim, 1e-4)
-    assert (tmp_path / "big.onnx.data").stat().st_size >= 2**31
-    onnx.checker.check_model(str(src), full_check=True)
-    m = load_onnx(src)
-    assert not onnx_io.fits_protobuf(m)
-    del m
-    x = np.ones((2, dim), np.float32)
+    src = write_external_data_model(tmp_path / "big.onnx", dim, 1e-4)
+    # over protobuf's limit by its weights alone (read from the file's tensor entries, not loaded)
+    assert external_tensor_bytes(onnx.load(str(src), load_external_data=False), tmp_path) >= 2**31
+    x = np.ones((1, dim), np.float32)
     table = calibrate(src, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    # ranges of the real data flow: x is 1, h = x @ w1 = dim * 1e-4 per element (ONNX Runtime ran the graph)
     assert table.amax["x"] == 1.0 and table.amax["h"] == pytest.approx(dim * 1e-4, rel=1e-3)
+    assert table.model_hash.startswith("ext:")  # hashed tensor by tensor: the model cannot be serialized
     q = save_onnx(quantize_qdq(src, table, QuantizeConfig()).model, tmp_path / "q.onnx")
-    assert (tmp_path / "q.onnx.data").is_file()
-    f = convert_fp16(src).model
-    assert save_onnx(f, tmp_path / "f.onnx") == tmp_path / "f.onnx"
+    assert (tmp_path / "q.onnx.data").is_file()  # float weights behind Q/DQ: still over 2 GB, external data
+    f = save_onnx(convert_fp16(src).model, tmp_path / "f.onnx")
     assert not (tmp_path / "f.onnx.data").exists()  # FP16 halves it below 2 GB: a single file
-    del f
-    out = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})[0]
-    np.testing.assert_allclose(out, (dim * 1e-4) * dim * 1e-4, rtol=0.02)
+    # the saved models compute y = (x @ w1) @ w2 = dim^2 * 1e-8 per element in ONNX Runtime
+    for path, rtol in ((q, 0.02), (f, 2e-3)):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], dim * dim * 1e-8, rtol=rtol, err_msg=path.name)
+        del sess
+
+
+def test_models_from_a_path_over_the_limit_equal_those_from_the_caller_s_proto(tmp_path, monkeypatch):
+    """The path route (weights owned, hashed from disk, no copy) writes byte-identical Q/DQ and FP16 models."""
+    from trtopt.calib import CalibrationConfig, NumpySource, calibrate
+    from trtopt.quant import QuantizeConfig, convert_fp16, quantize_qdq
+
+    src = save_onnx(_mixed_model(), tmp_path / "m.onnx", external_data=True)
+    monkeypatch.setattr(onnx_io, "PROTO_LIMIT_BYTES", 200)
+    x = np.random.default_rng(4).standard_normal((32, 16)).astype(np.float32)
+    table = calibrate(src, NumpySource({"x": x}), CalibrationConfig(method="minmax"))
+    loaded = load_onnx(src)
+    before = loaded.SerializeToString()
+    q_path, q_proto = (quantize_qdq(m, table, QuantizeConfig()).model for m in (src, loaded))
+    f_path, f_proto = convert_fp16(src).model, convert_fp16(loaded).model
+    assert loaded.SerializeToString() == before  # the caller's proto is never changed
+    assert q_path.SerializeToString() == q_proto.SerializeToString()
+    assert f_path.SerializeToString() == f_proto.SerializeToString()
+
+
+def test_int8_weights_in_blocks_equal_one_pass():
+    """Blocked INT8 rounding gives the bits of the one-pass float64 formula, per tensor and per channel."""
+    from trtopt.quant.qdq import _int8
+
+    w = (np.random.default_rng(5).standard_normal((37, 5, 3)) * 3).astype(np.float32)
+    w[0, 0, 0], w[1, 0, 0] = 0.5 * 0.02, 1e6  # a tie (round half to even) and a saturated value
+    for scale in (np.float32(0.02).reshape(1, 1, 1), (np.arange(1, 38, dtype=np.float32) / 50).reshape(-1, 1, 1),
+                  (np.arange(1, 6, dtype=np.float32) / 50).reshape(1, -1, 1)):
+        ref = np.clip(np.rint(w.astype(np.float64) / scale), -128, 127).astype(np.int8)
+        np.testing.assert_array_equal(_int8(w, scale, block=16), ref)

@@ -139,7 +139,7 @@ def test_ppocr_rec_with_qdq_is_sized_through_every_attention_block():
     src = _ppocr_rec()
     x = np.random.default_rng(0).random((2, 3, 48, 320), dtype=np.float32)
     table = calibrate(str(src), NumpySource({"x": x}), CalibrationConfig(method="minmax"))
-    q = quantize_qdq(str(src), table, QuantizeConfig(fidelity_guard=False))
+    q = quantize_qdq(str(src), table, QuantizeConfig(fidelity_guard=False)).model
     shapes = {"x": (1, 3, 48, 320)}
     qdq, fp32 = mac_share(q, shapes), mac_share(onnx.load(src), shapes)
     assert qdq.unshaped == () and qdq.total_macs == fp32.total_macs  # Q/DQ changes no MAC
