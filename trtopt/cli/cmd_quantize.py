@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtopt.cli.args import add_model_arg, add_regression_output_arg
+from trtopt.cli.args import add_model_arg, add_regression_output_arg, add_repair_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "samples) and keeps the most sensitive layers in float until it holds; this flag writes "
                         "the all-INT8 model instead")
     add_regression_output_arg(s)
+    add_repair_arg(p)
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
@@ -74,7 +75,10 @@ def _table(path: Path, model):
 
 
 def _check(args: argparse.Namespace) -> None:
+    from trtopt.cli.args import parse_repair
     from trtopt.errors import ConfigError
+
+    args.repair = None if args.repair is None else parse_repair(args.repair)
 
     if args.fp16 and (args.calib or args.fp16_rest):
         raise ConfigError("--fp16 converts to FP16 only; use --calib with --fp16-rest for INT8 + FP16")
@@ -93,12 +97,13 @@ def _check(args: argparse.Namespace) -> None:
         *((args.fp16 and bool(given), f"{name} applies to INT8 quantization (--calib), not to --fp16")
           for name, given in (("--exclude-op-type", args.exclude_op_type), ("--per-tensor-weights",
                               args.per_tensor_weights), ("--no-fidelity-guard", args.no_fidelity_guard),
+                              ("--repair", args.repair),
                               ("--regression-output", args.regression_output))),
         *((budget and bool(given), f"{name} does not apply with --max-accuracy-drop (the budget measures on --eval, "
                                    "not with the fidelity guard): drop one of them")
           for name, given in (("--calib-data", args.calib_data), ("--static-input", args.static_input),
                               ("--no-fidelity-guard", args.no_fidelity_guard),
-                              ("--regression-output", args.regression_output))),
+                              ("--regression-output", args.regression_output), ("--repair", args.repair))),
         (args.report is not None and not budget, "--report writes the accuracy-budget report: it needs "
                                                  "--max-accuracy-drop and --eval"),
     ])
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     table = _table(args.calib, model)
     cfg = QuantizeConfig(exclude=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
                          per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest,
-                         smoothquant_alpha=args.smoothquant, fidelity_guard=not args.no_fidelity_guard)
+                         smoothquant_alpha=args.smoothquant, fidelity_guard=not args.no_fidelity_guard,
+                         **({} if args.repair is None else {"repair": args.repair}))
     if args.max_accuracy_drop is not None:
         feeds, labels, static = _load_npz(args.eval, model)
         from trtopt.calib.source import model_input_specs, validate_batch
@@ -181,7 +187,7 @@ def _guard_data(args: argparse.Namespace, table, model):
     if not static and rec is not None:
         static = tuple(rec.get("static", ()))
     if path is None:
-        if args.no_fidelity_guard:
+        if args.no_fidelity_guard and not args.repair:
             return None
         log = logging.getLogger("trtopt.quantize")
         if rec is None:

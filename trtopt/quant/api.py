@@ -33,7 +33,8 @@ from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import FP16Config, QuantizeConfig
 from trtopt.quant.fp16 import convert_fp16
 from trtopt.quant.guard import GuardResult, guard_fidelity
-from trtopt.quant.qdq import quantize_qdq
+from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
+from trtopt.quant.repair import RepairResult, repair_qdq
 from trtopt.quant.summary import read_summary
 
 #: Samples per calibration batch for the FP16 ranges and the overflow preview (the first batch).
@@ -110,6 +111,7 @@ class QuantizeResult:
         budget: The accuracy-budget report (``None`` without a budget).
         fp16_reasons: Node -> why it stays FP32 (FP16 mode, and the rest of ``fp16_rest``).
         fp16_checked: Whether calibration data drove the FP16 data rule and overflow preview.
+        repair: What ``config.repair`` changed (``None`` when no repair ran).
     """
 
     model: onnx.ModelProto
@@ -118,6 +120,7 @@ class QuantizeResult:
     budget: BudgetResult | None = None
     fp16_reasons: dict[str, str] = field(default_factory=dict)
     fp16_checked: bool = False
+    repair: RepairResult | None = None
 
 
 def fp16_ranges(model: str | os.PathLike[str] | onnx.ModelProto, data: CalibData) -> dict[str, float]:
@@ -152,7 +155,9 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
 
     INT8: with ``budget``, :func:`~trtopt.quant.budget.apply_accuracy_budget` on its data; else, with
     ``data`` and ``config.fidelity_guard``, :func:`~trtopt.quant.guard.guard_fidelity` on ``data``
-    (against ``tolerance``); else :func:`~trtopt.quant.qdq.quantize_qdq`. With ``fp16_rest`` and
+    (against ``tolerance``); else :func:`~trtopt.quant.qdq.quantize_qdq`. With ``data``, the repairs
+    of ``config.repair`` (:mod:`trtopt.quant.repair`) are applied before the guard judges the model
+    (the accuracy budget does not apply them). With ``fp16_rest`` and
     ``data``, the FP16 data rule uses the ranges of every float tensor measured on ``data``
     (:func:`fp16_ranges`), not the table's ranges of quantizable tensors only.
     FP16: :func:`~trtopt.quant.fp16.convert_fp16` with ranges and the overflow preview from ``data``.
@@ -188,5 +193,10 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
                              static=data.static, progress=say)
-        return _result(res.model, checked=ranges is not None, guard=res)
-    return _result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None)
+        return _result(res.model, checked=ranges is not None, guard=res, repair=res.repair)
+    if data is None or not config.repair:
+        return _result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None)
+    prep = prepare_for_qdq(model)
+    out = quantize_qdq(prep, table, config, fp16_ranges=ranges)
+    rep = repair_qdq(out, prep.model, data.inputs, config.repair, static=data.static)
+    return _result(out, checked=ranges is not None, repair=rep)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from trtopt.errors import ConfigError
 from trtopt.onnx.ops import WEIGHTED_OPS
 from trtopt.patterns import check_patterns, check_regexes, to_regex
+from trtopt.quant.repair import REPAIRS
 
 #: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16`.
 DEFAULT_FP16_BLOCK_OPS = (
@@ -73,6 +74,9 @@ class QuantizeConfig:
             fewest most-sensitive layers in float that meet the fidelity tolerance
             (:func:`trtopt.quant.guard.guard_fidelity`; applied by :func:`trtopt.quant.quantize`
             when it is given calibration data, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
+        repair: INT8 repairs applied to the Q/DQ model before the guard judges it, measured on the
+            calibration data (:mod:`trtopt.quant.repair`): ``"bias"`` = per-channel bias correction.
+            Applied by :func:`trtopt.quant.quantize` when it is given calibration data.
     """
 
     op_types: tuple[str, ...] = WEIGHTED_OPS
@@ -86,9 +90,10 @@ class QuantizeConfig:
     weight_storage: str = "float"
     smoothquant_alpha: float = 0.0
     fidelity_guard: bool = True
+    repair: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types"):
+        for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types", "repair"):
             val = getattr(self, f)
             if isinstance(val, str):
                 val = (val,)
@@ -103,6 +108,9 @@ class QuantizeConfig:
             raise ConfigError(f"quantize.weight_storage must be 'float' or 'int8', got '{self.weight_storage}'")
         if not self.min_amax > 0:
             raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
+        bad = [r for r in self.repair if r not in REPAIRS]
+        if bad:
+            raise ConfigError(f"quantize.repair takes {', '.join(REPAIRS)} (or none); got {', '.join(bad)}")
         if not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ConfigError(f"quantize.smoothquant_alpha must be in [0, 1] (0 = off), got {self.smoothquant_alpha}")
 

@@ -39,6 +39,7 @@ from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import prepare_for_qdq, quantize_qdq
+from trtopt.quant.repair import RepairResult, repair_qdq
 from trtopt.quant.sensitivity import keeping, output_error, quantized_layers, rank_layers
 
 log = get_logger(__name__)
@@ -77,6 +78,7 @@ class GuardResult:
         sensitivity: Node -> normalised output error when only that node is INT8 (measured only
             when the all-INT8 model missed the tolerance).
         fidelity: Per-output fidelity of ``model`` (see :func:`trtopt.benchmark.fidelity.fidelity`).
+        repair: What ``config.repair`` changed in ``model`` (``None``: no repair asked).
     """
 
     model: onnx.ModelProto
@@ -86,6 +88,7 @@ class GuardResult:
     kept_modules: list[str | None] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     fidelity: list[dict[str, Any]] = field(default_factory=list)
+    repair: RepairResult | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no model)."""
@@ -215,8 +218,10 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
 
     prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
     full = quantize_qdq(prep, table, cfg, fp16_ranges=fp16_ranges)
+    # each model judged here is repaired first (measured on it: a layer kept in float changes what follows it)
+    repaired = repair_qdq(full, prep.model, feeds, cfg.repair, batch_size, static) if cfg.repair else None
     bad, fids, _ = judge(full)
-    result = GuardResult(full, n, violations_all=bad, fidelity=fids)
+    result = GuardResult(full, n, violations_all=bad, fidelity=fids, repair=repaired)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
     layers = quantized_layers(full)
@@ -228,10 +233,13 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         lambda k, name: say(f"fidelity guard: sensitivity {k}/{len(layers)}: {name}"))
     order = list(result.sensitivity)
     tried: dict[int, tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]] = {}
+    repairs: dict[int, RepairResult] = {}
 
     def attempt(k: int) -> bool:
         if k not in tried:
             m = quantize_qdq(prep, table, keeping(cfg, order[:k]), fp16_ranges=fp16_ranges)
+            if cfg.repair:
+                repairs[k] = repair_qdq(m, prep.model, feeds, cfg.repair, batch_size, static)
             v, f, _ = judge(m)
             tried[k] = (m, v, f)
             say(f"fidelity guard: {k} layer(s) kept in float -> {'ok' if not v else '; '.join(v[:2])}")
@@ -253,6 +261,7 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
         else:
             lo = mid
     result.model, _, result.fidelity = tried[hi]
+    result.repair = repairs.get(hi, result.repair)
     result.kept_nodes = order[:hi]
     _relabel(result.model, {n: f"fidelity guard (sensitivity rank {k} of {len(order)})"
                             for k, n in enumerate(result.kept_nodes, 1)})
