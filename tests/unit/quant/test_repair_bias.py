@@ -85,3 +85,11 @@ def test_unknown_repair_is_refused(bad):
 def test_repair_names_are_a_tuple():
     assert QuantizeConfig(repair="bias").repair == ("bias",)
     assert QuantizeConfig().repair == ()
+
+
+def test_recipe_quantize_table_takes_the_repair_list():
+    from trtopt.recipe import recipe_from_dict
+
+    assert recipe_from_dict({"recipe": {"name": "r"}, "quantize": {"repair": ["bias"]}}).quantize.repair == ("bias",)
+    with pytest.raises(ConfigError, match="quantize.repair"):
+        recipe_from_dict({"recipe": {"name": "r"}, "quantize": {"repair": ["adaround"]}})
