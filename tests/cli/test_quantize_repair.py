@@ -42,4 +42,5 @@ def test_unknown_repair_is_one_line_and_a_nonzero_exit(tmp_path, capsys):
                str(tmp_path / "q.onnx")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "--repair" in err[0] and "adarond" in err[0]
+    assert "unrecognized" not in err[0] and "none" in err[0]  # names the accepted values
     assert not (tmp_path / "q.onnx").exists()
