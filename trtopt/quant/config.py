@@ -76,7 +76,7 @@ class QuantizeConfig:
             when it is given calibration data, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
         repair: INT8 repairs applied to the Q/DQ model before the guard judges it, measured on the
             calibration data (:mod:`trtopt.quant.repair`): ``"bias"`` = per-channel bias correction.
-            Applied by :func:`trtopt.quant.quantize` when it is given calibration data.
+            Applied by :func:`trtopt.quant.quantize` when it is given calibration data; not with ``fp16_rest``.
     """
 
     op_types: tuple[str, ...] = WEIGHTED_OPS
@@ -111,6 +111,9 @@ class QuantizeConfig:
         bad = [r for r in self.repair if r not in REPAIRS]
         if bad:
             raise ConfigError(f"quantize.repair takes {', '.join(REPAIRS)} (or none); got {', '.join(bad)}")
+        if self.repair and self.fp16_rest:
+            raise ConfigError("quantize.repair measures the INT8 model against FP32 with the same tensor names; it "
+                              "does not combine with fp16_rest: drop one of them")
         if not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ConfigError(f"quantize.smoothquant_alpha must be in [0, 1] (0 = off), got {self.smoothquant_alpha}")
 

@@ -82,6 +82,11 @@ def test_unknown_repair_is_refused(bad):
         QuantizeConfig(repair=bad)
 
 
+def test_repair_with_fp16_rest_is_refused():
+    with pytest.raises(ConfigError, match="fp16_rest"):
+        QuantizeConfig(repair=("bias",), fp16_rest=True)
+
+
 def test_repair_names_are_a_tuple():
     assert QuantizeConfig(repair="bias").repair == ("bias",)
     assert QuantizeConfig().repair == ()
