@@ -24,6 +24,7 @@ def test_repair_bias_writes_a_model_with_corrected_biases(tmp_path, capsys):
     rc = main(["quantize", str(path), "--calib", str(table), "--calib-data", str(tmp_path / "d.npz"),
                "--no-fidelity-guard", "--repair", "bias", "--out", str(out)])
     assert rc == 0
+    assert "repair: bias correction on 2 INT8 layer(s)" in capsys.readouterr().err
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
     make_session(str(out))

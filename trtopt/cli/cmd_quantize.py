@@ -163,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
                        progress=status.update if err.is_terminal else _line(err))
     if res.guard is not None:
         _print_guard(err, res.guard)
+    if res.repair is not None and res.repair.bias is not None:
+        b = res.repair.bias
+        err.print(f"repair: bias correction on {len(b.corrected)} INT8 layer(s)"
+                  + (f", {len(b.skipped)} without a correctable bias" if b.skipped else ""), markup=False)
     _print_summary(err, res.summary)
     print(save_onnx(res.model, args.out))
     return 0
