@@ -226,11 +226,19 @@ def _fidelity_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _generic_notes(data: dict[str, Any]) -> list[str]:
+    """One line per output judged generically, with why (the notice is per output, not per row)."""
+    seen: dict[str, str] = {}
+    for v in data["variants"]:
+        for out, f in (v.get("fidelity") or {}).items():
+            if f.get("kind") == "generic":
+                seen.setdefault(out, f.get("kind_reason", "generic"))
+    return [f"Output `{out}`: {why}." for out, why in seen.items()]
+
+
 def _kind_note(f: Mapping[str, Any]) -> str:
-    """``[kind: task metrics] `` of an output judged by its task, the not-recognized notice, or ``""``."""
-    if f.get("kind") == "generic":
-        return f"[{f.get('kind_reason', 'generic')}] "
-    if not f.get("kind"):
+    """``[kind: task metrics] `` of an output judged by its task, else ``""`` (see :func:`_generic_notes`)."""
+    if not f.get("kind") or f.get("kind") == "generic":
         return ""
     task = ", ".join(f"{k} {fmt_num(v, 2)}" for k, v in (f.get("task") or {}).items() if v is not None)
     return f"[{f['kind']}: {task}] "
@@ -323,6 +331,8 @@ def render_markdown(report: Any, plots: Mapping[str, Path] | None = None, plot_n
                   f"variant outside its tolerance; {NOT_JUDGED} a variant whose fidelity to the model it is compared "
                   "with is reported, not checked (a pruned FP32 model is a different model than the dense one: its "
                   "accuracy says whether pruning worked; `--reference VARIANT=none`).", ""]
+        notes = _generic_notes(data)
+        lines += [*notes, ""] if notes else []
     lines += ["## Environment", "", *_env_lines(data.get("environment") or {}), ""]
     pngs = {k: p for k, p in (plots or {}).items() if str(p).endswith(".png")}
     if pngs or plot_note:

@@ -91,3 +91,29 @@ def parse_percent(text: str, what: str) -> float:
         return float(text.strip().rstrip("%"))
     except ValueError:
         raise ConfigError(f"{what} must be a number or percentage, got '{text}'") from None
+
+
+def add_repair_arg(parser: argparse.ArgumentParser) -> None:
+    """Add the ``INT8 repair`` group: ``--repair LIST|none`` (see :func:`parse_repair`)."""
+    g = parser.add_argument_group("INT8 repair")
+    g.add_argument("--repair", default=None, metavar="LIST|none",
+                   help="repairs applied to the INT8 model before the fidelity guard keeps layers in float, "
+                        "measured on the calibration data: comma-separated from 'bias' (per-channel bias "
+                        "correction), or 'none'; default: the recipe's / config's")
+
+
+def parse_repair(text: str) -> tuple[str, ...]:
+    """Parse ``--repair``: ``"bias"`` -> ``("bias",)``; ``"none"`` -> ``()``.
+
+    Raises:
+        ConfigError: An empty list or an unknown repair name (one line listing the known ones).
+    """
+    from trtopt.quant.repair import REPAIRS
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if names == ("none",):
+        return ()
+    bad = [n for n in names if n not in REPAIRS]
+    if not names or bad:
+        raise ConfigError(f"--repair takes a comma-separated list of {', '.join(REPAIRS)}, or none; got '{text}'")
+    return names

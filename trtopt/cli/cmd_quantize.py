@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtopt.cli.args import add_model_arg, add_output_kind_arg, add_regression_output_arg
+from trtopt.cli.args import add_model_arg, add_output_kind_arg, add_regression_output_arg, add_repair_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "layers in float until it holds; this flag writes the all-INT8 model instead")
     add_regression_output_arg(s)
     add_output_kind_arg(s)
+    add_repair_arg(p)
     b = p.add_argument_group("Accuracy budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="allowed drop in points (top-1 %% with labels, else 100 x (1 - cosine to FP32))")
@@ -78,7 +79,10 @@ def _table(path: Path, model):
 
 
 def _check(args: argparse.Namespace) -> None:
+    from trtopt.cli.args import parse_repair
     from trtopt.errors import ConfigError
+
+    args.repair = None if args.repair is None else parse_repair(args.repair)
 
     if args.fp16 and (args.calib or args.fp16_rest):
         raise ConfigError("--fp16 converts to FP16 only; use --calib with --fp16-rest for INT8 + FP16")
@@ -102,13 +106,13 @@ def _check(args: argparse.Namespace) -> None:
           for name, given in (("--exclude-op-type", args.exclude_op_type), ("--per-tensor-weights",
                               args.per_tensor_weights), ("--no-fidelity-guard", args.no_fidelity_guard),
                               ("--regression-output", args.regression_output),
-                              ("--output-kind", args.output_kind))),
+                              ("--output-kind", args.output_kind), ("--repair", args.repair))),
         *((budget and bool(given), f"{name} does not apply with --max-accuracy-drop (the budget measures on --eval, "
                                    "not with the fidelity guard): drop one of them")
           for name, given in (("--calib-data", args.calib_data), ("--static-input", args.static_input),
                               ("--no-fidelity-guard", args.no_fidelity_guard),
                               ("--regression-output", args.regression_output),
-                              ("--output-kind", args.output_kind))),
+                              ("--output-kind", args.output_kind), ("--repair", args.repair))),
         (args.no_fidelity_guard and bool(args.output_kind), "--output-kind tells the fidelity guard how to judge "
                                                             "an output: it does not apply with --no-fidelity-guard"),
         (args.report is not None and not budget, "--report writes the accuracy-budget report: it needs "
@@ -148,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     table = _table(args.calib, model)
     cfg = QuantizeConfig(exclude=tuple(args.exclude), exclude_op_types=tuple(args.exclude_op_type),
                          per_channel=not args.per_tensor_weights, fp16_rest=args.fp16_rest,
-                         smoothquant_alpha=args.smoothquant, fidelity_guard=not args.no_fidelity_guard)
+                         smoothquant_alpha=args.smoothquant, fidelity_guard=not args.no_fidelity_guard,
+                         **({} if args.repair is None else {"repair": args.repair}))
     if args.max_accuracy_drop is not None:
         feeds, labels, static = _load_npz(args.eval, model)
         from trtopt.calib.source import model_input_specs, validate_batch
@@ -180,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
                        kinds=parse_output_kinds(args.output_kind), eval_inputs=held)
     if res.guard is not None:
         _print_guard(err, res.guard)
+    if res.repair is not None and res.repair.bias is not None:
+        b = res.repair.bias
+        err.print(f"repair: bias correction on {len(b.corrected)} INT8 layer(s)"
+                  + (f", {len(b.skipped)} without a correctable bias" if b.skipped else ""), markup=False)
     _print_summary(err, res.summary, res.mac_share)
     print(save_onnx(res.model, args.out))
     return 0
@@ -204,7 +213,7 @@ def _guard_data(args: argparse.Namespace, table, model):
     if not static and rec is not None:
         static = tuple(rec.get("static", ()))
     if path is None:
-        if args.no_fidelity_guard:
+        if args.no_fidelity_guard and not args.repair:
             return None
         log = logging.getLogger("trtopt.quantize")
         if rec is None:

@@ -34,7 +34,8 @@ from trtopt.quant.budget import BudgetResult, apply_accuracy_budget
 from trtopt.quant.config import FP16Config, QuantizeConfig
 from trtopt.quant.fp16 import FP16Result, convert_fp16
 from trtopt.quant.guard import GuardResult, guard_fidelity
-from trtopt.quant.qdq import QdqResult, quantize_qdq
+from trtopt.quant.qdq import QdqResult, prepare_for_qdq, quantize_qdq
+from trtopt.quant.repair import RepairResult, repair_qdq
 from trtopt.quant.summary import QdqSummary
 
 #: Samples per calibration batch for the FP16 ranges and the overflow preview (the first batch).
@@ -93,6 +94,7 @@ class QuantizeResult:
         mac_share: INT8 share of the weighted ops' MACs (INT8 mode; at one sample of the calibration
             data, else the graph's opt shapes: :func:`trtopt.macshare.model_mac_share`).
         fp16_preview: The FP16 overflow preview's outcome (``"<n> samples, no overflow"``; FP16 mode with data).
+        repair: What ``config.repair`` changed (``None`` when no repair ran).
     """
 
     model: onnx.ModelProto
@@ -103,6 +105,7 @@ class QuantizeResult:
     fp16_checked: bool = False
     mac_share: MacShare | None = None
     fp16_preview: str | None = None
+    repair: RepairResult | None = None
 
 
 def _with_share(res: QuantizeResult, data: CalibData | None) -> QuantizeResult:
@@ -144,7 +147,9 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
 
     INT8: with ``budget``, :func:`~trtopt.quant.budget.apply_accuracy_budget` on its data; else, with
     ``data`` and ``config.fidelity_guard``, :func:`~trtopt.quant.guard.guard_fidelity` on ``data``
-    (against ``tolerance``); else :func:`~trtopt.quant.qdq.quantize_qdq`. With ``fp16_rest`` and
+    (against ``tolerance``); else :func:`~trtopt.quant.qdq.quantize_qdq`. With ``data``, the repairs
+    of ``config.repair`` (:mod:`trtopt.quant.repair`) are applied before the guard judges the model
+    (the accuracy budget does not apply them). With ``fp16_rest`` and
     ``data``, the FP16 data rule uses the ranges of every float tensor measured on ``data``
     (:func:`fp16_ranges`), not the table's ranges of quantizable tensors only.
     FP16: :func:`~trtopt.quant.fp16.convert_fp16` with ranges and the overflow preview from ``data``.
@@ -183,6 +188,11 @@ def quantize(model: str | os.PathLike[str] | onnx.ModelProto, table: Calibration
     if data is not None and config.fidelity_guard:
         res = guard_fidelity(model, table, data.inputs, config, tolerance=tolerance, fp16_ranges=ranges,
                              static=data.static, progress=say, kinds=kinds, eval_inputs=eval_inputs)
-        return _with_share(_result(res.qdq, checked=ranges is not None, guard=res), data)
-    return _with_share(_result(quantize_qdq(model, table, config, fp16_ranges=ranges), checked=ranges is not None),
-                       data)
+        return _with_share(_result(res.qdq, checked=ranges is not None, guard=res, repair=res.repair), data)
+    if data is None or not config.repair:
+        return _with_share(_result(quantize_qdq(model, table, config, fp16_ranges=ranges),
+                                   checked=ranges is not None), data)
+    prep = prepare_for_qdq(model)
+    out = quantize_qdq(prep, table, config, fp16_ranges=ranges)
+    rep = repair_qdq(out.model, prep.model, data.inputs, config.repair, static=data.static)
+    return _with_share(_result(out, checked=ranges is not None, repair=rep), data)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from trtopt.errors import ConfigError
 from trtopt.onnx.ops import WEIGHTED_OPS
 from trtopt.patterns import check_patterns, check_regexes, to_regex
+from trtopt.quant.repair import REPAIRS
 
 #: Precision-sensitive ops kept in FP32 by :func:`trtopt.quant.convert_fp16`.
 DEFAULT_FP16_BLOCK_OPS = (
@@ -76,6 +77,9 @@ class QuantizeConfig:
         sensitivity: How the guard and the accuracy budget rank layers (:mod:`trtopt.quant.sensitivity`):
             ``"local"`` (each layer's own output error under its Q/DQ inputs, one run for all layers)
             or ``"model"`` (the whole model's output error with that layer alone in INT8, one run per layer).
+        repair: INT8 repairs applied to the Q/DQ model before the guard judges it, measured on the
+            calibration data (:mod:`trtopt.quant.repair`): ``"bias"`` = per-channel bias correction.
+            Applied by :func:`trtopt.quant.quantize` when it is given calibration data; not with ``fp16_rest``.
     """
 
     op_types: tuple[str, ...] = WEIGHTED_OPS
@@ -90,9 +94,10 @@ class QuantizeConfig:
     smoothquant_alpha: float = 0.0
     fidelity_guard: bool = True
     sensitivity: str = "local"
+    repair: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types"):
+        for f in ("op_types", "exclude", "exclude_nodes", "exclude_op_types", "repair"):
             val = getattr(self, f)
             if isinstance(val, str):
                 val = (val,)
@@ -109,6 +114,12 @@ class QuantizeConfig:
             raise ConfigError(f"quantize.sensitivity must be 'local' or 'model', got '{self.sensitivity}'")
         if not self.min_amax > 0:
             raise ConfigError(f"quantize.min_amax must be > 0, got {self.min_amax}")
+        bad = [r for r in self.repair if r not in REPAIRS]
+        if bad:
+            raise ConfigError(f"quantize.repair takes {', '.join(REPAIRS)} (or none); got {', '.join(bad)}")
+        if self.repair and self.fp16_rest:
+            raise ConfigError("quantize.repair measures the INT8 model against FP32 with the same tensor names; it "
+                              "does not combine with fp16_rest: drop one of them")
         if not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ConfigError(f"quantize.smoothquant_alpha must be in [0, 1] (0 = off), got {self.smoothquant_alpha}")
 

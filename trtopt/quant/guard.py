@@ -44,6 +44,7 @@ from trtopt.onnx.exec import predict
 from trtopt.onnx.graph import as_model, module_name
 from trtopt.quant.config import QuantizeConfig
 from trtopt.quant.qdq import QdqResult, prepare_for_qdq
+from trtopt.quant.repair import RepairResult, repair_qdq
 from trtopt.quant.search import Answer, fewest_in_float
 from trtopt.quant.summary import write_summary
 
@@ -86,6 +87,7 @@ class GuardResult:
         verdict_all: The judge's verdict on the all-INT8 model (kinds, task metrics, the case).
         verdict: The judge's verdict on ``model``.
         held_out: Samples judged on data the calibration did not see (``--eval``); 0 = calibration data.
+        repair: What ``config.repair`` changed in ``model`` (``None``: no repair asked).
     """
 
     qdq: QdqResult
@@ -98,6 +100,7 @@ class GuardResult:
     verdict_all: Verdict | None = None
     verdict: Verdict | None = None
     held_out: int = 0
+    repair: RepairResult | None = None
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -205,19 +208,22 @@ def guard_fidelity(model: str | os.PathLike[str] | onnx.ModelProto, table: Calib
                       in_sample=eval_inputs is None, outliers=tuple(outlier_samples(table, judge_on, static)))
 
     def judge(cand: QdqResult) -> Answer:
+        # each model judged is repaired first, measured on itself: a layer kept in float changes what follows it
+        rep = repair_qdq(cand.model, prep.model, feeds, cfg.repair, batch_size, static) if cfg.repair else None
         outs = predict_all(cand.model, judge_on, batch_size, static, f"the INT8 model on {where}")
         verdict = the_judge(names, jref, outs)
         bad = verdict.violations
-        return Answer(not bad, -float(len(bad)), "ok" if not bad else "; ".join(bad[:2]), verdict)
+        return Answer(not bad, -float(len(bad)), "ok" if not bad else "; ".join(bad[:2]), (verdict, rep))
 
     prep = prepare_for_qdq(fp32)  # once: every attempt below quantizes the same prepared graph
     found = fewest_in_float(prep, table, cfg, judge, feeds, batch_size, static, fp16_ranges=fp16_ranges,
                             say=lambda msg: say(f"fidelity guard: {msg}"))
-    first: Verdict = found.all_int8.data
+    first: Verdict = found.all_int8.data[0]
     bad = first.violations
-    result = GuardResult(found.qdq, n, violations_all=bad, fidelity=[o.generic for o in found.verdict.data.outputs],
-                         sensitivity=found.sensitivity, verdict_all=first, verdict=found.verdict.data,
-                         held_out=0 if eval_inputs is None else len(jref[0]) if jref else 0)
+    chosen, repaired = found.verdict.data
+    result = GuardResult(found.qdq, n, violations_all=bad, fidelity=[o.generic for o in chosen.outputs],
+                         sensitivity=found.sensitivity, verdict_all=first, verdict=chosen,
+                         held_out=0 if eval_inputs is None else len(jref[0]) if jref else 0, repair=repaired)
     if not bad:  # the verdict is the caller's to print (GuardResult); progress only reports work under way
         return result
     if not found.verdict.passed:
