@@ -128,7 +128,8 @@ class DenseResult:
                 out.append(f"  {c.name:<32} {c.kind:<8} {c.before[0]}x{c.before[1]} -> "
                            f"{'-' if c.after is None else f'{c.after[0]}x{c.after[1]}'}{extra}")
         for s in self.steps:
-            m = "" if s.metric is None else f", {self.metric_name} {s.metric_pruned:.2f} -> {s.metric:.2f} fine-tuned"
+            m = ("" if s.metric is None else f", {self.metric_name} {s.metric:.2f}" if s.loss is None
+                 else f", {self.metric_name} {s.metric_pruned:.2f} -> {s.metric:.2f} fine-tuned")
             out.append(f"  step {s.step}: MACs {s.macs:,}{m}")
         if self.metric_dense is not None and self.metric_final is not None:
             verdict = "✗ FAILED" if self.failed else "✓"
