@@ -37,7 +37,9 @@ def add_dense_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-stem", action="store_true", help="structured: also prune the first layer's outputs")
     g.add_argument("--max-layer-ratio", type=float, default=None,
                    help="structured: most of one layer's channels that may go (default 0.9)")
-    g.add_argument("--round-to", type=int, default=None, help="structured: channel counts multiple of this")
+    g.add_argument("--round-to", type=int, default=None,
+                   help="structured: keep channel counts multiples of this (default 8: ONNX Runtime CPU and tensor "
+                        "cores run odd counts slowly; 1: any count)")
     g.add_argument("--energy", type=float, default=None,
                    help="lowrank: keep the smallest rank holding this share of the squared singular values "
                         "(default 0.9)")

@@ -36,6 +36,14 @@ class TaskData:
     eval_x: tuple[np.ndarray, ...] | None = None
     eval_y: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, workload: Any) -> TaskData:
+        """The data of a :class:`~trtopt.models.workload.Workload` (its ``as_feeds`` gives ``forward()`` order)."""
+        def arrays(x):
+            return None if x is None else tuple(workload.as_feeds(x).values())
+
+        return cls(arrays(workload.train_x), workload.train_y, arrays(workload.eval_x), workload.eval_y)
+
 
 def kd_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
     """``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)`` (Hinton et al. 2015).
