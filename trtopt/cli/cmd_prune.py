@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("Pruning")
     g.add_argument("--method", choices=("magnitude", "permutation", "sparsegpt", *DENSE_METHODS), default="magnitude",
                    help="2:4 (sparse tensor cores): magnitude, permutation, sparsegpt; dense, faster everywhere: "
-                        "structured (channels/heads), lowrank (SVD factors); unstructured (zeros: smaller files only)")
+                        "structured (channels), lowrank (SVD factors); unstructured (zeros: smaller files only)")
     g.add_argument("--pattern", default="2:4", help="sparsity pattern (only 2:4 runs on TensorRT)")
     g.add_argument("--include", action="append", default=[], metavar="PATTERN",
                    help="prune only modules matching: fnmatch glob over the whole module name (layer1.*, "

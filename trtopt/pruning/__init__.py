@@ -1,4 +1,4 @@
-"""Dense pruning that speeds up every GPU and CPU: fewer channels / heads, low-rank factors; and unstructured zeros.
+"""Dense pruning that speeds up every GPU and CPU: fewer channels, low-rank factors; and unstructured zeros.
 
 Public API::
 

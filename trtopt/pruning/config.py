@@ -36,8 +36,8 @@ class StructuredConfig:
     """Options of structured (channel / filter / hidden-unit / head) pruning.
 
     The network stays consistent: coupled layers (both sides of a residual add, the inputs of a concat,
-    a depthwise conv and its producer, BatchNorm, the heads of an attention block) lose the same
-    channels, found by dependency-graph tracing (DepGraph, Fang et al., CVPR 2023, through
+    a depthwise conv and its producer, BatchNorm, an ``nn.MultiheadAttention`` block's projections,
+    split per head) lose the same channels, found by dependency-graph tracing (DepGraph, Fang et al., CVPR 2023, through
     ``torch-pruning``).
 
     Attributes:
@@ -56,7 +56,6 @@ class StructuredConfig:
             ONNX Runtime's CPU convolutions (MLAS, blocked NCHWc layout) and tensor cores want channel
             counts in multiples of 8; with odd counts a model at half the MACs can run slower than the
             dense one (``bench/structured_prune.py --round-to 1``).
-        prune_heads: Remove whole attention heads of ``nn.MultiheadAttention`` blocks (else head dims).
     """
 
     target_macs: float = 0.5
@@ -67,7 +66,6 @@ class StructuredConfig:
     protect_stem: bool = True
     protect_head: bool = True
     round_to: int | None = 8
-    prune_heads: bool = False
 
     method = "structured"
 

@@ -1,8 +1,8 @@
-"""Structured pruning: remove whole channels / filters / hidden units / heads, to a MACs target.
+"""Structured pruning: remove whole channels / filters / hidden units, to a MACs target.
 
 Why a library: removing a channel is only correct when every layer coupled to it loses the same
 channel: both sides of a residual add, every input of a concat, a depthwise conv together with its
-producer, the BatchNorm / LayerNorm after it, an attention block's heads. ``torch-pruning``
+producer, the BatchNorm / LayerNorm after it, an attention block's per-head projections. ``torch-pruning``
 (DepGraph, Fang et al., CVPR 2023, https://github.com/VainF/Torch-Pruning) traces the network once
 and groups coupled parameters for any module graph; it is the field's standard and is pure Python
 (torch + numpy). trtopt keeps only what is specific to it: the importance criteria by name, the
@@ -101,9 +101,7 @@ class StructuredPruner:
                 model, example, importance=_importance(tp, config.importance),
                 global_pruning=config.global_ranking, pruning_ratio=config.max_layer_ratio,
                 max_pruning_ratio=config.max_layer_ratio, iterative_steps=GRANULARITY,
-                ignored_layers=ignored, round_to=config.round_to, num_heads=num_heads,
-                prune_num_heads=config.prune_heads and bool(num_heads),
-                head_pruning_ratio=config.max_layer_ratio if config.prune_heads else 0.0)
+                ignored_layers=ignored, round_to=config.round_to, num_heads=num_heads)
         except (RuntimeError, TypeError, ValueError, KeyError) as exc:
             raise InputError(f"structured pruning cannot trace the model ({type(exc).__name__}: {exc})") from None
         self.dense_macs = count_macs(model, example)
