@@ -32,6 +32,7 @@ EXTRAS: dict[str, str] = {
     "pynvml": "gpu",
     "rapidocr_onnxruntime": "ocr",
     "skimage": "ocr",
+    "torch_pruning": "prune",
 }
 
 

@@ -20,7 +20,7 @@ from trtopt.benchmark.environment import capture_environment
 from trtopt.benchmark.report import Report, VariantResult
 from trtopt.benchmark.session import BenchSession, SessionEntry
 from trtopt.benchmark.write import write_report
-from trtopt.errors import ConfigError, TrtoptError
+from trtopt.errors import ConfigError, InputError, TrtoptError
 from trtopt.inputs import check_batch_sizes
 from trtopt.judge.generic import check_tolerance_names
 from trtopt.log import get_logger
@@ -59,7 +59,10 @@ def recipe_references(variants: tuple[str, ...]) -> dict[str, str]:
     FP32 model itself is a different model than the dense one, so its fidelity to ``fp32`` is reported,
     not judged: its accuracy delta is what tells whether pruning and fine-tuning worked.
     """
-    return {v: "none" if v == "sparse24-fp32" else "sparse24-fp32" for v in variants if VARIANTS[v].sparse}
+    refs = {v: "none" if v == "sparse24-fp32" else "sparse24-fp32" for v in variants if VARIANTS[v].sparse}
+    # a structured / low-rank model likewise: its INT8 is judged against its own FP32 graph
+    return refs | {v: "none" if VARIANTS[v].precision == "fp32" else f"{VARIANTS[v].kind}-fp32"
+                   for v in variants if VARIANTS[v].shrink}
 
 
 def _cuda_available() -> bool:
@@ -103,6 +106,8 @@ class Pipeline:
             self.notes["onnx"] = ONNX_NOTE
             return {}
         models = {"dense": workload.model}
+        for method in self.recipe.run.shrinks:
+            self._shrink(workload, method, models)
         if not self.recipe.run.needs_sparse:
             return models
         from trtopt.sparsity import finetune_masked
@@ -130,6 +135,27 @@ class Pipeline:
                                       "masks_intact": getattr(hist, "masks_intact", None)}
         models["sparse"] = sparse.eval()
         return models
+
+    def _shrink(self, workload, method: str, models: dict[str, object]) -> None:
+        """The ``pruned`` (structured) or ``lowrank`` model; losing the task (``max_drop``) fails its variants."""
+        from trtopt.pruning import TaskData
+        from trtopt.pruning.api import prune_dense
+        from trtopt.torch_util import torch_threads
+
+        cfg, model = getattr(self.recipe, method), copy.deepcopy(workload.model)
+        try:
+            with torch_threads(1):
+                res = self._stage("prune", f"{method}, {self.recipe.schedule.steps} step(s)", lambda: prune_dense(
+                    model, cfg, workload.as_feeds(workload.example), self.recipe.schedule, TaskData.of(workload)))
+            self.notes[f"prune_{method}"] = res.to_dict()
+            why = (f"the {method} model lost the task: {res.metric_name} {res.metric_final:.2f} vs dense "
+                   f"{res.metric_dense:.2f} (more than max_drop {res.max_drop:g})") if res.failed else ""
+        except InputError as exc:  # e.g. no layer to factorize: the variants fail, not the run
+            why = str(exc)
+        for v in (v for v in self.recipe.run.variants if VARIANTS[v].shrink == method and why):
+            self.failed[v] = why
+        if not why:
+            models["pruned" if method == "structured" else method] = model.eval()
 
     def _export(self, workload, models: dict[str, object]) -> dict[str, Path]:
         from dataclasses import replace
@@ -165,7 +191,7 @@ class Pipeline:
 
         tables = {}
         needs = {VARIANTS[v].kind for v in self.recipe.run.variants
-                 if VARIANTS[v].precision == "int8" and v not in self.skipped}
+                 if VARIANTS[v].precision == "int8" and v not in self.skipped and v not in self.failed}
         for kind in sorted(needs):
             src = NumpySource(workload.as_feeds(workload.calib), batch_size=32, seed=self.recipe.workload.seed)
             detail = f"{kind}: {self.recipe.calibrate.method} on {workload.count(workload.calib)} samples"
@@ -218,12 +244,12 @@ class Pipeline:
             from trtopt.models.user import ONNX_NOTE
 
             for v in self.recipe.run.variants:
-                if VARIANTS[v].sparse:
-                    self.skipped[v] = f"{ONNX_NOTE}; 2:4 variants need pruning"
+                if VARIANTS[v].sparse or VARIANTS[v].shrink:
+                    self.skipped[v] = f"{ONNX_NOTE}; pruned variants need the PyTorch model"
         tables = self._calibrate(workload, fp32)
         artifacts: dict[str, Path] = {}
         for v in self.recipe.run.variants:
-            if v in self.skipped:
+            if v in self.skipped or v in self.failed:
                 continue
             try:
                 artifacts[v] = self._stage("quantize", f"{v} model", lambda v=v: self._variant_model(v, fp32, tables))
@@ -297,10 +323,11 @@ class Pipeline:
         """Every file a run may write under its output folder (the names ``_run`` and its stages use)."""
         from trtopt.benchmark.plots import PLOT_FILES
 
-        models = [f"{k}-fp32.onnx" for k in ("dense", "sparse")] + [f"{v}.onnx" for v in VARIANTS]
+        kinds = ("dense", "sparse", "pruned", "lowrank")
+        models = [f"{k}-fp32.onnx" for k in kinds] + [f"{v}.onnx" for v in VARIANTS]
         return (["report.json", "report.md", *PLOT_FILES.values()]
                 + [f"models/{m}{ext}" for m in models for ext in ("", ".data")]
-                + [f"calibration/{k}.calib.{ext}" for k in ("dense", "sparse") for ext in ("json", "cache")])
+                + [f"calibration/{k}.calib.{ext}" for k in kinds for ext in ("json", "cache")])
 
     def _entries(self, workload: Workload, artifacts: dict[str, Path]) -> list[SessionEntry]:
         """What the benchmark session measures: every recipe variant, in order (fp32 first: the baseline)."""

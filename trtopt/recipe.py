@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the stage configs are imported when a recipe is parsed (_se
     from trtopt.calib import CalibrationConfig
     from trtopt.export import ExportConfig
     from trtopt.models.workload import WorkloadConfig
+    from trtopt.pruning import LowRankConfig, ScheduleConfig, StructuredConfig
     from trtopt.quant import FP16Config, QuantizeConfig
     from trtopt.sparsity import FinetuneConfig, PruneConfig
 
@@ -45,22 +46,25 @@ class Variant:
         sparse: Made from the 2:4-pruned model (else the dense one).
         precision: ``fp32``, ``fp16`` or ``int8``.
         fp16_rest: INT8 with FP16 for everything not in INT8.
+        shrink: ``structured`` (fewer channels, ``[structured]``) or ``lowrank`` (SVD factors, ``[lowrank]``):
+            made from the densely pruned model, iterated and fine-tuned as ``[schedule]`` says.
     """
 
     name: str
     sparse: bool
     precision: str
     fp16_rest: bool = False
+    shrink: str = ""
 
     @property
     def kind(self) -> str:
-        """Which FP32 model it is made from: ``sparse`` or ``dense``."""
-        return "sparse" if self.sparse else "dense"
+        """Which FP32 model it is made from: ``sparse``, ``pruned`` (structured), ``lowrank`` or ``dense``."""
+        return "sparse" if self.sparse else {"structured": "pruned", "lowrank": "lowrank"}.get(self.shrink, "dense")
 
     @property
     def sparsity(self) -> str:
-        """The report's sparsity column: ``2:4`` or ``dense``."""
-        return "2:4" if self.sparse else "dense"
+        """The report's sparsity column: ``2:4``, ``structured``, ``low-rank`` or ``dense``."""
+        return "2:4" if self.sparse else {"structured": "structured", "lowrank": "low-rank"}.get(self.shrink, "dense")
 
 
 #: variant name -> :class:`Variant`
@@ -73,6 +77,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("sparse24-fp16", True, "fp16"),
     Variant("sparse24-int8", True, "int8"),
     Variant("sparse24-int8-fp16", True, "int8", fp16_rest=True),
+    Variant("pruned-fp32", False, "fp32", shrink="structured"),
+    Variant("pruned-int8", False, "int8", shrink="structured"),
+    Variant("lowrank-fp32", False, "fp32", shrink="lowrank"),
 )}
 BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 
@@ -109,6 +116,11 @@ class RunConfig:
         """Whether any variant is 2:4 sparse."""
         return any(VARIANTS[v].sparse for v in self.variants)
 
+    @property
+    def shrinks(self) -> tuple[str, ...]:
+        """The dense pruning methods the variants need (``structured``, ``lowrank``), in variant order."""
+        return tuple(dict.fromkeys(VARIANTS[v].shrink for v in self.variants if VARIANTS[v].shrink))
+
 
 def _section_classes() -> dict[str, type]:
     # Imported here: recipe parsing is the only caller, and stages import torch lazily.
@@ -116,11 +128,13 @@ def _section_classes() -> dict[str, type]:
     from trtopt.calib import CalibrationConfig
     from trtopt.export import ExportConfig
     from trtopt.models.workload import WorkloadConfig
+    from trtopt.pruning import LowRankConfig, ScheduleConfig, StructuredConfig
     from trtopt.quant import FP16Config, QuantizeConfig
     from trtopt.sparsity import FinetuneConfig, PruneConfig
 
     return {
         "recipe": RunConfig, "workload": WorkloadConfig, "prune": PruneConfig, "finetune": FinetuneConfig,
+        "structured": StructuredConfig, "lowrank": LowRankConfig, "schedule": ScheduleConfig,
         "export": ExportConfig, "calibrate": CalibrationConfig, "quantize": QuantizeConfig,
         "fp16": FP16Config, "bench": BenchConfig,
     }
@@ -128,12 +142,19 @@ def _section_classes() -> dict[str, type]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed recipe: one config object per stage (``finetune`` is ``None`` when absent)."""
+    """A parsed recipe: one config object per stage (``finetune`` is ``None`` when absent).
+
+    ``prune`` / ``finetune`` make the 2:4 variants; ``structured`` / ``lowrank`` with ``schedule`` the
+    ``pruned-*`` / ``lowrank-*`` ones.
+    """
 
     run: RunConfig
     workload: WorkloadConfig
     prune: PruneConfig
     finetune: FinetuneConfig | None
+    structured: StructuredConfig
+    lowrank: LowRankConfig
+    schedule: ScheduleConfig
     export: ExportConfig
     calibrate: CalibrationConfig
     quantize: QuantizeConfig

@@ -1,9 +1,11 @@
-"""``trtopt prune``: 2:4-prune a PyTorch model for TensorRT's sparse tensor cores.
+"""``trtopt prune``: 2:4-prune a PyTorch model for TensorRT's sparse tensor cores, or shrink it densely.
 
 Your model (``--model pkg.mod:fn`` / ``.pt``, ``--input`` specs) or a built-in ``--workload``;
 magnitude, permutation or SparseGPT; optionally a masked fine-tune on ``--data TRAIN.npz`` (or a
 dataloader factory) with distillation from the dense model; then the pruned module, masks, ONNX
 and a JSON report are written together (all or nothing), after a one-screen summary.
+``--method structured | lowrank | unstructured`` (fewer channels, low-rank factors, zeros) is
+:mod:`trtopt.cli.cmd_prune_dense`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtopt.cli.cmd_prune_dense import DENSE_METHODS, add_dense_args, check_method_options, run_dense
 from trtopt.cli.model_source import add_model_args
 
-HELP = "2:4-prune a PyTorch model for TensorRT sparse tensor cores (+ masked fine-tune, ONNX export)"
+HELP = ("2:4-prune a PyTorch model for TensorRT sparse tensor cores, or remove channels / factorize it for "
+        "every GPU (+ fine-tune, ONNX export)")
 EPILOG = ("example (your model, two inputs, fine-tuned with distillation):\n"
           "  trtopt prune --model mypkg.nlp:encoder --input ids:int64:batchx16:0..50 --input mask:int64:batchx16 \\\n"
           "      --data train.npz --finetune-epochs 3 --distill-alpha 0.5 --out-module p.pt --out-masks m.pt \\\n"
           "      --onnx p.onnx --report prune.json\n"
+          "structured (fewer channels, faster on any GPU and CPU), 3 steps with distillation:\n"
+          "  trtopt prune --workload digits_cnn --method structured --target-macs 0.5 --steps 3 \\\n"
+          "      --finetune-epochs 2 --kd-alpha 0.5 --onnx small.onnx --report prune.json\n"
           "--data/--calib: .npz with one array per input name (samples on axis 0) plus 'labels'.\n"
           "--include/--exclude: fnmatch glob over the whole module name (layer1.*, *.fc), or re:REGEX.")
 
@@ -30,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, "digits_cnn, resnet18, resnet50, mobilenet_v2 (with their data)")
     g = p.add_argument_group("Pruning")
-    g.add_argument("--method", choices=("magnitude", "permutation", "sparsegpt"), default="magnitude")
+    g.add_argument("--method", choices=("magnitude", "permutation", "sparsegpt", *DENSE_METHODS), default="magnitude",
+                   help="2:4 (sparse tensor cores): magnitude, permutation, sparsegpt; dense, faster everywhere: "
+                        "structured (channels), lowrank (SVD factors); unstructured (zeros: smaller files only)")
     g.add_argument("--pattern", default="2:4", help="sparsity pattern (only 2:4 runs on TensorRT)")
     g.add_argument("--include", action="append", default=[], metavar="PATTERN",
                    help="prune only modules matching: fnmatch glob over the whole module name (layer1.*, "
@@ -64,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ONNX output name for --onnx, once per output in order (as in export)")
     g.add_argument("--report", type=Path, default=None, help="write the summary and per-layer report as JSON")
     g.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_dense_args(p)
     p.set_defaults(func=run)
 
 
@@ -206,6 +216,19 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.sparsity.summary import prune_summary, summary_lines
 
     # validate every option and output path before the (possibly slow) model load and pruning
+    check_method_options(args)
+    if args.method in DENSE_METHODS:
+        from trtopt.cli.cmd_prune_dense import configs
+
+        configs(args)
+        _check_outputs(args)
+        src = load_source(args, "prune")
+        data, specs, _ = _load_data(args, src, FinetuneConfig(epochs=args.finetune_epochs))
+        out = run_dense(args, src, data, specs)
+        if out is None:
+            return 1
+        save_outputs(args, src.model, None, specs, src, out)
+        return 0
     cfg = PruneConfig(method=args.method, pattern=args.pattern, include=tuple(args.include),
                       exclude=tuple(args.exclude), min_params=args.min_params)
     ft = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size,
@@ -255,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
            "accuracy": {f"{k} accuracy": v["accuracy"] for k, v in metrics.items() if "accuracy" in v}}
     if history is not None:
         out["finetune"] = history.to_dict()
-    _save(args, model, report, specs, src, out)
+    save_outputs(args, model, report, specs, src, out)
     if args.json:
         print(json.dumps(out))
     else:
@@ -280,8 +303,11 @@ def _epoch_line(rec: dict) -> None:
     print(f"fine-tune epoch {rec['epoch']}/{rec['epochs']}: loss {rec['loss']:.4f}{acc}", file=sys.stderr, flush=True)
 
 
-def _save(args, model, report, specs, src, data) -> None:
-    """Write every requested output into temporary files, then rename them all (nothing half-written)."""
+def save_outputs(args, model, report, specs, src, data) -> None:
+    """Write every requested output into temporary files, then rename them all (nothing half-written).
+
+    ``report`` (the 2:4 :class:`~trtopt.sparsity.prune.PruneReport`) is ``None`` for dense methods (no masks).
+    """
     import contextlib
     import pickle
 
