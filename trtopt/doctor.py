@@ -26,7 +26,7 @@ import onnx
 from trtopt.errors import InputError
 from trtopt.macshare import model_mac_share
 from trtopt.onnx.constants import constant_chain, iter_constants
-from trtopt.onnx.dims import is_dynamic_dim, placeholder_dims
+from trtopt.onnx.dims import graph_inputs, is_dynamic_dim, placeholder_dims
 from trtopt.onnx.graph import constant_names, opset_of, producers
 from trtopt.onnx.io import load_graph_only
 from trtopt.onnx.ops import QUANT_OPS, WEIGHTED_OPS
@@ -147,15 +147,14 @@ def _dim_text(d: onnx.TensorShapeProto.Dimension) -> tuple[str, bool]:
 
 
 def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[Finding]]:
-    inits = {t.name for t in model.graph.initializer}
+    real = graph_inputs(model)
     inputs, out = [], []
     odd_dims, non_batch, ints = [], [], []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
+    for gi in real:
+        vi = gi.value
         tt = vi.type.tensor_type
         dims = [_dim_text(d) for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "?"
+        dtype = gi.dtype_name if tt.elem_type else "?"
         inputs.append({"name": vi.name, "dtype": dtype, "shape": [int(t) if t.lstrip("-").isdigit() else t
                                                                   for t, _ in dims],
                        "dynamic_axes": [i for i, (_, dyn) in enumerate(dims) if dyn]})
@@ -166,7 +165,7 @@ def _input_findings(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[
             non_batch.append(f"{vi.name} (scalar)")
         elif not dims[0][1] and any(dyn for _, dyn in dims[1:]):
             non_batch.append(f"{vi.name} {[t for t, _ in dims]} (batch axis is not axis 0)")
-        elif not dims[0][1] and len(model.graph.input) - len(inits) > 1:
+        elif not dims[0][1] and len(real) > 1:
             non_batch.append(f"{vi.name} {[t for t, _ in dims]} (fixed first dim)")
         if tt.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL):
             ints.append(vi.name)

@@ -198,31 +198,27 @@ def specs_from_onnx(model: Any, batch: tuple[int, int, int] = DEFAULT_BATCH) -> 
     Raises:
         InputError: An input of a dtype trtopt does not feed (string, complex).
     """
-    from trtopt.onnx.dims import value_dim_names, value_dims
+    from trtopt.onnx.dims import graph_inputs
 
-    inits = {t.name for t in model.graph.initializer}
     rows = embedding_rows(model)
     out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        et = vi.type.tensor_type.elem_type
-        if et not in _ONNX_DTYPE:
-            raise InputError(f"input '{vi.name}' has ONNX element type {et}, which trtopt cannot feed")
+    for gi in graph_inputs(model):
+        if gi.elem_type not in _ONNX_DTYPE:
+            raise InputError(f"input '{gi.name}' has ONNX element type {gi.elem_type}, which trtopt cannot feed")
         dims = []
-        for ax, (v, nm) in enumerate(zip(value_dims(vi), value_dim_names(vi))):
+        for ax, (v, nm) in enumerate(zip(gi.dims, gi.dim_names)):
             if v is not None:
                 dims.append(Dim(v, v, v))
             else:
-                dims.append(Dim(*batch, name="batch") if ax == 0 else Dim(1, 1, 1, name=nm or f"{vi.name}_{ax}"))
-        dtype = _ONNX_DTYPE[et]
+                dims.append(Dim(*batch, name="batch") if ax == 0 else Dim(1, 1, 1, name=nm or f"{gi.name}_{ax}"))
+        dtype = _ONNX_DTYPE[gi.elem_type]
         low = high = None
         if dtype in ("int64", "int32"):
-            if vi.name in rows:
-                low, high = 0, rows[vi.name]
-            elif "mask" in vi.name.lower():
+            if gi.name in rows:
+                low, high = 0, rows[gi.name]
+            elif "mask" in gi.name.lower():
                 low, high = 0, 2
-        out.append(InputSpec(vi.name, dtype, tuple(dims), low, high))
+        out.append(InputSpec(gi.name, dtype, tuple(dims), low, high))
     return tuple(out)
 
 

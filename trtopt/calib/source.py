@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trtopt.errors import ConfigError, InputError
-from trtopt.onnx.dims import value_dim_names, value_dims
+from trtopt.onnx.dims import graph_inputs
 
 
 class CalibrationSource(Protocol):
@@ -274,19 +274,16 @@ def model_input_specs(model: Any) -> dict[str, tuple[tuple[int | None, ...], Any
     A dim is dynamic when it has a ``dim_param``, no value, or a ``dim_value`` of -1 or 0
     (:func:`trtopt.onnx.dims.is_dynamic_dim`).
     """
-    inits = {t.name for t in model.graph.initializer}
-    return {vi.name: (value_dims(vi), _NP_OF_ONNX.get(vi.type.tensor_type.elem_type))
-            for vi in model.graph.input if vi.name not in inits}
+    return {gi.name: (gi.dims, _NP_OF_ONNX.get(gi.elem_type)) for gi in graph_inputs(model)}
 
 
 def batch_axes(model: Any, static: Iterable[str] = ()) -> dict[str, tuple[int, ...]]:
     """Axes of each ``static`` input whose dim is the batch dim (same ``dim_param`` as the batched inputs' axis 0)."""
-    inits = {t.name for t in model.graph.initializer}
-    vis = {vi.name: vi for vi in model.graph.input if vi.name not in inits}
+    vis = {gi.name: gi for gi in graph_inputs(model)}
     static = set(static)
-    symbols = {value_dim_names(vi)[0] for k, vi in vis.items() if k not in static and value_dim_names(vi)}
+    symbols = {gi.dim_names[0] for k, gi in vis.items() if k not in static and gi.dim_names}
     symbols.discard(None)
-    return {k: tuple(ax for ax, p in enumerate(value_dim_names(vis[k])) if p in symbols) for k in static if k in vis}
+    return {k: tuple(ax for ax, p in enumerate(vis[k].dim_names) if p in symbols) for k in static if k in vis}
 
 
 def check_inputs(specs: Mapping[str, tuple], batched: Mapping[str, np.ndarray], static: Mapping[str, np.ndarray],

@@ -11,6 +11,9 @@ as "H and W are the same dim" and a 48x192 profile contradicts it. ``"?"`` and `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import onnx
 
 
@@ -95,3 +98,52 @@ def with_unique_placeholder_dims(model: onnx.ModelProto) -> tuple[onnx.ModelProt
             d.dim_param = new
             renamed[f"{vi.name}[{ax}]"] = new
     return out, renamed
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One real input of an ONNX graph (an input that is no initializer), as the graph declares it.
+
+    Attributes:
+        name: Input name.
+        dims: Each axis's size, ``None`` where dynamic (:func:`is_dynamic_dim`).
+        dim_names: Each axis's ``dim_param`` (``None`` where it has none).
+        elem_type: ONNX element type (``onnx.TensorProto.FLOAT``, ...; 0 when undeclared).
+        value: The value info itself (for messages that show the raw dims).
+    """
+
+    name: str
+    dims: tuple[int | None, ...]
+    dim_names: tuple[str | None, ...]
+    elem_type: int
+    value: onnx.ValueInfoProto
+
+    @property
+    def np_dtype(self) -> np.dtype | None:
+        """The numpy dtype of :attr:`elem_type` (``None`` when undeclared or without one, e.g. strings)."""
+        if not self.elem_type:
+            return None
+        try:
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def dtype_name(self) -> str:
+        """``float32``, ``int64``, ``bool``, ... (``float32`` when undeclared; ``?`` for a type numpy lacks)."""
+        if not self.elem_type:
+            return "float32"
+        dt = self.np_dtype
+        return "?" if dt is None else dt.name
+
+
+def graph_inputs(model: onnx.ModelProto | onnx.GraphProto) -> list[GraphInput]:
+    """The graph's real inputs in order: declared inputs that are not initializers (old exporters list both).
+
+    The one description of a model's inputs read from the graph; user declarations with ranges are
+    :class:`trtopt.inputs.InputSpec` (:func:`trtopt.inputs.specs_from_onnx` builds them from this).
+    """
+    g = model.graph if isinstance(model, onnx.ModelProto) else model
+    inits = {t.name for t in g.initializer}
+    return [GraphInput(vi.name, value_dims(vi), value_dim_names(vi), vi.type.tensor_type.elem_type, vi)
+            for vi in g.input if vi.name not in inits]

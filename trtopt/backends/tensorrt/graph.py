@@ -66,26 +66,17 @@ def graph_info(model_bytes: bytes) -> GraphInfo:
     """
     import onnx
 
-    from trtopt.onnx.dims import value_dim_names
+    from trtopt.onnx.dims import graph_inputs
     from trtopt.onnx.precision import computes_fp16, has_qdq
 
     try:
         model = onnx.load_from_string(model_bytes)
     except Exception as exc:
         raise InputError(f"not a valid ONNX model ({type(exc).__name__})") from exc
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    inputs, names, dtypes = {}, {}, {}
-    for vi in g.input:
-        if vi.name in inits:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
-        names[vi.name] = value_dim_names(vi)
-        elem = vi.type.tensor_type.elem_type
-        dtypes[vi.name] = "bool" if elem == onnx.TensorProto.BOOL else (
-            onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "float32")
-
+    ins = graph_inputs(model)
+    inputs = {i.name: tuple(-1 if d is None else d for d in i.dims) for i in ins}
+    names = {i.name: i.dim_names for i in ins}
+    dtypes = {i.name: i.dtype_name for i in ins}
     has_fp16 = computes_fp16(model)  # Constant-node weights and subgraphs count too
     return GraphInfo(inputs=inputs, has_qdq=has_qdq(model), has_fp16=has_fp16, dim_names=names, dtypes=dtypes)
 
