@@ -21,7 +21,7 @@ from trtopt.errors import ConfigError
 KINDS: dict[str, str] = {
     "generic": "cosine, worst-channel cosine, argmax agreement (no task known)",
     "detection": "YOLO-style head [N, 4+C(+1), A] or [N, A, 4+C(+1)]: FP32 detections kept after NMS",
-    "prob_map": "probability map [N, 1, H, W]: IoU of the thresholded maps",
+    "prob_map": "probability map [N, 1, H, W]: regions of the thresholded maps kept (IoU >= 0.5) and precise",
     "segmentation": "segmentation logits [N, C, H, W]: mean IoU of the argmax maps",
     "ctc": "CTC logits [N, T, C] (or [T, N, C] with layout=tnc): greedy-decoded sequences identical",
     "tokens": "token logits [N, T, C]: per-token top-1 agreement",
@@ -31,7 +31,7 @@ KINDS: dict[str, str] = {
     "classes": "class logits [N, C]: top-1 agreement (Wilson bound on small samples)",
 }
 #: Default floor of each kind's judged agreement (percent; embeddings also need mean cosine >= 0.99).
-DEFAULT_FLOOR: dict[str, float] = {"detection": 90.0, "prob_map": 90.0, "segmentation": 90.0, "ctc": 95.0,
+DEFAULT_FLOOR: dict[str, float] = {"detection": 90.0, "prob_map": 99.0, "segmentation": 90.0, "ctc": 95.0,
                                    "tokens": 99.0, "frames": 95.0, "pitch": 95.0, "embedding": 95.0,
                                    "classes": 99.0}
 _LAYOUTS = {"detection": ("cfirst", "clast"), "ctc": ("ntc", "tnc")}

@@ -37,7 +37,8 @@ from trtopt.judge.vectors import SMALL_SAMPLE, class_agreement, embedding_agreem
 #: Lowest mean cosine of an embedding output (besides its neighbour agreement).
 EMBEDDING_COSINE = 0.99
 #: Kind -> the metrics its floor applies to.
-JUDGED = {"detection": ("kept", "precision"), "prob_map": ("iou",), "segmentation": ("iou",),
+JUDGED = {"detection": ("kept", "precision"), "prob_map": ("regions_kept", "regions_precision"),
+          "segmentation": ("iou",),
           "ctc": ("sequences_identical",), "tokens": ("token_top1",), "frames": ("active_f1",),
           "pitch": ("voicing", "pitch_within_50c"), "embedding": ("neighbour_agreement",),
           "classes": ("top1_judged",)}
