@@ -157,8 +157,9 @@ def test_a_variant_whose_model_onnx_runtime_cannot_open_fails_alone(tmp_path):
     from _helpers.ort_crash_graphs import seq_first_projection
 
     onnx.save(seq_first_projection(fp16=True), tmp_path / "crashing16.onnx")
-    conversion = (f"import onnx, trtopt.quant.api\n"
-                  f"trtopt.quant.api.convert_fp16 = lambda *a, **k: onnx.load({str(tmp_path / 'crashing16.onnx')!r})\n")
+    conversion = (f"import onnx, trtopt.quant.api\nfrom trtopt.quant.fp16 import FP16Result\n"
+                  f"trtopt.quant.api.convert_fp16 = lambda *a, **k: FP16Result("
+                  f"onnx.load({str(tmp_path / 'crashing16.onnx')!r}))\n")
     res = _run_recipe_in_child(tmp_path, seq_first_projection(fp16=False), ["fp32", "fp16"], conversion)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     rows = _by_name(json.loads((tmp_path / "out" / "report.json").read_text()))

@@ -75,8 +75,10 @@ class QuantizeConfig:
             (:func:`trtopt.quant.guard.guard_fidelity`; applied by :func:`trtopt.quant.quantize`
             when it is given calibration data, not by :func:`~trtopt.quant.qdq.quantize_qdq` itself).
         sensitivity: How the guard and the accuracy budget rank layers (:mod:`trtopt.quant.sensitivity`):
-            ``"local"`` (each layer's own output error under its Q/DQ inputs, one run for all layers)
-            or ``"model"`` (the whole model's output error with that layer alone in INT8, one run per layer).
+            ``"model"`` (default: the whole model's output error with that layer alone in INT8, one run per
+            layer) or ``"local"`` (each layer's own output error under its Q/DQ inputs, one run for all
+            layers: about 5x cheaper, but on PP-OCRv4 det it ranks worse, 28 layers kept in float where
+            ``"model"`` keeps 16, and still lost a held-out box).
         repair: INT8 repairs applied to the Q/DQ model before the guard judges it, measured on the
             calibration data (:mod:`trtopt.quant.repair`): ``"bias"`` = per-channel bias correction.
             Applied by :func:`trtopt.quant.quantize` when it is given calibration data; not with ``fp16_rest``.
@@ -93,7 +95,7 @@ class QuantizeConfig:
     weight_storage: str = "float"
     smoothquant_alpha: float = 0.0
     fidelity_guard: bool = True
-    sensitivity: str = "local"
+    sensitivity: str = "model"
     repair: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

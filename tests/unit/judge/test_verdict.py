@@ -40,3 +40,19 @@ def test_an_undeclared_output_is_generic_and_says_it_was_not_recognized():
     v = Judge({})(["y"], [ref], [ref])
     assert v.ok and v.outputs[0].kind.kind == "generic" and not v.outputs[0].kind.recognized
     assert v.to_dict()["outputs"][0]["kind_reason"].startswith("not recognized, judged generically")
+
+
+def test_a_probability_map_needs_its_regions_and_its_cosine():
+    ref = np.zeros((2, 1, 32, 32))
+    ref[:, 0, 4:12, 4:28] = 0.9
+    ref[:, 0, 18:26, 4:28] = 0.8
+    kind = OutputKind("prob_map")
+    same_regions = ref.copy()
+    same_regions[:, 0, 4:12, 4:28] = 0.35  # every region still above 0.3, the map itself far off
+    v = judge_output("map", kind, ref, same_regions, None, in_sample=True)
+    assert v.metrics["regions_kept"] == 100.0 and [x.split(" ")[:2] for x in v.violations] == [["map", "cosine"]]
+    lost = ref.copy()
+    lost[1, 0, 18:26, 4:28] = 0.1  # one of four regions gone
+    v = judge_output("map", kind, ref, lost, None, in_sample=False)
+    assert v.metrics["regions_kept"] == 75.0 and "regions_kept 75 < 99 (prob_map)" in v.violations
+    assert judge_output("map", kind, ref, ref * 0.999, None, in_sample=True).violations == []
