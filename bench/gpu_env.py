@@ -38,6 +38,43 @@ def device_record() -> dict[str, Any]:
     return rec
 
 
+def time_ms(fn: Any, warmup: int = 10, reps: int = 7, iters: int = 20) -> float:
+    """Median over ``reps`` of the mean CUDA-event time (ms) per call of ``iters`` calls of ``fn``."""
+    import statistics
+
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) / iters)
+    return statistics.median(out)
+
+
+def device_line(env: dict[str, Any]) -> str:
+    """``Device: NAME, driver D, torch T (CUDA C).`` for a result's markdown."""
+    return f"Device: {env['gpu']}, driver {env['driver']}, torch {env['torch']} (CUDA {env['cuda']})."
+
+
+def save_results(out: Any, stem: str, data: dict[str, Any], lines: list[str]) -> None:
+    """Write ``OUT/STEM.json`` (``data``) and ``OUT/STEM.md`` (``lines``) atomically, and print the markdown."""
+    from pathlib import Path
+
+    from trtopt.fileio import atomic_write_json, atomic_write_text
+
+    atomic_write_json(Path(out) / f"{stem}.json", data)
+    atomic_write_text(Path(out) / f"{stem}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
     data = device_record()
     print(json.dumps(data, indent=2))

@@ -16,7 +16,6 @@ Writes OUT/int8_gemm.json and OUT/int8_gemm.md (device and driver recorded).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,28 +26,10 @@ SHAPES = [("MiniLM QKV/O 384x384 @32768 tok", 32768, 384, 384), ("MiniLM FFN up 
           ("4096^3", 4096, 4096, 4096), ("8192^3", 8192, 8192, 8192)]
 
 
-def time_ms(fn, warmup: int = 10, reps: int = 7, iters: int = 20) -> float:
-    """Median over ``reps`` of the mean CUDA-event time (ms) of ``iters`` calls."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        end.synchronize()
-        out.append(start.elapsed_time(end) / iters)
-    return statistics.median(out)
-
-
 def run_shape(label: str, m: int, n: int, k: int) -> dict:
     """One shape: FP16 and INT8 times, throughput, speedup and the exactness check."""
     import torch
+    from gpu_env import time_ms
 
     g = torch.Generator(device="cuda").manual_seed(0)
     a8 = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda", generator=g)
@@ -74,9 +55,7 @@ def main() -> int:
         print("skipped: no CUDA GPU (torch.cuda.is_available() is False); nothing written")
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_env import device_record
-
-    from trtopt.fileio import atomic_write_json, atomic_write_text
+    from gpu_env import device_line, device_record, save_results
 
     rows = []
     for shape in SHAPES:
@@ -87,9 +66,7 @@ def main() -> int:
         print(rows[-1], flush=True)
         torch.cuda.empty_cache()
     env = device_record()
-    atomic_write_json(args.out / "int8_gemm.json", {"device": env, "rows": rows})
-    lines = ["# INT8 GEMM (torch._int_mm) vs FP16 matmul", "", f"Device: {env['gpu']}, driver {env['driver']}, "
-             f"torch {env['torch']} (CUDA {env['cuda']}).", "",
+    lines = ["# INT8 GEMM (torch._int_mm) vs FP16 matmul", "", device_line(env), "",
              "| shape | FP16 ms | INT8 ms | FP16 TFLOP/s | INT8 TOP/s | INT8 speedup | INT8 exact |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -98,8 +75,7 @@ def main() -> int:
         else:
             lines.append(f"| {r['shape']} | {r['fp16_ms']} | {r['int8_ms']} | {r['fp16_tflops']} | {r['int8_tops']} "
                          f"| {r['int8_speedup']} | {r['int8_exact']} |")
-    atomic_write_text(args.out / "int8_gemm.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results(args.out, "int8_gemm", {"device": env, "rows": rows}, lines)
     return 0
 
 

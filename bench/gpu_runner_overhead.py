@@ -27,18 +27,9 @@ OUT = Path(__file__).resolve().parent / "results" / "gpu"
 
 def bare_sps(fn, batch: int, iters: int) -> float:
     """Samples/s of ``iters`` calls of ``fn`` between two CUDA events (after 10 warm-up calls)."""
-    import torch
+    from gpu_env import time_ms
 
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return batch * iters / (start.elapsed_time(end) / 1e3)
+    return batch * 1e3 / time_ms(fn, warmup=10, reps=1, iters=iters)
 
 
 def main() -> int:
@@ -53,11 +44,10 @@ def main() -> int:
         print("skipped: no CUDA GPU (torch.cuda.is_available() is False); nothing written")
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_env import device_record
+    from gpu_env import device_line, device_record, save_results
 
     from trtopt.backends.torch_runner import TorchRunner
     from trtopt.benchmark import BenchConfig, measure
-    from trtopt.fileio import atomic_write_json, atomic_write_text
     from trtopt.models.resnet import resnet18
 
     torch.manual_seed(0)
@@ -82,19 +72,17 @@ def main() -> int:
         rows.append(row)
         print(row, flush=True)
     env = device_record()
-    atomic_write_json(args.out / "runner_overhead.json", {"device": env, "model": "ResNet-18 FP16, random weights",
-                                                          "iterations": cfg.iterations, "rounds": args.rounds,
-                                                          "rows": rows})
     lines = ["# Runner overhead on the GPU: trtopt measure() vs a bare CUDA-event loop", "",
-             f"Device: {env['gpu']}, driver {env['driver']}, torch {env['torch']} (CUDA {env['cuda']}). "
-             f"ResNet-18 FP16 at 224x224, {cfg.iterations} iterations per timing, {args.rounds} alternating rounds.",
+             f"{device_line(env)} ResNet-18 FP16 at 224x224, {cfg.iterations} iterations per timing, "
+             f"{args.rounds} alternating rounds.",
              "", "| batch | eager trtopt sps | eager bare sps | overhead % | graph trtopt sps | graph bare sps "
              "| overhead % | graph gain x |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['trtopt_eager']} | {r['bare_eager']} | {r['overhead_eager_pct']} "
                      f"| {r['trtopt_graph']} | {r['bare_graph']} | {r['overhead_graph_pct']} | {r['graph_gain_x']} |")
-    atomic_write_text(args.out / "runner_overhead.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results(args.out, "runner_overhead", {"device": env, "model": "ResNet-18 FP16, random weights",
+                                               "iterations": cfg.iterations, "rounds": args.rounds, "rows": rows},
+                 lines)
     return 0
 
 

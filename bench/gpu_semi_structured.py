@@ -10,7 +10,6 @@ Writes OUT/gpu_semi_structured.json and .md (with the device name).
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,23 +27,6 @@ SHAPES = [(f"MiniLM {name} @{m} tok", m, n, k) for m in (4096, 32768)
                              ("FFN down 384x1536", 384, 1536))] + [("4096^3", 4096, 4096, 4096)]
 
 
-def time_ms(fn, warmup: int = 10, reps: int = 7, min_iters: int = 20) -> float:
-    """Median over ``reps`` of the mean CUDA-event time per call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    results = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(min_iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        results.append(start.elapsed_time(end) / min_iters)
-    return statistics.median(results)
-
-
 def main() -> int:
     import argparse
 
@@ -60,6 +42,9 @@ def main() -> int:
         print(f"{name} is SM {cc[0]}.{cc[1]}: no sparse tensor cores (Ampere SM 8.0+ needed): skipped")
         return 0
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_env import time_ms
 
     backend = "cusparselt" if torch.backends.cusparselt.is_available() else "cutlass"
     SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
