@@ -89,7 +89,7 @@ class Tolerance:
                 val = float(val)
                 if math.isnan(val) or (low and val < limit) or (not low and val > limit):
                     where = f" (channel {fid.get('worst_channel')})" if key == "worst_channel_cosine" else ""
-                    out.append(f"{key} {val:.4g} {'<' if low else '>'} {limit:g}{where}")
+                    out.append(f"{key} {_shown(val, limit)} {'<' if low else '>'} {limit:g}{where}")
         return out
 
 
@@ -100,6 +100,16 @@ class Tolerance:
 #: whole-tensor cosine read 0.998. Embedding outputs (argmax meaningless) should set
 #: ``min_top1_agreement=0``.
 DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1_agreement=99.0, min_channel_cosine=0.99)
+
+def _shown(val: float, limit: float) -> str:
+    """``val`` with the fewest significant digits (at least 4) that tell it from ``limit`` (0.999964, not 1)."""
+    for digits in range(4, 12):
+        text = f"{val:.{digits}g}"
+        shown = float(text)
+        if math.isnan(val) or ((shown < limit) == (val < limit) and (shown > limit) == (val > limit)):
+            return text
+    return f"{val:.12g}"
+
 
 def tolerance_for(tolerances: Tolerance | Mapping[str, Tolerance] | None, name: str) -> Tolerance:
     """The tolerance of output ``name``.

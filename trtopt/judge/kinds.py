@@ -149,3 +149,30 @@ def check_declared(declared: Mapping[str, OutputKind], outputs: Sequence[str]) -
     unknown = sorted(set(declared) - set(outputs))
     if unknown:
         raise ConfigError(f"--output-kind names {unknown}, not outputs of the model (outputs: {list(outputs)})")
+
+
+#: Kind -> (rank of the output it judges, the shape in words); ``generic`` takes any shape.
+SHAPES: dict[str, tuple[int, str]] = {
+    "detection": (3, "[N, 4+C(+1), A] or [N, A, 4+C(+1)]"), "prob_map": (4, "[N, 1, H, W]"),
+    "segmentation": (4, "[N, C, H, W]"), "ctc": (3, "[N, T, C] or [T, N, C]"), "tokens": (3, "[N, T, C]"),
+    "frames": (3, "[N, T, F]"), "pitch": (3, "[N, T, F]"), "embedding": (2, "[N, D]"), "classes": (2, "[N, C]")}
+
+
+def check_declared_shape(name: str, kind: OutputKind, shape: Sequence[int]) -> None:
+    """Refuse a declared kind the output's shape cannot have (judging it would fail or mean nothing).
+
+    Raises:
+        ConfigError: Naming the output, its shape and the shape the kind needs.
+    """
+    need = SHAPES.get(kind.kind)
+    if need is None:
+        return
+    rank, words = need
+    ok = len(shape) == rank
+    if ok and kind.kind == "detection":
+        ok = max(shape[1], shape[2]) >= 5  # 4 box values and at least one class score
+    if ok and kind.kind == "prob_map":
+        ok = shape[1] == 1
+    if not ok:
+        raise ConfigError(f"--output-kind {name}={kind.kind}: output '{name}' has shape {list(shape)}, "
+                          f"but {kind.kind} judges {words}; declare another kind (or none: it is then recognized)")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import onnx
 
-from trtopt.judge.kinds import OutputKind, check_declared
+from trtopt.judge.kinds import OutputKind, check_declared, check_declared_shape
 from trtopt.onnx.graph import GraphIndex, get_attr, source_producer
 
 
@@ -79,10 +79,13 @@ def recognize(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
     """The kind of every output in ``shapes`` (name -> FP32 output shape): declared, else recognized.
 
     Raises:
-        ConfigError: A declaration naming no output of the model.
+        ConfigError: A declaration naming no output of the model, or a kind its shape cannot have.
     """
     declared = dict(declared or {})
     check_declared(declared, [o.name for o in model.graph.output])
+    for n, k in declared.items():
+        if n in shapes:
+            check_declared_shape(n, k, tuple(shapes[n]))
     index = GraphIndex(model.graph)
     return {n: declared[n] if n in declared else recognize_one(index, model.graph, n, tuple(s))
             for n, s in shapes.items()}

@@ -216,3 +216,10 @@ def test_bench_cli_marks_a_detector_with_broken_scores(tmp_path):
     assert by["broken"]["fidelity_violations"]["det"][0].startswith("worst_channel_cosine")
     assert by["fp32"]["fidelity_ok"] is None  # the reference itself: nothing compared
     assert "broken ✗ fidelity" in (out / "report.md").read_text()
+
+
+def test_a_violation_shows_enough_digits_to_tell_the_value_from_its_limit():
+    from trtopt.judge.generic import Tolerance
+
+    assert Tolerance(min_cosine=0.99999).violations({"cosine": 0.999964}) == ["cosine 0.99996 < 0.99999"]
+    assert Tolerance(min_cosine=0.99).violations({"cosine": 0.5}) == ["cosine 0.5 < 0.99"]

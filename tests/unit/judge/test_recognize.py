@@ -68,3 +68,11 @@ def test_bad_declarations_are_one_clear_error(text, message):
 def test_a_declaration_naming_no_output_is_refused():
     with pytest.raises(ConfigError, match="not outputs of the model"):
         recognize(tail("Relu"), {"y": (2, 3)}, {"logits": parse_kind("classes")})
+
+
+@pytest.mark.parametrize("kind, shape", [("detection", (8, 10)), ("ctc", (8, 10)), ("prob_map", (2, 3, 16, 16)),
+                                         ("segmentation", (8, 10)), ("frames", (8, 10)), ("embedding", (1, 7, 9)),
+                                         ("detection", (1, 3, 4))])
+def test_a_declared_kind_the_shape_cannot_have_is_one_clear_error(kind, shape):
+    with pytest.raises(ConfigError, match=rf"--output-kind y={kind}: output 'y' has shape \[.*\], but {kind} judges"):
+        recognize(tail("Relu"), {"y": shape}, {"y": parse_kind(kind)})
